@@ -1,0 +1,98 @@
+//! The library's error type.
+
+use core::fmt;
+
+/// Why recording or differentiating a graph failed. Every variant says what was wrong;
+/// a failed call records nothing and changes no value or gradient.
+///
+/// ```
+/// use safegrad::{Tape, Tensor, TapeError};
+///
+/// let mut tape = Tape::<f32, 2, 8>::new();
+/// let a = tape.input(&Tensor::new([[1.0, 2.0]])).unwrap();
+/// let b = tape.exp(a).unwrap();
+/// let err = tape.exp(b).unwrap_err(); // a third node does not fit
+/// assert_eq!(err, TapeError::NodeCapacity { capacity: 2 });
+/// assert_eq!(err.to_string(), "tape is full: node capacity N = 2 reached");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum TapeError {
+    /// All `N` node slots of the tape are in use.
+    NodeCapacity {
+        /// The tape's node capacity `N`.
+        capacity: usize,
+    },
+    /// The values of a new node do not fit in the `S` scalar slots left.
+    ScalarCapacity {
+        /// The tape's scalar capacity `S`.
+        capacity: usize,
+        /// Slots already in use.
+        used: usize,
+        /// Slots the new node needs.
+        requested: usize,
+    },
+    /// The handle names a node recorded before the last
+    /// [`clear_activations`](crate::Tape::clear_activations).
+    StaleVar {
+        /// Index of the node the handle names.
+        node: usize,
+    },
+    /// The handle does not name a node of this tape with its shape (it comes from another
+    /// tape).
+    UnknownVar {
+        /// Index of the node the handle names.
+        node: usize,
+    },
+    /// Parameters must be recorded before any activation, so that clearing activations keeps
+    /// them.
+    ParameterAfterActivation,
+    /// A class label is not a column of the logits.
+    LabelOutOfRange {
+        /// Row of the batch.
+        row: usize,
+        /// The label given.
+        label: usize,
+        /// Number of classes (columns).
+        classes: usize,
+    },
+}
+
+impl fmt::Display for TapeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::NodeCapacity { capacity } => {
+                write!(f, "tape is full: node capacity N = {capacity} reached")
+            }
+            Self::ScalarCapacity {
+                capacity,
+                used,
+                requested,
+            } => write!(
+                f,
+                "tape is full: scalar capacity S = {capacity} ({used} used, {requested} more requested)"
+            ),
+            Self::StaleVar { node } => write!(
+                f,
+                "node #{node} was cleared with the activations; record it again in this step"
+            ),
+            Self::UnknownVar { node } => {
+                write!(f, "node #{node} is not a node of this tape with this shape")
+            }
+            Self::ParameterAfterActivation => write!(
+                f,
+                "parameters must be recorded before any activation (call clear_activations first)"
+            ),
+            Self::LabelOutOfRange {
+                row,
+                label,
+                classes,
+            } => write!(
+                f,
+                "label {label} in row {row} is out of range: the logits have {classes} classes"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for TapeError {}
