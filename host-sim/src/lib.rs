@@ -1,0 +1,7 @@
+//! safegrad on the host: the reference cases, and (in the binary) the command-line tool.
+//!
+//! This crate uses `std` freely; everything that computes goes through the `safegrad` core,
+//! exactly as on the device.
+
+pub mod bugzoo;
+pub mod json;
