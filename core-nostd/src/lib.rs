@@ -46,3 +46,8 @@ pub use error::TapeError;
 pub use scalar::Scalar;
 pub use tape::{Node, NodeId, Op, Tape, Var};
 pub use tensor::Tensor;
+
+/// The README's example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -281,3 +281,65 @@ pub mod kernels {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_the_definition() {
+        let a = Tensor::<f64, 3, 4>::from_fn(|r, c| (r * 4 + c) as f64 - 5.0);
+        let b = Tensor::<f64, 4, 2>::from_fn(|r, c| (r as f64) * 0.5 - (c as f64));
+        let p = a.matmul(&b);
+        for r in 0..3 {
+            for c in 0..2 {
+                let mut expected = 0.0;
+                for k in 0..4 {
+                    expected += a.rows()[r][k] * b.rows()[k][c];
+                }
+                assert_eq!(p.get(r, c), Some(expected));
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_swaps_indices_and_is_an_involution() {
+        let a = Tensor::<f32, 2, 3>::from_fn(|r, c| (10 * r + c) as f32);
+        let t = a.transpose();
+        for r in 0..2 {
+            for c in 0..3 {
+                assert_eq!(t.get(c, r), a.get(r, c));
+            }
+        }
+        assert_eq!(t.transpose(), a);
+    }
+
+    #[test]
+    fn reductions() {
+        let a = Tensor::new([[1.0f32, -2.0], [3.5, 0.5]]);
+        assert_eq!(a.sum(), 3.0);
+        assert_eq!(a.mean(), 0.75);
+        assert_eq!(a.max(), 3.5);
+        let with_nan = Tensor::new([[1.0f32, f32::NAN, 3.0]]);
+        assert!(with_nan.max().is_nan());
+        let first_nan = Tensor::new([[f32::NAN, 1.0]]);
+        assert!(first_nan.max().is_nan());
+        assert_eq!(Tensor::<f32, 0, 3>::zeros().max(), f32::NEG_INFINITY);
+        assert!(!with_nan.is_finite());
+        assert!(a.is_finite());
+    }
+
+    #[test]
+    fn elementwise_and_broadcast() {
+        let a = Tensor::new([[1.0f32, 2.0], [3.0, 4.0]]);
+        let b = Tensor::new([[0.5f32, -1.0], [2.0, 0.0]]);
+        assert_eq!(a.add(&b), Tensor::new([[1.5, 1.0], [5.0, 4.0]]));
+        assert_eq!(a.sub(&b), Tensor::new([[0.5, 3.0], [1.0, 4.0]]));
+        assert_eq!(a.mul(&b), Tensor::new([[0.5, -2.0], [6.0, 0.0]]));
+        assert_eq!(a.scale(-2.0), Tensor::new([[-2.0, -4.0], [-6.0, -8.0]]));
+        let row = Tensor::new([[1.0f32, -1.0]]);
+        assert_eq!(a.add_row(&row), Tensor::new([[2.0, 1.0], [4.0, 3.0]]));
+        assert_eq!(a.get(2, 0), None);
+        assert_eq!(a.get(0, 2), None);
+    }
+}
