@@ -32,14 +32,28 @@ pub enum TapeError {
         /// Slots the new node needs.
         requested: usize,
     },
+    /// The gradients of a new node do not fit in the `G` gradient slots left.
+    GradientCapacity {
+        /// The tape's gradient capacity `G`.
+        capacity: usize,
+        /// Slots already in use.
+        used: usize,
+        /// Slots the new node needs.
+        requested: usize,
+    },
+    /// The node carries no gradient: a constant, a data input, a frozen parameter, or an
+    /// op computed from those alone.
+    NoGradient {
+        /// Index of the node.
+        node: usize,
+    },
     /// The handle names a node recorded before the last
     /// [`clear_activations`](crate::Tape::clear_activations).
     StaleVar {
         /// Index of the node the handle names.
         node: usize,
     },
-    /// The handle does not name a node of this tape with its shape (it comes from another
-    /// tape).
+    /// The handle does not name a node of this tape with its shape.
     UnknownVar {
         /// Index of the node the handle names.
         node: usize,
@@ -71,6 +85,18 @@ impl fmt::Display for TapeError {
             } => write!(
                 f,
                 "tape is full: scalar capacity S = {capacity} ({used} used, {requested} more requested)"
+            ),
+            Self::GradientCapacity {
+                capacity,
+                used,
+                requested,
+            } => write!(
+                f,
+                "tape is full: gradient capacity G = {capacity} ({used} used, {requested} more requested)"
+            ),
+            Self::NoGradient { node } => write!(
+                f,
+                "node #{node} carries no gradient (constant, data input, frozen parameter, or computed from those)"
             ),
             Self::StaleVar { node } => write!(
                 f,

@@ -18,8 +18,8 @@
 //!
 //! // PyTorch's autograd note: divide by zero, then mask the bad lane.
 //! let mut tape = Tape::<f32, 8, 32>::new();
-//! let x = tape.input(&Tensor::new([[1.0, 1.0]]))?;
-//! let den = tape.input(&Tensor::new([[0.0, 1.0]]))?;
+//! let x = tape.variable(&Tensor::new([[1.0, 1.0]]))?;
+//! let den = tape.constant(&Tensor::new([[0.0, 1.0]]))?;
 //! let y = tape.div(x, den)?; // [inf, 1]
 //! let keep = tape.not_zero(den)?;
 //! let zero = tape.constant(&Tensor::zeros())?;
@@ -36,15 +36,19 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod crc32;
 pub mod error;
+pub mod graph;
 pub mod ops;
+pub mod rng;
 pub mod scalar;
 pub mod tape;
 pub mod tensor;
 
 pub use error::TapeError;
+pub use graph::{Node, NodeId, Op};
 pub use scalar::Scalar;
-pub use tape::{Node, NodeId, Op, Tape, Var};
+pub use tape::{Tape, Var};
 pub use tensor::Tensor;
 
 /// The README's example, compiled and run as a doc test.

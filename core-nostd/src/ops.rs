@@ -107,7 +107,10 @@ pub fn safe_sqrt<T: Scalar>(x: T, eps: T) -> T {
 /// order of operations PyTorch uses.
 #[inline]
 pub fn div_grad<T: Scalar>(g: T, num: T, den: T) -> (T, T) {
-    (strong_mul(g, T::ONE / den), strong_mul(g, -((num / den) / den)))
+    (
+        strong_mul(g, T::ONE / den),
+        strong_mul(g, -((num / den) / den)),
+    )
 }
 
 /// TorchLean's `safedivSpec`: `num / (den + eps)`. Safe only for `den >= 0`: at
@@ -254,11 +257,14 @@ pub fn log_sum_exp<T: Scalar>(row: &[T]) -> T {
     m + s.ln()
 }
 
-/// Gradient of [`log_sum_exp`] for one row: adds `g * softmax(row)` to `grad`, computed as
-/// `exp(x - lse)`.
-pub fn log_sum_exp_grad<T: Scalar>(g: T, row: &[T], lse: T, grad: &mut [T]) {
+/// Gradient of [`log_sum_exp`] for one row: adds `g * softmax(row)` to `grad`, with the
+/// softmax computed as `exp(x - m) / sum(exp(x - m))` from the same `m = max(row)` as the
+/// forward (not from the rounded log-sum-exp, which loses digits at large logits).
+pub fn log_sum_exp_grad<T: Scalar>(g: T, row: &[T], grad: &mut [T]) {
+    let m = crate::tensor::kernels::max(row);
+    let s = row.iter().fold(T::ZERO, |acc, &v| acc + (v - m).exp());
     for (d, &v) in grad.iter_mut().zip(row) {
-        *d += strong_mul(g, (v - lse).exp());
+        *d += strong_mul(g, (v - m).exp() / s);
     }
 }
 

@@ -240,7 +240,10 @@ pub mod kernels {
         if row.is_empty() {
             return;
         }
-        for (x_row, out_row) in x.chunks_exact(row.len()).zip(out.chunks_exact_mut(row.len())) {
+        for (x_row, out_row) in x
+            .chunks_exact(row.len())
+            .zip(out.chunks_exact_mut(row.len()))
+        {
             for ((o, &xv), &bv) in out_row.iter_mut().zip(x_row).zip(row) {
                 *o = xv + bv;
             }

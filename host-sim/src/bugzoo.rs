@@ -89,8 +89,8 @@ fn row<const C: usize>(v: [f32; C]) -> Tensor<f32, 1, C> {
 pub fn pytorch_doc_unsafe() -> Result<Case, TapeError> {
     let (x0, d0) = ([1.0f32, 1.0], [0.0f32, 1.0]);
     let mut t = CaseTape::new();
-    let x = t.input(&row(x0))?;
-    let div = t.input(&row(d0))?;
+    let x = t.variable(&row(x0))?;
+    let div = t.variable(&row(d0))?;
     let y = t.div(x, div)?;
     let keep = t.not_zero(div)?;
     let zero = t.constant(&Tensor::zeros())?;
@@ -124,8 +124,8 @@ pub fn pytorch_doc_unsafe() -> Result<Case, TapeError> {
 /// `masked_div` node.
 pub fn pytorch_doc_fixed() -> Result<Case, TapeError> {
     let mut t = CaseTape::new();
-    let x = t.input(&row([1.0, 1.0]))?;
-    let div = t.input(&row([0.0, 1.0]))?;
+    let x = t.variable(&row([1.0, 1.0]))?;
+    let div = t.variable(&row([0.0, 1.0]))?;
     let keep = t.not_zero(div)?;
     let out = t.masked_div(x, div, keep)?;
     let loss = t.sum(out)?;
@@ -155,9 +155,9 @@ pub fn unsafe_div_then_mask() -> Result<Case, TapeError> {
 
 fn masked_quotient(name: &'static str, guarded: bool) -> Result<Case, TapeError> {
     let mut t = CaseTape::new();
-    let mask = t.input(&row([0.0, 1.0]))?;
-    let num = t.input(&row([1.0, 1.0]))?;
-    let den = t.input(&row([0.0, 1.0]))?;
+    let mask = t.variable(&row([0.0, 1.0]))?;
+    let num = t.variable(&row([1.0, 1.0]))?;
+    let den = t.variable(&row([0.0, 1.0]))?;
     let q = if guarded {
         t.safe_div(num, den)?
     } else {
@@ -187,10 +187,10 @@ fn masked_quotient(name: &'static str, guarded: bool) -> Result<Case, TapeError>
 /// `[safe_div, safe_div_signed]`.
 pub fn safe_div_negative_eps() -> Result<Case, TapeError> {
     let mut t = CaseTape::new();
-    let num_a = t.input(&row([1.0]))?;
-    let den_a = t.input(&row([-EPS]))?;
-    let num_b = t.input(&row([1.0]))?;
-    let den_b = t.input(&row([-EPS]))?;
+    let num_a = t.variable(&row([1.0]))?;
+    let den_a = t.variable(&row([-EPS]))?;
+    let num_b = t.variable(&row([1.0]))?;
+    let den_b = t.variable(&row([-EPS]))?;
     let a = t.safe_div(num_a, den_a)?;
     let b = t.safe_div_signed(num_b, den_b)?;
     let loss = t.add(a, b)?;
@@ -215,9 +215,9 @@ pub fn safe_div_negative_eps() -> Result<Case, TapeError> {
 pub fn strong_zero_mask() -> Result<Case, TapeError> {
     let (w0, n0, d0) = (0.0f32, 1e30f32, 0.0f32);
     let mut t = CaseTape::new();
-    let w = t.input(&row([w0]))?;
-    let num = t.input(&row([n0]))?;
-    let den = t.input(&row([d0]))?;
+    let w = t.variable(&row([w0]))?;
+    let num = t.variable(&row([n0]))?;
+    let den = t.variable(&row([d0]))?;
     let q = t.safe_div(num, den)?;
     let out = t.mask(w, q)?;
     let loss = t.sum(out)?;
@@ -248,7 +248,7 @@ pub fn strong_zero_mask() -> Result<Case, TapeError> {
 pub fn jax_where_log() -> Result<Case, TapeError> {
     let x0 = [0.0f32, 2.0];
     let mut t = CaseTape::new();
-    let x = t.input(&row(x0))?;
+    let x = t.variable(&row(x0))?;
     let keep = t.not_zero(x)?;
     let logx = t.ln(x)?;
     let zero = t.constant(&Tensor::zeros())?;

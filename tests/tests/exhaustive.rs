@@ -94,13 +94,22 @@ fn every_finite_f32_denominator() {
 /// tape that wired the ops differently would fail here.
 #[test]
 fn tape_agrees_with_the_op_functions_near_zero() {
-    let dens = [-2.0 * EPS, -EPS, -0.5 * EPS, -0.0, 0.0, 0.5 * EPS, EPS, f32::MIN_POSITIVE];
+    let dens = [
+        -2.0 * EPS,
+        -EPS,
+        -0.5 * EPS,
+        -0.0,
+        0.0,
+        0.5 * EPS,
+        EPS,
+        f32::MIN_POSITIVE,
+    ];
     for den0 in dens {
         for (w0, num0) in [(0.0f32, 1e20f32), (1.0, 1e20), (1.0, -1e20)] {
             let mut t = Tape::<f32, 8, 16>::new();
-            let w = t.input(&Tensor::new([[w0]])).unwrap();
-            let num = t.input(&Tensor::new([[num0]])).unwrap();
-            let den = t.input(&Tensor::new([[den0]])).unwrap();
+            let w = t.variable(&Tensor::new([[w0]])).unwrap();
+            let num = t.variable(&Tensor::new([[num0]])).unwrap();
+            let den = t.variable(&Tensor::new([[den0]])).unwrap();
             let q = t.safe_div_signed(num, den).unwrap();
             let out = t.mask(w, q).unwrap();
             let loss = t.sum(out).unwrap();

@@ -64,10 +64,7 @@ fn step(
     let z = tape.add_row(z, b2)?;
     let loss = tape.softmax_cross_entropy(z, labels)?;
     tape.backward(loss)?;
-    let (p, g) = tape.parameters_and_grads_mut();
-    for (p, g) in p.iter_mut().zip(g) {
-        *p -= 0.05 * *g;
-    }
+    tape.update_parameters(|_, p, g| *p -= 0.05 * g);
     tape.scalar(loss)
 }
 
@@ -75,11 +72,15 @@ fn step(
 fn a_training_step_allocates_nothing_and_reuses_the_tape() {
     let mut tape = Box::new(Mlp::new());
     let w1 = tape
-        .parameter(&Tensor::from_fn(|r, c| ((r * 8 + c) as f32 * 0.37).sin() * 0.5))
+        .parameter(&Tensor::from_fn(|r, c| {
+            ((r * 8 + c) as f32 * 0.37).sin() * 0.5
+        }))
         .unwrap();
     let b1 = tape.parameter(&Tensor::zeros()).unwrap();
     let w2 = tape
-        .parameter(&Tensor::from_fn(|r, c| ((r * 3 + c) as f32 * 0.91).cos() * 0.5))
+        .parameter(&Tensor::from_fn(|r, c| {
+            ((r * 3 + c) as f32 * 0.91).cos() * 0.5
+        }))
         .unwrap();
     let b2 = tape.parameter(&Tensor::zeros()).unwrap();
     let x = Tensor::new([[0.5, -1.0, 2.0, 0.1], [1.5, 0.3, -0.7, 0.9]]);

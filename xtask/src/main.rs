@@ -34,7 +34,15 @@ fn cargo(args: &[&str]) -> Result<(), String> {
 fn cross() -> Result<(), String> {
     for target in CORE_TARGETS {
         cargo(&["build", "-p", "safegrad", "--target", target])?;
-        cargo(&["build", "-p", "safegrad", "--target", target, "--features", "defmt"])?;
+        cargo(&[
+            "build",
+            "-p",
+            "safegrad",
+            "--target",
+            target,
+            "--features",
+            "defmt",
+        ])?;
     }
     Ok(())
 }

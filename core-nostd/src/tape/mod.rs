@@ -1,0 +1,505 @@
+//! The recorded graph (tape) and its reverse sweep.
+//!
+//! A [`Tape<T, N, S, G>`](Tape) holds up to `N` nodes; their values live in one flat buffer
+//! of `S` scalars, and the gradients of the nodes that need one in a second buffer of `G`
+//! scalars (`G = S` unless chosen smaller). Recording an op computes its value and appends
+//! a [`Node`] naming the [`Op`] and its inputs; [`Tape::backward`] walks the nodes in
+//! reverse and lets each op add its inputs' gradients. Nothing is allocated: a full tape
+//! returns [`TapeError::NodeCapacity`], [`TapeError::ScalarCapacity`] or
+//! [`TapeError::GradientCapacity`].
+//!
+//! A node carries a gradient only if it depends on a trainable parameter or a
+//! [`variable`](Tape::variable): with a frozen body, only the trainable layers and the
+//! activations after them take gradient memory.
+//!
+//! Parameters are recorded first and persist; [`Tape::clear_activations`] drops every node
+//! after them, so the same tape is reused step after step. Parameter gradients accumulate
+//! over calls to [`Tape::backward`] until [`Tape::zero_grad`].
+//!
+//! ```
+//! use safegrad::{Tape, Tensor};
+//!
+//! // loss = sum(relu(x W + b)) for one sample, recorded afresh each step.
+//! let mut tape = Tape::<f32, 16, 64>::new();
+//! let w = tape.parameter(&Tensor::new([[1.0, -1.0], [0.5, 2.0]]))?;
+//! let b = tape.parameter(&Tensor::new([[0.0, -0.5]]))?;
+//! for _step in 0..3 {
+//!     tape.clear_activations();
+//!     tape.zero_grad();
+//!     let x = tape.input(&Tensor::new([[2.0, 1.0]]))?;
+//!     let h = tape.matmul(x, w)?;
+//!     let h = tape.add_row(h, b)?;
+//!     let y = tape.relu(h)?;
+//!     let loss = tape.sum(y)?;
+//!     tape.backward(loss)?;
+//!     assert_eq!(tape.scalar(loss)?, 2.5); // relu([2.5, -0.5]) = [2.5, 0]
+//! }
+//! assert_eq!(tape.grad(w)?, Tensor::new([[2.0, 0.0], [1.0, 0.0]]));
+//! assert_eq!(tape.grad(b)?, Tensor::new([[1.0, 0.0]]));
+//! assert_eq!(tape.nodes().len(), 7); // 2 parameters + 5 activations, the same every step
+//! # Ok::<(), safegrad::TapeError>(())
+//! ```
+
+mod backward;
+mod record;
+
+use core::fmt;
+use heapless::Vec;
+
+use crate::error::TapeError;
+use crate::graph::{Node, NodeId, Op};
+use crate::scalar::Scalar;
+use crate::tensor::Tensor;
+
+/// A handle to an `R x C` node of a tape. It is `Copy`; the shape in its type makes
+/// shape errors compile errors. A handle to an activation becomes stale when the
+/// activations are cleared. A handle carries no identity of its tape: use it with the tape
+/// that recorded it (another tape checks only that the index, generation and shape fit).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Var<const R: usize, const C: usize> {
+    node: NodeId,
+    generation: u32,
+}
+
+impl<const R: usize, const C: usize> Var<R, C> {
+    /// The node this handle names.
+    pub const fn node(&self) -> NodeId {
+        self.node
+    }
+}
+
+/// A recorded graph of at most `N` nodes, `S` scalar values and `G` scalar gradients.
+///
+/// Its size is `S + G` scalars plus `N` small nodes, fixed at compile time; put a large tape
+/// in a `static` or on a task's stack with room for it.
+pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
+    nodes: Vec<Node<T>, N>,
+    values: [T; S],
+    grads: [T; G],
+    used: usize,
+    grads_used: usize,
+    parameter_nodes: usize,
+    parameter_slots: usize,
+    parameter_grad_slots: usize,
+    generation: u32,
+}
+
+impl<T: Scalar, const N: usize, const S: usize, const G: usize> Default for Tape<T, N, S, G> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Scalar, const N: usize, const S: usize, const G: usize> fmt::Debug for Tape<T, N, S, G> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tape")
+            .field("nodes", &self.nodes.len())
+            .field("node_capacity", &N)
+            .field("scalars", &self.used)
+            .field("scalar_capacity", &S)
+            .field("gradients", &self.grads_used)
+            .field("gradient_capacity", &G)
+            .field("parameter_nodes", &self.parameter_nodes)
+            .finish()
+    }
+}
+
+pub(crate) type Result<V> = core::result::Result<V, TapeError>;
+
+/// How a leaf is recorded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Leaf {
+    TrainableParameter,
+    FrozenParameter,
+    Variable,
+    Data,
+    Constant,
+}
+
+impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G> {
+    /// An empty tape.
+    pub fn new() -> Self {
+        Self {
+            nodes: Vec::new(),
+            values: [T::ZERO; S],
+            grads: [T::ZERO; G],
+            used: 0,
+            grads_used: 0,
+            parameter_nodes: 0,
+            parameter_slots: 0,
+            parameter_grad_slots: 0,
+            generation: 0,
+        }
+    }
+
+    // -- bookkeeping ------------------------------------------------------------------------
+
+    /// The recorded nodes, in recording order (parameters first).
+    pub fn nodes(&self) -> &[Node<T>] {
+        &self.nodes
+    }
+
+    /// The node `id`, if recorded.
+    pub fn node(&self, id: NodeId) -> Option<&Node<T>> {
+        self.nodes.get(id.0)
+    }
+
+    /// Value slots in use (parameters and activations).
+    pub const fn scalars_used(&self) -> usize {
+        self.used
+    }
+
+    /// Gradient slots in use (trainable parameters and the activations that depend on them).
+    pub const fn gradients_used(&self) -> usize {
+        self.grads_used
+    }
+
+    /// Drops every node recorded after the parameters, invalidating their handles. The
+    /// parameters, their values and their accumulated gradients stay.
+    pub fn clear_activations(&mut self) {
+        self.nodes.truncate(self.parameter_nodes);
+        self.used = self.parameter_slots;
+        self.grads_used = self.parameter_grad_slots;
+        self.generation = self.generation.wrapping_add(1);
+    }
+
+    /// Sets every parameter gradient to zero.
+    pub fn zero_grad(&mut self) {
+        if let Some(g) = self.grads.get_mut(..self.parameter_grad_slots) {
+            g.iter_mut().for_each(|v| *v = T::ZERO);
+        }
+    }
+
+    /// All parameter values, trainable and frozen, in recording order, flat (what a
+    /// checkpoint stores).
+    pub fn parameters(&self) -> &[T] {
+        self.values.get(..self.parameter_slots).unwrap_or(&[])
+    }
+
+    /// All parameter values, mutable (what a checkpoint restores).
+    pub fn parameters_mut(&mut self) -> &mut [T] {
+        self.values
+            .get_mut(..self.parameter_slots)
+            .unwrap_or(&mut [])
+    }
+
+    /// Number of trainable scalars: the length of [`parameter_grads`](Self::parameter_grads)
+    /// and of an optimiser's state.
+    pub const fn trainable_len(&self) -> usize {
+        self.parameter_grad_slots
+    }
+
+    /// The gradients of the trainable parameters, in recording order.
+    pub fn parameter_grads(&self) -> &[T] {
+        self.grads.get(..self.parameter_grad_slots).unwrap_or(&[])
+    }
+
+    /// Calls `f(i, value, gradient)` for every trainable scalar, `i` counting from 0 in
+    /// recording order (the index into an optimiser's state).
+    ///
+    /// ```
+    /// use safegrad::{Tape, Tensor};
+    ///
+    /// let mut tape = Tape::<f32, 8, 16>::new();
+    /// let w = tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
+    /// let frozen = tape.frozen_parameter(&Tensor::new([[5.0]]))?;
+    /// let y = tape.mul(w, w)?;
+    /// let loss = tape.sum(y)?;
+    /// tape.backward(loss)?;
+    /// tape.update_parameters(|_, p, g| *p -= 0.25 * g); // SGD
+    /// assert_eq!(tape.value(w)?, Tensor::new([[0.5, 1.0]]));
+    /// assert_eq!(tape.value(frozen)?, Tensor::new([[5.0]]));
+    /// # Ok::<(), safegrad::TapeError>(())
+    /// ```
+    pub fn update_parameters(&mut self, mut f: impl FnMut(usize, &mut T, T)) {
+        let params = self.nodes.get(..self.parameter_nodes).unwrap_or(&[]);
+        for node in params {
+            let Some(grad_slots) = node.grad_slots() else {
+                continue;
+            };
+            let values = self.values.get_mut(node.slots()).unwrap_or(&mut []);
+            let grads = self.grads.get(grad_slots.clone()).unwrap_or(&[]);
+            for (k, (p, &g)) in values.iter_mut().zip(grads).enumerate() {
+                f(grad_slots.start + k, p, g);
+            }
+        }
+    }
+
+    /// The value of a node as a tensor.
+    pub fn value<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<Tensor<T, R, C>> {
+        let node = self.resolve(v)?;
+        self.values
+            .get(node.slots())
+            .and_then(Tensor::from_slice)
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })
+    }
+
+    /// The value of a `1 x 1` node.
+    pub fn scalar(&self, v: Var<1, 1>) -> Result<T> {
+        let node = self.resolve(v)?;
+        self.values
+            .get(node.offset)
+            .copied()
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })
+    }
+
+    /// The gradient of a node from the last [`backward`](Self::backward) (accumulated over
+    /// calls, for parameters); [`TapeError::NoGradient`] for a node that carries none.
+    pub fn grad<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<Tensor<T, R, C>> {
+        let node = self.resolve(v)?;
+        let slots = node
+            .grad_slots()
+            .ok_or(TapeError::NoGradient { node: v.node.0 })?;
+        self.grads
+            .get(slots)
+            .and_then(Tensor::from_slice)
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })
+    }
+
+    /// Overwrites a parameter's value (e.g. to load weights).
+    pub fn set_parameter<const R: usize, const C: usize>(
+        &mut self,
+        v: Var<R, C>,
+        value: &Tensor<T, R, C>,
+    ) -> Result<()> {
+        let node = *self.resolve(v)?;
+        if v.node.0 >= self.parameter_nodes {
+            return Err(TapeError::UnknownVar { node: v.node.0 });
+        }
+        let dst = self
+            .values
+            .get_mut(node.slots())
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })?;
+        dst.copy_from_slice(value.as_slice());
+        Ok(())
+    }
+
+    /// The node a handle names, checked: recorded, of this generation, of this shape.
+    fn resolve<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<&Node<T>> {
+        let index = v.node.0;
+        let stale = TapeError::StaleVar { node: index };
+        let node = match self.nodes.get(index) {
+            Some(node) => node,
+            None if v.generation != self.generation => return Err(stale),
+            None => return Err(TapeError::UnknownVar { node: index }),
+        };
+        if node.generation != v.generation {
+            return Err(stale);
+        }
+        if node.rows != R || node.cols != C {
+            return Err(TapeError::UnknownVar { node: index });
+        }
+        Ok(node)
+    }
+
+    /// Checks that a node of `len` values fits, without recording anything yet; returns the
+    /// start of its value slots.
+    fn reserve(&self, len: usize) -> Result<usize> {
+        if self.nodes.is_full() {
+            return Err(TapeError::NodeCapacity { capacity: N });
+        }
+        match self.used.checked_add(len) {
+            Some(end) if end <= S => Ok(self.used),
+            _ => Err(TapeError::ScalarCapacity {
+                capacity: S,
+                used: self.used,
+                requested: len,
+            }),
+        }
+    }
+
+    /// Checks that `len` more gradient slots fit.
+    fn reserve_grad(&self, len: usize) -> Result<usize> {
+        match self.grads_used.checked_add(len) {
+            Some(end) if end <= G => Ok(self.grads_used),
+            _ => Err(TapeError::GradientCapacity {
+                capacity: G,
+                used: self.grads_used,
+                requested: len,
+            }),
+        }
+    }
+
+    /// `true` when any differentiable input of `op` carries a gradient.
+    fn needs_grad(&self, op: &Op<T>) -> bool {
+        op.differentiable_inputs().iter().flatten().any(|id| {
+            self.nodes
+                .get(id.0)
+                .is_some_and(|n: &Node<T>| n.requires_grad())
+        })
+    }
+
+    /// Appends the node whose values were written at the reserved slots, with zeroed
+    /// gradient slots if it needs them.
+    fn commit<const R: usize, const C: usize>(
+        &mut self,
+        op: Op<T>,
+        with_grad: bool,
+    ) -> Result<Var<R, C>> {
+        let len = R * C;
+        let offset = self.reserve(len)?;
+        let grad_offset = if with_grad {
+            let g = self.reserve_grad(len)?;
+            if let Some(slots) = self.grads.get_mut(g..g + len) {
+                slots.iter_mut().for_each(|v| *v = T::ZERO);
+            }
+            Some(g)
+        } else {
+            None
+        };
+        let index = self.nodes.len();
+        self.nodes
+            .push(Node {
+                op,
+                rows: R,
+                cols: C,
+                offset,
+                grad_offset,
+                generation: self.generation,
+            })
+            .map_err(|_| TapeError::NodeCapacity { capacity: N })?;
+        self.used = offset + len;
+        if grad_offset.is_some() {
+            self.grads_used += len;
+        }
+        Ok(Var {
+            node: NodeId(index),
+            generation: self.generation,
+        })
+    }
+
+    /// Appends an op's node: it carries a gradient when one of its differentiable inputs
+    /// does.
+    fn commit_op<const R: usize, const C: usize>(&mut self, op: Op<T>) -> Result<Var<R, C>> {
+        let with_grad = self.needs_grad(&op);
+        self.commit(op, with_grad)
+    }
+
+    /// Splits the value buffer at the free slots: the recorded values (read-only) and the
+    /// `len` slots the next node writes.
+    fn split_for_output(&mut self, len: usize) -> Result<(&[T], &mut [T])> {
+        let capacity = TapeError::ScalarCapacity {
+            capacity: S,
+            used: self.used,
+            requested: len,
+        };
+        let (before, after) = self.values.split_at_mut(self.used);
+        let out = after.get_mut(..len).ok_or(capacity)?;
+        Ok((before, out))
+    }
+
+    fn leaf<const R: usize, const C: usize>(
+        &mut self,
+        kind: Leaf,
+        value: &Tensor<T, R, C>,
+    ) -> Result<Var<R, C>> {
+        let is_parameter = matches!(kind, Leaf::TrainableParameter | Leaf::FrozenParameter);
+        if is_parameter && self.nodes.len() != self.parameter_nodes {
+            return Err(TapeError::ParameterAfterActivation);
+        }
+        let with_grad = matches!(kind, Leaf::TrainableParameter | Leaf::Variable);
+        if with_grad {
+            self.reserve_grad(R * C)?;
+        }
+        self.reserve(R * C)?;
+        let (_, out) = self.split_for_output(R * C)?;
+        out.copy_from_slice(value.as_slice());
+        let op = match kind {
+            Leaf::TrainableParameter | Leaf::FrozenParameter => Op::Parameter,
+            Leaf::Variable | Leaf::Data => Op::Input,
+            Leaf::Constant => Op::Constant,
+        };
+        let v = self.commit(op, with_grad)?;
+        if is_parameter {
+            self.parameter_nodes = self.nodes.len();
+            self.parameter_slots = self.used;
+            self.parameter_grad_slots = self.grads_used;
+        }
+        Ok(v)
+    }
+
+    // -- leaves -----------------------------------------------------------------------------
+
+    /// Records a trainable parameter. Parameters come before every activation.
+    pub fn parameter<const R: usize, const C: usize>(
+        &mut self,
+        init: &Tensor<T, R, C>,
+    ) -> Result<Var<R, C>> {
+        self.leaf(Leaf::TrainableParameter, init)
+    }
+
+    /// Records a frozen parameter: it persists like a parameter but carries no gradient and
+    /// needs no optimiser state (the body of a model fine-tuned on the device).
+    pub fn frozen_parameter<const R: usize, const C: usize>(
+        &mut self,
+        value: &Tensor<T, R, C>,
+    ) -> Result<Var<R, C>> {
+        self.leaf(Leaf::FrozenParameter, value)
+    }
+
+    /// Records a data input for this step (a sample): cleared with the activations, no
+    /// gradient.
+    pub fn input<const R: usize, const C: usize>(
+        &mut self,
+        value: &Tensor<T, R, C>,
+    ) -> Result<Var<R, C>> {
+        self.leaf(Leaf::Data, value)
+    }
+
+    /// Records a differentiable input for this step: cleared with the activations, its
+    /// gradient computed by [`backward`](Self::backward) (to differentiate with respect to
+    /// data, or to check gradients).
+    pub fn variable<const R: usize, const C: usize>(
+        &mut self,
+        value: &Tensor<T, R, C>,
+    ) -> Result<Var<R, C>> {
+        self.leaf(Leaf::Variable, value)
+    }
+
+    /// Records a constant (labels, masks): no gradient.
+    pub fn constant<const R: usize, const C: usize>(
+        &mut self,
+        value: &Tensor<T, R, C>,
+    ) -> Result<Var<R, C>> {
+        self.leaf(Leaf::Constant, value)
+    }
+
+    // -- reverse sweep ----------------------------------------------------------------------
+
+    /// Computes the gradient of the `1 x 1` node `loss` with respect to every node recorded
+    /// before it that carries a gradient. Activation gradients are overwritten; parameter
+    /// gradients accumulate.
+    pub fn backward(&mut self, loss: Var<1, 1>) -> Result<()> {
+        self.backward_with_seed(loss, &Tensor::full(T::ONE))
+    }
+
+    /// Reverse sweep from any node, with `seed` as its upstream gradient (a vector-Jacobian
+    /// product). The seed is added to the node's gradient, so seeding a parameter
+    /// accumulates like any other contribution.
+    pub fn backward_with_seed<const R: usize, const C: usize>(
+        &mut self,
+        output: Var<R, C>,
+        seed: &Tensor<T, R, C>,
+    ) -> Result<()> {
+        let node = *self.resolve(output)?;
+        let seed_slots = node.grad_slots().ok_or(TapeError::NoGradient {
+            node: output.node.0,
+        })?;
+        if let Some(g) = self
+            .grads
+            .get_mut(self.parameter_grad_slots..self.grads_used)
+        {
+            g.iter_mut().for_each(|v| *v = T::ZERO);
+        }
+        if let Some(g) = self.grads.get_mut(seed_slots) {
+            for (g, &s) in g.iter_mut().zip(seed.as_slice()) {
+                *g += s;
+            }
+        }
+        let nodes = self.nodes.get(..=output.node.0).unwrap_or(&[]);
+        for node in nodes.iter().rev() {
+            backward::backward_node(node, nodes, &self.values, &mut self.grads);
+        }
+        Ok(())
+    }
+}
