@@ -69,6 +69,22 @@ pub enum Op<T> {
         /// The `1 x C` row.
         row: NodeId,
     },
+    /// `x * row` elementwise, with the `1 x C` row broadcast over the rows of `x` (a
+    /// per-feature scale).
+    MulRow {
+        /// The `R x C` operand.
+        x: NodeId,
+        /// The `1 x C` row.
+        row: NodeId,
+    },
+    /// Normalisation of each row: `(x - mean) / sqrt(var + eps)`, the variance computed in
+    /// two passes (mean first, then the mean of squared deviations), so it is never negative.
+    LayerNorm {
+        /// Operand.
+        x: NodeId,
+        /// The guard inside the square root.
+        eps: T,
+    },
     /// Matrix product `a * b`.
     MatMul {
         /// Left `R x K` operand.
@@ -219,6 +235,8 @@ impl<T> Op<T> {
             Op::Neg { .. } => "neg",
             Op::Scale { .. } => "scale",
             Op::AddRow { .. } => "add_row",
+            Op::MulRow { .. } => "mul_row",
+            Op::LayerNorm { .. } => "layer_norm",
             Op::MatMul { .. } => "matmul",
             Op::Transpose { .. } => "transpose",
             Op::Relu { .. } => "relu",
@@ -261,11 +279,12 @@ impl<T> Op<T> {
             | Op::Sum { x }
             | Op::Mean { x }
             | Op::LogSumExp { x }
-            | Op::NotZero { x } => [Some(x), None, None],
+            | Op::NotZero { x }
+            | Op::LayerNorm { x, .. } => [Some(x), None, None],
             Op::Add { a, b } | Op::Sub { a, b } | Op::Mul { a, b } | Op::MatMul { a, b } => {
                 [Some(a), Some(b), None]
             }
-            Op::AddRow { x, row } => [Some(x), Some(row), None],
+            Op::AddRow { x, row } | Op::MulRow { x, row } => [Some(x), Some(row), None],
             Op::SoftmaxCrossEntropy { logits, targets } => [Some(logits), Some(targets), None],
             Op::Div { num, den }
             | Op::SafeDiv { num, den, .. }

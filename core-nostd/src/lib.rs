@@ -36,14 +36,19 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod checkpoint;
 pub mod crc32;
 pub mod error;
+pub mod features;
 pub mod graph;
+pub mod nn;
 pub mod ops;
+pub mod optim;
 pub mod rng;
 pub mod scalar;
 pub mod tape;
 pub mod tensor;
+pub mod train;
 
 pub use error::TapeError;
 pub use graph::{Node, NodeId, Op};

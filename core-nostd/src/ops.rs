@@ -299,6 +299,58 @@ pub fn softmax_cross_entropy_grad<T: Scalar>(g: T, z: &[T], target: usize, grad:
 }
 
 // ---------------------------------------------------------------------------------------------
+// Layer normalisation
+
+/// Normalises one row: `y = (x - mean) / sqrt(var + eps)`, with the mean and then the
+/// variance `mean((x - mean)^2)` computed in two passes. Writes `y` and returns
+/// `1 / sqrt(var + eps)`.
+///
+/// ```
+/// use safegrad::ops::layer_norm;
+///
+/// let mut y = [0.0f64; 4];
+/// layer_norm(&[2.0, 2.0, 2.0, 2.0], 1e-5, &mut y); // a constant row
+/// assert_eq!(y, [0.0; 4]);
+/// ```
+pub fn layer_norm<T: Scalar>(row: &[T], eps: T, y: &mut [T]) -> T {
+    let (mean, inv_std) = mean_and_inv_std(row, eps);
+    for (o, &v) in y.iter_mut().zip(row) {
+        *o = (v - mean) * inv_std;
+    }
+    inv_std
+}
+
+/// The mean of a row and `1 / sqrt(var + eps)`, the variance computed in two passes.
+pub fn mean_and_inv_std<T: Scalar>(row: &[T], eps: T) -> (T, T) {
+    let n = T::from_usize(row.len());
+    let mean = crate::tensor::kernels::sum(row) / n;
+    let var = row.iter().fold(T::ZERO, |acc, &v| {
+        let d = v - mean;
+        acc + d * d
+    }) / n;
+    (mean, T::ONE / (var + eps).sqrt())
+}
+
+/// Gradient of [`layer_norm`] for one row from its output `y` and `inv_std`: adds
+/// `inv_std * (g - mean(g) - y * mean(g * y))` to `grad`. A row whose upstream gradient is
+/// all zero contributes exactly zero.
+pub fn layer_norm_grad<T: Scalar>(g: &[T], y: &[T], inv_std: T, grad: &mut [T]) {
+    if g.iter().all(|&v| v == T::ZERO) {
+        return;
+    }
+    let n = T::from_usize(g.len());
+    let mean_g = crate::tensor::kernels::sum(g) / n;
+    let mean_gy = g
+        .iter()
+        .zip(y)
+        .fold(T::ZERO, |acc, (&gv, &yv)| acc + strong_mul(gv, yv))
+        / n;
+    for ((d, &gv), &yv) in grad.iter_mut().zip(g).zip(y) {
+        *d += inv_std * (gv - mean_g - yv * mean_gy);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Matrix product
 
 /// Adds `g * b^T` to `grad_a`, the gradient of `a` in `out = a (rows x inner) * b

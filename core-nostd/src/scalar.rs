@@ -74,6 +74,8 @@ pub trait Scalar:
     fn from_usize(value: usize) -> Self;
     /// The raw bit pattern, widened to `u64` (for hashing and bit-exact comparison).
     fn to_bits_u64(self) -> u64;
+    /// The value whose bit pattern is the low [`BYTES`](Self::BYTES) bytes of `bits`.
+    fn from_bits_u64(bits: u64) -> Self;
 }
 
 impl Scalar for f32 {
@@ -132,6 +134,10 @@ impl Scalar for f32 {
     fn to_bits_u64(self) -> u64 {
         u64::from(self.to_bits())
     }
+    #[inline]
+    fn from_bits_u64(bits: u64) -> Self {
+        f32::from_bits(bits as u32)
+    }
 }
 
 impl Scalar for f64 {
@@ -189,6 +195,10 @@ impl Scalar for f64 {
     #[inline]
     fn to_bits_u64(self) -> u64 {
         self.to_bits()
+    }
+    #[inline]
+    fn from_bits_u64(bits: u64) -> Self {
+        f64::from_bits(bits)
     }
 }
 

@@ -250,6 +250,21 @@ pub mod kernels {
         }
     }
 
+    /// `out[r][c] = x[r][c] * row[c]`.
+    pub fn mul_row<T: Scalar>(x: &[T], row: &[T], out: &mut [T]) {
+        if row.is_empty() {
+            return;
+        }
+        for (x_row, out_row) in x
+            .chunks_exact(row.len())
+            .zip(out.chunks_exact_mut(row.len()))
+        {
+            for ((o, &xv), &sv) in out_row.iter_mut().zip(x_row).zip(row) {
+                *o = xv * sv;
+            }
+        }
+    }
+
     /// `out = x^T`, where `x` is `rows x cols`.
     pub fn transpose<T: Scalar>(x: &[T], out: &mut [T], rows: usize, cols: usize) {
         if cols == 0 {

@@ -181,6 +181,46 @@ pub(super) fn backward_node<T: Scalar>(
                 }
             }
         }
+        Op::MulRow { x, row } => {
+            let (xv, rv) = (val(x), val(row));
+            let (g_out, g_x) = split_grads(grads, og, s(x));
+            if !rv.is_empty() {
+                for (gx_row, g_row) in g_x
+                    .chunks_exact_mut(rv.len())
+                    .zip(g_out.chunks_exact(rv.len()))
+                {
+                    for ((gx, &g), &r) in gx_row.iter_mut().zip(g_row).zip(rv) {
+                        *gx += strong_mul(g, r);
+                    }
+                }
+            }
+            let (g_out, g_row) = split_grads(grads, og, s(row));
+            if !g_row.is_empty() {
+                for (g_out_row, x_row) in g_out
+                    .chunks_exact(g_row.len())
+                    .zip(xv.chunks_exact(g_row.len()))
+                {
+                    for ((gr, &g), &xval) in g_row.iter_mut().zip(g_out_row).zip(x_row) {
+                        *gr += strong_mul(g, xval);
+                    }
+                }
+            }
+        }
+        Op::LayerNorm { x, eps } => {
+            let cols = out.cols;
+            let xv = val(x);
+            let (g_out, g_x) = split_grads(grads, og, s(x));
+            if cols > 0 {
+                for ((g_row, x_row), (gx_row, y_row)) in g_out
+                    .chunks_exact(cols)
+                    .zip(xv.chunks_exact(cols))
+                    .zip(g_x.chunks_exact_mut(cols).zip(y.chunks_exact(cols)))
+                {
+                    let (_, inv_std) = ops::mean_and_inv_std(x_row, eps);
+                    ops::layer_norm_grad(g_row, y_row, inv_std, gx_row);
+                }
+            }
+        }
         Op::MatMul { a, b } => {
             let (inner, cols) = (nodes.get(a.0).map_or(0, |n| n.cols), out.cols);
             let (g_out, g_a) = split_grads(grads, og, s(a));

@@ -225,6 +225,18 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
     }
 
+    /// The values of a recorded node, flat (empty for a node of another tape).
+    pub fn values_of(&self, node: &Node<T>) -> &[T] {
+        self.values.get(node.slots()).unwrap_or(&[])
+    }
+
+    /// The gradient of a recorded node, flat (empty for a node without gradient).
+    pub fn grads_of(&self, node: &Node<T>) -> &[T] {
+        node.grad_slots()
+            .and_then(|g| self.grads.get(g))
+            .unwrap_or(&[])
+    }
+
     /// The value of a node as a tensor.
     pub fn value<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<Tensor<T, R, C>> {
         let node = self.resolve(v)?;

@@ -331,6 +331,53 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         })
     }
 
+    /// `x * row`, the `1 x C` row multiplied into every row of `x` (a per-feature scale).
+    pub fn mul_row<const R: usize, const C: usize>(
+        &mut self,
+        x: Var<R, C>,
+        row: Var<1, C>,
+    ) -> Result<Var<R, C>> {
+        let (sx, sr) = (self.resolve(x)?.slots(), self.resolve(row)?.slots());
+        self.reserve(R * C)?;
+        let (before, out) = self.split_for_output(R * C)?;
+        kernels::mul_row(
+            before.get(sx).unwrap_or(&[]),
+            before.get(sr).unwrap_or(&[]),
+            out,
+        );
+        self.commit_op(Op::MulRow {
+            x: x.node,
+            row: row.node,
+        })
+    }
+
+    /// Normalises each row to zero mean and unit variance, `(x - mean) / sqrt(var + eps)`,
+    /// with the default layer-norm epsilon `1e-5` (TorchLean's and PyTorch's).
+    pub fn layer_norm<const R: usize, const C: usize>(
+        &mut self,
+        x: Var<R, C>,
+    ) -> Result<Var<R, C>> {
+        self.layer_norm_eps(x, T::from_f64(1e-5))
+    }
+
+    /// [`layer_norm`](Self::layer_norm) with a chosen epsilon.
+    pub fn layer_norm_eps<const R: usize, const C: usize>(
+        &mut self,
+        x: Var<R, C>,
+        eps: T,
+    ) -> Result<Var<R, C>> {
+        let sx = self.resolve(x)?.slots();
+        self.reserve(R * C)?;
+        let (before, out) = self.split_for_output(R * C)?;
+        let xv = before.get(sx).unwrap_or(&[]);
+        if C > 0 {
+            for (x_row, y_row) in xv.chunks_exact(C).zip(out.chunks_exact_mut(C)) {
+                ops::layer_norm(x_row, eps, y_row);
+            }
+        }
+        self.commit_op(Op::LayerNorm { x: x.node, eps })
+    }
+
     /// Matrix product `a (R x K) * b (K x C)`.
     ///
     /// ```compile_fail

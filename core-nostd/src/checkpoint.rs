@@ -1,0 +1,339 @@
+//! The model checkpoint: every parameter of a tape (trainable and frozen), with what is
+//! needed to refuse a wrong or damaged one.
+//!
+//! Layout, little-endian:
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | magic `SGCK` |
+//! | 4 | 2 | format version, [`FORMAT_VERSION`] |
+//! | 6 | 1 | bytes per scalar (4 for `f32`, 8 for `f64`) |
+//! | 7 | 1 | reserved, 0 |
+//! | 8 | 4 | shape signature: CRC-32 of the parameters' `(rows, columns)` in order |
+//! | 12 | 4 | number of parameter scalars `n` |
+//! | 16 | `n * bytes` | the parameters, in recording order |
+//! | end | 4 | CRC-32 of every byte before it |
+//!
+//! [`load`] checks all of it, and that every value is finite, before it writes a single
+//! parameter: a refused checkpoint leaves the model as it was.
+//!
+//! ```
+//! use safegrad::checkpoint::{encoded_len, load, save, CheckpointError};
+//! use safegrad::{Tape, Tensor};
+//!
+//! let mut tape = Tape::<f32, 8, 32>::new();
+//! let w = tape.parameter(&Tensor::new([[1.0, 2.0], [3.0, 4.0]]))?;
+//! let mut buf = [0u8; 64];
+//! let n = save(&tape, &mut buf)?;
+//! assert_eq!(n, encoded_len(&tape));
+//!
+//! tape.set_parameter(w, &Tensor::zeros())?;
+//! load(&mut tape, &buf[..n])?;
+//! assert_eq!(tape.value(w)?, Tensor::new([[1.0, 2.0], [3.0, 4.0]]));
+//!
+//! buf[20] ^= 0x01; // one flipped bit
+//! assert!(matches!(load(&mut tape, &buf[..n]), Err(CheckpointError::Crc { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use core::fmt;
+
+use crate::crc32::Crc32;
+use crate::graph::Op;
+use crate::scalar::Scalar;
+use crate::tape::Tape;
+
+/// The four bytes a checkpoint starts with.
+pub const MAGIC: [u8; 4] = *b"SGCK";
+/// The format version this library writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+/// Bytes before the parameters.
+pub const HEADER_LEN: usize = 16;
+/// Bytes after the parameters (the CRC).
+pub const TRAILER_LEN: usize = 4;
+
+/// Why a checkpoint was refused. Each names the check that failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CheckpointError {
+    /// The output buffer is too small.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+        /// Bytes available.
+        available: usize,
+    },
+    /// Shorter than a header and a CRC.
+    Truncated {
+        /// Bytes given.
+        len: usize,
+    },
+    /// The first four bytes are not `SGCK`.
+    Magic {
+        /// The bytes found.
+        found: [u8; 4],
+    },
+    /// A format version this library does not read.
+    Version {
+        /// The version found.
+        found: u16,
+    },
+    /// Written for another scalar type.
+    ScalarSize {
+        /// Bytes per scalar in the checkpoint.
+        found: u8,
+        /// Bytes per scalar of this model.
+        expected: u8,
+    },
+    /// Written for a model with other parameter shapes.
+    ShapeSignature {
+        /// Signature in the checkpoint.
+        found: u32,
+        /// Signature of this model.
+        expected: u32,
+    },
+    /// Holds another number of parameters.
+    ParameterCount {
+        /// Count in the checkpoint.
+        found: u32,
+        /// Count of this model.
+        expected: u32,
+    },
+    /// The length does not match the header's parameter count.
+    Length {
+        /// Bytes the header implies.
+        expected: usize,
+        /// Bytes given.
+        found: usize,
+    },
+    /// The CRC does not match the contents.
+    Crc {
+        /// CRC stored in the checkpoint.
+        stored: u32,
+        /// CRC of the contents.
+        computed: u32,
+    },
+    /// A parameter is `nan` or infinite.
+    NonFinite {
+        /// Index of the first such parameter.
+        index: usize,
+    },
+}
+
+impl fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::BufferTooSmall { needed, available } => write!(
+                f,
+                "checkpoint needs {needed} bytes, the buffer has {available}"
+            ),
+            Self::Truncated { len } => write!(
+                f,
+                "checkpoint truncated: {len} bytes, less than a header and a CRC"
+            ),
+            Self::Magic { found } => write!(f, "not a checkpoint: magic {found:02x?}, expected \"SGCK\""),
+            Self::Version { found } => write!(
+                f,
+                "checkpoint format version {found} is not supported (this library reads {FORMAT_VERSION})"
+            ),
+            Self::ScalarSize { found, expected } => write!(
+                f,
+                "checkpoint stores {found}-byte scalars, the model uses {expected}-byte scalars"
+            ),
+            Self::ShapeSignature { found, expected } => write!(
+                f,
+                "checkpoint shape signature {found:#010x} does not match the model's {expected:#010x}"
+            ),
+            Self::ParameterCount { found, expected } => write!(
+                f,
+                "checkpoint holds {found} parameters, the model has {expected}"
+            ),
+            Self::Length { expected, found } => write!(
+                f,
+                "checkpoint length {found} bytes, its header implies {expected}"
+            ),
+            Self::Crc { stored, computed } => write!(
+                f,
+                "checkpoint CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            Self::NonFinite { index } => {
+                write!(f, "checkpoint parameter {index} is not finite")
+            }
+        }
+    }
+}
+
+impl core::error::Error for CheckpointError {}
+
+/// CRC-32 of the parameter shapes `(rows, columns)` in recording order: two models with the
+/// same layers in the same order have the same signature, whatever is frozen.
+pub fn shape_signature<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+) -> u32 {
+    let mut crc = Crc32::new();
+    for node in tape.nodes() {
+        if matches!(node.op(), Op::Parameter) {
+            let (r, c) = node.shape();
+            crc.update(&(r as u32).to_le_bytes());
+            crc.update(&(c as u32).to_le_bytes());
+        }
+    }
+    crc.finish()
+}
+
+/// Bytes [`save`] writes for this tape's parameters.
+pub fn encoded_len<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+) -> usize {
+    HEADER_LEN + tape.parameters().len() * T::BYTES + TRAILER_LEN
+}
+
+fn header<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+) -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    let count = tape.parameters().len() as u32;
+    let version = FORMAT_VERSION.to_le_bytes();
+    let signature = shape_signature(tape).to_le_bytes();
+    let count = count.to_le_bytes();
+    let fields = MAGIC
+        .iter()
+        .chain(&version)
+        .chain(&[T::BYTES as u8, 0])
+        .chain(&signature)
+        .chain(&count);
+    for (dst, src) in h.iter_mut().zip(fields) {
+        *dst = *src;
+    }
+    h
+}
+
+/// Writes the checkpoint of every parameter of `tape` into `out`; returns its length.
+pub fn save<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+    out: &mut [u8],
+) -> Result<usize, CheckpointError> {
+    let len = encoded_len(tape);
+    let available = out.len();
+    let buf = out.get_mut(..len).ok_or(CheckpointError::BufferTooSmall {
+        needed: len,
+        available,
+    })?;
+    let (head, rest) = buf.split_at_mut(HEADER_LEN);
+    head.copy_from_slice(&header(tape));
+    let (body, crc_bytes) = rest.split_at_mut(rest.len() - TRAILER_LEN);
+    for (chunk, &p) in body.chunks_exact_mut(T::BYTES).zip(tape.parameters()) {
+        let bytes = p.to_bits_u64().to_le_bytes();
+        chunk.copy_from_slice(bytes.get(..T::BYTES).unwrap_or(&[]));
+    }
+    let mut crc = Crc32::new();
+    crc.update(head);
+    crc.update(body);
+    crc_bytes.copy_from_slice(&crc.finish().to_le_bytes());
+    Ok(len)
+}
+
+fn le_u16(bytes: &[u8], at: usize) -> u16 {
+    let mut b = [0u8; 2];
+    if let Some(src) = bytes.get(at..at + 2) {
+        b.copy_from_slice(src);
+    }
+    u16::from_le_bytes(b)
+}
+
+fn le_u32(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    if let Some(src) = bytes.get(at..at + 4) {
+        b.copy_from_slice(src);
+    }
+    u32::from_le_bytes(b)
+}
+
+fn scalar_at<T: Scalar>(chunk: &[u8]) -> T {
+    let mut b = [0u8; 8];
+    for (dst, src) in b.iter_mut().zip(chunk) {
+        *dst = *src;
+    }
+    T::from_bits_u64(u64::from_le_bytes(b))
+}
+
+/// Checks `bytes` against `tape`'s model without changing anything; returns the parameter
+/// bytes.
+pub fn verify<'b, T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+    bytes: &'b [u8],
+) -> Result<&'b [u8], CheckpointError> {
+    if bytes.len() < HEADER_LEN + TRAILER_LEN {
+        return Err(CheckpointError::Truncated { len: bytes.len() });
+    }
+    let mut magic = [0u8; 4];
+    magic.copy_from_slice(bytes.get(..4).unwrap_or(&[0; 4]));
+    if magic != MAGIC {
+        return Err(CheckpointError::Magic { found: magic });
+    }
+    let version = le_u16(bytes, 4);
+    if version != FORMAT_VERSION {
+        return Err(CheckpointError::Version { found: version });
+    }
+    let scalar = bytes.get(6).copied().unwrap_or(0);
+    if usize::from(scalar) != T::BYTES {
+        return Err(CheckpointError::ScalarSize {
+            found: scalar,
+            expected: T::BYTES as u8,
+        });
+    }
+    let (signature, expected_signature) = (le_u32(bytes, 8), shape_signature(tape));
+    if signature != expected_signature {
+        return Err(CheckpointError::ShapeSignature {
+            found: signature,
+            expected: expected_signature,
+        });
+    }
+    let (count, expected_count) = (le_u32(bytes, 12), tape.parameters().len() as u32);
+    if count != expected_count {
+        return Err(CheckpointError::ParameterCount {
+            found: count,
+            expected: expected_count,
+        });
+    }
+    let expected_len = encoded_len(tape);
+    if bytes.len() != expected_len {
+        return Err(CheckpointError::Length {
+            expected: expected_len,
+            found: bytes.len(),
+        });
+    }
+    let contents = bytes.get(..expected_len - TRAILER_LEN).unwrap_or(&[]);
+    let (stored, computed) = (
+        le_u32(bytes, expected_len - TRAILER_LEN),
+        Crc32::checksum(contents),
+    );
+    if stored != computed {
+        return Err(CheckpointError::Crc { stored, computed });
+    }
+    let body = contents.get(HEADER_LEN..).unwrap_or(&[]);
+    if let Some(index) = body
+        .chunks_exact(T::BYTES)
+        .position(|c| !scalar_at::<T>(c).is_finite())
+    {
+        return Err(CheckpointError::NonFinite { index });
+    }
+    Ok(body)
+}
+
+/// Restores every parameter of `tape` from `bytes`, after [`verify`] accepted them; on any
+/// error the parameters are unchanged.
+pub fn load<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &mut Tape<T, N, S, G>,
+    bytes: &[u8],
+) -> Result<(), CheckpointError> {
+    let body = verify(tape, bytes)?;
+    for (p, chunk) in tape
+        .parameters_mut()
+        .iter_mut()
+        .zip(body.chunks_exact(T::BYTES))
+    {
+        *p = scalar_at(chunk);
+    }
+    Ok(())
+}

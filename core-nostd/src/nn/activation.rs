@@ -1,0 +1,78 @@
+//! Activations as layers without parameters.
+
+use super::{Build, Init, Module};
+use crate::error::TapeError;
+use crate::scalar::Scalar;
+use crate::tape::{Tape, Var};
+
+/// `max(x, 0)` as a layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Relu;
+
+/// `tanh(x)` as a layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tanh;
+
+/// The logistic sigmoid as a layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Sigmoid;
+
+impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Relu {
+    type Output = Var<B, C>;
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: Var<B, C>,
+    ) -> Result<Var<B, C>, TapeError> {
+        tape.relu(x)
+    }
+}
+
+impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Tanh {
+    type Output = Var<B, C>;
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: Var<B, C>,
+    ) -> Result<Var<B, C>, TapeError> {
+        tape.tanh(x)
+    }
+}
+
+impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Sigmoid {
+    type Output = Var<B, C>;
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: Var<B, C>,
+    ) -> Result<Var<B, C>, TapeError> {
+        tape.sigmoid(x)
+    }
+}
+
+impl<T: Scalar> Build<T> for Relu {
+    fn build<const N: usize, const S: usize, const G: usize>(
+        _: &mut Tape<T, N, S, G>,
+        _: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok(Relu)
+    }
+}
+
+impl<T: Scalar> Build<T> for Tanh {
+    fn build<const N: usize, const S: usize, const G: usize>(
+        _: &mut Tape<T, N, S, G>,
+        _: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok(Tanh)
+    }
+}
+
+impl<T: Scalar> Build<T> for Sigmoid {
+    fn build<const N: usize, const S: usize, const G: usize>(
+        _: &mut Tape<T, N, S, G>,
+        _: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok(Sigmoid)
+    }
+}

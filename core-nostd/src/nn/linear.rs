@@ -1,0 +1,83 @@
+//! The fully connected layer.
+
+use super::{Build, Init, Module, Train};
+use crate::error::TapeError;
+use crate::scalar::Scalar;
+use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
+
+/// How the weights of a [`Linear`] layer are drawn (biases start at 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum InitScheme {
+    /// He et al. (2015) for ReLU networks: `U(-b, b)` with `b = sqrt(6 / fan_in)` (gain
+    /// `sqrt(2)`; PyTorch's `kaiming_uniform_(nonlinearity="relu")`).
+    #[default]
+    KaimingUniform,
+    /// Glorot and Bengio (2010): `U(-b, b)` with `b = sqrt(6 / (fan_in + fan_out))`
+    /// (PyTorch's `xavier_uniform_`).
+    XavierUniform,
+}
+
+impl InitScheme {
+    /// The bound `b` of the uniform distribution for a layer of `fan_in` inputs and
+    /// `fan_out` outputs.
+    pub fn bound(self, fan_in: usize, fan_out: usize) -> f64 {
+        let denominator = match self {
+            Self::KaimingUniform => fan_in,
+            Self::XavierUniform => fan_in + fan_out,
+        };
+        if denominator == 0 {
+            0.0
+        } else {
+            libm::sqrt(6.0 / denominator as f64)
+        }
+    }
+}
+
+/// `y = x W + b`: `IN` inputs, `OUT` outputs; `W` is `IN x OUT`, `b` is `1 x OUT`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Linear<const IN: usize, const OUT: usize> {
+    /// The weights, `IN x OUT`.
+    pub weight: Var<IN, OUT>,
+    /// The bias, `1 x OUT`.
+    pub bias: Var<1, OUT>,
+}
+
+impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
+    /// Number of parameters, `IN * OUT + OUT`.
+    pub const PARAMETERS: usize = IN * OUT + OUT;
+}
+
+impl<T: Scalar, const IN: usize, const OUT: usize> Build<T> for Linear<IN, OUT> {
+    fn build<const N: usize, const S: usize, const G: usize>(
+        tape: &mut Tape<T, N, S, G>,
+        init: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        let b = init.scheme.bound(IN, OUT);
+        let rng = &mut init.rng;
+        let w = Tensor::<T, IN, OUT>::from_fn(|_, _| T::from_f64(rng.uniform(-b, b)));
+        let bias = Tensor::<T, 1, OUT>::zeros();
+        let (weight, bias) = match init.next_train() {
+            Train::All => (tape.parameter(&w)?, tape.parameter(&bias)?),
+            Train::BiasOnly => (tape.frozen_parameter(&w)?, tape.parameter(&bias)?),
+            Train::Frozen => (tape.frozen_parameter(&w)?, tape.frozen_parameter(&bias)?),
+        };
+        Ok(Self { weight, bias })
+    }
+}
+
+impl<T: Scalar, const B: usize, const IN: usize, const OUT: usize> Module<T, Var<B, IN>>
+    for Linear<IN, OUT>
+{
+    type Output = Var<B, OUT>;
+
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: Var<B, IN>,
+    ) -> Result<Var<B, OUT>, TapeError> {
+        let h = tape.matmul(x, self.weight)?;
+        tape.add_row(h, self.bias)
+    }
+}

@@ -1,0 +1,184 @@
+//! Models as tuples of layers, run in order: `(A, B)` is `B(A(x))`, and so on up to six
+//! layers. Each impl spells out its chain of output types, so the compiler checks that every
+//! layer accepts what the previous one produces.
+
+use super::{Build, Init, Module};
+use crate::error::TapeError;
+use crate::scalar::Scalar;
+use crate::tape::Tape;
+
+impl<T: Scalar, X, A, B> Module<T, X> for (A, B)
+where
+    A: Module<T, X>,
+    B: Module<T, A::Output>,
+{
+    type Output = B::Output;
+
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: X,
+    ) -> Result<Self::Output, TapeError> {
+        let x = self.0.forward(tape, x)?;
+        self.1.forward(tape, x)
+    }
+}
+
+impl<T: Scalar, A: Build<T>, B: Build<T>> Build<T> for (A, B) {
+    fn build<const N: usize, const S: usize, const G: usize>(
+        tape: &mut Tape<T, N, S, G>,
+        init: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok((A::build(tape, init)?, B::build(tape, init)?))
+    }
+}
+
+impl<T: Scalar, X, A, B, C> Module<T, X> for (A, B, C)
+where
+    A: Module<T, X>,
+    B: Module<T, A::Output>,
+    C: Module<T, B::Output>,
+{
+    type Output = C::Output;
+
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: X,
+    ) -> Result<Self::Output, TapeError> {
+        let x = self.0.forward(tape, x)?;
+        let x = self.1.forward(tape, x)?;
+        self.2.forward(tape, x)
+    }
+}
+
+impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>> Build<T> for (A, B, C) {
+    fn build<const N: usize, const S: usize, const G: usize>(
+        tape: &mut Tape<T, N, S, G>,
+        init: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok((
+            A::build(tape, init)?,
+            B::build(tape, init)?,
+            C::build(tape, init)?,
+        ))
+    }
+}
+
+impl<T: Scalar, X, A, B, C, D> Module<T, X> for (A, B, C, D)
+where
+    A: Module<T, X>,
+    B: Module<T, A::Output>,
+    C: Module<T, B::Output>,
+    D: Module<T, C::Output>,
+{
+    type Output = D::Output;
+
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: X,
+    ) -> Result<Self::Output, TapeError> {
+        let x = self.0.forward(tape, x)?;
+        let x = self.1.forward(tape, x)?;
+        let x = self.2.forward(tape, x)?;
+        self.3.forward(tape, x)
+    }
+}
+
+impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>> Build<T> for (A, B, C, D) {
+    fn build<const N: usize, const S: usize, const G: usize>(
+        tape: &mut Tape<T, N, S, G>,
+        init: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok((
+            A::build(tape, init)?,
+            B::build(tape, init)?,
+            C::build(tape, init)?,
+            D::build(tape, init)?,
+        ))
+    }
+}
+
+impl<T: Scalar, X, A, B, C, D, E> Module<T, X> for (A, B, C, D, E)
+where
+    A: Module<T, X>,
+    B: Module<T, A::Output>,
+    C: Module<T, B::Output>,
+    D: Module<T, C::Output>,
+    E: Module<T, D::Output>,
+{
+    type Output = E::Output;
+
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: X,
+    ) -> Result<Self::Output, TapeError> {
+        let x = self.0.forward(tape, x)?;
+        let x = self.1.forward(tape, x)?;
+        let x = self.2.forward(tape, x)?;
+        let x = self.3.forward(tape, x)?;
+        self.4.forward(tape, x)
+    }
+}
+
+impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>, E: Build<T>> Build<T>
+    for (A, B, C, D, E)
+{
+    fn build<const N: usize, const S: usize, const G: usize>(
+        tape: &mut Tape<T, N, S, G>,
+        init: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok((
+            A::build(tape, init)?,
+            B::build(tape, init)?,
+            C::build(tape, init)?,
+            D::build(tape, init)?,
+            E::build(tape, init)?,
+        ))
+    }
+}
+
+impl<T: Scalar, X, A, B, C, D, E, F> Module<T, X> for (A, B, C, D, E, F)
+where
+    A: Module<T, X>,
+    B: Module<T, A::Output>,
+    C: Module<T, B::Output>,
+    D: Module<T, C::Output>,
+    E: Module<T, D::Output>,
+    F: Module<T, E::Output>,
+{
+    type Output = F::Output;
+
+    fn forward<const N: usize, const S: usize, const G: usize>(
+        &self,
+        tape: &mut Tape<T, N, S, G>,
+        x: X,
+    ) -> Result<Self::Output, TapeError> {
+        let x = self.0.forward(tape, x)?;
+        let x = self.1.forward(tape, x)?;
+        let x = self.2.forward(tape, x)?;
+        let x = self.3.forward(tape, x)?;
+        let x = self.4.forward(tape, x)?;
+        self.5.forward(tape, x)
+    }
+}
+
+impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>, E: Build<T>, F: Build<T>>
+    Build<T> for (A, B, C, D, E, F)
+{
+    fn build<const N: usize, const S: usize, const G: usize>(
+        tape: &mut Tape<T, N, S, G>,
+        init: &mut Init<'_>,
+    ) -> Result<Self, TapeError> {
+        Ok((
+            A::build(tape, init)?,
+            B::build(tape, init)?,
+            C::build(tape, init)?,
+            D::build(tape, init)?,
+            E::build(tape, init)?,
+            F::build(tape, init)?,
+        ))
+    }
+}

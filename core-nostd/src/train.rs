@@ -1,0 +1,247 @@
+//! The guarded training step: backward, checks, clipping, update, in that order, so that a
+//! step that would write a non-finite value changes nothing.
+//!
+//! ```
+//! use safegrad::nn::{Build, Init, Linear, Module};
+//! use safegrad::optim::Sgd;
+//! use safegrad::train::{step, StepConfig, StepError};
+//! use safegrad::{Tape, Tensor};
+//!
+//! let mut tape = Tape::<f32, 16, 128>::new();
+//! let model = Linear::<2, 2>::build(&mut tape, &mut Init::new(1))?;
+//! let mut sgd = Sgd::new(0.1);
+//! let config = StepConfig::default();
+//!
+//! tape.clear_activations();
+//! let x = tape.input(&Tensor::new([[1.0, -1.0]]))?;
+//! let logits = model.forward(&mut tape, x)?;
+//! let loss = tape.softmax_cross_entropy(logits, &[1])?;
+//! let report = step(&mut tape, loss, &mut sgd, &config)?;
+//! assert!(report.loss.is_finite());
+//!
+//! // A sample with a NaN: rejected, the parameters stay as they were.
+//! let before: Vec<f32> = tape.parameters().to_vec();
+//! tape.clear_activations();
+//! let x = tape.input(&Tensor::new([[f32::NAN, -1.0]]))?;
+//! let logits = model.forward(&mut tape, x)?;
+//! let loss = tape.softmax_cross_entropy(logits, &[1])?;
+//! let err = step(&mut tape, loss, &mut sgd, &config).unwrap_err();
+//! assert!(matches!(err, StepError::NonFinite(_)));
+//! assert_eq!(tape.parameters(), &before[..]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use core::fmt;
+
+use crate::error::TapeError;
+use crate::graph::NodeId;
+use crate::optim::{clip_factor, global_norm, Optimizer};
+use crate::scalar::Scalar;
+use crate::tape::{Tape, Var};
+
+/// Where a non-finite value was first seen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Phase {
+    /// In a forward value.
+    Forward,
+    /// In a gradient.
+    Backward,
+}
+
+/// The first node with a non-finite value: in the forward, the first in recording order
+/// whose inputs are finite (the node that produced it, not one that passed it on); in the
+/// backward, the first node in the reverse sweep whose gradient is non-finite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NonFinite {
+    /// The node.
+    pub node: NodeId,
+    /// Its op's name.
+    pub op: &'static str,
+    /// Forward value or gradient.
+    pub phase: Phase,
+}
+
+impl fmt::Display for NonFinite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = match self.phase {
+            Phase::Forward => "value",
+            Phase::Backward => "gradient",
+        };
+        write!(
+            f,
+            "non-finite {what} first produced by node {} ({})",
+            self.node, self.op
+        )
+    }
+}
+
+/// Why a step was refused. The parameters and the optimiser state are unchanged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StepError {
+    /// Recording or the reverse sweep failed.
+    Tape(TapeError),
+    /// The loss or a gradient is `nan` or infinite.
+    NonFinite(NonFinite),
+    /// The optimiser's state holds fewer scalars than the tape trains.
+    OptimizerCapacity {
+        /// Scalars the optimiser state holds.
+        capacity: usize,
+        /// Trainable scalars on the tape.
+        needed: usize,
+    },
+}
+
+impl From<TapeError> for StepError {
+    fn from(e: TapeError) -> Self {
+        Self::Tape(e)
+    }
+}
+
+impl fmt::Display for StepError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tape(e) => write!(f, "step refused: {e}"),
+            Self::NonFinite(n) => write!(f, "step refused: {n}"),
+            Self::OptimizerCapacity { capacity, needed } => write!(
+                f,
+                "step refused: the optimiser holds state for {capacity} scalars, the model trains {needed}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for StepError {}
+
+/// Options of [`step`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepConfig<T> {
+    /// Clip the gradients to this global norm (PyTorch's `clip_grad_norm_`); `None` for no
+    /// clipping.
+    pub clip_norm: Option<T>,
+}
+
+impl<T> Default for StepConfig<T> {
+    fn default() -> Self {
+        Self { clip_norm: None }
+    }
+}
+
+/// What a step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepReport<T> {
+    /// The loss before the update.
+    pub loss: T,
+    /// The global norm of the gradients before clipping.
+    pub grad_norm: T,
+    /// The factor the gradients were scaled by (1 without clipping).
+    pub clip_factor: T,
+}
+
+/// One guarded step on the graph recorded up to `loss`: zero the parameter gradients, run
+/// the reverse sweep, check that the loss and every trainable gradient are finite, clip, and
+/// update through `optimizer`. On any error nothing of the parameters or the optimiser
+/// state has changed.
+pub fn step<T, O, const N: usize, const S: usize, const G: usize>(
+    tape: &mut Tape<T, N, S, G>,
+    loss: Var<1, 1>,
+    optimizer: &mut O,
+    config: &StepConfig<T>,
+) -> Result<StepReport<T>, StepError>
+where
+    T: Scalar,
+    O: Optimizer<T>,
+{
+    let needed = tape.trainable_len();
+    if optimizer.capacity() < needed {
+        return Err(StepError::OptimizerCapacity {
+            capacity: optimizer.capacity(),
+            needed,
+        });
+    }
+    let loss_value = tape.scalar(loss)?;
+    if !loss_value.is_finite() {
+        return Err(StepError::NonFinite(first_non_finite_value(
+            tape,
+            loss.node(),
+        )));
+    }
+    tape.zero_grad();
+    tape.backward(loss)?;
+    let grad_norm = global_norm(tape.parameter_grads());
+    if !grad_norm.is_finite() {
+        return Err(StepError::NonFinite(first_non_finite_grad(
+            tape,
+            loss.node(),
+        )));
+    }
+    let factor = match config.clip_norm {
+        Some(max_norm) => clip_factor(grad_norm, max_norm),
+        None => T::ONE,
+    };
+    optimizer.begin_step();
+    tape.update_parameters(|i, p, g| optimizer.update(i, p, g * factor));
+    Ok(StepReport {
+        loss: loss_value,
+        grad_norm,
+        clip_factor: factor,
+    })
+}
+
+fn is_finite_slice<T: Scalar>(values: &[T]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
+
+/// The first node up to `last`, in recording order, with a non-finite value and finite
+/// inputs.
+pub fn first_non_finite_value<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+    last: NodeId,
+) -> NonFinite {
+    let nodes = tape.nodes();
+    let finite = |id: NodeId| {
+        nodes
+            .get(id.0)
+            .is_some_and(|n| is_finite_slice(tape.values_of(n)))
+    };
+    for (i, node) in nodes.iter().enumerate().take(last.0 + 1) {
+        if !is_finite_slice(tape.values_of(node))
+            && node.op().inputs().iter().flatten().all(|&id| finite(id))
+        {
+            return NonFinite {
+                node: NodeId(i),
+                op: node.op().name(),
+                phase: Phase::Forward,
+            };
+        }
+    }
+    NonFinite {
+        node: last,
+        op: nodes.get(last.0).map_or("unknown", |n| n.op().name()),
+        phase: Phase::Forward,
+    }
+}
+
+/// The first node in the reverse sweep from `last` whose gradient is non-finite.
+pub fn first_non_finite_grad<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+    last: NodeId,
+) -> NonFinite {
+    let nodes = tape.nodes();
+    for (i, node) in nodes.iter().enumerate().take(last.0 + 1).rev() {
+        if !is_finite_slice(tape.grads_of(node)) {
+            return NonFinite {
+                node: NodeId(i),
+                op: node.op().name(),
+                phase: Phase::Backward,
+            };
+        }
+    }
+    NonFinite {
+        node: last,
+        op: nodes.get(last.0).map_or("unknown", |n| n.op().name()),
+        phase: Phase::Backward,
+    }
+}
