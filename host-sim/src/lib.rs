@@ -4,4 +4,9 @@
 //! exactly as on the device.
 
 pub mod bugzoo;
+pub mod data;
+pub mod digits;
+pub mod finetune;
 pub mod json;
+pub mod model;
+pub mod plot;

@@ -1,10 +1,18 @@
 //! `host-sim`: safegrad's command-line tool on the host.
 
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
 
-/// safegrad on the host: reference cases, training and simulation.
+use host_sim::digits::{self, DigitsConfig};
+use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, Progress};
+use host_sim::plot::{self, Series};
+
+/// safegrad on the host: the fine-tuning job, training, and the reference cases.
 #[derive(Parser)]
 #[command(name = "host-sim", version, about)]
 struct Cli {
@@ -12,8 +20,83 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    /// Train the last layer; the body is frozen.
+    LastLayer,
+    /// Train the biases of every layer; all weights are frozen.
+    BiasOnly,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Dataset {
+    /// The handwritten digits (8x8, 10 classes).
+    Digits,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Pre-train on BasicMotions, shift the held-out data (the watch worn rotated), then
+    /// fine-tune a frozen model on a few shifted recordings and report the accuracies.
+    Finetune {
+        /// Print the result as one JSON object (the last line).
+        #[arg(long)]
+        json: bool,
+        /// Seed of initialisation and shuffling.
+        #[arg(long, default_value_t = FinetuneConfig::default().seed)]
+        seed: u64,
+        /// Rotation of the worn watch around the axis out of its face, degrees.
+        #[arg(long, default_value_t = FinetuneConfig::default().rotation_degrees)]
+        rotation: f64,
+        /// Shifted training recordings per class used for fine-tuning.
+        #[arg(long, default_value_t = FinetuneConfig::default().per_class)]
+        per_class: usize,
+        /// What fine-tuning trains.
+        #[arg(long, value_enum, default_value_t = Mode::LastLayer)]
+        mode: Mode,
+        /// Pre-training epochs.
+        #[arg(long, default_value_t = FinetuneConfig::default().pretrain_epochs)]
+        pretrain_epochs: usize,
+        /// Fine-tuning epochs.
+        #[arg(long, default_value_t = FinetuneConfig::default().finetune_epochs)]
+        finetune_epochs: usize,
+        /// Fine-tuning learning rate (SGD).
+        #[arg(long, default_value_t = FinetuneConfig::default().finetune_lr)]
+        finetune_lr: f32,
+        /// Write the loss and accuracy curves to this PNG (and a CSV beside it).
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        /// Write the pre-trained model's checkpoint to this file.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Train a model on a data set and report its held-out accuracy.
+    Train {
+        /// The data set.
+        #[arg(long, value_enum)]
+        data: Dataset,
+        /// Print the result as one JSON object (the last line).
+        #[arg(long)]
+        json: bool,
+        /// Seed of the split, initialisation and shuffling.
+        #[arg(long, default_value_t = DigitsConfig::default().seed)]
+        seed: u64,
+        /// Passes over the training split.
+        #[arg(long, default_value_t = DigitsConfig::default().epochs)]
+        epochs: usize,
+        /// Write the loss and accuracy curves to this PNG (and a CSV beside it).
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
+        /// Write the trained model's checkpoint to this file.
+        #[arg(long, value_name = "FILE")]
+        export: Option<PathBuf>,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Reproduce the BugZoo cases (masked division and friends) and print forward values and
     /// gradients, next to what the IEEE chain rule gives.
     Bugzoo {
@@ -23,23 +106,268 @@ enum Command {
     },
 }
 
+/// A progress bar on stderr, hidden when the output is for a machine or not a terminal.
+fn bar(len: usize, prefix: &'static str, hidden: bool) -> ProgressBar {
+    if hidden || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64).with_prefix(prefix);
+    if let Ok(style) =
+        ProgressStyle::with_template("{prefix:>9} [{bar:30}] {pos}/{len} epochs  {msg}")
+    {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
+fn percent(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_finetune(
+    json: bool,
+    config: FinetuneConfig,
+    plot_path: Option<PathBuf>,
+    export: Option<PathBuf>,
+    data_dir: PathBuf,
+) -> Result<(), String> {
+    let pre = bar(config.pretrain_epochs, "pretrain", json);
+    let fine = bar(config.finetune_epochs, "finetune", json);
+    let report = finetune::run(&data_dir, &config, &mut |p| match p {
+        Progress::Pretrain(s, _) => {
+            pre.set_position(s.epoch as u64);
+            pre.set_message(format!(
+                "loss {:.4}  held-out {}",
+                s.loss,
+                percent(s.accuracy)
+            ));
+        }
+        Progress::Finetune(s, _) => {
+            pre.finish_and_clear();
+            fine.set_position(s.epoch as u64);
+            fine.set_message(format!(
+                "loss {:.4}  shifted {}",
+                s.loss,
+                percent(s.accuracy)
+            ));
+        }
+    })?;
+    fine.finish_and_clear();
+    if let Some(path) = &plot_path {
+        plot::write(
+            path,
+            "BasicMotions: pre-training (held-out) and fine-tuning (shifted held-out)",
+            &[
+                Series {
+                    name: "pretrain",
+                    points: &report.pretrain_curve,
+                },
+                Series {
+                    name: "finetune",
+                    points: &report.finetune_curve,
+                },
+            ],
+        )?;
+    }
+    if let Some(path) = &export {
+        write_file(path, &report.pretrained_checkpoint)?;
+    }
+    let recovered = if report.pretrain_accuracy > report.shifted_accuracy_before {
+        (report.shifted_accuracy_after - report.shifted_accuracy_before)
+            / (report.pretrain_accuracy - report.shifted_accuracy_before)
+    } else {
+        1.0
+    };
+    if json {
+        let object = json!({
+            "pretrain_accuracy": report.pretrain_accuracy,
+            "shifted_accuracy_before": report.shifted_accuracy_before,
+            "shifted_accuracy_after": report.shifted_accuracy_after,
+            "drop_recovered": recovered,
+            "finetune_steps": report.finetune_steps,
+            "finetune_samples": report.finetune_samples,
+            "trainable_params": report.trainable_params,
+            "train_state_bytes": report.train_state_bytes,
+            "model_bytes": report.model_bytes,
+            "mode": config.mode.name(),
+            "rotation_degrees": config.rotation_degrees,
+            "seed": config.seed,
+        });
+        println!("{object}");
+    } else {
+        println!(
+            "BasicMotions, MLP 16-32-32-4 on IMU features (seed {})",
+            config.seed
+        );
+        println!(
+            "  held-out accuracy, watch worn as in training   {}",
+            percent(report.pretrain_accuracy)
+        );
+        println!(
+            "  held-out accuracy, watch rotated {:>5.1} deg     {}",
+            config.rotation_degrees,
+            percent(report.shifted_accuracy_before)
+        );
+        println!(
+            "  after fine-tuning ({}, {} recordings, {} steps)  {}",
+            config.mode.name(),
+            report.finetune_samples,
+            report.finetune_steps,
+            percent(report.shifted_accuracy_after)
+        );
+        println!(
+            "  drop recovered                                 {}",
+            percent(recovered)
+        );
+        println!(
+            "  trainable parameters {}, training state {} bytes, model {} bytes",
+            report.trainable_params, report.train_state_bytes, report.model_bytes
+        );
+        if let Some(path) = &plot_path {
+            println!(
+                "  curves: {} and {}",
+                path.display(),
+                path.with_extension("csv").display()
+            );
+        }
+        if let Some(path) = &export {
+            println!("  pre-trained checkpoint: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_train(
+    json: bool,
+    config: DigitsConfig,
+    plot_path: Option<PathBuf>,
+    export: Option<PathBuf>,
+    data_dir: PathBuf,
+) -> Result<(), String> {
+    let progress = bar(config.epochs, "train", json);
+    let report = digits::run(&data_dir, &config, &mut |s| {
+        progress.set_position(s.epoch as u64);
+        progress.set_message(format!(
+            "loss {:.4}  held-out {}",
+            s.loss,
+            percent(s.accuracy)
+        ));
+    })?;
+    progress.finish_and_clear();
+    if let Some(path) = &plot_path {
+        plot::write(
+            path,
+            "digits: training loss and held-out accuracy",
+            &[Series {
+                name: "train",
+                points: &report.curve,
+            }],
+        )?;
+    }
+    if let Some(path) = &export {
+        write_file(path, &report.checkpoint)?;
+    }
+    if json {
+        let object = json!({
+            "data": "digits",
+            "test_accuracy": report.test_accuracy,
+            "train_samples": report.train_samples,
+            "test_samples": report.test_samples,
+            "steps": report.steps,
+            "trainable_params": report.trainable_params,
+            "seed": config.seed,
+        });
+        println!("{object}");
+    } else {
+        println!(
+            "digits, MLP 64-64-10: {} training / {} held-out images (seed {})",
+            report.train_samples, report.test_samples, config.seed
+        );
+        println!(
+            "  held-out accuracy {} after {} steps ({} epochs)",
+            percent(report.test_accuracy),
+            report.steps,
+            config.epochs
+        );
+        if let Some(path) = &export {
+            println!("  checkpoint: {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn run_bugzoo(json: bool) -> Result<(), String> {
+    let cases = host_sim::bugzoo::all().map_err(|e| format!("bugzoo: {e}"))?;
+    if json {
+        let array: Vec<_> = cases.iter().map(|c| c.to_json()).collect();
+        println!("{}", serde_json::Value::Array(array));
+    } else {
+        print!("{}", host_sim::bugzoo::table(&cases));
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Bugzoo { json } => match host_sim::bugzoo::all() {
-            Ok(cases) => {
-                if json {
-                    let array: Vec<_> = cases.iter().map(|c| c.to_json()).collect();
-                    println!("{}", serde_json::Value::Array(array));
-                } else {
-                    print!("{}", host_sim::bugzoo::table(&cases));
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("error: bugzoo: {e}");
-                ExitCode::FAILURE
-            }
-        },
+    let result = match cli.command {
+        Command::Finetune {
+            json,
+            seed,
+            rotation,
+            per_class,
+            mode,
+            pretrain_epochs,
+            finetune_epochs,
+            finetune_lr,
+            plot,
+            export,
+            data_dir,
+        } => {
+            let config = FinetuneConfig {
+                seed,
+                rotation_degrees: rotation,
+                per_class,
+                pretrain_epochs,
+                finetune_epochs,
+                finetune_lr,
+                mode: match mode {
+                    Mode::LastLayer => FinetuneMode::LastLayer,
+                    Mode::BiasOnly => FinetuneMode::BiasOnly,
+                },
+                ..FinetuneConfig::default()
+            };
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            run_finetune(json, config, plot, export, dir)
+        }
+        Command::Train {
+            data: Dataset::Digits,
+            json,
+            seed,
+            epochs,
+            plot,
+            export,
+            data_dir,
+        } => {
+            let config = DigitsConfig {
+                seed,
+                epochs,
+                ..DigitsConfig::default()
+            };
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            run_train(json, config, plot, export, dir)
+        }
+        Command::Bugzoo { json } => run_bugzoo(json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

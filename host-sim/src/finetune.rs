@@ -1,0 +1,313 @@
+//! The main job: pre-train on BasicMotions, shift the domain (the watch worn rotated), and
+//! recover with on-device-style fine-tuning of a frozen model's last layer or biases.
+
+use std::path::Path;
+
+use safegrad::checkpoint;
+use safegrad::features::{imu_features, rotate_imu, IMU_FEATURES};
+use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize, Train};
+use safegrad::optim::{Adam, Optimizer, Sgd};
+use safegrad::Tensor;
+
+use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
+use crate::model::{accuracy, fit, new_tape, EpochStats, HostTape, Schedule};
+
+/// The model: feature standardisation, then the MLP 16-32-32-4 with ReLU.
+pub type MotionModel = (
+    Standardize<IMU_FEATURES>,
+    Linear<IMU_FEATURES, 32>,
+    Relu,
+    Linear<32, 32>,
+    Relu,
+    Linear<32, MOTION_CLASSES>,
+);
+
+/// Layers with trainable parameters in [`MotionModel`] (the standardisation takes none).
+pub const TRAINABLE_LAYERS: usize = 3;
+
+/// Trainable scalars of [`MotionModel`] when every layer trains, the size of the
+/// pre-training optimiser's state.
+pub const MOTION_PARAMETERS: usize = Linear::<IMU_FEATURES, 32>::PARAMETERS
+    + Linear::<32, 32>::PARAMETERS
+    + Linear::<32, MOTION_CLASSES>::PARAMETERS;
+
+/// What is trained during fine-tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FinetuneMode {
+    /// The last layer (weights and bias); the body is frozen.
+    LastLayer,
+    /// The biases of every layer (TinyTL); all weights are frozen.
+    BiasOnly,
+}
+
+impl FinetuneMode {
+    /// The training plan for [`MotionModel`].
+    pub fn plan(self) -> [Train; TRAINABLE_LAYERS] {
+        match self {
+            Self::LastLayer => last_layer_only(),
+            Self::BiasOnly => [Train::BiasOnly; TRAINABLE_LAYERS],
+        }
+    }
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::LastLayer => "last-layer",
+            Self::BiasOnly => "bias-only",
+        }
+    }
+}
+
+/// The domain shift: the watch worn turned by `degrees` around the axis pointing out of its
+/// face (`z`), as when it has slipped round the wrist or is worn at another angle. Both
+/// sensors see the same rotation.
+pub fn rotation_z(degrees: f64) -> [[f32; 3]; 3] {
+    let (s, c) = (
+        degrees.to_radians().sin() as f32,
+        degrees.to_radians().cos() as f32,
+    );
+    [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
+}
+
+/// Settings of the job.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinetuneConfig {
+    /// Seed of initialisation and shuffling.
+    pub seed: u64,
+    /// Pre-training epochs (Adam).
+    pub pretrain_epochs: usize,
+    /// Pre-training learning rate.
+    pub pretrain_lr: f32,
+    /// Rotation of the worn watch, degrees.
+    pub rotation_degrees: f64,
+    /// Shifted recordings per class used for fine-tuning (from the training split; the
+    /// evaluation uses the held-out split only).
+    pub per_class: usize,
+    /// Fine-tuning epochs over those recordings (SGD, batch 1).
+    pub finetune_epochs: usize,
+    /// Fine-tuning learning rate.
+    pub finetune_lr: f32,
+    /// Gradient clipping during fine-tuning (on by default, as on the device).
+    pub clip_norm: Option<f32>,
+    /// What fine-tuning trains.
+    pub mode: FinetuneMode,
+}
+
+impl Default for FinetuneConfig {
+    fn default() -> Self {
+        Self {
+            seed: 7,
+            pretrain_epochs: 60,
+            pretrain_lr: 0.01,
+            rotation_degrees: 90.0,
+            per_class: 3,
+            finetune_epochs: 30,
+            finetune_lr: 0.05,
+            clip_norm: Some(1.0),
+            mode: FinetuneMode::LastLayer,
+        }
+    }
+}
+
+/// What the job measured.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FinetuneReport {
+    /// Held-out accuracy of the pre-trained model, watch worn as in training.
+    pub pretrain_accuracy: f64,
+    /// Held-out accuracy on the shifted data, before fine-tuning.
+    pub shifted_accuracy_before: f64,
+    /// Held-out accuracy on the shifted data, after fine-tuning.
+    pub shifted_accuracy_after: f64,
+    /// Fine-tuning steps (batch 1).
+    pub finetune_steps: usize,
+    /// Recordings used for fine-tuning.
+    pub finetune_samples: usize,
+    /// Trainable scalars during fine-tuning.
+    pub trainable_params: usize,
+    /// Bytes of training state during fine-tuning: the gradient slots of the tape (trainable
+    /// parameters and the activations that depend on them) and the optimiser state.
+    pub train_state_bytes: usize,
+    /// Bytes of all parameters (the checkpoint's payload).
+    pub model_bytes: usize,
+    /// Pre-training curve (loss, held-out accuracy).
+    pub pretrain_curve: Vec<EpochStats>,
+    /// Fine-tuning curve (loss, shifted held-out accuracy).
+    pub finetune_curve: Vec<EpochStats>,
+    /// The pre-trained model's checkpoint.
+    pub pretrained_checkpoint: Vec<u8>,
+    /// The fine-tuned model's checkpoint.
+    pub finetuned_checkpoint: Vec<u8>,
+}
+
+/// Features of every recording, optionally rotated first.
+pub fn featurize(
+    examples: &[Example<MotionWindow>],
+    rotation: Option<&[[f32; 3]; 3]>,
+) -> Result<Vec<([f32; IMU_FEATURES], usize)>, String> {
+    examples
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let mut w = e.x;
+            if let Some(r) = rotation {
+                rotate_imu(&mut w, r);
+            }
+            let f = imu_features(&w).map_err(|err| format!("recording {i}: {err}"))?;
+            let mut x = [0.0f32; IMU_FEATURES];
+            x.copy_from_slice(f.as_slice());
+            Ok((x, e.label))
+        })
+        .collect()
+}
+
+/// Mean and population standard deviation of each feature.
+pub fn feature_statistics(
+    rows: &[([f32; IMU_FEATURES], usize)],
+) -> (Tensor<f32, 1, IMU_FEATURES>, Tensor<f32, 1, IMU_FEATURES>) {
+    let n = rows.len().max(1) as f64;
+    let mut mean = [0.0f64; IMU_FEATURES];
+    for (x, _) in rows {
+        for (m, &v) in mean.iter_mut().zip(x) {
+            *m += f64::from(v) / n;
+        }
+    }
+    let mut var = [0.0f64; IMU_FEATURES];
+    for (x, _) in rows {
+        for ((s, &v), &m) in var.iter_mut().zip(x).zip(&mean) {
+            *s += (f64::from(v) - m).powi(2) / n;
+        }
+    }
+    (
+        Tensor::new([mean.map(|m| m as f32)]),
+        Tensor::new([var.map(|v| v.sqrt() as f32)]),
+    )
+}
+
+/// The first `per_class` recordings of each class, in file order.
+pub fn first_per_class<X: Clone>(rows: &[(X, usize)], per_class: usize) -> Vec<(X, usize)> {
+    let mut taken = [0usize; MOTION_CLASSES];
+    rows.iter()
+        .filter(|(_, label)| {
+            let Some(t) = taken.get_mut(*label) else {
+                return false;
+            };
+            *t += 1;
+            *t <= per_class
+        })
+        .cloned()
+        .collect()
+}
+
+/// Progress of the job, for a progress bar.
+#[derive(Clone, Copy, Debug)]
+pub enum Progress<'a> {
+    /// An epoch of pre-training ended.
+    Pretrain(&'a EpochStats, usize),
+    /// An epoch of fine-tuning ended.
+    Finetune(&'a EpochStats, usize),
+}
+
+/// Runs the job on the data in `dir`.
+pub fn run(
+    dir: &Path,
+    config: &FinetuneConfig,
+    progress: &mut dyn FnMut(Progress<'_>),
+) -> Result<FinetuneReport, String> {
+    let e = |err: &dyn std::fmt::Display| err.to_string();
+    let train = data::load_motions(dir, "train").map_err(|x| e(&x))?;
+    let test = data::load_motions(dir, "test").map_err(|x| e(&x))?;
+    let rotation = rotation_z(config.rotation_degrees);
+    let train_rows = featurize(&train, None)?;
+    let test_rows = featurize(&test, None)?;
+    let shifted_train = featurize(&train, Some(&rotation))?;
+    let shifted_test = featurize(&test, Some(&rotation))?;
+
+    // Pre-training: every layer trained, Adam.
+    let mut tape = new_tape();
+    let model = MotionModel::build(&mut tape, &mut Init::new(config.seed)).map_err(|x| e(&x))?;
+    let (mean, std) = feature_statistics(&train_rows);
+    model
+        .0
+        .set_statistics(&mut tape, &mean, &std, 1e-6)
+        .map_err(|x| e(&x))?;
+    let mut adam = Adam::<f32, MOTION_PARAMETERS>::new(config.pretrain_lr);
+    let schedule = Schedule {
+        epochs: config.pretrain_epochs,
+        seed: config.seed,
+        clip_norm: None,
+    };
+    let epochs = config.pretrain_epochs;
+    let (pretrain_curve, _) = fit(
+        &mut tape,
+        &model,
+        &mut adam,
+        &train_rows,
+        &test_rows,
+        &schedule,
+        &mut |s| progress(Progress::Pretrain(s, epochs)),
+    )
+    .map_err(|x| e(&x))?;
+    let pretrain_accuracy = accuracy(&mut tape, &model, &test_rows).map_err(|x| e(&x))?;
+    let shifted_accuracy_before = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
+    let pretrained_checkpoint = save(&tape)?;
+
+    // Fine-tuning: a fresh tape with the body frozen, loaded from the checkpoint as the
+    // device loads it; SGD, batch 1, clipping on.
+    let plan = config.mode.plan();
+    let mut tape = new_tape();
+    let model = MotionModel::build(&mut tape, &mut Init::new(config.seed).with_plan(&plan))
+        .map_err(|x| e(&x))?;
+    checkpoint::load(&mut tape, &pretrained_checkpoint).map_err(|x| e(&x))?;
+    let finetune_set = first_per_class(&shifted_train, config.per_class);
+    let mut sgd = Sgd::new(config.finetune_lr);
+    let schedule = Schedule {
+        epochs: config.finetune_epochs,
+        seed: config.seed ^ 0x5eed,
+        clip_norm: config.clip_norm,
+    };
+    let epochs = config.finetune_epochs;
+    let (finetune_curve, finetune_steps) = fit(
+        &mut tape,
+        &model,
+        &mut sgd,
+        &finetune_set,
+        &shifted_test,
+        &schedule,
+        &mut |s| progress(Progress::Finetune(s, epochs)),
+    )
+    .map_err(|x| e(&x))?;
+    let shifted_accuracy_after = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
+    // The training state of one batch-1 step: record one and count its gradient slots.
+    let gradient_slots = {
+        tape.clear_activations();
+        let (x, label) = finetune_set.first().ok_or("no fine-tuning samples")?;
+        let input = tape.input(&Tensor::new([*x])).map_err(|x| e(&x))?;
+        let logits = safegrad::nn::Module::forward(&model, &mut *tape, input).map_err(|x| e(&x))?;
+        tape.softmax_cross_entropy(logits, &[*label])
+            .map_err(|x| e(&x))?;
+        tape.gradients_used()
+    };
+    let trainable_params = tape.trainable_len();
+    let state_scalars = gradient_slots + trainable_params * sgd.state_scalars_per_parameter();
+    Ok(FinetuneReport {
+        pretrain_accuracy,
+        shifted_accuracy_before,
+        shifted_accuracy_after,
+        finetune_steps,
+        finetune_samples: finetune_set.len(),
+        trainable_params,
+        train_state_bytes: state_scalars * std::mem::size_of::<f32>(),
+        model_bytes: std::mem::size_of_val(tape.parameters()),
+        pretrain_curve,
+        finetune_curve,
+        pretrained_checkpoint,
+        finetuned_checkpoint: save(&tape)?,
+    })
+}
+
+fn save(tape: &HostTape) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; checkpoint::encoded_len(tape)];
+    let n = checkpoint::save(tape, &mut buf).map_err(|e| e.to_string())?;
+    buf.truncate(n);
+    Ok(buf)
+}

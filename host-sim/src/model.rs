@@ -1,0 +1,136 @@
+//! What the subcommands share: the tape type, evaluation, a training loop with curves.
+
+use safegrad::nn::Module;
+use safegrad::optim::Optimizer;
+use safegrad::rng::SplitMix64;
+use safegrad::train::{step, StepConfig, StepError};
+use safegrad::{Tape, TapeError, Tensor, Var};
+
+/// The tape the host uses: room for a model of a few thousand parameters and a batch-1
+/// step. 16 + 2 * 32 KiB on the stack; it lives in a `Box`.
+pub type HostTape = Tape<f32, 64, 8192>;
+
+/// A fresh tape on the heap.
+pub fn new_tape() -> Box<HostTape> {
+    Box::new(HostTape::new())
+}
+
+/// Index of the largest value (the first on ties); `nan` never wins.
+pub fn argmax(values: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if values.get(best).is_some_and(|&b| v > b) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The model's class for one input row.
+pub fn predict<M, const IN: usize, const OUT: usize>(
+    tape: &mut HostTape,
+    model: &M,
+    x: &[f32; IN],
+) -> Result<usize, TapeError>
+where
+    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    tape.clear_activations();
+    let input = tape.input(&Tensor::new([*x]))?;
+    let logits = model.forward(tape, input)?;
+    let out = tape.value(logits)?;
+    Ok(argmax(out.as_slice()))
+}
+
+/// Fraction of `(x, label)` pairs the model classifies correctly.
+pub fn accuracy<M, const IN: usize, const OUT: usize>(
+    tape: &mut HostTape,
+    model: &M,
+    data: &[([f32; IN], usize)],
+) -> Result<f64, TapeError>
+where
+    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    if data.is_empty() {
+        return Ok(0.0);
+    }
+    let mut correct = 0usize;
+    for (x, label) in data {
+        if predict(tape, model, x)? == *label {
+            correct += 1;
+        }
+    }
+    Ok(correct as f64 / data.len() as f64)
+}
+
+/// One point of a training curve.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochStats {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Mean training loss over the epoch's steps.
+    pub loss: f64,
+    /// Accuracy on the evaluation set after the epoch.
+    pub accuracy: f64,
+}
+
+/// A schedule: epochs over the training set, in an order shuffled per epoch by `seed`,
+/// one sample per step (batch 1, as on the device).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Schedule {
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Seed of the shuffling.
+    pub seed: u64,
+    /// Gradient clipping by global norm, if any.
+    pub clip_norm: Option<f32>,
+}
+
+/// Trains `model` on `train` with `optimizer`, evaluating on `eval` after every epoch;
+/// `on_epoch` sees each epoch's statistics as they come.
+#[allow(clippy::too_many_arguments)]
+pub fn fit<M, O, const IN: usize, const OUT: usize>(
+    tape: &mut HostTape,
+    model: &M,
+    optimizer: &mut O,
+    train: &[([f32; IN], usize)],
+    eval: &[([f32; IN], usize)],
+    schedule: &Schedule,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(Vec<EpochStats>, usize), StepError>
+where
+    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+    O: Optimizer<f32>,
+{
+    let mut rng = SplitMix64::new(schedule.seed);
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let config = StepConfig {
+        clip_norm: schedule.clip_norm,
+    };
+    let mut curve = Vec::with_capacity(schedule.epochs);
+    let mut steps = 0;
+    for epoch in 1..=schedule.epochs {
+        rng.shuffle(&mut order);
+        let mut total = 0.0f64;
+        for &i in &order {
+            let Some((x, label)) = train.get(i) else {
+                continue;
+            };
+            tape.clear_activations();
+            let input = tape.input(&Tensor::new([*x]))?;
+            let logits = model.forward(tape, input)?;
+            let loss = tape.softmax_cross_entropy(logits, &[*label])?;
+            let report = step(tape, loss, optimizer, &config)?;
+            total += f64::from(report.loss);
+            steps += 1;
+        }
+        let stats = EpochStats {
+            epoch,
+            loss: total / train.len().max(1) as f64,
+            accuracy: accuracy(tape, model, eval)?,
+        };
+        on_epoch(&stats);
+        curve.push(stats);
+    }
+    Ok((curve, steps))
+}
