@@ -35,9 +35,12 @@ use core::fmt;
 
 use crate::error::TapeError;
 use crate::graph::NodeId;
+use crate::nn::Module;
 use crate::optim::{clip_factor, global_norm, Optimizer};
+use crate::rng::SplitMix64;
 use crate::scalar::Scalar;
 use crate::tape::{Tape, Var};
+use crate::tensor::Tensor;
 
 /// Where a non-finite value was first seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -244,4 +247,116 @@ pub fn first_non_finite_grad<T: Scalar, const N: usize, const S: usize, const G:
         op: nodes.get(last.0).map_or("unknown", |n| n.op().name()),
         phase: Phase::Backward,
     }
+}
+
+/// Index of the largest value (the first on ties); `nan` never wins.
+///
+/// ```
+/// use safegrad::train::argmax;
+///
+/// assert_eq!(argmax(&[0.5f32, 2.0, 2.0, f32::NAN]), 1);
+/// ```
+pub fn argmax<T: Scalar>(values: &[T]) -> usize {
+    let mut best = 0;
+    for (i, &v) in values.iter().enumerate() {
+        if values.get(best).is_some_and(|&b| v > b) {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The class the model gives one input row: forward on a cleared tape, then [`argmax`].
+pub fn predict<
+    T,
+    M,
+    const N: usize,
+    const S: usize,
+    const G: usize,
+    const IN: usize,
+    const OUT: usize,
+>(
+    tape: &mut Tape<T, N, S, G>,
+    model: &M,
+    x: &[T; IN],
+) -> Result<usize, TapeError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    tape.clear_activations();
+    let input = tape.input(&Tensor::new([*x]))?;
+    let logits = model.forward(tape, input)?;
+    let out = tape.value(logits)?;
+    Ok(argmax(out.as_slice()))
+}
+
+/// How many `(x, label)` pairs the model classifies correctly.
+pub fn count_correct<
+    T,
+    M,
+    const N: usize,
+    const S: usize,
+    const G: usize,
+    const IN: usize,
+    const OUT: usize,
+>(
+    tape: &mut Tape<T, N, S, G>,
+    model: &M,
+    data: &[([T; IN], usize)],
+) -> Result<usize, TapeError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    let mut correct = 0;
+    for (x, label) in data {
+        if predict(tape, model, x)? == *label {
+            correct += 1;
+        }
+    }
+    Ok(correct)
+}
+
+/// One epoch of batch-1 training: `order` (a permutation of `0..data.len()`, kept by the
+/// caller across epochs) is shuffled with `rng`, then one guarded [`step`] is taken per
+/// sample in that order. Returns the mean loss. The host simulator and the firmware both
+/// train through this function, so their schedules are the same code.
+#[allow(clippy::too_many_arguments)]
+pub fn epoch<
+    T,
+    M,
+    O,
+    const N: usize,
+    const S: usize,
+    const G: usize,
+    const IN: usize,
+    const OUT: usize,
+>(
+    tape: &mut Tape<T, N, S, G>,
+    model: &M,
+    optimizer: &mut O,
+    data: &[([T; IN], usize)],
+    order: &mut [usize],
+    rng: &mut SplitMix64,
+    config: &StepConfig<T>,
+) -> Result<T, StepError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    O: Optimizer<T>,
+{
+    rng.shuffle(order);
+    let mut total = T::ZERO;
+    for &i in order.iter() {
+        let Some((x, label)) = data.get(i) else {
+            continue;
+        };
+        tape.clear_activations();
+        let input = tape.input(&Tensor::new([*x]))?;
+        let logits = model.forward(tape, input)?;
+        let loss = tape.softmax_cross_entropy(logits, &[*label])?;
+        total += step(tape, loss, optimizer, config)?.loss;
+    }
+    Ok(total / T::from_usize(order.len().max(1)))
 }

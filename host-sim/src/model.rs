@@ -3,8 +3,8 @@
 use safegrad::nn::Module;
 use safegrad::optim::Optimizer;
 use safegrad::rng::SplitMix64;
-use safegrad::train::{step, StepConfig, StepError};
-use safegrad::{Tape, TapeError, Tensor, Var};
+use safegrad::train::{count_correct, epoch as train_epoch, StepConfig, StepError};
+use safegrad::{Tape, TapeError, Var};
 
 /// The tape the host uses: room for a model of a few thousand parameters and a batch-1
 /// step. 16 + 2 * 32 KiB on the stack; it lives in a `Box`.
@@ -13,33 +13,6 @@ pub type HostTape = Tape<f32, 64, 8192>;
 /// A fresh tape on the heap.
 pub fn new_tape() -> Box<HostTape> {
     Box::new(HostTape::new())
-}
-
-/// Index of the largest value (the first on ties); `nan` never wins.
-pub fn argmax(values: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in values.iter().enumerate() {
-        if values.get(best).is_some_and(|&b| v > b) {
-            best = i;
-        }
-    }
-    best
-}
-
-/// The model's class for one input row.
-pub fn predict<M, const IN: usize, const OUT: usize>(
-    tape: &mut HostTape,
-    model: &M,
-    x: &[f32; IN],
-) -> Result<usize, TapeError>
-where
-    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
-{
-    tape.clear_activations();
-    let input = tape.input(&Tensor::new([*x]))?;
-    let logits = model.forward(tape, input)?;
-    let out = tape.value(logits)?;
-    Ok(argmax(out.as_slice()))
 }
 
 /// Fraction of `(x, label)` pairs the model classifies correctly.
@@ -54,13 +27,7 @@ where
     if data.is_empty() {
         return Ok(0.0);
     }
-    let mut correct = 0usize;
-    for (x, label) in data {
-        if predict(tape, model, x)? == *label {
-            correct += 1;
-        }
-    }
-    Ok(correct as f64 / data.len() as f64)
+    Ok(count_correct(tape, model, data)? as f64 / data.len() as f64)
 }
 
 /// One point of a training curve.
@@ -75,7 +42,7 @@ pub struct EpochStats {
 }
 
 /// A schedule: epochs over the training set, in an order shuffled per epoch by `seed`,
-/// one sample per step (batch 1, as on the device).
+/// one sample per step (batch 1, as on the device), through `safegrad::train::epoch`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
     /// Passes over the data.
@@ -108,29 +75,16 @@ where
         clip_norm: schedule.clip_norm,
     };
     let mut curve = Vec::with_capacity(schedule.epochs);
-    let mut steps = 0;
     for epoch in 1..=schedule.epochs {
-        rng.shuffle(&mut order);
-        let mut total = 0.0f64;
-        for &i in &order {
-            let Some((x, label)) = train.get(i) else {
-                continue;
-            };
-            tape.clear_activations();
-            let input = tape.input(&Tensor::new([*x]))?;
-            let logits = model.forward(tape, input)?;
-            let loss = tape.softmax_cross_entropy(logits, &[*label])?;
-            let report = step(tape, loss, optimizer, &config)?;
-            total += f64::from(report.loss);
-            steps += 1;
-        }
+        let loss = train_epoch(tape, model, optimizer, train, &mut order, &mut rng, &config)?;
         let stats = EpochStats {
             epoch,
-            loss: total / train.len().max(1) as f64,
+            loss: f64::from(loss),
             accuracy: accuracy(tape, model, eval)?,
         };
         on_epoch(&stats);
         curve.push(stats);
     }
+    let steps = schedule.epochs * train.len();
     Ok((curve, steps))
 }
