@@ -38,6 +38,7 @@
 
 pub mod checkpoint;
 pub mod crc32;
+pub mod dataset;
 pub mod error;
 pub mod features;
 pub mod graph;

@@ -137,6 +137,23 @@ pub struct FinetuneReport {
     pub pretrained_checkpoint: Vec<u8>,
     /// The fine-tuned model's checkpoint.
     pub finetuned_checkpoint: Vec<u8>,
+    /// The shifted recordings fine-tuning used, as features, in order.
+    pub finetune_rows: Vec<([f32; IMU_FEATURES], usize)>,
+    /// The shifted held-out recordings, as features.
+    pub shifted_eval_rows: Vec<([f32; IMU_FEATURES], usize)>,
+}
+
+impl FinetuneReport {
+    /// The CRC-32 stored at the end of the fine-tuned checkpoint: it covers every parameter
+    /// bit, so two runs with the same value ended with the same parameters.
+    pub fn finetuned_crc32(&self) -> u32 {
+        let n = self.finetuned_checkpoint.len();
+        let mut b = [0u8; 4];
+        if let Some(tail) = self.finetuned_checkpoint.get(n.saturating_sub(4)..) {
+            b.copy_from_slice(tail);
+        }
+        u32::from_le_bytes(b)
+    }
 }
 
 /// Features of every recording, optionally rotated first.
@@ -302,6 +319,8 @@ pub fn run(
         finetune_curve,
         pretrained_checkpoint,
         finetuned_checkpoint: save(&tape)?,
+        finetune_rows: finetune_set,
+        shifted_eval_rows: shifted_test,
     })
 }
 

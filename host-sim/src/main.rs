@@ -97,6 +97,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Write what the firmware embeds: the pre-trained checkpoint, the shifted fine-tuning
+    /// and evaluation sets (features), and the host's results to compare with.
+    DeviceAssets {
+        /// The folder to write into.
+        #[arg(long, value_name = "DIR", default_value = "firmware/assets")]
+        out: PathBuf,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Reproduce the BugZoo cases (masked division and friends) and print forward values and
     /// gradients, next to what the IEEE chain rule gives.
     Bugzoo {
@@ -301,6 +311,44 @@ fn run_train(
     Ok(())
 }
 
+fn run_device_assets(out: &Path, data_dir: &Path) -> Result<(), String> {
+    let config = FinetuneConfig::default();
+    let report = finetune::run(data_dir, &config, &mut |_| {})?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    write_file(&out.join("pretrained.sgck"), &report.pretrained_checkpoint)?;
+    write_file(
+        &out.join("finetune.sgds"),
+        &encode_rows(&report.finetune_rows)?,
+    )?;
+    write_file(
+        &out.join("eval.sgds"),
+        &encode_rows(&report.shifted_eval_rows)?,
+    )?;
+    let expected = json!({
+        "pretrain_accuracy": report.pretrain_accuracy,
+        "shifted_accuracy_before": report.shifted_accuracy_before,
+        "shifted_accuracy_after": report.shifted_accuracy_after,
+        "finetune_steps": report.finetune_steps,
+        "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
+        "seed": config.seed,
+        "finetune_epochs": config.finetune_epochs,
+        "finetune_lr": config.finetune_lr,
+        "clip_norm": config.clip_norm,
+    });
+    let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
+    write_file(&out.join("expected.json"), text.as_bytes())?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn encode_rows(rows: &[([f32; 16], usize)]) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; safegrad::dataset::encoded_len::<f32, 16>(rows.len())];
+    let classes = host_sim::data::MOTION_CLASSES as u16;
+    let n = safegrad::dataset::encode(rows, classes, &mut buf).map_err(|e| e.to_string())?;
+    buf.truncate(n);
+    Ok(buf)
+}
+
 fn run_bugzoo(json: bool) -> Result<(), String> {
     let cases = host_sim::bugzoo::all().map_err(|e| format!("bugzoo: {e}"))?;
     if json {
@@ -360,6 +408,10 @@ fn main() -> ExitCode {
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_train(json, config, plot, export, dir)
+        }
+        Command::DeviceAssets { out, data_dir } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            run_device_assets(&out, &dir)
         }
         Command::Bugzoo { json } => run_bugzoo(json),
     };

@@ -117,8 +117,9 @@ enum Leaf {
 }
 
 impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G> {
-    /// An empty tape.
-    pub fn new() -> Self {
+    /// An empty tape. A `const fn`, so a tape can be a `static` initialised at compile time
+    /// (e.g. in a `static_cell::ConstStaticCell` on a device).
+    pub const fn new() -> Self {
         Self {
             nodes: Vec::new(),
             values: [T::ZERO; S],

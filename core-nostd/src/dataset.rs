@@ -1,0 +1,314 @@
+//! A labelled data set as one checked byte blob, to embed in flash: feature rows and their
+//! classes, read in place without copying the whole set.
+//!
+//! Layout, little-endian:
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | magic `SGDS` |
+//! | 4 | 2 | format version, 1 |
+//! | 6 | 1 | bytes per scalar |
+//! | 7 | 1 | reserved, 0 |
+//! | 8 | 2 | features per row `F` |
+//! | 10 | 2 | classes |
+//! | 12 | 4 | rows `n` |
+//! | 16 | `n * (2 + F * bytes)` | each row: its class (`u16`), then its `F` features |
+//! | end | 4 | CRC-32 of every byte before it |
+//!
+//! [`Dataset::parse`] checks everything (including that every value is finite and every
+//! class in range) once; rows are then read without further checks.
+//!
+//! ```
+//! use safegrad::dataset::{encoded_len, encode, Dataset};
+//!
+//! let rows = [([1.0f32, 2.0], 0), ([3.0, 4.0], 1)];
+//! let mut buf = [0u8; 64];
+//! let n = encode(&rows, 2, &mut buf)?;
+//! assert_eq!(n, encoded_len::<f32, 2>(2));
+//! let set = Dataset::<f32, 2>::parse(&buf[..n])?;
+//! assert_eq!(set.len(), 2);
+//! assert_eq!(set.get(1), Some(([3.0, 4.0], 1)));
+//! # Ok::<(), safegrad::dataset::DatasetError>(())
+//! ```
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use crate::crc32::Crc32;
+use crate::scalar::Scalar;
+
+/// The four bytes a data set starts with.
+pub const MAGIC: [u8; 4] = *b"SGDS";
+/// The format version written and read.
+pub const VERSION: u16 = 1;
+const HEADER: usize = 16;
+const TRAILER: usize = 4;
+
+/// Why a data set blob was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum DatasetError {
+    /// Shorter than a header and a CRC, or than its rows.
+    Truncated {
+        /// Bytes given.
+        len: usize,
+    },
+    /// Not `SGDS`.
+    Magic,
+    /// Another format version.
+    Version {
+        /// Found.
+        found: u16,
+    },
+    /// Another scalar size or feature count than the reader's.
+    Shape {
+        /// Bytes per scalar found.
+        scalar_bytes: u8,
+        /// Features per row found.
+        features: u16,
+    },
+    /// The length does not match the header.
+    Length {
+        /// Implied by the header.
+        expected: usize,
+        /// Given.
+        found: usize,
+    },
+    /// The CRC does not match.
+    Crc {
+        /// Stored.
+        stored: u32,
+        /// Computed.
+        computed: u32,
+    },
+    /// A class is not below the number of classes.
+    Label {
+        /// Row.
+        row: usize,
+        /// The class found.
+        label: u16,
+    },
+    /// A feature is `nan` or infinite.
+    NonFinite {
+        /// Row.
+        row: usize,
+    },
+    /// The output buffer is too small (when encoding).
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+    },
+}
+
+impl fmt::Display for DatasetError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Self::Truncated { len } => write!(f, "data set truncated ({len} bytes)"),
+            Self::Magic => write!(f, "not a data set (magic is not \"SGDS\")"),
+            Self::Version { found } => write!(f, "data set format version {found} is not supported"),
+            Self::Shape {
+                scalar_bytes,
+                features,
+            } => write!(
+                f,
+                "data set has {features} features of {scalar_bytes} bytes, the reader expects another shape"
+            ),
+            Self::Length { expected, found } => {
+                write!(f, "data set is {found} bytes, its header implies {expected}")
+            }
+            Self::Crc { stored, computed } => write!(
+                f,
+                "data set CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
+            ),
+            Self::Label { row, label } => write!(f, "data set row {row}: class {label} out of range"),
+            Self::NonFinite { row } => write!(f, "data set row {row}: a feature is not finite"),
+            Self::BufferTooSmall { needed } => write!(f, "data set needs {needed} bytes"),
+        }
+    }
+}
+
+impl core::error::Error for DatasetError {}
+
+/// Bytes of a data set of `rows` rows of `F` features.
+pub const fn encoded_len<T: Scalar, const F: usize>(rows: usize) -> usize {
+    HEADER + rows * (2 + F * T::BYTES) + TRAILER
+}
+
+fn u16_at(b: &[u8], at: usize) -> u16 {
+    let mut x = [0u8; 2];
+    if let Some(s) = b.get(at..at + 2) {
+        x.copy_from_slice(s);
+    }
+    u16::from_le_bytes(x)
+}
+
+fn u32_at(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        x.copy_from_slice(s);
+    }
+    u32::from_le_bytes(x)
+}
+
+fn scalar_at<T: Scalar>(b: &[u8]) -> T {
+    let mut x = [0u8; 8];
+    for (d, s) in x.iter_mut().zip(b) {
+        *d = *s;
+    }
+    T::from_bits_u64(u64::from_le_bytes(x))
+}
+
+/// Writes `rows` (features and class) into `out`; returns the length.
+pub fn encode<T: Scalar, const F: usize>(
+    rows: &[([T; F], usize)],
+    classes: u16,
+    out: &mut [u8],
+) -> Result<usize, DatasetError> {
+    let needed = encoded_len::<T, F>(rows.len());
+    let buf = out
+        .get_mut(..needed)
+        .ok_or(DatasetError::BufferTooSmall { needed })?;
+    let (head, rest) = buf.split_at_mut(HEADER);
+    head.get_mut(..4).unwrap_or(&mut []).copy_from_slice(&MAGIC);
+    head.get_mut(4..6)
+        .unwrap_or(&mut [])
+        .copy_from_slice(&VERSION.to_le_bytes());
+    head.get_mut(6..8)
+        .unwrap_or(&mut [])
+        .copy_from_slice(&[T::BYTES as u8, 0]);
+    head.get_mut(8..10)
+        .unwrap_or(&mut [])
+        .copy_from_slice(&(F as u16).to_le_bytes());
+    head.get_mut(10..12)
+        .unwrap_or(&mut [])
+        .copy_from_slice(&classes.to_le_bytes());
+    head.get_mut(12..16)
+        .unwrap_or(&mut [])
+        .copy_from_slice(&(rows.len() as u32).to_le_bytes());
+    let (body, crc) = rest.split_at_mut(rest.len() - TRAILER);
+    for (row, (chunk, (x, label))) in body
+        .chunks_exact_mut(2 + F * T::BYTES)
+        .zip(rows)
+        .enumerate()
+    {
+        if *label >= usize::from(classes) {
+            return Err(DatasetError::Label {
+                row,
+                label: u16::try_from(*label).unwrap_or(u16::MAX),
+            });
+        }
+        let (l, values) = chunk.split_at_mut(2);
+        l.copy_from_slice(&(*label as u16).to_le_bytes());
+        for (dst, v) in values.chunks_exact_mut(T::BYTES).zip(x) {
+            let bits = v.to_bits_u64().to_le_bytes();
+            dst.copy_from_slice(bits.get(..T::BYTES).unwrap_or(&[]));
+        }
+    }
+    let mut c = Crc32::new();
+    c.update(head);
+    c.update(body);
+    crc.copy_from_slice(&c.finish().to_le_bytes());
+    Ok(needed)
+}
+
+/// A checked data set of rows of `F` features, read in place.
+#[derive(Clone, Copy, Debug)]
+pub struct Dataset<'a, T, const F: usize> {
+    rows: &'a [u8],
+    len: usize,
+    classes: usize,
+    scalar: PhantomData<T>,
+}
+
+impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
+    const ROW: usize = 2 + F * T::BYTES;
+
+    /// Checks a blob and returns the data set it holds.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, DatasetError> {
+        if bytes.len() < HEADER + TRAILER {
+            return Err(DatasetError::Truncated { len: bytes.len() });
+        }
+        if bytes.get(..4) != Some(&MAGIC[..]) {
+            return Err(DatasetError::Magic);
+        }
+        let version = u16_at(bytes, 4);
+        if version != VERSION {
+            return Err(DatasetError::Version { found: version });
+        }
+        let scalar_bytes = bytes.get(6).copied().unwrap_or(0);
+        let features = u16_at(bytes, 8);
+        if usize::from(scalar_bytes) != T::BYTES || usize::from(features) != F {
+            return Err(DatasetError::Shape {
+                scalar_bytes,
+                features,
+            });
+        }
+        let classes = usize::from(u16_at(bytes, 10));
+        let len = u32_at(bytes, 12) as usize;
+        let expected = len
+            .checked_mul(Self::ROW)
+            .and_then(|b| b.checked_add(HEADER + TRAILER))
+            .ok_or(DatasetError::Truncated { len: bytes.len() })?;
+        if bytes.len() != expected {
+            return Err(DatasetError::Length {
+                expected,
+                found: bytes.len(),
+            });
+        }
+        let contents = bytes.get(..expected - TRAILER).unwrap_or(&[]);
+        let (stored, computed) = (u32_at(bytes, expected - TRAILER), Crc32::checksum(contents));
+        if stored != computed {
+            return Err(DatasetError::Crc { stored, computed });
+        }
+        let rows = contents.get(HEADER..).unwrap_or(&[]);
+        for (row, chunk) in rows.chunks_exact(Self::ROW).enumerate() {
+            let label = u16_at(chunk, 0);
+            if usize::from(label) >= classes {
+                return Err(DatasetError::Label { row, label });
+            }
+            let values = chunk.get(2..).unwrap_or(&[]);
+            if values
+                .chunks_exact(T::BYTES)
+                .any(|b| !scalar_at::<T>(b).is_finite())
+            {
+                return Err(DatasetError::NonFinite { row });
+            }
+        }
+        Ok(Self {
+            rows,
+            len,
+            classes,
+            scalar: PhantomData,
+        })
+    }
+
+    /// Number of rows.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` without rows.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of classes.
+    pub const fn classes(&self) -> usize {
+        self.classes
+    }
+
+    /// Row `i`: its features and its class.
+    pub fn get(&self, i: usize) -> Option<([T; F], usize)> {
+        let chunk = self.rows.get(i * Self::ROW..(i + 1) * Self::ROW)?;
+        let mut x = [T::ZERO; F];
+        for (dst, b) in x.iter_mut().zip(chunk.get(2..)?.chunks_exact(T::BYTES)) {
+            *dst = scalar_at(b);
+        }
+        Some((x, usize::from(u16_at(chunk, 0))))
+    }
+
+    /// The rows in order.
+    pub fn iter(&self) -> impl Iterator<Item = ([T; F], usize)> + '_ {
+        (0..self.len).filter_map(move |i| self.get(i))
+    }
+}

@@ -1,0 +1,17 @@
+//! Linker setup for the bare-metal build only: `memory.x` beside this file, cortex-m-rt's
+//! `link.x` and defmt's `defmt.x`. Host builds (the library's tests) link normally.
+
+use std::env;
+use std::path::PathBuf;
+
+fn main() {
+    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=assets");
+    if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none") {
+        return;
+    }
+    let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
+    println!("cargo:rustc-link-search={}", dir.display());
+    println!("cargo:rustc-link-arg-bins=-Tlink.x");
+    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+}

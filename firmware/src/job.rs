@@ -1,0 +1,254 @@
+//! The fine-tuning job: load the pre-trained model, check it, fine-tune its last layer on
+//! the shifted samples with the host simulator's schedule, and evaluate before and after.
+
+use core::fmt;
+
+use heapless::Vec;
+use safegrad::checkpoint::{self, CheckpointError};
+use safegrad::dataset::{Dataset, DatasetError};
+use safegrad::features::IMU_FEATURES;
+use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize};
+use safegrad::optim::Sgd;
+use safegrad::rng::SplitMix64;
+use safegrad::train::{count_correct, epoch, StepConfig, StepError};
+use safegrad::{Tape, TapeError};
+
+/// Classes of BasicMotions.
+pub const CLASSES: usize = 4;
+
+/// The model, as `host-sim` defines it; the checkpoint's shape signature checks that they
+/// agree.
+pub type MotionModel = (
+    Standardize<IMU_FEATURES>,
+    Linear<IMU_FEATURES, 32>,
+    Relu,
+    Linear<32, 32>,
+    Relu,
+    Linear<32, CLASSES>,
+);
+
+/// The tape on the device: 32 nodes, 2304 values (1764 parameters and one batch-1 step's
+/// activations), 256 gradients (the last layer's 132 and the 9 activations after it).
+pub type DeviceTape = Tape<f32, 32, 2304, 256>;
+
+/// The schedule of `host-sim finetune`'s defaults: the seed its shuffling derives from.
+pub const SEED: u64 = 7;
+/// Fine-tuning epochs.
+pub const EPOCHS: usize = 30;
+/// SGD learning rate.
+pub const LEARNING_RATE: f32 = 0.05;
+/// Gradient clipping by global norm.
+pub const CLIP_NORM: f32 = 1.0;
+/// Most samples the job holds in RAM per set.
+pub const MAX_SAMPLES: usize = 64;
+/// Bytes of the model's checkpoint.
+pub const CHECKPOINT_BYTES: usize = 16 + 1764 * 4 + 4;
+
+/// Why the job stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub enum JobError {
+    /// The embedded model was refused.
+    Checkpoint(CheckpointError),
+    /// An embedded sample set was refused.
+    Dataset(DatasetError),
+    /// More samples than the job holds.
+    TooManySamples {
+        /// Samples offered.
+        found: usize,
+    },
+    /// Recording the model failed.
+    Tape(TapeError),
+    /// A training step was refused.
+    Step(StepError),
+}
+
+impl From<CheckpointError> for JobError {
+    fn from(e: CheckpointError) -> Self {
+        Self::Checkpoint(e)
+    }
+}
+impl From<DatasetError> for JobError {
+    fn from(e: DatasetError) -> Self {
+        Self::Dataset(e)
+    }
+}
+impl From<TapeError> for JobError {
+    fn from(e: TapeError) -> Self {
+        Self::Tape(e)
+    }
+}
+impl From<StepError> for JobError {
+    fn from(e: StepError) -> Self {
+        Self::Step(e)
+    }
+}
+
+impl fmt::Display for JobError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Checkpoint(e) => write!(f, "model refused: {e}"),
+            Self::Dataset(e) => write!(f, "samples refused: {e}"),
+            Self::TooManySamples { found } => {
+                write!(f, "{found} samples, the job holds {MAX_SAMPLES}")
+            }
+            Self::Tape(e) => write!(f, "{e}"),
+            Self::Step(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+/// What the job measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub struct JobReport {
+    /// Correct held-out predictions before fine-tuning.
+    pub correct_before: usize,
+    /// Correct held-out predictions after.
+    pub correct_after: usize,
+    /// Held-out samples.
+    pub eval_samples: usize,
+    /// Fine-tuning samples.
+    pub finetune_samples: usize,
+    /// Training steps taken.
+    pub steps: usize,
+    /// Trainable scalars.
+    pub trainable: usize,
+    /// Clock ticks spent in the training steps.
+    pub train_ticks: u64,
+    /// Mean loss of the last epoch.
+    pub final_loss: f32,
+    /// CRC-32 of the fine-tuned checkpoint (it covers every parameter bit).
+    pub checkpoint_crc32: u32,
+}
+
+type Rows = Vec<([f32; IMU_FEATURES], usize), MAX_SAMPLES>;
+
+fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
+    let mut out = Rows::new();
+    for row in set.iter() {
+        out.push(row)
+            .map_err(|_| JobError::TooManySamples { found: set.len() })?;
+    }
+    Ok(out)
+}
+
+/// Runs the job on `tape` (which must be empty) with the embedded blobs; `now` reads a
+/// clock in ticks; `checkpoint_out` receives the fine-tuned checkpoint.
+pub fn run(
+    tape: &mut DeviceTape,
+    pretrained: &[u8],
+    finetune_set: &[u8],
+    eval_set: &[u8],
+    now: &mut dyn FnMut() -> u64,
+    checkpoint_out: &mut [u8; CHECKPOINT_BYTES],
+) -> Result<JobReport, JobError> {
+    let plan = last_layer_only::<3>();
+    let model = MotionModel::build(tape, &mut Init::new(SEED).with_plan(&plan))?;
+    checkpoint::load(tape, pretrained)?;
+    let train = rows(&Dataset::parse(finetune_set)?)?;
+    let eval = rows(&Dataset::parse(eval_set)?)?;
+
+    let correct_before = count_correct(tape, &model, &eval)?;
+    let mut sgd = Sgd::new(LEARNING_RATE);
+    let mut rng = SplitMix64::new(SEED ^ 0x5eed);
+    let mut order: Vec<usize, MAX_SAMPLES> = (0..train.len()).collect();
+    let config = StepConfig {
+        clip_norm: Some(CLIP_NORM),
+    };
+    let mut final_loss = 0.0;
+    let start = now();
+    for _ in 0..EPOCHS {
+        final_loss = epoch(
+            tape, &model, &mut sgd, &train, &mut order, &mut rng, &config,
+        )?;
+    }
+    let train_ticks = now().wrapping_sub(start);
+    let correct_after = count_correct(tape, &model, &eval)?;
+    checkpoint::save(tape, checkpoint_out)?;
+    let crc = checkpoint_out
+        .get(CHECKPOINT_BYTES - 4..)
+        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+        .map_or(0, u32::from_le_bytes);
+    Ok(JobReport {
+        correct_before,
+        correct_after,
+        eval_samples: eval.len(),
+        finetune_samples: train.len(),
+        steps: EPOCHS * train.len(),
+        trainable: tape.trainable_len(),
+        train_ticks,
+        final_loss,
+        checkpoint_crc32: crc,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assets;
+
+    fn run_embedded() -> Result<JobReport, JobError> {
+        let mut tape = Box::new(DeviceTape::new());
+        let mut out = [0u8; CHECKPOINT_BYTES];
+        let mut t = 0u64;
+        run(
+            &mut tape,
+            assets::PRETRAINED,
+            assets::FINETUNE_SET,
+            assets::EVAL_SET,
+            &mut || {
+                t += 1;
+                t
+            },
+            &mut out,
+        )
+    }
+
+    /// The host's figures for the same job, from `assets/expected.json`.
+    fn expected(key: &str) -> String {
+        let text = include_str!("../assets/expected.json");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("\"{key}\"")))
+            .unwrap_or_else(|| panic!("{key} in expected.json"));
+        let value = line.split(':').nth(1).unwrap_or("").trim();
+        value.trim_end_matches(',').trim_matches('"').to_string()
+    }
+
+    #[test]
+    fn the_job_on_the_host_matches_host_sim_bit_for_bit() {
+        let r = run_embedded().unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.checkpoint_crc32),
+            expected("finetuned_checkpoint_crc32")
+        );
+        assert_eq!(r.steps.to_string(), expected("finetune_steps"));
+        let after: f64 = expected("shifted_accuracy_after").parse().unwrap();
+        assert_eq!(r.correct_after as f64 / r.eval_samples as f64, after);
+        let before: f64 = expected("shifted_accuracy_before").parse().unwrap();
+        assert_eq!(r.correct_before as f64 / r.eval_samples as f64, before);
+        assert_eq!(r.trainable, 132);
+    }
+
+    #[test]
+    fn a_damaged_model_is_refused_before_anything_runs() {
+        let mut bad = assets::PRETRAINED.to_vec();
+        bad[100] ^= 0x10;
+        let mut tape = Box::new(DeviceTape::new());
+        let mut out = [0u8; CHECKPOINT_BYTES];
+        let err = run(
+            &mut tape,
+            &bad,
+            assets::FINETUNE_SET,
+            assets::EVAL_SET,
+            &mut || 0,
+            &mut out,
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, JobError::Checkpoint(CheckpointError::Crc { .. })),
+            "{err}"
+        );
+    }
+}
