@@ -207,6 +207,7 @@ fn run_finetune(
             "mode": config.mode.name(),
             "rotation_degrees": config.rotation_degrees,
             "seed": config.seed,
+            "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
         });
         println!("{object}");
     } else {

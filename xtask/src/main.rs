@@ -1,33 +1,299 @@
 //! `cargo xtask <command>`: the project's build, run and test helpers.
 //!
-//! xtask drives `cargo` and other tools as processes; it links none of the project's crates.
+//! xtask drives `cargo`, QEMU and `defmt-print` as processes; it links none of the
+//! project's crates.
 
 use std::env;
-use std::process::{Command, ExitCode};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
 
 const USAGE: &str = "\
 usage: cargo xtask <command>
 
 commands:
   test        every test: the workspace's tests, the core built for Cortex-M4F and
-              Cortex-M0+, and the exhaustive safe_div_signed check (release mode)
-  exhaustive  only the exhaustive check over every finite f32 denominator
-  cross       only the core's builds for thumbv7em-none-eabihf and thumbv6m-none-eabi";
+              Cortex-M0+, the exhaustive safe_div_signed check (release mode), the
+              firmware run under QEMU and the host/device parity check
+  qemu        build the firmware and run it on QEMU mps2-an386 (Cortex-M4F); prints the
+              decoded defmt log and exits with the firmware's verdict
+  parity      fine-tune on the host simulator and in QEMU, compare the final parameters
+              bit for bit (CRC-32 of the checkpoint)
+  exhaustive  the exhaustive check over every finite f32 denominator
+  cross       the core's builds for thumbv7em-none-eabihf and thumbv6m-none-eabi";
 
 /// The bare-metal targets the core must build for: Cortex-M4F (FPU) and Cortex-M0+ (no FPU).
 const CORE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
+/// The firmware's target.
+const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
+/// QEMU's virtual time per instruction is `2^ICOUNT_SHIFT` ns; SysTick runs at the board's
+/// 25 MHz (40 ns per tick), so one tick is `40 / 2^ICOUNT_SHIFT` instructions.
+const ICOUNT_SHIFT: u32 = 3;
 
-fn cargo(args: &[&str]) -> Result<(), String> {
-    let cargo = env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("xtask: cargo {}", args.join(" "));
-    let status = Command::new(&cargo)
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn cargo_bin() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+fn run_status(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: {program} {}", args.join(" "));
+    let status = Command::new(program)
         .args(args)
+        .current_dir(workspace_root())
         .status()
-        .map_err(|e| format!("could not start {cargo}: {e}"))?;
+        .map_err(|e| format!("could not start {program}: {e}"))?;
     if status.success() {
         Ok(())
     } else {
-        Err(format!("`cargo {}` failed ({status})", args.join(" ")))
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+fn cargo(args: &[&str]) -> Result<(), String> {
+    run_status(&cargo_bin(), args)
+}
+
+fn cargo_output(args: &[&str]) -> Result<String, String> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let out = Command::new(cargo_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo {}` failed ({})",
+            args.join(" "),
+            out.status
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A cargo-installed tool, found on PATH or in cargo's bin folder, installed if missing.
+fn cargo_tool(name: &str) -> Result<String, String> {
+    if on_path(name) {
+        return Ok(name.to_string());
+    }
+    let home = env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| env::var("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map_err(|_| "neither CARGO_HOME nor HOME is set".to_string())?;
+    let path = home.join("bin").join(name);
+    if !path.exists() {
+        cargo(&["install", name, "--locked"])
+            .map_err(|e| format!("{e}; install it with `cargo install {name} --locked`"))?;
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// QEMU for Arm, installed with apt when running as root on Debian.
+fn qemu() -> Result<String, String> {
+    let name = "qemu-system-arm";
+    if on_path(name) {
+        return Ok(name.to_string());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if is_root && on_path("apt-get") {
+        run_status("apt-get", &["update", "-qq"])?;
+        run_status("apt-get", &["install", "-y", "-qq", name])?;
+        if on_path(name) {
+            return Ok(name.to_string());
+        }
+    }
+    Err(format!(
+        "{name} not found; install it with `sudo apt-get install -y {name}` (Debian/Ubuntu)"
+    ))
+}
+
+/// Builds the firmware (release) and returns the ELF's path.
+fn build_firmware() -> Result<PathBuf, String> {
+    run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
+    cargo_tool("flip-link")?;
+    cargo(&[
+        "build",
+        "-p",
+        "firmware",
+        "--release",
+        "--target",
+        FIRMWARE_TARGET,
+    ])?;
+    Ok(workspace_root()
+        .join("target")
+        .join(FIRMWARE_TARGET)
+        .join("release")
+        .join("firmware"))
+}
+
+/// What a QEMU run gave: the decoded log and the firmware's exit code.
+struct QemuRun {
+    log: String,
+    code: i32,
+}
+
+/// Runs the ELF on `mps2-an386` with semihosting; decodes its defmt output.
+fn run_qemu(elf: &Path) -> Result<QemuRun, String> {
+    let qemu = qemu()?;
+    let defmt_print = cargo_tool("defmt-print")?;
+    let elf_str = elf.to_string_lossy().into_owned();
+    let icount = format!("shift={ICOUNT_SHIFT}");
+    let args = [
+        "-M",
+        "mps2-an386",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-serial",
+        "null",
+        "-icount",
+        icount.as_str(),
+        "-semihosting-config",
+        "enable=on,target=native",
+        "-kernel",
+        elf_str.as_str(),
+    ];
+    eprintln!("xtask: {qemu} {}", args.join(" "));
+    let out = Command::new(&qemu)
+        .args(args)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start {qemu}: {e}"))?;
+    let code = out.status.code().unwrap_or(-1);
+    let mut decoder = Command::new(&defmt_print)
+        .args(["-e", elf_str.as_str()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("could not start {defmt_print}: {e}"))?;
+    if let Some(mut stdin) = decoder.stdin.take() {
+        stdin
+            .write_all(&out.stdout)
+            .map_err(|e| format!("defmt-print: {e}"))?;
+    }
+    let decoded = decoder
+        .wait_with_output()
+        .map_err(|e| format!("defmt-print: {e}"))?;
+    let log = String::from_utf8_lossy(&decoded.stdout).into_owned();
+    Ok(QemuRun { log, code })
+}
+
+/// The value after `key` on the log line that contains it.
+fn log_value<'a>(log: &'a str, key: &str) -> Option<&'a str> {
+    log.lines()
+        .find_map(|l| l.split_once(key).map(|(_, rest)| rest.trim()))
+        .and_then(|rest| rest.split_whitespace().next())
+}
+
+fn qemu_command() -> Result<(), String> {
+    let elf = build_firmware()?;
+    let run = run_qemu(&elf)?;
+    print!("{}", run.log);
+    if let Some(ticks) = log_value(&run.log, "ticks per step").and_then(|t| t.parse::<u64>().ok()) {
+        println!(
+            "xtask: about {} instructions per training step (icount shift {ICOUNT_SHIFT}: {} instructions per SysTick tick)",
+            ticks * 40 / (1 << ICOUNT_SHIFT),
+            40 / (1 << ICOUNT_SHIFT)
+        );
+    }
+    if run.code == 0 {
+        println!("xtask: firmware exited with 0 (success)");
+        Ok(())
+    } else {
+        Err(format!("firmware exited with {}", run.code))
+    }
+}
+
+/// Checks that the firmware's embedded assets are what host-sim produces now.
+fn check_assets() -> Result<(), String> {
+    let fresh = workspace_root().join("target").join("device-assets");
+    let fresh_str = fresh.to_string_lossy().into_owned();
+    cargo_output(&[
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "host-sim",
+        "--",
+        "device-assets",
+        "--out",
+        &fresh_str,
+    ])?;
+    let committed = workspace_root().join("firmware").join("assets");
+    for name in [
+        "pretrained.sgck",
+        "finetune.sgds",
+        "eval.sgds",
+        "expected.json",
+    ] {
+        let a = std::fs::read(fresh.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let b = std::fs::read(committed.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        if a != b {
+            return Err(format!(
+                "firmware/assets/{name} differs from what host-sim writes now; \
+                 regenerate with `cargo run --release -p host-sim -- device-assets`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn parity() -> Result<(), String> {
+    check_assets()?;
+    let json = cargo_output(&[
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "host-sim",
+        "--",
+        "finetune",
+        "--json",
+    ])?;
+    let host = json
+        .lines()
+        .last()
+        .and_then(|l| l.split("\"finetuned_checkpoint_crc32\":\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("host-sim finetune --json printed no finetuned_checkpoint_crc32")?
+        .to_string();
+    let elf = build_firmware()?;
+    let run = run_qemu(&elf)?;
+    if run.code != 0 {
+        print!("{}", run.log);
+        return Err(format!("firmware exited with {}", run.code));
+    }
+    let device = log_value(&run.log, "checkpoint crc32")
+        .ok_or("the firmware logged no checkpoint crc32")?
+        .to_string();
+    println!("host   (x86-64, host-sim finetune): parameters crc32 {host}");
+    println!("device (Cortex-M4F, QEMU mps2-an386): parameters crc32 {device}");
+    if host == device {
+        println!("parity: the fine-tuned parameters are bit-identical");
+        Ok(())
+    } else {
+        Err("parity: the fine-tuned parameters differ".into())
     }
 }
 
@@ -66,8 +332,12 @@ fn run(command: &str) -> Result<(), String> {
         "test" => {
             cargo(&["test", "--workspace"])?;
             cross()?;
-            exhaustive()
+            exhaustive()?;
+            qemu_command()?;
+            parity()
         }
+        "qemu" => qemu_command(),
+        "parity" => parity(),
         "exhaustive" => exhaustive(),
         "cross" => cross(),
         other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
