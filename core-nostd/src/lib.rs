@@ -50,6 +50,7 @@ pub mod scalar;
 pub mod tape;
 pub mod tensor;
 pub mod train;
+pub mod wire;
 
 pub use error::TapeError;
 pub use graph::{Node, NodeId, Op};
