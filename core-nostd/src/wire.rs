@@ -2,7 +2,9 @@
 //!
 //! A frame is a packet encoded with COBS (Consistent Overhead Byte Stuffing, Cheshire and
 //! Baker, 1999) and terminated by a `0x00` byte, so a receiver that lost bytes resynchronises
-//! at the next `0x00`. The packet, little-endian:
+//! at the next `0x00`. A sender may also send a `0x00` before each frame, so that noise on an
+//! idle line ends up in an empty or refused frame of its own instead of spoiling the next
+//! one; empty frames are skipped. The packet, little-endian:
 //!
 //! | offset | size | field |
 //! | --- | --- | --- |

@@ -13,6 +13,8 @@ use safegrad::rng::SplitMix64;
 use safegrad::train::{count_correct, epoch, StepConfig, StepError};
 use safegrad::{Tape, TapeError};
 
+use crate::samples::{Purpose, SampleSource};
+
 /// Classes of BasicMotions.
 pub const CLASSES: usize = 4;
 
@@ -122,9 +124,40 @@ pub struct JobReport {
     pub checkpoint_crc32: u32,
 }
 
-type Rows = Vec<([f32; IMU_FEATURES], usize), MAX_SAMPLES>;
+/// Feature rows with their classes, as many as the job holds.
+pub type Rows = Vec<([f32; IMU_FEATURES], usize), MAX_SAMPLES>;
 
-fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
+/// Reads `source` to its end: the training rows and the evaluation rows.
+pub fn collect<S: SampleSource>(source: &mut S) -> Result<(Rows, Rows), CollectError<S::Error>> {
+    let (mut train, mut eval) = (Rows::new(), Rows::new());
+    let mut seen = 0;
+    while let Some(sample) = source.next_sample().map_err(CollectError::Source)? {
+        seen += 1;
+        let rows = match sample.purpose {
+            Purpose::Train => &mut train,
+            Purpose::Eval => &mut eval,
+        };
+        rows.push((sample.features, sample.label))
+            .map_err(|_| CollectError::TooMany { found: seen })?;
+    }
+    Ok((train, eval))
+}
+
+/// Why collecting samples stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub enum CollectError<E> {
+    /// The source failed.
+    Source(E),
+    /// More samples of one purpose than [`MAX_SAMPLES`].
+    TooMany {
+        /// Samples read so far.
+        found: usize,
+    },
+}
+
+/// Rows of an embedded data set.
+pub fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
     let mut out = Rows::new();
     for row in set.iter() {
         out.push(row)
@@ -133,23 +166,40 @@ fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
     Ok(out)
 }
 
-/// Runs the job on `tape` (which must be empty) with the embedded blobs; `now` reads a
-/// clock in ticks; `checkpoint_out` receives the fine-tuned checkpoint.
+/// Records the model on an empty tape: the body frozen, the last layer trainable.
+pub fn build(tape: &mut DeviceTape) -> Result<MotionModel, JobError> {
+    let plan = last_layer_only::<3>();
+    Ok(MotionModel::build(
+        tape,
+        &mut Init::new(SEED).with_plan(&plan),
+    )?)
+}
+
+/// Loads `checkpoint` into the model (refused unless every check passes) and counts the
+/// correct predictions on `eval`.
+pub fn evaluate_checkpoint(
+    tape: &mut DeviceTape,
+    model: &MotionModel,
+    checkpoint: &[u8],
+    eval: &[([f32; IMU_FEATURES], usize)],
+) -> Result<usize, JobError> {
+    checkpoint::load(tape, checkpoint)?;
+    Ok(count_correct(tape, model, eval)?)
+}
+
+/// Fine-tunes the model recorded by [`build`], starting from `pretrained`, on `train` with
+/// the host simulator's schedule; evaluates on `eval` before and after. `now` reads a clock
+/// in ticks; `checkpoint_out` receives the fine-tuned checkpoint.
 pub fn run(
     tape: &mut DeviceTape,
+    model: &MotionModel,
     pretrained: &[u8],
-    finetune_set: &[u8],
-    eval_set: &[u8],
+    train: &[([f32; IMU_FEATURES], usize)],
+    eval: &[([f32; IMU_FEATURES], usize)],
     now: &mut dyn FnMut() -> u64,
     checkpoint_out: &mut [u8; CHECKPOINT_BYTES],
 ) -> Result<JobReport, JobError> {
-    let plan = last_layer_only::<3>();
-    let model = MotionModel::build(tape, &mut Init::new(SEED).with_plan(&plan))?;
-    checkpoint::load(tape, pretrained)?;
-    let train = rows(&Dataset::parse(finetune_set)?)?;
-    let eval = rows(&Dataset::parse(eval_set)?)?;
-
-    let correct_before = count_correct(tape, &model, &eval)?;
+    let correct_before = evaluate_checkpoint(tape, model, pretrained, eval)?;
     let mut sgd = Sgd::new(LEARNING_RATE);
     let mut rng = SplitMix64::new(SEED ^ 0x5eed);
     let mut order: Vec<usize, MAX_SAMPLES> = (0..train.len()).collect();
@@ -159,12 +209,10 @@ pub fn run(
     let mut final_loss = 0.0;
     let start = now();
     for _ in 0..EPOCHS {
-        final_loss = epoch(
-            tape, &model, &mut sgd, &train, &mut order, &mut rng, &config,
-        )?;
+        final_loss = epoch(tape, model, &mut sgd, train, &mut order, &mut rng, &config)?;
     }
     let train_ticks = now().wrapping_sub(start);
-    let correct_after = count_correct(tape, &model, &eval)?;
+    let correct_after = count_correct(tape, model, eval)?;
     checkpoint::save(tape, checkpoint_out)?;
     let crc = checkpoint_out
         .get(CHECKPOINT_BYTES - 4..)
@@ -188,15 +236,19 @@ mod tests {
     use super::*;
     use crate::assets;
 
-    fn run_embedded() -> Result<JobReport, JobError> {
+    fn run_embedded(pretrained: &[u8]) -> Result<JobReport, JobError> {
         let mut tape = Box::new(DeviceTape::new());
+        let model = build(&mut tape)?;
+        let train = rows(&Dataset::parse(assets::FINETUNE_SET)?)?;
+        let eval = rows(&Dataset::parse(assets::EVAL_SET)?)?;
         let mut out = [0u8; CHECKPOINT_BYTES];
         let mut t = 0u64;
         run(
             &mut tape,
-            assets::PRETRAINED,
-            assets::FINETUNE_SET,
-            assets::EVAL_SET,
+            &model,
+            pretrained,
+            &train,
+            &eval,
             &mut || {
                 t += 1;
                 t
@@ -218,7 +270,7 @@ mod tests {
 
     #[test]
     fn the_job_on_the_host_matches_host_sim_bit_for_bit() {
-        let r = run_embedded().unwrap();
+        let r = run_embedded(assets::PRETRAINED).unwrap();
         assert_eq!(
             format!("{:#010x}", r.checkpoint_crc32),
             expected("finetuned_checkpoint_crc32")
@@ -235,20 +287,44 @@ mod tests {
     fn a_damaged_model_is_refused_before_anything_runs() {
         let mut bad = assets::PRETRAINED.to_vec();
         bad[100] ^= 0x10;
-        let mut tape = Box::new(DeviceTape::new());
-        let mut out = [0u8; CHECKPOINT_BYTES];
-        let err = run(
-            &mut tape,
-            &bad,
-            assets::FINETUNE_SET,
-            assets::EVAL_SET,
-            &mut || 0,
-            &mut out,
-        )
-        .unwrap_err();
+        let err = run_embedded(&bad).unwrap_err();
         assert!(
             matches!(err, JobError::Checkpoint(CheckpointError::Crc { .. })),
             "{err}"
         );
+    }
+
+    #[test]
+    fn collecting_from_the_built_in_source_gives_the_embedded_rows() {
+        let train = Dataset::parse(assets::FINETUNE_SET).unwrap();
+        let eval = Dataset::parse(assets::EVAL_SET).unwrap();
+        let mut source = crate::samples::BuiltIn::new(train, eval);
+        let (t, e) = collect(&mut source).unwrap();
+        assert_eq!(t, rows(&train).unwrap());
+        assert_eq!(e, rows(&eval).unwrap());
+    }
+
+    #[test]
+    fn a_fine_tuned_checkpoint_resumes_with_its_accuracy() {
+        let mut tape = Box::new(DeviceTape::new());
+        let model = build(&mut tape).unwrap();
+        let train = rows(&Dataset::parse(assets::FINETUNE_SET).unwrap()).unwrap();
+        let eval = rows(&Dataset::parse(assets::EVAL_SET).unwrap()).unwrap();
+        let mut out = [0u8; CHECKPOINT_BYTES];
+        let r = run(
+            &mut tape,
+            &model,
+            assets::PRETRAINED,
+            &train,
+            &eval,
+            &mut || 0,
+            &mut out,
+        )
+        .unwrap();
+        // A new boot: a fresh tape, the checkpoint from flash.
+        let mut tape = Box::new(DeviceTape::new());
+        let model = build(&mut tape).unwrap();
+        let correct = evaluate_checkpoint(&mut tape, &model, &out, &eval).unwrap();
+        assert_eq!(correct, r.correct_after);
     }
 }

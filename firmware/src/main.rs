@@ -1,5 +1,11 @@
 //! The Cortex-M4F application (QEMU `mps2-an386`): fine-tunes the embedded pre-trained
-//! model on the device, logs with `defmt` over semihosting, and exits with its verdict.
+//! model on the device, logs with `defmt` over semihosting, keeps the fine-tuned model in
+//! flash, and exits with its verdict.
+//!
+//! Semihosting arguments choose what it does: `stream` reads the samples from UART0 (raw IMU
+//! windows in `safegrad::wire` frames) instead of the set built into flash; `flash=PATH`
+//! backs the flash with the host file `PATH`, so that a later boot resumes from the
+//! checkpoint an earlier one saved.
 //!
 //! Built for `thumbv7em-none-eabihf` only; on the host (as part of `cargo test
 //! --workspace`) it compiles to a program that says so.
@@ -13,18 +19,53 @@ fn main() {
 
 #[cfg(target_os = "none")]
 mod device {
+    use core::ffi::CStr;
     use core::sync::atomic::{AtomicU32, Ordering};
 
     use cortex_m::peripheral::syst::SystClkSource;
     use cortex_m_rt::{entry, exception, ExceptionFrame};
+    use defmt::Display2Format;
     use defmt_semihosting as _;
+    use safegrad::checkpoint;
+    use safegrad::dataset::Dataset;
+    use semihosting::io::Read as _;
     use static_cell::ConstStaticCell;
 
-    use firmware::assets;
-    use firmware::job::{self, DeviceTape, CHECKPOINT_BYTES};
+    use firmware::flash::{read_checkpoint, store_checkpoint, Persist, RamFlash};
+    use firmware::job::{self, DeviceTape, Rows, CHECKPOINT_BYTES};
+    use firmware::samples::{BuiltIn, Stream};
+    use firmware::uart::{CmsdkUart, UART0_BASE};
+    use firmware::{assets, job::JobError};
 
-    /// The tape lives in a static initialised at compile time, not on the stack.
+    /// Bytes of flash set aside for the checkpoint: two 4 KiB sectors.
+    const FLASH_BYTES: usize = 8192;
+
+    /// The flash image, persisted to a host file through semihosting.
+    struct HostFile {
+        path: [u8; 128],
+    }
+
+    impl HostFile {
+        fn path(&self) -> Option<&CStr> {
+            CStr::from_bytes_until_nul(&self.path).ok()
+        }
+    }
+
+    impl Persist for HostFile {
+        fn persist(&mut self, image: &[u8]) -> bool {
+            match self.path() {
+                Some(path) if !path.is_empty() => semihosting::fs::write(path, image).is_ok(),
+                _ => true,
+            }
+        }
+    }
+
+    /// The tape, the flash image and the checkpoint buffer live in statics initialised at
+    /// compile time, not on the stack.
     static TAPE: ConstStaticCell<DeviceTape> = ConstStaticCell::new(DeviceTape::new());
+    static FLASH: ConstStaticCell<RamFlash<HostFile, FLASH_BYTES>> = ConstStaticCell::new(
+        RamFlash::new([0xFF; FLASH_BYTES], HostFile { path: [0; 128] }),
+    );
     static CHECKPOINT: ConstStaticCell<[u8; CHECKPOINT_BYTES]> =
         ConstStaticCell::new([0; CHECKPOINT_BYTES]);
 
@@ -60,6 +101,159 @@ mod device {
         semihosting::process::exit(code)
     }
 
+    /// What the semihosting arguments ask for.
+    struct Options {
+        stream: bool,
+        flash_path: [u8; 128],
+    }
+
+    fn options() -> Options {
+        let mut o = Options {
+            stream: false,
+            flash_path: [0; 128],
+        };
+        let Ok(args) = semihosting::experimental::env::args::<256>() else {
+            return o;
+        };
+        for arg in &args {
+            match arg {
+                Ok("stream") => o.stream = true,
+                Ok(a) if a.starts_with("flash=") => {
+                    let path = a.as_bytes().get(6..).unwrap_or(&[]);
+                    if path.len() < o.flash_path.len() {
+                        o.flash_path.iter_mut().zip(path).for_each(|(d, &s)| *d = s);
+                    }
+                }
+                _ => {}
+            }
+        }
+        o
+    }
+
+    /// Reads the flash image a previous boot persisted, if any.
+    fn load_image(flash: &mut RamFlash<HostFile, FLASH_BYTES>, path: [u8; 128]) {
+        let file = HostFile { path };
+        let mut image = [0xFFu8; FLASH_BYTES];
+        if let Some(p) = file.path().filter(|p| !p.is_empty()) {
+            if let Ok(mut f) = semihosting::fs::File::open(p) {
+                let mut filled = 0;
+                while filled < FLASH_BYTES {
+                    match f.read(image.get_mut(filled..).unwrap_or(&mut [])) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => filled += n,
+                    }
+                }
+                if filled != FLASH_BYTES {
+                    image = [0xFF; FLASH_BYTES];
+                }
+            }
+        }
+        *flash = RamFlash::new(image, file);
+    }
+
+    fn collect_samples(stream: bool) -> Result<(Rows, Rows), ()> {
+        if stream {
+            // SAFETY: UART0 is used by nothing else in this program.
+            let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+            let mut source = Stream::new(uart);
+            let collected = job::collect(&mut source);
+            let r = source.rejected();
+            defmt::info!(
+                "stream: {=u32} samples accepted, {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
+                source.accepted(),
+                r.frames,
+                r.crc,
+                r.values,
+                r.gaps
+            );
+            if let Some(e) = r.last {
+                defmt::warn!("stream: last refusal: {}", Display2Format(&e));
+            }
+            collected.map_err(|e| defmt::error!("stream: {}", defmt::Debug2Format(&e)))
+        } else {
+            let (Ok(train), Ok(eval)) = (
+                Dataset::parse(assets::FINETUNE_SET),
+                Dataset::parse(assets::EVAL_SET),
+            ) else {
+                defmt::error!("the built-in sample set is damaged");
+                return Err(());
+            };
+            let mut source = BuiltIn::new(train, eval);
+            job::collect(&mut source).map_err(|_| defmt::error!("built-in set too large"))
+        }
+    }
+
+    fn run() -> Result<(), JobError> {
+        let opts = options();
+        let flash = FLASH.take();
+        load_image(flash, opts.flash_path);
+        let tape = TAPE.take();
+        let model = job::build(tape)?;
+        let Ok((train, eval)) = collect_samples(opts.stream) else {
+            exit(1)
+        };
+        defmt::info!(
+            "samples: {=usize} to fine-tune on, {=usize} to evaluate ({=str})",
+            train.len(),
+            eval.len(),
+            if opts.stream {
+                "UART stream"
+            } else {
+                "built into flash"
+            }
+        );
+
+        // A checkpoint saved by an earlier boot: resume from it.
+        let saved = CHECKPOINT.take();
+        if read_checkpoint(flash, saved).is_ok() && checkpoint::verify(tape, saved).is_ok() {
+            let correct = job::evaluate_checkpoint(tape, &model, saved, &eval)?;
+            defmt::info!(
+                "resumed from the checkpoint in flash: held-out accuracy {=usize}/{=usize}",
+                correct,
+                eval.len()
+            );
+            return Ok(());
+        }
+        defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
+
+        let r = job::run(
+            tape,
+            &model,
+            assets::PRETRAINED,
+            &train,
+            &eval,
+            &mut ticks,
+            saved,
+        )?;
+        defmt::info!(
+            "held-out accuracy before fine-tuning: {=usize}/{=usize}",
+            r.correct_before,
+            r.eval_samples
+        );
+        defmt::info!(
+            "held-out accuracy after fine-tuning: {=usize}/{=usize}",
+            r.correct_after,
+            r.eval_samples
+        );
+        defmt::info!(
+            "steps {=usize} on {=usize} samples, {=usize} trainable, final loss {=f32}",
+            r.steps,
+            r.finetune_samples,
+            r.trainable,
+            r.final_loss
+        );
+        defmt::info!(
+            "ticks per step {=u64} (SysTick, core clock)",
+            r.train_ticks / (r.steps.max(1) as u64)
+        );
+        defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
+        match store_checkpoint(flash, saved) {
+            Ok(()) => defmt::info!("checkpoint saved to flash"),
+            Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
+        }
+        Ok(())
+    }
+
     #[entry]
     fn main() -> ! {
         set_ieee_fpscr();
@@ -71,44 +265,10 @@ mod device {
             p.SYST.enable_counter();
         }
         defmt::info!("safegrad firmware: fine-tuning on the device");
-        let tape = TAPE.take();
-        let out = CHECKPOINT.take();
-        let result = job::run(
-            tape,
-            assets::PRETRAINED,
-            assets::FINETUNE_SET,
-            assets::EVAL_SET,
-            &mut ticks,
-            out,
-        );
-        match result {
-            Ok(r) => {
-                defmt::info!(
-                    "held-out accuracy before fine-tuning: {=usize}/{=usize}",
-                    r.correct_before,
-                    r.eval_samples
-                );
-                defmt::info!(
-                    "held-out accuracy after fine-tuning: {=usize}/{=usize}",
-                    r.correct_after,
-                    r.eval_samples
-                );
-                defmt::info!(
-                    "steps {=usize} on {=usize} samples, {=usize} trainable, final loss {=f32}",
-                    r.steps,
-                    r.finetune_samples,
-                    r.trainable,
-                    r.final_loss
-                );
-                defmt::info!(
-                    "ticks per step {=u64} (SysTick, core clock)",
-                    r.train_ticks / (r.steps.max(1) as u64)
-                );
-                defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
-                exit(0)
-            }
+        match run() {
+            Ok(()) => exit(0),
             Err(e) => {
-                defmt::error!("job failed: {}", e);
+                defmt::error!("job failed: {}", Display2Format(&e));
                 exit(1)
             }
         }

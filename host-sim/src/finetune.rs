@@ -177,6 +177,32 @@ pub fn featurize(
         .collect()
 }
 
+/// A recording and its class.
+pub type LabelledWindow = (MotionWindow, usize);
+
+/// The recordings the device is streamed, as raw windows seen by the rotated watch: the
+/// fine-tuning recordings (the first `per_class` of each class of the training split, as
+/// [`run`] takes them) and the held-out ones.
+pub fn shifted_windows(
+    dir: &Path,
+    config: &FinetuneConfig,
+) -> Result<(Vec<LabelledWindow>, Vec<LabelledWindow>), String> {
+    let rotation = rotation_z(config.rotation_degrees);
+    let rotate = |examples: Vec<Example<MotionWindow>>| -> Vec<LabelledWindow> {
+        examples
+            .into_iter()
+            .map(|e| {
+                let mut w = e.x;
+                rotate_imu(&mut w, &rotation);
+                (w, e.label)
+            })
+            .collect()
+    };
+    let train = rotate(data::load_motions(dir, "train").map_err(|e| e.to_string())?);
+    let test = rotate(data::load_motions(dir, "test").map_err(|e| e.to_string())?);
+    Ok((first_per_class(&train, config.per_class), test))
+}
+
 /// Mean and population standard deviation of each feature.
 pub fn feature_statistics(
     rows: &[([f32; IMU_FEATURES], usize)],

@@ -107,6 +107,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Write the rotated recordings as the device's UART stream: `safegrad::wire` frames,
+    /// each after a 0x00, training recordings, then held-out ones, then the end.
+    DeviceStream {
+        /// The file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Reproduce the BugZoo cases (masked division and friends) and print forward values and
     /// gradients, next to what the IEEE chain rule gives.
     Bugzoo {
@@ -342,6 +352,38 @@ fn run_device_assets(out: &Path, data_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+fn run_device_stream(out: &Path, data_dir: &Path) -> Result<(), String> {
+    use safegrad::wire::{encode_frame, Kind};
+    let (train, eval) = finetune::shifted_windows(data_dir, &FinetuneConfig::default())?;
+    let mut bytes = Vec::new();
+    let mut frame = vec![0u8; 8192];
+    let mut seq: u16 = 0;
+    let items = train
+        .iter()
+        .map(|s| (Kind::Train, s))
+        .chain(eval.iter().map(|s| (Kind::Eval, s)));
+    for (kind, (window, label)) in items {
+        let values: Vec<f32> = window.iter().flatten().copied().collect();
+        let n = encode_frame(kind, seq, *label as u8, &values, &mut frame)
+            .ok_or("a window does not fit a frame")?;
+        bytes.push(0);
+        bytes.extend_from_slice(&frame[..n]);
+        seq = seq.wrapping_add(1);
+    }
+    let n = encode_frame(Kind::End, seq, 0, &[], &mut frame).ok_or("end frame")?;
+    bytes.push(0);
+    bytes.extend_from_slice(&frame[..n]);
+    write_file(out, &bytes)?;
+    println!(
+        "wrote {}: {} training and {} held-out windows, {} bytes",
+        out.display(),
+        train.len(),
+        eval.len(),
+        bytes.len()
+    );
+    Ok(())
+}
+
 fn encode_rows(rows: &[([f32; 16], usize)]) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; safegrad::dataset::encoded_len::<f32, 16>(rows.len())];
     let classes = host_sim::data::MOTION_CLASSES as u16;
@@ -413,6 +455,10 @@ fn main() -> ExitCode {
         Command::DeviceAssets { out, data_dir } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_device_assets(&out, &dir)
+        }
+        Command::DeviceStream { out, data_dir } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            run_device_stream(&out, &dir)
         }
         Command::Bugzoo { json } => run_bugzoo(json),
     };

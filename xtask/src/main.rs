@@ -150,11 +150,40 @@ struct QemuRun {
     code: i32,
 }
 
+/// How to run the firmware.
+#[derive(Default)]
+struct QemuOptions<'a> {
+    /// Stream these bytes into UART0 (and pass `stream` to the firmware).
+    stream: Option<&'a [u8]>,
+    /// Back the firmware's flash with this host file.
+    flash: Option<&'a Path>,
+}
+
 /// Runs the ELF on `mps2-an386` with semihosting; decodes its defmt output.
-fn run_qemu(elf: &Path) -> Result<QemuRun, String> {
+fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
     let qemu = qemu()?;
     let defmt_print = cargo_tool("defmt-print")?;
     let elf_str = elf.to_string_lossy().into_owned();
+    let mut semihosting = String::from("enable=on,target=native,arg=firmware");
+    if options.stream.is_some() {
+        semihosting.push_str(",arg=stream");
+    }
+    if let Some(flash) = options.flash {
+        semihosting.push_str(&format!(",arg=flash={}", flash.display()));
+    }
+    let port = match options.stream {
+        Some(_) => Some(
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map_err(|e| format!("no free local port: {e}"))?
+                .port(),
+        ),
+        None => None,
+    };
+    let serial = match port {
+        Some(p) => format!("tcp:127.0.0.1:{p},server=on,wait=on"),
+        None => "null".to_string(),
+    };
     let icount = format!("shift={ICOUNT_SHIFT}");
     let args = [
         "-M",
@@ -164,22 +193,54 @@ fn run_qemu(elf: &Path) -> Result<QemuRun, String> {
         "-monitor",
         "none",
         "-serial",
-        "null",
+        serial.as_str(),
         "-icount",
         icount.as_str(),
         "-semihosting-config",
-        "enable=on,target=native",
+        semihosting.as_str(),
         "-kernel",
         elf_str.as_str(),
     ];
     eprintln!("xtask: {qemu} {}", args.join(" "));
-    let out = Command::new(&qemu)
+    let mut child = Command::new(&qemu)
         .args(args)
         .stdin(Stdio::null())
-        .stderr(Stdio::inherit())
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .map_err(|e| format!("could not start {qemu}: {e}"))?;
-    let code = out.status.code().unwrap_or(-1);
+    let mut stdout = child.stdout.take().ok_or("no QEMU stdout")?;
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stdout, &mut bytes);
+        bytes
+    });
+    // The board waits for the host side of its UART before it starts.
+    let mut connection = None;
+    if let (Some(p), Some(bytes)) = (port, options.stream) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let mut stream = loop {
+            match std::net::TcpStream::connect(("127.0.0.1", p)) {
+                Ok(s) => break s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Err(e) => {
+                    let _ = child.kill();
+                    return Err(format!("could not connect to QEMU's UART on port {p}: {e}"));
+                }
+            }
+        };
+        stream
+            .write_all(bytes)
+            .map_err(|e| format!("streaming to QEMU's UART: {e}"))?;
+        eprintln!("xtask: streamed {} bytes into UART0", bytes.len());
+        connection = Some(stream);
+    }
+    let status = child.wait().map_err(|e| format!("QEMU: {e}"))?;
+    drop(connection);
+    let output = reader.join().map_err(|_| "reading QEMU's output failed")?;
+    let code = status.code().unwrap_or(-1);
     let mut decoder = Command::new(&defmt_print)
         .args(["-e", elf_str.as_str()])
         .stdin(Stdio::piped())
@@ -189,7 +250,7 @@ fn run_qemu(elf: &Path) -> Result<QemuRun, String> {
         .map_err(|e| format!("could not start {defmt_print}: {e}"))?;
     if let Some(mut stdin) = decoder.stdin.take() {
         stdin
-            .write_all(&out.stdout)
+            .write_all(&output)
             .map_err(|e| format!("defmt-print: {e}"))?;
     }
     let decoded = decoder
@@ -199,6 +260,24 @@ fn run_qemu(elf: &Path) -> Result<QemuRun, String> {
     Ok(QemuRun { log, code })
 }
 
+/// The stream of rotated recordings, written by host-sim.
+fn device_stream() -> Result<Vec<u8>, String> {
+    let path = workspace_root().join("target").join("device-stream.bin");
+    let path_str = path.to_string_lossy().into_owned();
+    cargo_output(&[
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "host-sim",
+        "--",
+        "device-stream",
+        "--out",
+        &path_str,
+    ])?;
+    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// The value after `key` on the log line that contains it.
 fn log_value<'a>(log: &'a str, key: &str) -> Option<&'a str> {
     log.lines()
@@ -206,23 +285,65 @@ fn log_value<'a>(log: &'a str, key: &str) -> Option<&'a str> {
         .and_then(|rest| rest.split_whitespace().next())
 }
 
-fn qemu_command() -> Result<(), String> {
-    let elf = build_firmware()?;
-    let run = run_qemu(&elf)?;
-    print!("{}", run.log);
-    if let Some(ticks) = log_value(&run.log, "ticks per step").and_then(|t| t.parse::<u64>().ok()) {
+fn print_instructions(log: &str) {
+    if let Some(ticks) = log_value(log, "ticks per step").and_then(|t| t.parse::<u64>().ok()) {
         println!(
             "xtask: about {} instructions per training step (icount shift {ICOUNT_SHIFT}: {} instructions per SysTick tick)",
             ticks * 40 / (1 << ICOUNT_SHIFT),
             40 / (1 << ICOUNT_SHIFT)
         );
     }
-    if run.code == 0 {
-        println!("xtask: firmware exited with 0 (success)");
-        Ok(())
-    } else {
-        Err(format!("firmware exited with {}", run.code))
+}
+
+/// Two boots: the first streams the rotated recordings over UART0, fine-tunes and saves the
+/// checkpoint to flash (a host file); the second resumes from it.
+fn qemu_command() -> Result<(), String> {
+    let stream = device_stream()?;
+    let elf = build_firmware()?;
+    let flash = workspace_root().join("target").join("qemu-flash.bin");
+    let _ = std::fs::remove_file(&flash);
+
+    println!("xtask: boot 1: samples streamed over UART0, flash empty");
+    let first = run_qemu(
+        &elf,
+        &QemuOptions {
+            stream: Some(&stream),
+            flash: Some(&flash),
+        },
+    )?;
+    print!("{}", first.log);
+    print_instructions(&first.log);
+    if first.code != 0 {
+        return Err(format!("boot 1: firmware exited with {}", first.code));
     }
+    let after = log_value(&first.log, "held-out accuracy after fine-tuning:")
+        .ok_or("boot 1 logged no accuracy after fine-tuning")?
+        .to_string();
+
+    println!("xtask: boot 2: built-in samples, flash kept from boot 1");
+    let second = run_qemu(
+        &elf,
+        &QemuOptions {
+            stream: None,
+            flash: Some(&flash),
+        },
+    )?;
+    print!("{}", second.log);
+    if second.code != 0 {
+        return Err(format!("boot 2: firmware exited with {}", second.code));
+    }
+    let resumed = log_value(
+        &second.log,
+        "resumed from the checkpoint in flash: held-out accuracy",
+    )
+    .ok_or("boot 2 did not resume from the checkpoint in flash")?;
+    if resumed != after {
+        return Err(format!(
+            "boot 2 resumed with accuracy {resumed}, boot 1 ended with {after}"
+        ));
+    }
+    println!("xtask: firmware exited with 0 twice; boot 2 resumed with boot 1's model ({resumed})");
+    Ok(())
 }
 
 /// Checks that the firmware's embedded assets are what host-sim produces now.
@@ -278,8 +399,15 @@ fn parity() -> Result<(), String> {
         .and_then(|rest| rest.split('"').next())
         .ok_or("host-sim finetune --json printed no finetuned_checkpoint_crc32")?
         .to_string();
+    let stream = device_stream()?;
     let elf = build_firmware()?;
-    let run = run_qemu(&elf)?;
+    let run = run_qemu(
+        &elf,
+        &QemuOptions {
+            stream: Some(&stream),
+            flash: None,
+        },
+    )?;
     if run.code != 0 {
         print!("{}", run.log);
         return Err(format!("firmware exited with {}", run.code));
@@ -288,7 +416,7 @@ fn parity() -> Result<(), String> {
         .ok_or("the firmware logged no checkpoint crc32")?
         .to_string();
     println!("host   (x86-64, host-sim finetune): parameters crc32 {host}");
-    println!("device (Cortex-M4F, QEMU mps2-an386): parameters crc32 {device}");
+    println!("device (Cortex-M4F, QEMU mps2-an386, samples over UART, features on the device): parameters crc32 {device}");
     if host == device {
         println!("parity: the fine-tuned parameters are bit-identical");
         Ok(())

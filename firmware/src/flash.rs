@@ -1,0 +1,232 @@
+//! Checkpoint storage on NOR flash, through `embedded-storage`'s traits, and a NOR flash
+//! kept in RAM whose image can be persisted (under QEMU: to a host file via semihosting).
+
+use embedded_storage::nor_flash::{
+    ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
+};
+
+/// Why a flash operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub enum FlashError {
+    /// Offset or length not a multiple of the erase or write size.
+    NotAligned,
+    /// Past the end of the flash.
+    OutOfBounds,
+    /// A write would have to turn a 0 bit into 1 without an erase (NOR flash cannot).
+    NotErased {
+        /// The first offending offset.
+        offset: u32,
+    },
+    /// Saving the image failed.
+    Persist,
+}
+
+impl NorFlashError for FlashError {
+    fn kind(&self) -> NorFlashErrorKind {
+        match self {
+            Self::NotAligned => NorFlashErrorKind::NotAligned,
+            Self::OutOfBounds => NorFlashErrorKind::OutOfBounds,
+            Self::NotErased { .. } | Self::Persist => NorFlashErrorKind::Other,
+        }
+    }
+}
+
+/// Somewhere a flash image is kept between boots.
+pub trait Persist {
+    /// Stores the whole image; `false` if that failed.
+    fn persist(&mut self, image: &[u8]) -> bool;
+}
+
+/// No persistence: the image lives as long as the program.
+pub struct Volatile;
+
+impl Persist for Volatile {
+    fn persist(&mut self, _: &[u8]) -> bool {
+        true
+    }
+}
+
+/// NOR flash of `SIZE` bytes in RAM with real NOR rules: erase in 4 KiB sectors to `0xFF`,
+/// program in 4-byte words, and programming only clears bits. Every change is handed to
+/// `P` so that the image survives a reset.
+pub struct RamFlash<P, const SIZE: usize> {
+    image: [u8; SIZE],
+    persist: P,
+}
+
+impl<P: Persist, const SIZE: usize> RamFlash<P, SIZE> {
+    /// Sector size.
+    pub const ERASE: usize = 4096;
+    /// Program granularity.
+    pub const WORD: usize = 4;
+
+    /// Flash holding `image` (e.g. what a previous boot persisted; all `0xFF` when new).
+    pub const fn new(image: [u8; SIZE], persist: P) -> Self {
+        Self { image, persist }
+    }
+
+    /// The whole image.
+    pub fn image(&self) -> &[u8; SIZE] {
+        &self.image
+    }
+
+    fn range(
+        &self,
+        offset: u32,
+        len: usize,
+        align: usize,
+    ) -> Result<core::ops::Range<usize>, FlashError> {
+        let start = offset as usize;
+        if !start.is_multiple_of(align) || !len.is_multiple_of(align) {
+            return Err(FlashError::NotAligned);
+        }
+        let end = start.checked_add(len).ok_or(FlashError::OutOfBounds)?;
+        if end > SIZE {
+            return Err(FlashError::OutOfBounds);
+        }
+        Ok(start..end)
+    }
+
+    fn save(&mut self) -> Result<(), FlashError> {
+        if self.persist.persist(&self.image) {
+            Ok(())
+        } else {
+            Err(FlashError::Persist)
+        }
+    }
+}
+
+impl<P, const SIZE: usize> ErrorType for RamFlash<P, SIZE> {
+    type Error = FlashError;
+}
+
+impl<P: Persist, const SIZE: usize> ReadNorFlash for RamFlash<P, SIZE> {
+    const READ_SIZE: usize = 1;
+
+    fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
+        let r = self.range(offset, bytes.len(), 1)?;
+        bytes.copy_from_slice(self.image.get(r).ok_or(FlashError::OutOfBounds)?);
+        Ok(())
+    }
+
+    fn capacity(&self) -> usize {
+        SIZE
+    }
+}
+
+impl<P: Persist, const SIZE: usize> NorFlash for RamFlash<P, SIZE> {
+    const WRITE_SIZE: usize = 4;
+    const ERASE_SIZE: usize = 4096;
+
+    fn erase(&mut self, from: u32, to: u32) -> Result<(), FlashError> {
+        let len = (to as usize)
+            .checked_sub(from as usize)
+            .ok_or(FlashError::OutOfBounds)?;
+        let r = self.range(from, len, Self::ERASE)?;
+        self.image
+            .get_mut(r)
+            .ok_or(FlashError::OutOfBounds)?
+            .iter_mut()
+            .for_each(|b| *b = 0xFF);
+        self.save()
+    }
+
+    fn write(&mut self, offset: u32, bytes: &[u8]) -> Result<(), FlashError> {
+        let r = self.range(offset, bytes.len(), Self::WORD)?;
+        let target = self.image.get_mut(r).ok_or(FlashError::OutOfBounds)?;
+        if let Some(i) = target
+            .iter()
+            .zip(bytes)
+            .position(|(&old, &new)| new & !old != 0)
+        {
+            return Err(FlashError::NotErased {
+                offset: offset + i as u32,
+            });
+        }
+        for (old, &new) in target.iter_mut().zip(bytes) {
+            *old &= new;
+        }
+        self.save()
+    }
+}
+
+/// Writes a checkpoint at the start of the flash: erases the sectors it needs, then
+/// programs it (its length padded to the write size with `0xFF`).
+pub fn store_checkpoint<F: NorFlash>(flash: &mut F, checkpoint: &[u8]) -> Result<(), F::Error> {
+    let sectors = checkpoint.len().div_ceil(F::ERASE_SIZE).max(1);
+    flash.erase(0, (sectors * F::ERASE_SIZE) as u32)?;
+    let whole = checkpoint.len() - checkpoint.len() % F::WRITE_SIZE;
+    let (body, tail) = checkpoint.split_at(whole);
+    flash.write(0, body)?;
+    if !tail.is_empty() {
+        let mut last = [0xFFu8; 16];
+        let padded = last.get_mut(..F::WRITE_SIZE).unwrap_or(&mut []);
+        padded
+            .iter_mut()
+            .zip(tail)
+            .for_each(|(dst, &src)| *dst = src);
+        flash.write(whole as u32, padded)?;
+    }
+    Ok(())
+}
+
+/// Reads `out.len()` bytes from the start of the flash (a checkpoint to be checked by
+/// `safegrad::checkpoint`).
+pub fn read_checkpoint<F: ReadNorFlash>(flash: &mut F, out: &mut [u8]) -> Result<(), F::Error> {
+    flash.read(0, out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type Flash = RamFlash<Volatile, 8192>;
+
+    #[test]
+    fn nor_rules_hold() {
+        let mut f = Flash::new([0xFF; 8192], Volatile);
+        f.write(0, &[0x0F, 0xF0, 0x00, 0xFF]).unwrap();
+        // Clearing more bits is fine; setting one back is not.
+        f.write(0, &[0x0E, 0xF0, 0x00, 0xFF]).unwrap();
+        assert_eq!(
+            f.write(0, &[0x1E, 0xF0, 0x00, 0xFF]),
+            Err(FlashError::NotErased { offset: 0 })
+        );
+        assert_eq!(f.write(2, &[0; 4]), Err(FlashError::NotAligned));
+        assert_eq!(f.erase(0, 100), Err(FlashError::NotAligned));
+        assert_eq!(f.write(8192, &[0; 4]), Err(FlashError::OutOfBounds));
+        f.erase(0, 4096).unwrap();
+        let mut b = [0u8; 4];
+        f.read(0, &mut b).unwrap();
+        assert_eq!(b, [0xFF; 4]);
+    }
+
+    #[test]
+    fn a_checkpoint_round_trips_and_overwrites_a_previous_one() {
+        let mut f = Flash::new([0xFF; 8192], Volatile);
+        let first: Vec<u8> = (0..5001).map(|i| (i * 7 % 251) as u8).collect();
+        store_checkpoint(&mut f, &first).unwrap();
+        let second: Vec<u8> = (0..5001).map(|i| (i * 13 % 253) as u8).collect();
+        store_checkpoint(&mut f, &second).unwrap();
+        let mut back = vec![0u8; 5001];
+        read_checkpoint(&mut f, &mut back).unwrap();
+        assert_eq!(back, second);
+    }
+
+    #[test]
+    fn every_change_is_persisted() {
+        struct Count(usize, Vec<u8>);
+        impl Persist for Count {
+            fn persist(&mut self, image: &[u8]) -> bool {
+                self.0 += 1;
+                self.1 = image.to_vec();
+                true
+            }
+        }
+        let mut f = RamFlash::<Count, 4096>::new([0xFF; 4096], Count(0, Vec::new()));
+        store_checkpoint(&mut f, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        assert_eq!(f.persist.0, 2); // the erase and the write
+        assert_eq!(&f.persist.1[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
+    }
+}

@@ -1,0 +1,302 @@
+//! Where the device's samples come from: a [`SampleSource`] yields labelled feature rows,
+//! whatever produced them: a set built into flash ([`BuiltIn`]), raw IMU windows streamed
+//! over a serial line ([`Stream`]), or the IMU itself (see [`crate::imu`]).
+
+use core::fmt;
+
+use safegrad::dataset::Dataset;
+use safegrad::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
+use safegrad::wire::{parse_packet, FrameDecoder, Kind, WireError};
+
+/// Samples per channel of a window: 10 s at 10 Hz.
+pub const WINDOW_LEN: usize = 100;
+/// Values of a streamed window.
+pub const WINDOW_VALUES: usize = IMU_CHANNELS * WINDOW_LEN;
+/// Largest magnitude a streamed value may have: above the MPU-6050's widest full-scale
+/// ranges (16 g = 156.9 m/s^2, 2000 deg/s = 34.9 rad/s). Anything beyond is not a reading.
+pub const VALUE_BOUND: f32 = 160.0;
+/// Bytes of the stream's receive buffer: one COBS frame of a window with its header and CRC.
+pub const FRAME_CAPACITY: usize = 2560;
+
+/// What a sample is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub enum Purpose {
+    /// Fine-tune on it.
+    Train,
+    /// Measure accuracy on it.
+    Eval,
+}
+
+/// A labelled feature row.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sample {
+    /// The features of one window.
+    pub features: [f32; IMU_FEATURES],
+    /// Its class.
+    pub label: usize,
+    /// Train or evaluate.
+    pub purpose: Purpose,
+}
+
+/// A supply of labelled samples.
+pub trait SampleSource {
+    /// Why the source cannot go on.
+    type Error;
+
+    /// The next sample, or `None` when the source has no more.
+    fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error>;
+}
+
+/// Samples built into flash: a training set, then an evaluation set.
+pub struct BuiltIn<'a> {
+    train: Dataset<'a, f32, IMU_FEATURES>,
+    eval: Dataset<'a, f32, IMU_FEATURES>,
+    next: usize,
+}
+
+impl<'a> BuiltIn<'a> {
+    /// A source over two checked data sets.
+    pub fn new(
+        train: Dataset<'a, f32, IMU_FEATURES>,
+        eval: Dataset<'a, f32, IMU_FEATURES>,
+    ) -> Self {
+        Self {
+            train,
+            eval,
+            next: 0,
+        }
+    }
+}
+
+impl SampleSource for BuiltIn<'_> {
+    type Error = core::convert::Infallible;
+
+    fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error> {
+        let i = self.next;
+        self.next += 1;
+        let (row, purpose) = if i < self.train.len() {
+            (self.train.get(i), Purpose::Train)
+        } else {
+            (self.eval.get(i - self.train.len()), Purpose::Eval)
+        };
+        Ok(row.map(|(features, label)| Sample {
+            features,
+            label,
+            purpose,
+        }))
+    }
+}
+
+/// Counts of what a [`Stream`] refused, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub struct Rejected {
+    /// Frames refused by the framing or the packet checks.
+    pub frames: u32,
+    /// Of those, CRC mismatches.
+    pub crc: u32,
+    /// Of those, values that are not finite or out of range.
+    pub values: u32,
+    /// Gaps in the sequence numbers (frames lost on the line).
+    pub gaps: u32,
+    /// The last refusal.
+    pub last: Option<WireError>,
+}
+
+/// A stream error that ends the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub enum StreamError<E> {
+    /// The serial line failed.
+    Io(E),
+}
+
+impl<E: fmt::Debug> fmt::Display for StreamError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Io(e) => write!(f, "serial line error: {e:?}"),
+        }
+    }
+}
+
+/// Raw IMU windows streamed in [`safegrad::wire`] frames over any `embedded_io::Read`: each
+/// good frame becomes a window, then its features, computed on the device. A malformed
+/// frame is refused, counted in [`Rejected`], and the stream resynchronises at the next
+/// frame; the model never sees it.
+pub struct Stream<R> {
+    reader: R,
+    decoder: FrameDecoder<FRAME_CAPACITY>,
+    expected_seq: Option<u16>,
+    rejected: Rejected,
+    accepted: u32,
+}
+
+impl<R: embedded_io::Read> Stream<R> {
+    /// A stream over `reader`.
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
+            decoder: FrameDecoder::new(),
+            expected_seq: None,
+            rejected: Rejected::default(),
+            accepted: 0,
+        }
+    }
+
+    /// What was refused so far.
+    pub fn rejected(&self) -> Rejected {
+        self.rejected
+    }
+
+    /// Samples accepted so far.
+    pub fn accepted(&self) -> u32 {
+        self.accepted
+    }
+
+    /// Gives the reader back.
+    pub fn release(self) -> R {
+        self.reader
+    }
+
+    fn refuse(&mut self, e: WireError) {
+        self.rejected.frames += 1;
+        match e {
+            WireError::Crc { .. } => self.rejected.crc += 1,
+            WireError::NonFinite { .. } | WireError::OutOfRange { .. } => {
+                self.rejected.values += 1;
+            }
+            _ => {}
+        }
+        self.rejected.last = Some(e);
+    }
+}
+
+/// Turns a checked packet's values into a window and its features.
+fn window_features(values: impl Iterator<Item = f32>) -> Option<[f32; IMU_FEATURES]> {
+    let mut window = [[0.0f32; WINDOW_LEN]; IMU_CHANNELS];
+    for (slot, v) in window.iter_mut().flat_map(|c| c.iter_mut()).zip(values) {
+        *slot = v;
+    }
+    let f = imu_features(&window).ok()?;
+    let mut out = [0.0f32; IMU_FEATURES];
+    out.copy_from_slice(f.as_slice());
+    Some(out)
+}
+
+impl<R: embedded_io::Read> SampleSource for Stream<R> {
+    type Error = StreamError<R::Error>;
+
+    fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error> {
+        let mut byte = [0u8; 1];
+        loop {
+            let n = self.reader.read(&mut byte).map_err(StreamError::Io)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let Some(frame) = self.decoder.push(byte[0]) else {
+                continue;
+            };
+            let checked = frame.and_then(|packet| {
+                parse_packet(packet, WINDOW_VALUES, crate::job::CLASSES, VALUE_BOUND)
+                    .map(|m| (m.kind, m.seq, m.label, window_features(m.values())))
+            });
+            let (kind, seq, label, features) = match checked {
+                Ok(x) => x,
+                Err(e) => {
+                    self.refuse(e);
+                    continue;
+                }
+            };
+            if self.expected_seq.is_some_and(|s| s != seq) {
+                self.rejected.gaps += 1;
+            }
+            self.expected_seq = Some(seq.wrapping_add(1));
+            let purpose = match kind {
+                Kind::End => return Ok(None),
+                Kind::Train => Purpose::Train,
+                Kind::Eval => Purpose::Eval,
+            };
+            // Finite, bounded values always give finite features; a window that did not
+            // would be refused like a bad frame.
+            let Some(features) = features else {
+                self.refuse(WireError::NonFinite { index: 0 });
+                continue;
+            };
+            self.accepted += 1;
+            return Ok(Some(Sample {
+                features,
+                label,
+                purpose,
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use safegrad::wire::encode_frame;
+
+    fn window(seed: f32) -> Vec<f32> {
+        (0..WINDOW_VALUES)
+            .map(|i| ((i as f32) * 0.37 + seed).sin() * 3.0)
+            .collect()
+    }
+
+    fn frame(kind: Kind, seq: u16, label: u8, values: &[f32]) -> Vec<u8> {
+        let mut out = vec![0u8; 6000];
+        let n = encode_frame(kind, seq, label, values, &mut out).unwrap();
+        out.truncate(n);
+        out
+    }
+
+    fn expected_features(values: &[f32]) -> [f32; IMU_FEATURES] {
+        window_features(values.iter().copied()).unwrap()
+    }
+
+    #[test]
+    fn good_frames_become_samples_and_bad_ones_are_counted_and_skipped() {
+        let (a, b) = (window(0.0), window(1.0));
+        let mut bytes = frame(Kind::Train, 0, 1, &a);
+        let mut corrupt = frame(Kind::Train, 1, 2, &b);
+        corrupt[40] ^= 0x55; // a damaged frame
+        bytes.extend(&corrupt);
+        let mut nan = b.clone();
+        nan[10] = f32::NAN;
+        bytes.extend(frame(Kind::Train, 2, 2, &nan));
+        bytes.extend([0x13, 0x37, 0x00]); // line noise, flushed by the sender's leading 0x00
+        bytes.extend(frame(Kind::Eval, 3, 3, &b));
+        bytes.extend(frame(Kind::End, 4, 0, &[]));
+        let mut s = Stream::new(&bytes[..]);
+        let first = s.next_sample().unwrap().unwrap();
+        assert_eq!((first.label, first.purpose), (1, Purpose::Train));
+        assert_eq!(first.features, expected_features(&a));
+        let second = s.next_sample().unwrap().unwrap();
+        assert_eq!((second.label, second.purpose), (3, Purpose::Eval));
+        assert_eq!(s.next_sample().unwrap(), None);
+        let r = s.rejected();
+        // The damaged frame (CRC), the NaN (values) and the noise (COBS); the accepted
+        // sequence numbers jump from 0 to 3 once.
+        assert_eq!(r.frames, 3, "{r:?}");
+        assert_eq!(r.crc, 1);
+        assert_eq!(r.gaps, 1);
+        assert_eq!(r.values, 1);
+        assert_eq!(s.accepted(), 2);
+    }
+
+    #[test]
+    fn the_built_in_set_yields_training_then_evaluation_samples() {
+        let train = Dataset::parse(crate::assets::FINETUNE_SET).unwrap();
+        let eval = Dataset::parse(crate::assets::EVAL_SET).unwrap();
+        let (n_train, n_eval) = (train.len(), eval.len());
+        let mut src = BuiltIn::new(train, eval);
+        let mut purposes = Vec::new();
+        while let Some(s) = src.next_sample().unwrap() {
+            purposes.push(s.purpose);
+        }
+        assert_eq!(purposes.len(), n_train + n_eval);
+        assert!(purposes[..n_train].iter().all(|p| *p == Purpose::Train));
+        assert!(purposes[n_train..].iter().all(|p| *p == Purpose::Eval));
+    }
+}
