@@ -233,6 +233,101 @@ impl<R: embedded_io::Read> SampleSource for Stream<R> {
     }
 }
 
+/// Windows read from an MPU-6050 at 10 Hz: [`WINDOW_LEN`] readings 100 ms apart, one
+/// window per sample, labelled with the class the user says is going on (e.g. set from a
+/// button or an app). Gravity is removed from the acceleration with a vector measured at
+/// rest by [`Imu::calibrate`], since the training data's accelerometer channels do not
+/// contain it. Samples are for training; `purpose` can be changed for evaluation.
+pub struct Imu<I2C, D> {
+    sensor: crate::imu::Mpu6050<I2C>,
+    delay: D,
+    gravity: [f32; 3],
+    /// The class of the next windows.
+    pub label: usize,
+    /// What the next windows are for.
+    pub purpose: Purpose,
+    /// Windows to read before the source ends (`None`: never ends).
+    pub remaining: Option<usize>,
+}
+
+impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> Imu<I2C, D> {
+    /// Milliseconds between readings (10 Hz).
+    pub const PERIOD_MS: u32 = 100;
+
+    /// A source over an initialised sensor.
+    pub fn new(sensor: crate::imu::Mpu6050<I2C>, delay: D, label: usize) -> Self {
+        Self {
+            sensor,
+            delay,
+            gravity: [0.0; 3],
+            label,
+            purpose: Purpose::Train,
+            remaining: None,
+        }
+    }
+
+    /// Measures gravity as the mean of `readings` accelerations taken at rest, 100 ms apart.
+    pub fn calibrate(
+        &mut self,
+        readings: usize,
+    ) -> Result<[f32; 3], crate::imu::Error<I2C::Error>> {
+        let mut sum = [0.0f32; 3];
+        for _ in 0..readings {
+            let s = self.sensor.read()?;
+            for (acc, a) in sum.iter_mut().zip(s.accel) {
+                *acc += a;
+            }
+            self.delay.delay_ms(Self::PERIOD_MS);
+        }
+        let n = readings.max(1) as f32;
+        self.gravity = sum.map(|v| v / n);
+        Ok(self.gravity)
+    }
+
+    /// Gives the sensor and the delay back.
+    pub fn release(self) -> (crate::imu::Mpu6050<I2C>, D) {
+        (self.sensor, self.delay)
+    }
+}
+
+impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> SampleSource for Imu<I2C, D> {
+    type Error = crate::imu::Error<I2C::Error>;
+
+    fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error> {
+        if self.remaining == Some(0) {
+            return Ok(None);
+        }
+        let mut window = [[0.0f32; WINDOW_LEN]; IMU_CHANNELS];
+        for t in 0..WINDOW_LEN {
+            let s = self.sensor.read()?;
+            let linear = [
+                s.accel[0] - self.gravity[0],
+                s.accel[1] - self.gravity[1],
+                s.accel[2] - self.gravity[2],
+            ];
+            for (channel, v) in window.iter_mut().zip(linear.iter().chain(&s.gyro)) {
+                if let Some(slot) = channel.get_mut(t) {
+                    *slot = *v;
+                }
+            }
+            self.delay.delay_ms(Self::PERIOD_MS);
+        }
+        if let Some(r) = self.remaining.as_mut() {
+            *r -= 1;
+        }
+        let Ok(f) = imu_features(&window) else {
+            return Ok(None);
+        };
+        let mut features = [0.0f32; IMU_FEATURES];
+        features.copy_from_slice(f.as_slice());
+        Ok(Some(Sample {
+            features,
+            label: self.label,
+            purpose: self.purpose,
+        }))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -298,5 +393,75 @@ mod tests {
         assert_eq!(purposes.len(), n_train + n_eval);
         assert!(purposes[..n_train].iter().all(|p| *p == Purpose::Train));
         assert!(purposes[n_train..].iter().all(|p| *p == Purpose::Eval));
+    }
+}
+
+#[cfg(test)]
+mod imu_tests {
+    use super::*;
+    use crate::imu::{Address, Config, Mpu6050};
+    use embedded_hal_mock::eh1::delay::NoopDelay;
+    use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
+
+    const ADDR: u8 = 0x68;
+
+    /// A burst (accel x, y, z, temperature, gyro x, y, z; big-endian) at the default
+    /// ranges: +-8 g (4096 LSB/g) and +-2000 deg/s (16.4 LSB per deg/s).
+    fn burst(accel: [i16; 3], gyro: [i16; 3]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for v in accel.iter().chain(&[0i16]).chain(&gyro) {
+            b.extend(v.to_be_bytes());
+        }
+        b
+    }
+
+    fn init_transactions() -> Vec<Transaction> {
+        vec![
+            Transaction::write_read(ADDR, vec![0x75], vec![0x68]),
+            Transaction::write(ADDR, vec![0x6B, 0x01]),
+            Transaction::write(ADDR, vec![0x19, 99]),
+            Transaction::write(ADDR, vec![0x1A, 0x06]),
+            Transaction::write(ADDR, vec![0x1B, 0x18]),
+            Transaction::write(ADDR, vec![0x1C, 0x10]),
+        ]
+    }
+
+    #[test]
+    fn a_window_of_readings_becomes_one_sample_with_gravity_removed() {
+        let mut t = init_transactions();
+        // Calibration at rest: 1 g on z (4096 LSB).
+        for _ in 0..4 {
+            t.push(Transaction::write_read(
+                ADDR,
+                vec![0x3B],
+                burst([0, 0, 4096], [0, 0, 0]),
+            ));
+        }
+        // A window: z still at 1 g, x alternating +-0.5 g, gyro x at 164 (10 deg/s).
+        for i in 0..WINDOW_LEN {
+            let x = if i % 2 == 0 { 2048 } else { -2048 };
+            t.push(Transaction::write_read(
+                ADDR,
+                vec![0x3B],
+                burst([x, 0, 4096], [164, 0, 0]),
+            ));
+        }
+        let mut i2c = Mock::new(&t);
+        let mut sensor = Mpu6050::new(i2c.clone(), Address::Ad0Low);
+        sensor.init(Config::default()).unwrap();
+        let mut source = Imu::new(sensor, NoopDelay::new(), 2);
+        source.remaining = Some(1);
+        let g = source.calibrate(4).unwrap();
+        assert!((g[2] - 9.80665).abs() < 1e-4, "{g:?}");
+        let s = source.next_sample().unwrap().unwrap();
+        assert_eq!((s.label, s.purpose), (2, Purpose::Train));
+        // Features: ax mean 0, std 0.5 g; az mean 0 after removing gravity; gx 10 deg/s.
+        let half_g = 0.5 * 9.80665;
+        assert!(s.features[0].abs() < 1e-4);
+        assert!((s.features[1] - half_g).abs() < 1e-3, "{}", s.features[1]);
+        assert!(s.features[4].abs() < 1e-4);
+        assert!((s.features[6] - 10f32.to_radians()).abs() < 1e-5);
+        assert_eq!(source.next_sample().unwrap(), None);
+        i2c.done();
     }
 }
