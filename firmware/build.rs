@@ -1,5 +1,5 @@
 //! Linker setup for the bare-metal build only: `memory.x` beside this file, cortex-m-rt's
-//! `link.x` and defmt's `defmt.x`. Host builds (the library's tests) link normally.
+//! `link.x` and defmt's `defmt.x`, for the application and the on-target tests. Host builds (the library's tests) link normally.
 
 use std::env;
 use std::path::PathBuf;
@@ -12,6 +12,8 @@ fn main() {
     }
     let dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     println!("cargo:rustc-link-search={}", dir.display());
-    println!("cargo:rustc-link-arg-bins=-Tlink.x");
-    println!("cargo:rustc-link-arg-bins=-Tdefmt.x");
+    for kind in ["bins", "tests"] {
+        println!("cargo:rustc-link-arg-{kind}=-Tlink.x");
+        println!("cargo:rustc-link-arg-{kind}=-Tdefmt.x");
+    }
 }

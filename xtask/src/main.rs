@@ -14,9 +14,11 @@ usage: cargo xtask <command>
 commands:
   test        every test: the workspace's tests, the core built for Cortex-M4F and
               Cortex-M0+, the exhaustive safe_div_signed check (release mode), the
-              firmware run under QEMU and the host/device parity check
-  qemu        build the firmware and run it on QEMU mps2-an386 (Cortex-M4F); prints the
-              decoded defmt log and exits with the firmware's verdict
+              on-target tests, the firmware runs under QEMU and the host/device parity
+  qemu        build the firmware and boot it twice on QEMU mps2-an386 (Cortex-M4F): samples
+              streamed over UART0, fine-tuning, checkpoint to flash; then a resume from
+              flash. Prints the decoded defmt log; exits with the firmware's verdict
+  qemu-test   the on-target tests (kernels, gradients, formats) on the emulated Cortex-M4F
   parity      fine-tune on the host simulator and in QEMU, compare the final parameters
               bit for bit (CRC-32 of the checkpoint)
   exhaustive  the exhaustive check over every finite f32 denominator
@@ -346,6 +348,39 @@ fn qemu_command() -> Result<(), String> {
     Ok(())
 }
 
+/// Builds the on-target tests and runs them on QEMU; their exit code is the verdict.
+fn qemu_test() -> Result<(), String> {
+    run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
+    cargo_tool("flip-link")?;
+    let json = cargo_output(&[
+        "test",
+        "-p",
+        "firmware",
+        "--release",
+        "--target",
+        FIRMWARE_TARGET,
+        "--test",
+        "ontarget",
+        "--no-run",
+        "--message-format=json",
+    ])?;
+    let elf = json
+        .lines()
+        .filter(|l| l.contains("\"name\":\"ontarget\""))
+        .find_map(|l| l.split("\"executable\":\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("cargo reported no executable for the on-target tests")?
+        .to_string();
+    let run = run_qemu(Path::new(&elf), &QemuOptions::default())?;
+    print!("{}", run.log);
+    if run.code == 0 && run.log.contains("all tests passed!") {
+        println!("xtask: on-target tests passed on the emulated Cortex-M4F");
+        Ok(())
+    } else {
+        Err(format!("on-target tests failed (exit code {})", run.code))
+    }
+}
+
 /// Checks that the firmware's embedded assets are what host-sim produces now.
 fn check_assets() -> Result<(), String> {
     let fresh = workspace_root().join("target").join("device-assets");
@@ -461,10 +496,12 @@ fn run(command: &str) -> Result<(), String> {
             cargo(&["test", "--workspace"])?;
             cross()?;
             exhaustive()?;
+            qemu_test()?;
             qemu_command()?;
             parity()
         }
         "qemu" => qemu_command(),
+        "qemu-test" => qemu_test(),
         "parity" => parity(),
         "exhaustive" => exhaustive(),
         "cross" => cross(),
