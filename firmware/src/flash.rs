@@ -71,6 +71,17 @@ impl<P: Persist, const SIZE: usize> RamFlash<P, SIZE> {
         &self.image
     }
 
+    /// The whole image, to restore what a previous boot persisted (no persistence hook is
+    /// called).
+    pub fn image_mut(&mut self) -> &mut [u8; SIZE] {
+        &mut self.image
+    }
+
+    /// Replaces where changes are persisted.
+    pub fn set_persist(&mut self, persist: P) {
+        self.persist = persist;
+    }
+
     fn range(
         &self,
         offset: u32,

@@ -97,6 +97,43 @@ mod device {
         unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) 0u32) };
     }
 
+    /// The bottom of RAM (`memory.x`). flip-link puts the stack there, below the statics, so
+    /// an overflow runs off the end of RAM and faults.
+    const RAM_START: usize = 0x2000_0000;
+    const PAINT: u32 = 0x5AFE_57AC;
+
+    extern "C" {
+        /// The initial stack pointer, from the linker (cortex-m-rt, moved by flip-link).
+        static _stack_start: u32;
+    }
+
+    fn stack_top() -> usize {
+        core::ptr::addr_of!(_stack_start) as usize
+    }
+
+    /// Fills the unused stack, from the bottom of RAM up to a little below the current
+    /// stack pointer, with a pattern.
+    fn paint_stack() {
+        let limit = cortex_m::register::msp::read() as usize - 256;
+        let mut p = RAM_START;
+        while p < limit {
+            // SAFETY: [RAM_START, limit) is unused stack below the live frames.
+            unsafe { core::ptr::write_volatile(p as *mut u32, PAINT) };
+            p += 4;
+        }
+    }
+
+    /// The deepest the stack has been since [`paint_stack`]: the top of the stack minus the
+    /// lowest word no longer holding the pattern.
+    fn stack_high_water() -> usize {
+        let mut p = RAM_START;
+        // SAFETY: reading RAM below the stack pointer.
+        while p < stack_top() && unsafe { core::ptr::read_volatile(p as *const u32) } == PAINT {
+            p += 4;
+        }
+        stack_top() - p
+    }
+
     fn exit(code: i32) -> ! {
         semihosting::process::exit(code)
     }
@@ -130,10 +167,10 @@ mod device {
         o
     }
 
-    /// Reads the flash image a previous boot persisted, if any.
+    /// Reads the flash image a previous boot persisted, if any, in place.
     fn load_image(flash: &mut RamFlash<HostFile, FLASH_BYTES>, path: [u8; 128]) {
         let file = HostFile { path };
-        let mut image = [0xFFu8; FLASH_BYTES];
+        let image = flash.image_mut();
         if let Some(p) = file.path().filter(|p| !p.is_empty()) {
             if let Ok(mut f) = semihosting::fs::File::open(p) {
                 let mut filled = 0;
@@ -144,11 +181,11 @@ mod device {
                     }
                 }
                 if filled != FLASH_BYTES {
-                    image = [0xFF; FLASH_BYTES];
+                    image.fill(0xFF);
                 }
             }
         }
-        *flash = RamFlash::new(image, file);
+        flash.set_persist(file);
     }
 
     fn collect_samples(stream: bool) -> Result<(Rows, Rows), ()> {
@@ -257,6 +294,7 @@ mod device {
     #[entry]
     fn main() -> ! {
         set_ieee_fpscr();
+        paint_stack();
         if let Some(mut p) = cortex_m::Peripherals::take() {
             p.SYST.set_clock_source(SystClkSource::Core);
             p.SYST.set_reload(SYSTICK_RELOAD);
@@ -265,7 +303,13 @@ mod device {
             p.SYST.enable_counter();
         }
         defmt::info!("safegrad firmware: fine-tuning on the device");
-        match run() {
+        let result = run();
+        defmt::info!(
+            "stack high-water mark {=usize} bytes (stack region {=usize} bytes below the statics)",
+            stack_high_water(),
+            stack_top() - RAM_START
+        );
+        match result {
             Ok(()) => exit(0),
             Err(e) => {
                 defmt::error!("job failed: {}", Display2Format(&e));

@@ -287,6 +287,51 @@ fn log_value<'a>(log: &'a str, key: &str) -> Option<&'a str> {
         .and_then(|rest| rest.split_whitespace().next())
 }
 
+/// Flash and static RAM of an ELF, from `llvm-size -A` (rustup's llvm-tools component).
+fn print_sizes(elf: &Path) -> Result<(), String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    let host = Command::new("rustc")
+        .args(["-vV"])
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    let host = String::from_utf8_lossy(&host.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or("rustc -vV printed no host")?;
+    let tool = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-size");
+    let out = Command::new(&tool)
+        .args(["-A", &elf.to_string_lossy()])
+        .output()
+        .map_err(|e| format!("{}: {e} (rustup component add llvm-tools)", tool.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let size = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
+    let ram = size(".data") + size(".bss") + size(".uninit");
+    println!(
+        "xtask: firmware size: flash {flash} bytes (.text {}, .rodata {}, .data {}), static RAM {ram} bytes (.data {}, .bss {})",
+        size(".text"),
+        size(".rodata"),
+        size(".data"),
+        size(".data"),
+        size(".bss")
+    );
+    Ok(())
+}
+
 fn print_instructions(log: &str) {
     if let Some(ticks) = log_value(log, "ticks per step").and_then(|t| t.parse::<u64>().ok()) {
         println!(
@@ -304,6 +349,7 @@ fn qemu_command() -> Result<(), String> {
     let elf = build_firmware()?;
     let flash = workspace_root().join("target").join("qemu-flash.bin");
     let _ = std::fs::remove_file(&flash);
+    print_sizes(&elf)?;
 
     println!("xtask: boot 1: samples streamed over UART0, flash empty");
     let first = run_qemu(
