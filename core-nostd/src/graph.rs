@@ -314,6 +314,117 @@ impl<T> Op<T> {
     }
 }
 
+/// What is known of a node's values on the real line, for the domain audit: each fact holds
+/// for every value of the node (for every input the graph may see). The facts form a small
+/// lattice ordered by inclusion; [`Domain::meet`] keeps what two domains share.
+///
+/// ```
+/// use safegrad::Domain;
+///
+/// assert!(Domain::POSITIVE.is_non_negative() && Domain::POSITIVE.is_non_zero());
+/// assert_eq!(Domain::POSITIVE.meet(Domain::NON_NEGATIVE), Domain::NON_NEGATIVE);
+/// assert_eq!(Domain::of_values(&[0.0f32, 2.0]), Domain::NON_NEGATIVE);
+/// assert_eq!(Domain::of_values(&[f32::NAN]), Domain::UNKNOWN);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Domain {
+    /// No value is `nan` or infinite.
+    pub finite: bool,
+    /// No value is below zero.
+    pub non_negative: bool,
+    /// No value is zero.
+    pub non_zero: bool,
+}
+
+impl Domain {
+    /// Nothing known.
+    pub const UNKNOWN: Self = Self {
+        finite: false,
+        non_negative: false,
+        non_zero: false,
+    };
+    /// Finite.
+    pub const FINITE: Self = Self {
+        finite: true,
+        non_negative: false,
+        non_zero: false,
+    };
+    /// Finite and at least zero (counts, squares, probabilities).
+    pub const NON_NEGATIVE: Self = Self {
+        finite: true,
+        non_negative: true,
+        non_zero: false,
+    };
+    /// Finite and never zero.
+    pub const NON_ZERO: Self = Self {
+        finite: true,
+        non_negative: false,
+        non_zero: true,
+    };
+    /// Finite and above zero.
+    pub const POSITIVE: Self = Self {
+        finite: true,
+        non_negative: true,
+        non_zero: true,
+    };
+
+    /// Every value finite.
+    pub const fn is_finite(self) -> bool {
+        self.finite
+    }
+    /// Every value at least zero.
+    pub const fn is_non_negative(self) -> bool {
+        self.non_negative
+    }
+    /// No value zero.
+    pub const fn is_non_zero(self) -> bool {
+        self.non_zero
+    }
+    /// Every value above zero.
+    pub const fn is_positive(self) -> bool {
+        self.non_negative && self.non_zero
+    }
+
+    /// The facts both domains have (the lattice's meet).
+    pub const fn meet(self, other: Self) -> Self {
+        Self {
+            finite: self.finite && other.finite,
+            non_negative: self.non_negative && other.non_negative,
+            non_zero: self.non_zero && other.non_zero,
+        }
+    }
+
+    /// The facts that hold for these particular values (for constants).
+    pub fn of_values<T: crate::Scalar>(values: &[T]) -> Self {
+        let finite = values.iter().all(|v| v.is_finite());
+        if !finite {
+            return Self::UNKNOWN;
+        }
+        Self {
+            finite,
+            non_negative: values.iter().all(|&v| v >= T::ZERO),
+            non_zero: values.iter().all(|&v| v != T::ZERO),
+        }
+    }
+}
+
+impl fmt::Display for Domain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match (self.finite, self.non_negative, self.non_zero) {
+            (true, true, true) => "positive",
+            (true, true, false) => "non-negative",
+            (true, false, true) => "non-zero",
+            (true, false, false) => "finite",
+            (false, true, true) => "positive or infinite",
+            (false, true, false) => "non-negative or infinite",
+            (false, false, true) => "non-zero or infinite",
+            (false, false, false) => "unknown",
+        };
+        f.write_str(name)
+    }
+}
+
 /// One recorded node: its op, its shape, where its values sit in the tape's value buffer and,
 /// if it needs one, where its gradient sits in the gradient buffer.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -325,6 +436,7 @@ pub struct Node<T> {
     pub(crate) offset: usize,
     pub(crate) grad_offset: Option<usize>,
     pub(crate) generation: u32,
+    pub(crate) declared: Domain,
 }
 
 impl<T> Node<T> {
@@ -357,6 +469,13 @@ impl<T> Node<T> {
     /// with such a node among its differentiable inputs.
     pub const fn requires_grad(&self) -> bool {
         self.grad_offset.is_some()
+    }
+
+    /// The domain declared for a leaf when it was recorded (parameters are finite,
+    /// constants what their values are, inputs what was declared: unknown by default);
+    /// [`Domain::UNKNOWN`] for ops, whose domain the audit derives.
+    pub const fn declared(&self) -> Domain {
+        self.declared
     }
 
     /// The node's slots in the tape's gradient buffer, if it carries a gradient.

@@ -39,6 +39,7 @@
 pub mod checkpoint;
 pub mod crc32;
 pub mod dataset;
+pub mod domain;
 pub mod error;
 pub mod features;
 pub mod graph;
@@ -53,7 +54,7 @@ pub mod train;
 pub mod wire;
 
 pub use error::TapeError;
-pub use graph::{Node, NodeId, Op};
+pub use graph::{Domain, Node, NodeId, Op};
 pub use scalar::Scalar;
 pub use tape::{Tape, Var};
 pub use tensor::Tensor;

@@ -47,7 +47,7 @@ use core::fmt;
 use heapless::Vec;
 
 use crate::error::TapeError;
-use crate::graph::{Node, NodeId, Op};
+use crate::graph::{Domain, Node, NodeId, Op};
 use crate::scalar::Scalar;
 use crate::tensor::Tensor;
 
@@ -348,6 +348,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         &mut self,
         op: Op<T>,
         with_grad: bool,
+        declared: Domain,
     ) -> Result<Var<R, C>> {
         let len = R * C;
         let offset = self.reserve(len)?;
@@ -369,6 +370,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                 offset,
                 grad_offset,
                 generation: self.generation,
+                declared,
             })
             .map_err(|_| TapeError::NodeCapacity { capacity: N })?;
         self.used = offset + len;
@@ -385,7 +387,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// does.
     fn commit_op<const R: usize, const C: usize>(&mut self, op: Op<T>) -> Result<Var<R, C>> {
         let with_grad = self.needs_grad(&op);
-        self.commit(op, with_grad)
+        self.commit(op, with_grad, Domain::UNKNOWN)
     }
 
     /// Splits the value buffer at the free slots: the recorded values (read-only) and the
@@ -405,6 +407,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         &mut self,
         kind: Leaf,
         value: &Tensor<T, R, C>,
+        declared: Domain,
     ) -> Result<Var<R, C>> {
         let is_parameter = matches!(kind, Leaf::TrainableParameter | Leaf::FrozenParameter);
         if is_parameter && self.nodes.len() != self.parameter_nodes {
@@ -422,7 +425,12 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             Leaf::Variable | Leaf::Data => Op::Input,
             Leaf::Constant => Op::Constant,
         };
-        let v = self.commit(op, with_grad)?;
+        let declared = match kind {
+            Leaf::TrainableParameter | Leaf::FrozenParameter => Domain::FINITE,
+            Leaf::Constant => Domain::of_values(value.as_slice()),
+            Leaf::Variable | Leaf::Data => declared,
+        };
+        let v = self.commit(op, with_grad, declared)?;
         if is_parameter {
             self.parameter_nodes = self.nodes.len();
             self.parameter_slots = self.used;
@@ -438,7 +446,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         &mut self,
         init: &Tensor<T, R, C>,
     ) -> Result<Var<R, C>> {
-        self.leaf(Leaf::TrainableParameter, init)
+        self.leaf(Leaf::TrainableParameter, init, Domain::UNKNOWN)
     }
 
     /// Records a frozen parameter: it persists like a parameter but carries no gradient and
@@ -447,7 +455,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         &mut self,
         value: &Tensor<T, R, C>,
     ) -> Result<Var<R, C>> {
-        self.leaf(Leaf::FrozenParameter, value)
+        self.leaf(Leaf::FrozenParameter, value, Domain::UNKNOWN)
     }
 
     /// Records a data input for this step (a sample): cleared with the activations, no
@@ -456,7 +464,27 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         &mut self,
         value: &Tensor<T, R, C>,
     ) -> Result<Var<R, C>> {
-        self.leaf(Leaf::Data, value)
+        self.leaf(Leaf::Data, value, Domain::UNKNOWN)
+    }
+
+    /// Records a data input whose values are known to lie in `domain` (e.g. counts are
+    /// [`Domain::NON_NEGATIVE`]), for the domain audit. The declaration is not checked
+    /// against the values: it states what every sample will satisfy.
+    pub fn input_in<const R: usize, const C: usize>(
+        &mut self,
+        value: &Tensor<T, R, C>,
+        domain: Domain,
+    ) -> Result<Var<R, C>> {
+        self.leaf(Leaf::Data, value, domain)
+    }
+
+    /// A [`variable`](Self::variable) declared to lie in `domain`.
+    pub fn variable_in<const R: usize, const C: usize>(
+        &mut self,
+        value: &Tensor<T, R, C>,
+        domain: Domain,
+    ) -> Result<Var<R, C>> {
+        self.leaf(Leaf::Variable, value, domain)
     }
 
     /// Records a differentiable input for this step: cleared with the activations, its
@@ -466,7 +494,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         &mut self,
         value: &Tensor<T, R, C>,
     ) -> Result<Var<R, C>> {
-        self.leaf(Leaf::Variable, value)
+        self.leaf(Leaf::Variable, value, Domain::UNKNOWN)
     }
 
     /// Records a constant (labels, masks): no gradient.
@@ -474,7 +502,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         &mut self,
         value: &Tensor<T, R, C>,
     ) -> Result<Var<R, C>> {
-        self.leaf(Leaf::Constant, value)
+        self.leaf(Leaf::Constant, value, Domain::UNKNOWN)
     }
 
     // -- reverse sweep ----------------------------------------------------------------------

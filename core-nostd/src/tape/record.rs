@@ -491,7 +491,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         let labels = Tensor::<T, R, 1>::from_fn(|r, _| {
             T::from_usize(targets.get(r).copied().unwrap_or_default())
         });
-        let t = self.leaf(Leaf::Constant, &labels)?;
+        let t = self.leaf(Leaf::Constant, &labels, crate::graph::Domain::UNKNOWN)?;
         let (before, out) = self.split_for_output(1)?;
         let zv = before.get(sz).unwrap_or(&[]);
         let mut total = T::ZERO;
