@@ -33,6 +33,7 @@
 
 use core::fmt;
 
+use crate::domain::{audit, first_non_finite, AuditError, Finding};
 use crate::error::TapeError;
 use crate::graph::NodeId;
 use crate::nn::Module;
@@ -88,6 +89,10 @@ pub enum StepError {
     Tape(TapeError),
     /// The loss or a gradient is `nan` or infinite.
     NonFinite(NonFinite),
+    /// Strict mode: the graph has an error-level audit finding (the first is given).
+    Unsafe(Finding),
+    /// Strict mode: the audit found more than [`STRICT_FINDINGS`] findings.
+    Audit(AuditError),
     /// The optimiser's state holds fewer scalars than the tape trains.
     OptimizerCapacity {
         /// Scalars the optimiser state holds.
@@ -108,6 +113,8 @@ impl fmt::Display for StepError {
         match self {
             Self::Tape(e) => write!(f, "step refused: {e}"),
             Self::NonFinite(n) => write!(f, "step refused: {n}"),
+            Self::Unsafe(finding) => write!(f, "step refused in strict mode: {finding}"),
+            Self::Audit(e) => write!(f, "step refused in strict mode: {e}"),
             Self::OptimizerCapacity { capacity, needed } => write!(
                 f,
                 "step refused: the optimiser holds state for {capacity} scalars, the model trains {needed}"
@@ -118,17 +125,26 @@ impl fmt::Display for StepError {
 
 impl core::error::Error for StepError {}
 
+/// Findings the strict mode's audit holds.
+pub const STRICT_FINDINGS: usize = 16;
+
 /// Options of [`step`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct StepConfig<T> {
     /// Clip the gradients to this global norm (PyTorch's `clip_grad_norm_`); `None` for no
     /// clipping.
     pub clip_norm: Option<T>,
+    /// Strict mode: audit the recorded graph first ([`crate::domain::audit`]) and refuse to
+    /// train on one with an error-level finding.
+    pub strict: bool,
 }
 
 impl<T> Default for StepConfig<T> {
     fn default() -> Self {
-        Self { clip_norm: None }
+        Self {
+            clip_norm: None,
+            strict: false,
+        }
     }
 }
 
@@ -164,6 +180,12 @@ where
             needed,
         });
     }
+    if config.strict {
+        let report = audit::<T, N, S, G, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
+        if let Some(finding) = report.first_error() {
+            return Err(StepError::Unsafe(*finding));
+        }
+    }
     let loss_value = tape.scalar(loss)?;
     if !loss_value.is_finite() {
         return Err(StepError::NonFinite(first_non_finite_value(
@@ -193,37 +215,26 @@ where
     })
 }
 
-fn is_finite_slice<T: Scalar>(values: &[T]) -> bool {
-    values.iter().all(|v| v.is_finite())
-}
-
-/// The first node up to `last`, in recording order, with a non-finite value and finite
-/// inputs.
+/// The first node, in recording order, with a non-finite value and finite inputs (see
+/// [`first_non_finite`]); `last` if there is none.
 pub fn first_non_finite_value<T: Scalar, const N: usize, const S: usize, const G: usize>(
     tape: &Tape<T, N, S, G>,
     last: NodeId,
 ) -> NonFinite {
-    let nodes = tape.nodes();
-    let finite = |id: NodeId| {
-        nodes
-            .get(id.0)
-            .is_some_and(|n| is_finite_slice(tape.values_of(n)))
-    };
-    for (i, node) in nodes.iter().enumerate().take(last.0 + 1) {
-        if !is_finite_slice(tape.values_of(node))
-            && node.op().inputs().iter().flatten().all(|&id| finite(id))
-        {
-            return NonFinite {
-                node: NodeId(i),
-                op: node.op().name(),
-                phase: Phase::Forward,
-            };
-        }
-    }
-    NonFinite {
-        node: last,
-        op: nodes.get(last.0).map_or("unknown", |n| n.op().name()),
-        phase: Phase::Forward,
+    match first_non_finite(tape) {
+        Some(p) => NonFinite {
+            node: p.node,
+            op: p.op,
+            phase: Phase::Forward,
+        },
+        None => NonFinite {
+            node: last,
+            op: tape
+                .nodes()
+                .get(last.0)
+                .map_or("unknown", |n| n.op().name()),
+            phase: Phase::Forward,
+        },
     }
 }
 
@@ -234,7 +245,7 @@ pub fn first_non_finite_grad<T: Scalar, const N: usize, const S: usize, const G:
 ) -> NonFinite {
     let nodes = tape.nodes();
     for (i, node) in nodes.iter().enumerate().take(last.0 + 1).rev() {
-        if !is_finite_slice(tape.grads_of(node)) {
+        if !tape.grads_of(node).iter().all(|v| v.is_finite()) {
             return NonFinite {
                 node: NodeId(i),
                 op: node.op().name(),

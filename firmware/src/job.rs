@@ -205,6 +205,7 @@ pub fn run(
     let mut order: Vec<usize, MAX_SAMPLES> = (0..train.len()).collect();
     let config = StepConfig {
         clip_norm: Some(CLIP_NORM),
+        strict: true,
     };
     let mut final_loss = 0.0;
     let start = now();

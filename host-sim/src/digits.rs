@@ -58,6 +58,8 @@ pub struct DigitsReport {
     pub curve: Vec<EpochStats>,
     /// The trained model's checkpoint.
     pub checkpoint: Vec<u8>,
+    /// The domain audit of the training step's graph (it must be clean).
+    pub audit: safegrad::domain::Audit<16>,
 }
 
 /// Trains on a seeded 80/20 split (the order of the 1797 images shuffled by `seed`, the
@@ -89,6 +91,8 @@ pub fn run(
     )
     .map_err(|e| e.to_string())?;
     let test_accuracy = accuracy(&mut tape, &model, &test).map_err(|e| e.to_string())?;
+    let first = train.first().ok_or("no training images")?;
+    let audit = crate::model::audit_step(&mut tape, &model, first)?;
     let mut buf = vec![0u8; checkpoint::encoded_len(&*tape)];
     let n = checkpoint::save(&*tape, &mut buf).map_err(|e| e.to_string())?;
     buf.truncate(n);
@@ -100,5 +104,6 @@ pub fn run(
         trainable_params: tape.trainable_len(),
         curve,
         checkpoint: buf,
+        audit,
     })
 }

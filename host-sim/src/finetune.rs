@@ -137,6 +137,10 @@ pub struct FinetuneReport {
     pub pretrained_checkpoint: Vec<u8>,
     /// The fine-tuned model's checkpoint.
     pub finetuned_checkpoint: Vec<u8>,
+    /// The domain audit of the fine-tuning step's graph (it must be clean).
+    pub audit: safegrad::domain::Audit<16>,
+    /// The domain audit of the pre-training step's graph.
+    pub pretrain_audit: safegrad::domain::Audit<16>,
     /// The shifted recordings fine-tuning used, as features, in order.
     pub finetune_rows: Vec<([f32; IMU_FEATURES], usize)>,
     /// The shifted held-out recordings, as features.
@@ -293,6 +297,8 @@ pub fn run(
     let pretrain_accuracy = accuracy(&mut tape, &model, &test_rows).map_err(|x| e(&x))?;
     let shifted_accuracy_before = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
     let pretrained_checkpoint = save(&tape)?;
+    let first = train_rows.first().ok_or("no training recordings")?;
+    let pretrain_audit = crate::model::audit_step(&mut tape, &model, first)?;
 
     // Fine-tuning: a fresh tape with the body frozen, loaded from the checkpoint as the
     // device loads it; SGD, batch 1, clipping on.
@@ -320,6 +326,8 @@ pub fn run(
     )
     .map_err(|x| e(&x))?;
     let shifted_accuracy_after = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
+    let first = finetune_set.first().ok_or("no fine-tuning samples")?;
+    let audit = crate::model::audit_step(&mut tape, &model, first)?;
     // The training state of one batch-1 step: record one and count its gradient slots.
     let gradient_slots = {
         tape.clear_activations();
@@ -345,6 +353,8 @@ pub fn run(
         finetune_curve,
         pretrained_checkpoint,
         finetuned_checkpoint: save(&tape)?,
+        audit,
+        pretrain_audit,
         finetune_rows: finetune_set,
         shifted_eval_rows: shifted_test,
     })

@@ -3,6 +3,7 @@
 //! This crate uses `std` freely; everything that computes goes through the `safegrad` core,
 //! exactly as on the device.
 
+pub mod audit_corpus;
 pub mod bugzoo;
 pub mod data;
 pub mod digits;

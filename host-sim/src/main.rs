@@ -213,6 +213,8 @@ fn run_finetune(
             "finetune_samples": report.finetune_samples,
             "trainable_params": report.trainable_params,
             "train_state_bytes": report.train_state_bytes,
+            "audit": audit_json(&report.audit),
+            "pretrain_audit": audit_json(&report.pretrain_audit),
             "model_bytes": report.model_bytes,
             "mode": config.mode.name(),
             "rotation_degrees": config.rotation_degrees,
@@ -249,6 +251,11 @@ fn run_finetune(
             "  trainable parameters {}, training state {} bytes, model {} bytes",
             report.trainable_params, report.train_state_bytes, report.model_bytes
         );
+        println!(
+            "  domain audit of the pre-training step: {}",
+            report.pretrain_audit
+        );
+        println!("  domain audit of the fine-tuning step: {}", report.audit);
         if let Some(path) = &plot_path {
             println!(
                 "  curves: {} and {}",
@@ -302,6 +309,7 @@ fn run_train(
             "steps": report.steps,
             "trainable_params": report.trainable_params,
             "seed": config.seed,
+            "audit": audit_json(&report.audit),
         });
         println!("{object}");
     } else {
@@ -315,6 +323,7 @@ fn run_train(
             report.steps,
             config.epochs
         );
+        println!("  domain audit of the training step: {}", report.audit);
         if let Some(path) = &export {
             println!("  checkpoint: {}", path.display());
         }
@@ -390,6 +399,23 @@ fn encode_rows(rows: &[([f32; 16], usize)]) -> Result<Vec<u8>, String> {
     let n = safegrad::dataset::encode(rows, classes, &mut buf).map_err(|e| e.to_string())?;
     buf.truncate(n);
     Ok(buf)
+}
+
+/// An audit report as JSON: `{"clean", "findings": [{"node", "op", "kind", "severity",
+/// "message"}]}`.
+fn audit_json<const F: usize>(audit: &safegrad::domain::Audit<F>) -> serde_json::Value {
+    let findings: Vec<_> = audit.findings().iter().map(finding_json).collect();
+    json!({ "clean": audit.is_clean(), "findings": findings })
+}
+
+fn finding_json(f: &safegrad::domain::Finding) -> serde_json::Value {
+    json!({
+        "node": f.node.0,
+        "op": f.op,
+        "kind": f.kind.name(),
+        "severity": f.severity.name(),
+        "message": f.to_string(),
+    })
 }
 
 fn run_bugzoo(json: bool) -> Result<(), String> {

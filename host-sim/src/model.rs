@@ -54,7 +54,8 @@ pub struct Schedule {
 }
 
 /// Trains `model` on `train` with `optimizer`, evaluating on `eval` after every epoch;
-/// `on_epoch` sees each epoch's statistics as they come.
+/// `on_epoch` sees each epoch's statistics as they come. Steps run in strict mode: a graph
+/// with an error-level audit finding is not trained on.
 #[allow(clippy::too_many_arguments)]
 pub fn fit<M, O, const IN: usize, const OUT: usize>(
     tape: &mut HostTape,
@@ -73,6 +74,7 @@ where
     let mut order: Vec<usize> = (0..train.len()).collect();
     let config = StepConfig {
         clip_norm: schedule.clip_norm,
+        strict: true,
     };
     let mut curve = Vec::with_capacity(schedule.epochs);
     for epoch in 1..=schedule.epochs {
@@ -87,4 +89,24 @@ where
     }
     let steps = schedule.epochs * train.len();
     Ok((curve, steps))
+}
+
+/// The audit of one training step's graph (forward and loss on the first training row),
+/// as the training loop records it.
+pub fn audit_step<M, const IN: usize, const OUT: usize>(
+    tape: &mut HostTape,
+    model: &M,
+    row: &([f32; IN], usize),
+) -> Result<safegrad::domain::Audit<16>, String>
+where
+    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    tape.clear_activations();
+    let input = tape
+        .input(&safegrad::Tensor::new([row.0]))
+        .map_err(|e| e.to_string())?;
+    let logits = model.forward(tape, input).map_err(|e| e.to_string())?;
+    tape.softmax_cross_entropy(logits, &[row.1])
+        .map_err(|e| e.to_string())?;
+    safegrad::domain::audit(&*tape).map_err(|e| e.to_string())
 }

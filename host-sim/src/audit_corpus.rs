@@ -1,0 +1,1 @@
+//! The audit corpus (being written).
