@@ -576,9 +576,10 @@ impl<T: fmt::Display> fmt::Display for Provenance<T> {
     }
 }
 
-/// The first node, in recording order, with a non-finite value whose inputs are all finite,
-/// or `None` if every value is finite. One pass over the values: cheap enough to run after
-/// every forward on the device.
+/// The first node, in recording order, among those `output` depends on (itself included),
+/// with a non-finite value whose inputs are all finite; `None` if all their values are
+/// finite. One pass over the nodes and their values: cheap enough to run after every
+/// forward on the device.
 ///
 /// ```
 /// use safegrad::domain::first_non_finite;
@@ -589,17 +590,37 @@ impl<T: fmt::Display> fmt::Display for Provenance<T> {
 /// let y = tape.input(&Tensor::new([[2.0, 0.0]]))?;
 /// let q = tape.div(x, y)?; // 0 / 0 in the second lane
 /// let e = tape.exp(q)?;
-/// let p = first_non_finite(&tape).unwrap();
+/// let p = first_non_finite(&tape, e.node()).unwrap();
 /// assert_eq!((p.node, p.op, p.index), (q.node(), "div", 1));
 /// assert_eq!(p.inputs, [Some(0.0), Some(0.0), None]);
 /// # Ok::<(), safegrad::TapeError>(())
 /// ```
 pub fn first_non_finite<T: Scalar, const N: usize, const S: usize, const G: usize>(
     tape: &Tape<T, N, S, G>,
+    output: NodeId,
 ) -> Option<Provenance<T>> {
     let nodes = tape.nodes();
+    // The nodes `output` depends on: marked backwards from it.
+    let mut feeds = [false; N];
+    if let Some(f) = feeds.get_mut(output.0) {
+        *f = true;
+    }
+    for i in (0..nodes.len().min(output.0 + 1)).rev() {
+        if !feeds.get(i).copied().unwrap_or(false) {
+            continue;
+        }
+        let inputs = nodes.get(i).map_or([None; 3], |n| n.op().inputs());
+        for id in inputs.iter().flatten() {
+            if let Some(f) = feeds.get_mut(id.0) {
+                *f = true;
+            }
+        }
+    }
     let all_finite = |n: &Node<T>| tape.values_of(n).iter().all(|v| v.is_finite());
     for (i, node) in nodes.iter().enumerate() {
+        if !feeds.get(i).copied().unwrap_or(false) {
+            continue;
+        }
         let values = tape.values_of(node);
         let Some(index) = values.iter().position(|v| !v.is_finite()) else {
             continue;

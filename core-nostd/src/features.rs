@@ -34,6 +34,11 @@ use crate::tensor::Tensor;
 
 /// Number of features [`imu_features`] computes.
 pub const IMU_FEATURES: usize = 16;
+/// Largest sample magnitude accepted. Any real IMU reading is far below it; above it the
+/// squares and sums of a long window could overflow `f32` and turn finite samples into
+/// infinite features.
+pub const MAX_SAMPLE_MAGNITUDE: f64 = 1e15;
+
 /// Number of channels of an IMU window: `ax, ay, az, gx, gy, gz`.
 pub const IMU_CHANNELS: usize = 6;
 
@@ -50,6 +55,13 @@ pub enum FeatureError {
         /// Time index.
         index: usize,
     },
+    /// A sample's magnitude exceeds [`MAX_SAMPLE_MAGNITUDE`].
+    OutOfRange {
+        /// Channel, `0..6`.
+        channel: usize,
+        /// Time index.
+        index: usize,
+    },
 }
 
 impl fmt::Display for FeatureError {
@@ -59,6 +71,10 @@ impl fmt::Display for FeatureError {
             Self::NonFinite { channel, index } => {
                 write!(f, "IMU sample {index} of channel {channel} is not finite")
             }
+            Self::OutOfRange { channel, index } => write!(
+                f,
+                "IMU sample {index} of channel {channel} exceeds {MAX_SAMPLE_MAGNITUDE:e} in magnitude"
+            ),
         }
     }
 }
@@ -88,16 +104,21 @@ fn magnitude<'a, T: Scalar>(
 }
 
 /// The 16 features of a window of `L` samples per channel (channel-major). A window with a
-/// non-finite sample is refused, naming the first such sample.
+/// non-finite sample, or one beyond [`MAX_SAMPLE_MAGNITUDE`], is refused, naming the first
+/// such sample; the features of an accepted window are finite.
 pub fn imu_features<T: Scalar, const L: usize>(
     window: &[[T; L]; IMU_CHANNELS],
 ) -> Result<Tensor<T, 1, IMU_FEATURES>, FeatureError> {
     if L == 0 {
         return Err(FeatureError::Empty);
     }
+    let bound = T::from_f64(MAX_SAMPLE_MAGNITUDE);
     for (channel, samples) in window.iter().enumerate() {
         if let Some(index) = samples.iter().position(|v| !v.is_finite()) {
             return Err(FeatureError::NonFinite { channel, index });
+        }
+        if let Some(index) = samples.iter().position(|v| v.abs() > bound) {
+            return Err(FeatureError::OutOfRange { channel, index });
         }
     }
     let n = T::from_usize(L);

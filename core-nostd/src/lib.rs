@@ -48,6 +48,7 @@ pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod scalar;
+pub mod store;
 pub mod tape;
 pub mod tensor;
 pub mod train;

@@ -222,3 +222,43 @@ pub fn clip_factor<T: Scalar>(norm: T, max_norm: T) -> T {
         T::ONE
     }
 }
+
+/// The clipping factor of [`clip_factor`] for the gradients `grads` themselves: also right
+/// when their norm overflows the scalar type although every gradient is finite (the factor
+/// is then computed in scaled form, `(max_norm / largest) / sqrt(sum((g / largest)^2))`).
+///
+/// ```
+/// use safegrad::optim::clip_factor_of;
+///
+/// // Norm 5: scaled to 1.
+/// assert!((clip_factor_of(&[3.0f32, 4.0], 1.0) - 0.2).abs() < 1e-6);
+/// // Norm 4.2e38 overflows f32, the factor does not.
+/// let f = clip_factor_of(&[3e38f32, -3e38], 1.0);
+/// assert!(f > 0.0 && (f * 3e38 * core::f32::consts::SQRT_2 - 1.0).abs() < 1e-5);
+/// ```
+pub fn clip_factor_of<T: Scalar>(grads: &[T], max_norm: T) -> T {
+    clip_factor_with_norm(grads, global_norm(grads), max_norm)
+}
+
+/// [`clip_factor_of`] with the gradients' [`global_norm`] already computed.
+pub fn clip_factor_with_norm<T: Scalar>(grads: &[T], norm: T, max_norm: T) -> T {
+    if norm.is_finite() {
+        return clip_factor(norm, max_norm);
+    }
+    let largest = grads
+        .iter()
+        .fold(T::ZERO, |m, &g| if g.abs() > m { g.abs() } else { m });
+    if !largest.is_finite() || largest == T::ZERO {
+        return T::ONE;
+    }
+    let sum = grads.iter().fold(T::ZERO, |acc, &g| {
+        let r = g / largest;
+        acc + r * r
+    });
+    let coef = (max_norm / largest) / sum.sqrt();
+    if coef < T::ONE {
+        coef
+    } else {
+        T::ONE
+    }
+}

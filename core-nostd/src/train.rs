@@ -37,7 +37,7 @@ use crate::domain::{audit, first_non_finite, AuditError, Finding};
 use crate::error::TapeError;
 use crate::graph::NodeId;
 use crate::nn::Module;
-use crate::optim::{clip_factor, global_norm, Optimizer};
+use crate::optim::{clip_factor_with_norm, global_norm, Optimizer};
 use crate::rng::SplitMix64;
 use crate::scalar::Scalar;
 use crate::tape::{Tape, Var};
@@ -153,7 +153,8 @@ impl<T> Default for StepConfig<T> {
 pub struct StepReport<T> {
     /// The loss before the update.
     pub loss: T,
-    /// The global norm of the gradients before clipping.
+    /// The global norm of the gradients before clipping (`inf` if it overflows the scalar
+    /// type although every gradient is finite).
     pub grad_norm: T,
     /// The factor the gradients were scaled by (1 without clipping).
     pub clip_factor: T,
@@ -195,15 +196,17 @@ where
     }
     tape.zero_grad();
     tape.backward(loss)?;
-    let grad_norm = global_norm(tape.parameter_grads());
-    if !grad_norm.is_finite() {
+    let grads = tape.parameter_grads();
+    if grads.iter().any(|g| !g.is_finite()) {
         return Err(StepError::NonFinite(first_non_finite_grad(
             tape,
             loss.node(),
         )));
     }
+    // The norm may overflow although every gradient is finite; the clipping factor does not.
+    let grad_norm = global_norm(grads);
     let factor = match config.clip_norm {
-        Some(max_norm) => clip_factor(grad_norm, max_norm),
+        Some(max_norm) => clip_factor_with_norm(grads, grad_norm, max_norm),
         None => T::ONE,
     };
     optimizer.begin_step();
@@ -215,13 +218,13 @@ where
     })
 }
 
-/// The first node, in recording order, with a non-finite value and finite inputs (see
-/// [`first_non_finite`]); `last` if there is none.
+/// The first node that feeds `last`, in recording order, with a non-finite value and finite
+/// inputs (see [`first_non_finite`]); `last` if there is none.
 pub fn first_non_finite_value<T: Scalar, const N: usize, const S: usize, const G: usize>(
     tape: &Tape<T, N, S, G>,
     last: NodeId,
 ) -> NonFinite {
-    match first_non_finite(tape) {
+    match first_non_finite(tape, last) {
         Some(p) => NonFinite {
             node: p.node,
             op: p.op,
@@ -327,6 +330,39 @@ where
         }
     }
     Ok(correct)
+}
+
+/// Records one training step's graph (forward and loss for the row `(x, label)`) and audits
+/// it. Every step of [`epoch`] records the same graph, so auditing it once before training
+/// is as strict as [`StepConfig::strict`] at a fraction of the cost. An error-level finding
+/// is an [`StepError::Unsafe`]; otherwise the audit is returned (warnings included).
+pub fn audit_step_graph<
+    T,
+    M,
+    const N: usize,
+    const S: usize,
+    const G: usize,
+    const IN: usize,
+    const OUT: usize,
+>(
+    tape: &mut Tape<T, N, S, G>,
+    model: &M,
+    x: &[T; IN],
+    label: usize,
+) -> Result<crate::domain::Audit<STRICT_FINDINGS>, StepError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    tape.clear_activations();
+    let input = tape.input(&Tensor::new([*x]))?;
+    let logits = model.forward(tape, input)?;
+    tape.softmax_cross_entropy(logits, &[label])?;
+    let report = audit::<T, N, S, G, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
+    if let Some(finding) = report.first_error() {
+        return Err(StepError::Unsafe(*finding));
+    }
+    Ok(report)
 }
 
 /// One epoch of batch-1 training: `order` (a permutation of `0..data.len()`, kept by the

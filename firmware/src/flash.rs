@@ -1,5 +1,6 @@
-//! Checkpoint storage on NOR flash, through `embedded-storage`'s traits, and a NOR flash
-//! kept in RAM whose image can be persisted (under QEMU: to a host file via semihosting).
+//! A NOR flash kept in RAM, through `embedded-storage`'s traits, whose image can be
+//! persisted (under QEMU: to a host file via semihosting). Checkpoints go into it through
+//! `safegrad::store`'s two slots.
 
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
@@ -162,32 +163,6 @@ impl<P: Persist, const SIZE: usize> NorFlash for RamFlash<P, SIZE> {
     }
 }
 
-/// Writes a checkpoint at the start of the flash: erases the sectors it needs, then
-/// programs it (its length padded to the write size with `0xFF`).
-pub fn store_checkpoint<F: NorFlash>(flash: &mut F, checkpoint: &[u8]) -> Result<(), F::Error> {
-    let sectors = checkpoint.len().div_ceil(F::ERASE_SIZE).max(1);
-    flash.erase(0, (sectors * F::ERASE_SIZE) as u32)?;
-    let whole = checkpoint.len() - checkpoint.len() % F::WRITE_SIZE;
-    let (body, tail) = checkpoint.split_at(whole);
-    flash.write(0, body)?;
-    if !tail.is_empty() {
-        let mut last = [0xFFu8; 16];
-        let padded = last.get_mut(..F::WRITE_SIZE).unwrap_or(&mut []);
-        padded
-            .iter_mut()
-            .zip(tail)
-            .for_each(|(dst, &src)| *dst = src);
-        flash.write(whole as u32, padded)?;
-    }
-    Ok(())
-}
-
-/// Reads `out.len()` bytes from the start of the flash (a checkpoint to be checked by
-/// `safegrad::checkpoint`).
-pub fn read_checkpoint<F: ReadNorFlash>(flash: &mut F, out: &mut [u8]) -> Result<(), F::Error> {
-    flash.read(0, out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -214,15 +189,21 @@ mod tests {
     }
 
     #[test]
-    fn a_checkpoint_round_trips_and_overwrites_a_previous_one() {
+    fn checkpoints_round_trip_through_the_two_slots() {
+        let slots = safegrad::store::Slots::new(0, 4096);
         let mut f = Flash::new([0xFF; 8192], Volatile);
-        let first: Vec<u8> = (0..5001).map(|i| (i * 7 % 251) as u8).collect();
-        store_checkpoint(&mut f, &first).unwrap();
-        let second: Vec<u8> = (0..5001).map(|i| (i * 13 % 253) as u8).collect();
-        store_checkpoint(&mut f, &second).unwrap();
-        let mut back = vec![0u8; 5001];
-        read_checkpoint(&mut f, &mut back).unwrap();
-        assert_eq!(back, second);
+        let first: Vec<u8> = (0..3001).map(|i| (i * 7 % 251) as u8).collect();
+        let second: Vec<u8> = (0..3001).map(|i| (i * 13 % 253) as u8).collect();
+        slots.save(&mut f, &first, 1).unwrap();
+        slots.save(&mut f, &second, 1).unwrap();
+        let mut back = vec![0u8; 4096];
+        let (len, seq) = slots.load(&mut f, &mut back).unwrap().unwrap();
+        assert_eq!((&back[..len], seq), (&second[..], 2));
+        // The first is still in the other slot, for a save cut short.
+        assert_eq!(
+            slots.inspect(&mut f, 0).unwrap(),
+            safegrad::store::SlotState::Valid { seq: 1, len: 3001 }
+        );
     }
 
     #[test]
@@ -236,7 +217,8 @@ mod tests {
             }
         }
         let mut f = RamFlash::<Count, 4096>::new([0xFF; 4096], Count(0, Vec::new()));
-        store_checkpoint(&mut f, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
+        f.erase(0, 4096).unwrap();
+        f.write(0, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         assert_eq!(f.persist.0, 2); // the erase and the write
         assert_eq!(&f.persist.1[..8], &[1, 2, 3, 4, 5, 6, 7, 8]);
     }

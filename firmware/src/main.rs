@@ -31,14 +31,16 @@ mod device {
     use semihosting::io::Read as _;
     use static_cell::ConstStaticCell;
 
-    use firmware::flash::{read_checkpoint, store_checkpoint, Persist, RamFlash};
+    use firmware::flash::{Persist, RamFlash};
     use firmware::job::{self, DeviceTape, Rows, CHECKPOINT_BYTES};
     use firmware::samples::{BuiltIn, Stream};
     use firmware::uart::{CmsdkUart, UART0_BASE};
     use firmware::{assets, job::JobError};
+    use safegrad::store::Slots;
 
-    /// Bytes of flash set aside for the checkpoint: two 4 KiB sectors.
-    const FLASH_BYTES: usize = 8192;
+    /// Bytes of flash set aside for checkpoints: two slots (A and B) of two 4 KiB sectors.
+    const FLASH_BYTES: usize = 16384;
+    const SLOTS: Slots = Slots::new(0, 8192);
 
     /// The flash image, persisted to a host file through semihosting.
     struct HostFile {
@@ -64,7 +66,8 @@ mod device {
     /// compile time, not on the stack.
     static TAPE: ConstStaticCell<DeviceTape> = ConstStaticCell::new(DeviceTape::new());
     static FLASH: ConstStaticCell<RamFlash<HostFile, FLASH_BYTES>> = ConstStaticCell::new(
-        RamFlash::new([0xFF; FLASH_BYTES], HostFile { path: [0; 128] }),
+        // Zeros, so the image sits in .bss rather than in flash; start-up erases it.
+        RamFlash::new([0; FLASH_BYTES], HostFile { path: [0; 128] }),
     );
     static CHECKPOINT: ConstStaticCell<[u8; CHECKPOINT_BYTES]> =
         ConstStaticCell::new([0; CHECKPOINT_BYTES]);
@@ -171,6 +174,7 @@ mod device {
     fn load_image(flash: &mut RamFlash<HostFile, FLASH_BYTES>, path: [u8; 128]) {
         let file = HostFile { path };
         let image = flash.image_mut();
+        image.fill(0xFF);
         if let Some(p) = file.path().filter(|p| !p.is_empty()) {
             if let Ok(mut f) = semihosting::fs::File::open(p) {
                 let mut filled = 0;
@@ -242,14 +246,18 @@ mod device {
 
         // A checkpoint saved by an earlier boot: resume from it.
         let saved = CHECKPOINT.take();
-        if read_checkpoint(flash, saved).is_ok() && checkpoint::verify(tape, saved).is_ok() {
-            let correct = job::evaluate_checkpoint(tape, &model, saved, &eval)?;
-            defmt::info!(
-                "resumed from the checkpoint in flash: held-out accuracy {=usize}/{=usize}",
-                correct,
-                eval.len()
-            );
-            return Ok(());
+        if let Ok(Some((len, seq))) = SLOTS.load(flash, saved) {
+            let stored = saved.get(..len).unwrap_or(&[]);
+            if checkpoint::verify(tape, stored).is_ok() {
+                let correct = job::evaluate_checkpoint(tape, &model, stored, &eval)?;
+                defmt::info!(
+                    "resumed from the checkpoint in flash (save {=u32}): held-out accuracy {=usize}/{=usize}",
+                    seq,
+                    correct,
+                    eval.len()
+                );
+                return Ok(());
+            }
         }
         defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
 
@@ -284,9 +292,10 @@ mod device {
             r.train_ticks / (r.steps.max(1) as u64)
         );
         defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
-        match store_checkpoint(flash, saved) {
-            Ok(()) => defmt::info!("checkpoint saved to flash"),
-            Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
+        let signature = checkpoint::shape_signature(tape);
+        match SLOTS.save(flash, saved, signature) {
+            Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
+            Err(e) => defmt::error!("saving the checkpoint failed: {}", defmt::Debug2Format(&e)),
         }
         Ok(())
     }

@@ -117,6 +117,16 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Cut the power at every byte program and sector erase of a checkpoint save, and flip
+    /// every bit of a stored slot; report what the next boot loads.
+    Faults {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Reproduce the BugZoo cases (masked division and friends) and print forward values and
     /// gradients, next to what the IEEE chain rule gives.
     Bugzoo {
@@ -418,6 +428,49 @@ fn finding_json(f: &safegrad::domain::Finding) -> serde_json::Value {
     })
 }
 
+fn run_faults(json: bool, data_dir: &Path) -> Result<(), String> {
+    // Three real checkpoints: pre-trained, fine-tuned, fine-tuned from another seed.
+    let first = finetune::run(data_dir, &FinetuneConfig::default(), &mut |_| {})?;
+    let other = FinetuneConfig {
+        seed: FinetuneConfig::default().seed + 1,
+        ..FinetuneConfig::default()
+    };
+    let second = finetune::run(data_dir, &other, &mut |_| {})?;
+    let r = host_sim::faults::run(
+        &first.pretrained_checkpoint,
+        &first.finetuned_checkpoint,
+        &second.finetuned_checkpoint,
+    );
+    if json {
+        println!(
+            "{}",
+            json!({
+                "cut_points": r.cut_points,
+                "recovered_old": r.recovered_old,
+                "recovered_new": r.recovered_new,
+                "lost": r.lost,
+                "bitflips_tried": r.bitflips_tried,
+                "bitflips_detected": r.bitflips_detected,
+            })
+        );
+    } else {
+        println!("power cut at every byte program and sector erase of two saves:");
+        println!(
+            "  {} cut points: {} booted the previous checkpoint, {} the new one, {} lost",
+            r.cut_points, r.recovered_old, r.recovered_new, r.lost
+        );
+        println!(
+            "every single-bit flip of the newest slot: {} of {} detected",
+            r.bitflips_detected, r.bitflips_tried
+        );
+    }
+    if r.lost == 0 && r.bitflips_detected == r.bitflips_tried {
+        Ok(())
+    } else {
+        Err("a checkpoint was lost or a bit flip went undetected".into())
+    }
+}
+
 fn run_bugzoo(json: bool) -> Result<(), String> {
     let cases = host_sim::bugzoo::all().map_err(|e| format!("bugzoo: {e}"))?;
     if json {
@@ -485,6 +538,10 @@ fn main() -> ExitCode {
         Command::DeviceStream { out, data_dir } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_device_stream(&out, &dir)
+        }
+        Command::Faults { json, data_dir } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            run_faults(json, &dir)
         }
         Command::Bugzoo { json } => run_bugzoo(json),
     };

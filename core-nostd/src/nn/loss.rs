@@ -39,7 +39,8 @@ pub fn mse<
 
 /// Mean of `x` over the lanes where `mask != 0`, `sum(mask * x) / sum(mask)`, with the
 /// denominator masked before the division: an all-zero mask gives loss 0 and exactly zero
-/// gradients, even where `x` is `inf` or `nan`. The mask is numeric (a weight per lane).
+/// gradients, even where `x` is `inf` or `nan`. The mask is numeric (a weight per lane);
+/// weights are meant to be non-negative: weights that cancel out (`[1, -1]`) also give 0.
 ///
 /// ```
 /// use safegrad::nn::loss::masked_mean;

@@ -1,0 +1,293 @@
+//! Checkpoints that survive power loss: two slots (A and B) on NOR flash, through
+//! `embedded-storage`'s `NorFlash` traits.
+//!
+//! Each slot holds a record header and a payload (a [`checkpoint`](crate::checkpoint)):
+//!
+//! | offset | size | field |
+//! | --- | --- | --- |
+//! | 0 | 4 | magic `SGSL` |
+//! | 4 | 2 | format version, 1 |
+//! | 6 | 2 | reserved, `0xFFFF` |
+//! | 8 | 4 | sequence number (the newest valid slot wins) |
+//! | 12 | 4 | shape signature of the model (from the checkpoint's header) |
+//! | 16 | 4 | payload length |
+//! | 20 | 4 | CRC-32 of bytes 0..20 and of the payload |
+//! | 24 | 4 | commit word `0x5AFE_C0DE`, written last |
+//! | 28 | 4 | reserved, `0xFFFF_FFFF` (checked, so every header bit is covered) |
+//! | 32 | length | the payload |
+//!
+//! A save goes to the slot that is not the newest: erase it, program the payload, program
+//! the header, and only then the commit word. A slot counts only with its magic, its commit
+//! word and a matching CRC, so a save cut short at any byte or erase step leaves a slot that
+//! does not count, and the other slot, untouched, is loaded instead.
+//!
+//! ```
+//! use safegrad::store::{Slots, SLOT_HEADER};
+//! # use embedded_storage::nor_flash::{ErrorType, NorFlash, ReadNorFlash, NorFlashErrorKind};
+//! # struct Ram([u8; 8192]);
+//! # impl ErrorType for Ram { type Error = NorFlashErrorKind; }
+//! # impl ReadNorFlash for Ram {
+//! #     const READ_SIZE: usize = 1;
+//! #     fn read(&mut self, o: u32, b: &mut [u8]) -> Result<(), Self::Error> {
+//! #         b.copy_from_slice(&self.0[o as usize..o as usize + b.len()]); Ok(()) }
+//! #     fn capacity(&self) -> usize { 8192 }
+//! # }
+//! # impl NorFlash for Ram {
+//! #     const WRITE_SIZE: usize = 4;
+//! #     const ERASE_SIZE: usize = 1024;
+//! #     fn erase(&mut self, f: u32, t: u32) -> Result<(), Self::Error> {
+//! #         self.0[f as usize..t as usize].fill(0xFF); Ok(()) }
+//! #     fn write(&mut self, o: u32, b: &[u8]) -> Result<(), Self::Error> {
+//! #         for (d, s) in self.0[o as usize..].iter_mut().zip(b) { *d &= *s; } Ok(()) }
+//! # }
+//! let mut flash = Ram([0xFF; 8192]);
+//! let slots = Slots::new(0, 4096); // slot A at 0, slot B at 4096
+//! let mut buf = [0u8; 64];
+//! assert_eq!(slots.load(&mut flash, &mut buf).unwrap(), None); // nothing saved yet
+//! slots.save(&mut flash, b"first checkpoint", 7).unwrap();
+//! slots.save(&mut flash, b"second one", 7).unwrap();
+//! let (len, seq) = slots.load(&mut flash, &mut buf).unwrap().unwrap();
+//! assert_eq!((&buf[..len], seq), (&b"second one"[..], 2));
+//! # let _ = SLOT_HEADER;
+//! ```
+
+use embedded_storage::nor_flash::NorFlash;
+
+use crate::crc32::Crc32;
+
+/// Bytes of a slot's header.
+pub const SLOT_HEADER: usize = 32;
+/// The magic a slot starts with.
+pub const SLOT_MAGIC: [u8; 4] = *b"SGSL";
+/// The word written last, that makes a slot count.
+pub const COMMIT: u32 = 0x5AFE_C0DE;
+const VERSION: u16 = 1;
+
+/// Why a slot operation failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum StoreError<E> {
+    /// The flash failed (or lost power).
+    Flash(E),
+    /// The payload does not fit a slot.
+    TooLarge {
+        /// Bytes of payload.
+        len: usize,
+        /// Bytes a slot holds after its header.
+        capacity: usize,
+    },
+    /// The buffer for loading is smaller than the stored payload.
+    BufferTooSmall {
+        /// Bytes needed.
+        needed: usize,
+    },
+}
+
+/// What a slot holds, as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum SlotState {
+    /// Erased or never committed.
+    Empty,
+    /// A committed record whose checks pass: its sequence number and payload length.
+    Valid {
+        /// Sequence number.
+        seq: u32,
+        /// Payload length.
+        len: usize,
+    },
+    /// Something is there but a check fails (a torn save, a flipped bit).
+    Corrupt,
+}
+
+/// Two slots of `slot_size` bytes, at `base` and `base + slot_size`; `slot_size` is a
+/// multiple of the flash's erase size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slots {
+    base: u32,
+    slot_size: u32,
+}
+
+fn le32(b: &[u8], at: usize) -> u32 {
+    let mut x = [0u8; 4];
+    if let Some(s) = b.get(at..at + 4) {
+        x.copy_from_slice(s);
+    }
+    u32::from_le_bytes(x)
+}
+
+impl Slots {
+    /// Slots A at `base` and B at `base + slot_size`.
+    pub const fn new(base: u32, slot_size: u32) -> Self {
+        Self { base, slot_size }
+    }
+
+    /// Offset of slot `i` (0 or 1).
+    pub const fn offset(&self, i: usize) -> u32 {
+        self.base + if i == 0 { 0 } else { self.slot_size }
+    }
+
+    /// Payload bytes a slot holds.
+    pub const fn capacity(&self) -> usize {
+        self.slot_size as usize - SLOT_HEADER
+    }
+
+    /// Reads and checks slot `i`: magic, commit word, length and CRC (computed over the
+    /// flash in small chunks, so no buffer is needed).
+    pub fn inspect<F: NorFlash>(
+        &self,
+        flash: &mut F,
+        i: usize,
+    ) -> Result<SlotState, StoreError<F::Error>> {
+        let at = self.offset(i);
+        let mut h = [0u8; SLOT_HEADER];
+        flash.read(at, &mut h).map_err(StoreError::Flash)?;
+        if h.iter().all(|&b| b == 0xFF) {
+            return Ok(SlotState::Empty);
+        }
+        let len = le32(&h, 16) as usize;
+        if h.get(..4) != Some(&SLOT_MAGIC[..])
+            || le32(&h, 24) != COMMIT
+            || le32(&h, 28) != 0xFFFF_FFFF
+            || len > self.capacity()
+        {
+            return Ok(SlotState::Corrupt);
+        }
+        let mut crc = Crc32::new();
+        crc.update(h.get(..20).unwrap_or(&[]));
+        let mut chunk = [0u8; 64];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(chunk.len());
+            let part = chunk.get_mut(..n).unwrap_or(&mut []);
+            flash
+                .read(at + (SLOT_HEADER + done) as u32, part)
+                .map_err(StoreError::Flash)?;
+            crc.update(part);
+            done += n;
+        }
+        if crc.finish() != le32(&h, 20) {
+            return Ok(SlotState::Corrupt);
+        }
+        Ok(SlotState::Valid {
+            seq: le32(&h, 8),
+            len,
+        })
+    }
+
+    /// The states of both slots.
+    pub fn states<F: NorFlash>(
+        &self,
+        flash: &mut F,
+    ) -> Result<[SlotState; 2], StoreError<F::Error>> {
+        Ok([self.inspect(flash, 0)?, self.inspect(flash, 1)?])
+    }
+
+    /// The slot with the highest valid sequence number (wrapping comparison), if any.
+    fn newest(states: &[SlotState; 2]) -> Option<(usize, u32, usize)> {
+        let valid = |i: usize| match states.get(i) {
+            Some(SlotState::Valid { seq, len }) => Some((i, *seq, *len)),
+            _ => None,
+        };
+        match (valid(0), valid(1)) {
+            (Some(a), Some(b)) => Some(if b.1.wrapping_sub(a.1) as i32 > 0 {
+                b
+            } else {
+                a
+            }),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Loads the newest slot whose checks pass into `buf`: its length and sequence number,
+    /// or `None` if neither slot holds one.
+    pub fn load<F: NorFlash>(
+        &self,
+        flash: &mut F,
+        buf: &mut [u8],
+    ) -> Result<Option<(usize, u32)>, StoreError<F::Error>> {
+        let states = self.states(flash)?;
+        let Some((i, seq, len)) = Self::newest(&states) else {
+            return Ok(None);
+        };
+        let out = buf
+            .get_mut(..len)
+            .ok_or(StoreError::BufferTooSmall { needed: len })?;
+        flash
+            .read(self.offset(i) + SLOT_HEADER as u32, out)
+            .map_err(StoreError::Flash)?;
+        Ok(Some((len, seq)))
+    }
+
+    /// Saves `payload` (with the model's shape `signature`) into the slot that is not the
+    /// newest, with the next sequence number; returns that sequence number.
+    pub fn save<F: NorFlash>(
+        &self,
+        flash: &mut F,
+        payload: &[u8],
+        signature: u32,
+    ) -> Result<u32, StoreError<F::Error>> {
+        if payload.len() > self.capacity() {
+            return Err(StoreError::TooLarge {
+                len: payload.len(),
+                capacity: self.capacity(),
+            });
+        }
+        let states = self.states(flash)?;
+        let (target, seq) = match Self::newest(&states) {
+            Some((i, seq, _)) => (1 - i, seq.wrapping_add(1)),
+            None => (0, 1),
+        };
+        let at = self.offset(target);
+        flash
+            .erase(at, at + self.slot_size)
+            .map_err(StoreError::Flash)?;
+        // Payload first, in whole words; a partial last word padded with 0xFF.
+        let body_at = at + SLOT_HEADER as u32;
+        let word = F::WRITE_SIZE.max(1);
+        let whole = payload.len() - payload.len() % word;
+        let (body, tail) = payload.split_at(whole);
+        if !body.is_empty() {
+            flash.write(body_at, body).map_err(StoreError::Flash)?;
+        }
+        if !tail.is_empty() {
+            let mut last = [0xFFu8; 32];
+            let padded = last.get_mut(..word).unwrap_or(&mut []);
+            padded.iter_mut().zip(tail).for_each(|(d, &s)| *d = s);
+            flash
+                .write(body_at + whole as u32, padded)
+                .map_err(StoreError::Flash)?;
+        }
+        // The header without its commit word, then the commit word.
+        let mut h = [0xFFu8; SLOT_HEADER];
+        let (version, seq_bytes) = (VERSION.to_le_bytes(), seq.to_le_bytes());
+        let (sig, len) = (
+            signature.to_le_bytes(),
+            (payload.len() as u32).to_le_bytes(),
+        );
+        let fields = SLOT_MAGIC
+            .iter()
+            .chain(&version)
+            .chain(&[0xFF, 0xFF])
+            .chain(&seq_bytes)
+            .chain(&sig)
+            .chain(&len);
+        h.iter_mut().zip(fields).for_each(|(d, &s)| *d = s);
+        let mut crc = Crc32::new();
+        crc.update(h.get(..20).unwrap_or(&[]));
+        crc.update(payload);
+        if let Some(c) = h.get_mut(20..24) {
+            c.copy_from_slice(&crc.finish().to_le_bytes());
+        }
+        flash
+            .write(at, h.get(..24).unwrap_or(&[]))
+            .map_err(StoreError::Flash)?;
+        let mut commit = [0xFFu8; 32];
+        let commit = commit.get_mut(..word.max(4)).unwrap_or(&mut []);
+        if let Some(c) = commit.get_mut(..4) {
+            c.copy_from_slice(&COMMIT.to_le_bytes());
+        }
+        flash.write(at + 24, commit).map_err(StoreError::Flash)?;
+        Ok(seq)
+    }
+}
