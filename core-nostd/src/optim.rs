@@ -32,6 +32,12 @@ pub trait Optimizer<T: Scalar> {
 
     /// Scalars of optimiser state per trainable scalar (0 for SGD, 2 for Adam).
     fn state_scalars_per_parameter(&self) -> usize;
+
+    /// Multiplies the learning rate by `factor` (a divergence guard lowers it).
+    fn scale_learning_rate(&mut self, factor: T);
+
+    /// The learning rate.
+    fn learning_rate(&self) -> T;
 }
 
 /// Plain gradient descent: `p -= lr * g`.
@@ -58,6 +64,12 @@ impl<T: Scalar> Optimizer<T> for Sgd<T> {
     }
     fn state_scalars_per_parameter(&self) -> usize {
         0
+    }
+    fn scale_learning_rate(&mut self, factor: T) {
+        self.lr *= factor;
+    }
+    fn learning_rate(&self) -> T {
+        self.lr
     }
 }
 
@@ -101,6 +113,12 @@ impl<T: Scalar, const P: usize> Optimizer<T> for Momentum<T, P> {
     }
     fn state_scalars_per_parameter(&self) -> usize {
         1
+    }
+    fn scale_learning_rate(&mut self, factor: T) {
+        self.lr *= factor;
+    }
+    fn learning_rate(&self) -> T {
+        self.lr
     }
 }
 
@@ -178,6 +196,12 @@ impl<T: Scalar, const P: usize> Optimizer<T> for Adam<T, P> {
     }
     fn state_scalars_per_parameter(&self) -> usize {
         2
+    }
+    fn scale_learning_rate(&mut self, factor: T) {
+        self.lr *= factor;
+    }
+    fn learning_rate(&self) -> T {
+        self.lr
     }
 }
 

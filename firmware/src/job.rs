@@ -8,9 +8,11 @@ use safegrad::checkpoint::{self, CheckpointError};
 use safegrad::dataset::{Dataset, DatasetError};
 use safegrad::features::IMU_FEATURES;
 use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize};
-use safegrad::optim::Sgd;
+use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
-use safegrad::train::{audit_step_graph, count_correct, epoch, StepConfig, StepError};
+use safegrad::train::{
+    audit_step_graph, count_correct, guarded_epoch, DivergenceGuard, StepConfig, StepError,
+};
 use safegrad::{Tape, TapeError};
 
 use crate::samples::{Purpose, SampleSource};
@@ -114,6 +116,11 @@ pub struct JobReport {
     pub finetune_samples: usize,
     /// Training steps taken.
     pub steps: usize,
+    /// Samples refused as non-finite.
+    pub rejected: usize,
+    /// Times the divergence guard rolled back to the last good parameters and halved the
+    /// learning rate.
+    pub rollbacks: usize,
     /// Trainable scalars.
     pub trainable: usize,
     /// Clock ticks spent in the training steps.
@@ -188,7 +195,9 @@ pub fn evaluate_checkpoint(
 }
 
 /// Fine-tunes the model recorded by [`build`], starting from `pretrained`, on `train` with
-/// the host simulator's schedule; evaluates on `eval` before and after. `now` reads a clock
+/// the host simulator's schedule (the same divergence guard: a refused sample is skipped, a
+/// divergence rolls back to the last good epoch and halves the learning rate); evaluates on
+/// `eval` before and after. `now` reads a clock
 /// in ticks; `checkpoint_out` receives the fine-tuned checkpoint.
 pub fn run(
     tape: &mut DeviceTape,
@@ -212,9 +221,27 @@ pub fn run(
         strict: false,
     };
     let mut final_loss = 0.0;
+    let (mut steps, mut rejected, mut rollbacks) = (0, 0, 0);
+    let mut guard = DivergenceGuard::default();
+    // The last good parameters, to roll back to: the pre-trained model, then the end of
+    // each good epoch. `checkpoint_out` holds them; at the end it holds the result.
+    checkpoint::save(tape, checkpoint_out)?;
     let start = now();
     for _ in 0..EPOCHS {
-        final_loss = epoch(tape, model, &mut sgd, train, &mut order, &mut rng, &config)?;
+        let out = guarded_epoch(
+            tape, model, &mut sgd, train, &mut order, &mut rng, &config, &mut guard,
+        )?;
+        final_loss = out.mean_loss;
+        steps += out.steps;
+        rejected += out.rejected;
+        if out.divergence.is_some() {
+            checkpoint::load(tape, checkpoint_out)?;
+            sgd.scale_learning_rate(0.5);
+            guard.reset();
+            rollbacks += 1;
+        } else {
+            checkpoint::save(tape, checkpoint_out)?;
+        }
     }
     let train_ticks = now().wrapping_sub(start);
     let correct_after = count_correct(tape, model, eval)?;
@@ -228,7 +255,9 @@ pub fn run(
         correct_after,
         eval_samples: eval.len(),
         finetune_samples: train.len(),
-        steps: EPOCHS * train.len(),
+        steps,
+        rejected,
+        rollbacks,
         trainable: tape.trainable_len(),
         train_ticks,
         final_loss,

@@ -287,6 +287,13 @@ mod device {
             r.trainable,
             r.final_loss
         );
+        if r.rejected > 0 || r.rollbacks > 0 {
+            defmt::warn!(
+                "divergence guard: {=usize} samples refused as non-finite, {=usize} rollbacks to the last good epoch (learning rate halved each time)",
+                r.rejected,
+                r.rollbacks
+            );
+        }
         defmt::info!(
             "ticks per step {=u64} (SysTick, core clock)",
             r.train_ticks / (r.steps.max(1) as u64)

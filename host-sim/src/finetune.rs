@@ -292,8 +292,7 @@ pub fn run(
         &test_rows,
         &schedule,
         &mut |s| progress(Progress::Pretrain(s, epochs)),
-    )
-    .map_err(|x| e(&x))?;
+    )?;
     let pretrain_accuracy = accuracy(&mut tape, &model, &test_rows).map_err(|x| e(&x))?;
     let shifted_accuracy_before = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
     let pretrained_checkpoint = save(&tape)?;
@@ -323,8 +322,7 @@ pub fn run(
         &shifted_test,
         &schedule,
         &mut |s| progress(Progress::Finetune(s, epochs)),
-    )
-    .map_err(|x| e(&x))?;
+    )?;
     let shifted_accuracy_after = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
     let first = finetune_set.first().ok_or("no fine-tuning samples")?;
     let audit = crate::model::audit_step(&mut tape, &model, first)?;

@@ -1,10 +1,11 @@
 //! What the subcommands share: the tape type, evaluation, a training loop with curves.
 
+use safegrad::checkpoint;
 use safegrad::nn::Module;
 use safegrad::optim::Optimizer;
 use safegrad::rng::SplitMix64;
 use safegrad::train::{
-    audit_step_graph, count_correct, epoch as train_epoch, StepConfig, StepError,
+    audit_step_graph, count_correct, guarded_epoch, DivergenceGuard, StepConfig,
 };
 use safegrad::{Tape, TapeError, Var};
 
@@ -41,6 +42,17 @@ pub struct EpochStats {
     pub loss: f64,
     /// Accuracy on the evaluation set after the epoch.
     pub accuracy: f64,
+    /// Samples refused as non-finite during the epoch.
+    pub rejected: usize,
+    /// The divergence guard stopped the epoch and rolled back.
+    pub rolled_back: bool,
+}
+
+/// The tape's parameters as a checkpoint (the last good state to roll back to).
+pub fn save_parameters(tape: &HostTape) -> Result<Vec<u8>, String> {
+    let mut buf = vec![0u8; checkpoint::encoded_len(tape)];
+    checkpoint::save(tape, &mut buf).map_err(|e| e.to_string())?;
+    Ok(buf)
 }
 
 /// A schedule: epochs over the training set, in an order shuffled per epoch by `seed`,
@@ -58,7 +70,9 @@ pub struct Schedule {
 /// Trains `model` on `train` with `optimizer`, evaluating on `eval` after every epoch;
 /// `on_epoch` sees each epoch's statistics as they come. The graph of a step is audited once,
 /// before the first step (every step records the same graph): with an error-level finding,
-/// nothing is trained.
+/// nothing is trained. A [`DivergenceGuard`] watches the steps: a sample refused as
+/// non-finite is skipped; on divergence the parameters roll back to the end of the last
+/// good epoch and the learning rate is halved.
 #[allow(clippy::too_many_arguments)]
 pub fn fit<M, O, const IN: usize, const OUT: usize>(
     tape: &mut HostTape,
@@ -68,7 +82,7 @@ pub fn fit<M, O, const IN: usize, const OUT: usize>(
     eval: &[([f32; IN], usize)],
     schedule: &Schedule,
     on_epoch: &mut dyn FnMut(&EpochStats),
-) -> Result<(Vec<EpochStats>, usize), StepError>
+) -> Result<(Vec<EpochStats>, usize), String>
 where
     M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
     O: Optimizer<f32>,
@@ -80,20 +94,47 @@ where
         strict: false,
     };
     if let Some((x, label)) = train.first() {
-        audit_step_graph(tape, model, x, *label)?;
+        audit_step_graph(tape, model, x, *label).map_err(|e| e.to_string())?;
     }
     let mut curve = Vec::with_capacity(schedule.epochs);
+    let mut guard = DivergenceGuard::default();
+    let mut snapshot = save_parameters(tape)?;
+    let mut steps = 0;
     for epoch in 1..=schedule.epochs {
-        let loss = train_epoch(tape, model, optimizer, train, &mut order, &mut rng, &config)?;
+        let out = guarded_epoch(
+            tape, model, optimizer, train, &mut order, &mut rng, &config, &mut guard,
+        )
+        .map_err(|e| e.to_string())?;
+        steps += out.steps;
+        let divergence = match out.divergence {
+            Some(d) => {
+                // Roll back to the last good parameters and halve the learning rate.
+                checkpoint::load(tape, &snapshot).map_err(|e| e.to_string())?;
+                optimizer.scale_learning_rate(0.5);
+                guard.reset();
+                Some(d.to_string())
+            }
+            None => None,
+        };
+        if divergence.is_none() {
+            snapshot = save_parameters(tape)?;
+        }
         let stats = EpochStats {
             epoch,
-            loss: f64::from(loss),
-            accuracy: accuracy(tape, model, eval)?,
+            loss: f64::from(out.mean_loss),
+            accuracy: accuracy(tape, model, eval).map_err(|e| e.to_string())?,
+            rejected: out.rejected,
+            rolled_back: divergence.is_some(),
         };
+        if let Some(why) = &divergence {
+            eprintln!(
+                "warning: epoch {epoch}: {why}; rolled back to the last good parameters, learning rate now {}",
+                optimizer.learning_rate()
+            );
+        }
         on_epoch(&stats);
         curve.push(stats);
     }
-    let steps = schedule.epochs * train.len();
     Ok((curve, steps))
 }
 
