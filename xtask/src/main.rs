@@ -19,6 +19,8 @@ commands:
               streamed over UART0, fine-tuning, checkpoint to flash; then a resume from
               flash. Prints the decoded defmt log; exits with the firmware's verdict
   qemu-test   the on-target tests (kernels, gradients, formats) on the emulated Cortex-M4F
+  overflow    a firmware that overflows its stack on purpose: QEMU must stop with a
+              failure code (flip-link puts the stack at the bottom of RAM)
   parity      fine-tune on the host simulator and in QEMU, compare the final parameters
               bit for bit (CRC-32 of the checkpoint)
   faults      power cut at every byte program and sector erase of a checkpoint save, and
@@ -152,6 +154,8 @@ fn build_firmware() -> Result<PathBuf, String> {
 struct QemuRun {
     log: String,
     code: i32,
+    /// What QEMU itself printed (e.g. a CPU lockup).
+    stderr: String,
 }
 
 /// How to run the firmware.
@@ -210,7 +214,7 @@ fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .map_err(|e| format!("could not start {qemu}: {e}"))?;
     let mut stdout = child.stdout.take().ok_or("no QEMU stdout")?;
@@ -218,6 +222,12 @@ fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
         let mut bytes = Vec::new();
         let _ = std::io::Read::read_to_end(&mut stdout, &mut bytes);
         bytes
+    });
+    let mut stderr_pipe = child.stderr.take().ok_or("no QEMU stderr")?;
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr_pipe, &mut text);
+        text
     });
     // The board waits for the host side of its UART before it starts.
     let mut connection = None;
@@ -244,6 +254,7 @@ fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
     let status = child.wait().map_err(|e| format!("QEMU: {e}"))?;
     drop(connection);
     let output = reader.join().map_err(|_| "reading QEMU's output failed")?;
+    let stderr = err_reader.join().unwrap_or_default();
     let code = status.code().unwrap_or(-1);
     let mut decoder = Command::new(&defmt_print)
         .args(["-e", elf_str.as_str()])
@@ -261,7 +272,7 @@ fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
         .wait_with_output()
         .map_err(|e| format!("defmt-print: {e}"))?;
     let log = String::from_utf8_lossy(&decoded.stdout).into_owned();
-    Ok(QemuRun { log, code })
+    Ok(QemuRun { log, code, stderr })
 }
 
 /// The stream of rotated recordings, written by host-sim.
@@ -430,6 +441,53 @@ fn qemu_test() -> Result<(), String> {
     }
 }
 
+/// Runs a firmware that overflows its stack on purpose: with flip-link the stack sits at the
+/// bottom of RAM, so the overflow leaves RAM and faults; QEMU must stop with a failure code
+/// instead of running on.
+fn overflow() -> Result<(), String> {
+    run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
+    cargo_tool("flip-link")?;
+    cargo(&[
+        "build",
+        "-p",
+        "firmware",
+        "--release",
+        "--target",
+        FIRMWARE_TARGET,
+        "--bin",
+        "overflow",
+    ])?;
+    let elf = workspace_root()
+        .join("target")
+        .join(FIRMWARE_TARGET)
+        .join("release")
+        .join("overflow");
+    let run = run_qemu(&elf, &QemuOptions::default())?;
+    print!("{}", run.log);
+    let lockup = run
+        .stderr
+        .lines()
+        .find(|l| l.contains("Lockup"))
+        .unwrap_or("");
+    if run.code != 0 && !run.log.contains("no fault") {
+        println!(
+            "xtask: stack overflow caught: QEMU stopped with exit code {} ({})",
+            run.code,
+            if lockup.is_empty() {
+                "fault"
+            } else {
+                lockup.trim()
+            }
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "the stack overflow was not caught (exit code {})",
+            run.code
+        ))
+    }
+}
+
 /// Checks that the firmware's embedded assets are what host-sim produces now.
 fn check_assets() -> Result<(), String> {
     let fresh = workspace_root().join("target").join("device-assets");
@@ -557,11 +615,13 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
             exhaustive()?;
             faults(false)?;
             qemu_test()?;
+            overflow()?;
             qemu_command()?;
             parity()
         }
         "qemu" => qemu_command(),
         "qemu-test" => qemu_test(),
+        "overflow" => overflow(),
         "faults" => faults(json_flag),
         "parity" => parity(),
         "exhaustive" => exhaustive(),
