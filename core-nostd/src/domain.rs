@@ -3,8 +3,9 @@
 //!
 //! Each node's domain follows from its inputs' by a rule per op (`exp` is positive, `x * x`
 //! is non-negative, `a + eps` is positive when `a` is non-negative, a signed safe division
-//! and a masked-denominator division are finite, a select keeps what both branches have, and
-//! so on). Leaves start from what was declared: parameters are finite, constants are what
+//! is finite, a masked-denominator division is finite when its mask is `not_zero` of its
+//! denominator, a select keeps what both branches have, `select(not_zero(x), x, ..)` knows
+//! `x` is not zero where it is taken, and so on). Leaves start from what was declared: parameters are finite, constants are what
 //! their values are, inputs are unknown unless declared with
 //! [`Tape::input_in`](crate::Tape::input_in). The audit then reports every raw division,
 //! logarithm or square root whose operand is not proven safe, and every guarded op used
@@ -158,17 +159,21 @@ impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{}: node {} ({}): {} (proven: {})",
+            "{}: node {} ({}): {}",
             self.severity.name(),
             self.node,
             self.op,
-            self.kind.unproven(),
-            self.operand
+            self.kind.unproven()
         )?;
         if let Some(m) = self.masked_by {
             write!(f, " by node {m}")?;
         }
-        write!(f, "; fix: {}", self.kind.suggestion())
+        write!(
+            f,
+            " (proven: {}); fix: {}",
+            self.operand,
+            self.kind.suggestion()
+        )
     }
 }
 
@@ -237,7 +242,11 @@ impl<const F: usize> fmt::Display for Audit<F> {
 
 /// The domain of one op's output from its inputs' domains (`d` gives an input's domain) and
 /// the op's recorded facts (`same` tells whether two inputs are the same node).
-fn rule<T: Scalar>(op: &Op<T>, d: &dyn Fn(NodeId) -> Domain) -> Domain {
+fn rule<T: Scalar>(
+    op: &Op<T>,
+    d: &dyn Fn(NodeId) -> Domain,
+    op_of: &dyn Fn(NodeId) -> Option<Op<T>>,
+) -> Domain {
     let finite_if = |c: bool| Domain {
         finite: c,
         non_negative: false,
@@ -320,11 +329,11 @@ fn rule<T: Scalar>(op: &Op<T>, d: &dyn Fn(NodeId) -> Domain) -> Domain {
         Op::SafeLn { x, eps } => finite_if(d(x).finite && d(x).non_negative && eps > T::ZERO),
         Op::SafeSqrt { x, eps } => {
             let x = d(x);
-            let ok = x.finite && x.non_negative && eps > T::ZERO;
+            let shifted = x.non_negative && eps > T::ZERO;
             Domain {
-                finite: ok,
+                finite: shifted && x.finite,
                 non_negative: true,
-                non_zero: ok,
+                non_zero: shifted,
             }
         }
         Op::Sum { x } | Op::Mean { x } => {
@@ -365,7 +374,9 @@ fn rule<T: Scalar>(op: &Op<T>, d: &dyn Fn(NodeId) -> Domain) -> Domain {
                 non_zero: n.non_zero && q.finite,
             }
         }
-        Op::MaskedDiv { num, .. } => finite_if(d(num).finite),
+        Op::MaskedDiv { num, den, mask } => {
+            finite_if(d(num).finite && masked_division_guarded(den, mask, d, op_of))
+        }
         Op::Mask { weight, x } => {
             let (w, x) = (d(weight), d(x));
             Domain {
@@ -375,10 +386,30 @@ fn rule<T: Scalar>(op: &Op<T>, d: &dyn Fn(NodeId) -> Domain) -> Domain {
             }
         }
         Op::Select {
-            on_true, on_false, ..
-        } => d(on_true).meet(d(on_false)),
+            cond,
+            on_true,
+            on_false,
+        } => {
+            // select(not_zero(x), x, ..): where the branch is taken, x is not zero.
+            let mut taken = d(on_true);
+            if matches!(op_of(cond), Some(Op::NotZero { x }) if x == on_true) {
+                taken.non_zero = true;
+            }
+            taken.meet(d(on_false))
+        }
         Op::NotZero { .. } => Domain::NON_NEGATIVE,
     }
+}
+
+/// `true` when a masked division cannot divide by zero: its denominator is proven non-zero,
+/// or its mask is `not_zero` of that very denominator.
+fn masked_division_guarded<T>(
+    den: NodeId,
+    mask: NodeId,
+    d: &dyn Fn(NodeId) -> Domain,
+    op_of: &dyn Fn(NodeId) -> Option<Op<T>>,
+) -> bool {
+    d(den).non_zero || matches!(op_of(mask), Some(Op::NotZero { x }) if x == den)
 }
 
 /// The domain of every node of `tape`, in recording order: declared for leaves, derived by
@@ -390,9 +421,11 @@ pub fn domains<T: Scalar, const N: usize, const S: usize, const G: usize>(
     for (i, node) in tape.nodes().iter().enumerate() {
         let domain = match node.op() {
             Op::Parameter | Op::Input | Op::Constant => node.declared(),
-            op => rule(op, &|id: NodeId| {
-                out.get(id.0).copied().unwrap_or(Domain::UNKNOWN)
-            }),
+            op => rule(
+                op,
+                &|id: NodeId| out.get(id.0).copied().unwrap_or(Domain::UNKNOWN),
+                &|id: NodeId| tape.nodes().get(id.0).map(|n| *n.op()),
+            ),
         };
         if let Some(slot) = out.get_mut(i) {
             *slot = domain;
@@ -506,6 +539,14 @@ pub fn audit<T: Scalar, const N: usize, const S: usize, const G: usize, const F:
                     FindingKind::SqrtNotPositive,
                     severity,
                 )
+            }
+            Op::MaskedDiv { den, mask, .. } => {
+                let op_of = |id: NodeId| nodes.get(id.0).map(|n| *n.op());
+                (!masked_division_guarded(den, mask, &d, &op_of)).then_some((
+                    FindingKind::UnguardedDivision,
+                    Severity::Error,
+                    d(den),
+                ))
             }
             Op::SafeDiv { den, .. } => (!d(den).non_negative).then_some((
                 FindingKind::SafeDivNegative,

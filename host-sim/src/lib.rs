@@ -13,3 +13,4 @@ pub mod flash_sim;
 pub mod json;
 pub mod model;
 pub mod plot;
+pub mod soak;

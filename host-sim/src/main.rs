@@ -127,6 +127,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Audit the corpus of unsafe/safe graph pairs (masked division and friends, from real
+    /// reports) and report each graph's findings.
+    Audit {
+        /// Print one JSON object per graph, one per line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Reproduce the BugZoo cases (masked division and friends) and print forward values and
     /// gradients, next to what the IEEE chain rule gives.
     Bugzoo {
@@ -471,6 +478,65 @@ fn run_faults(json: bool, data_dir: &Path) -> Result<(), String> {
     }
 }
 
+fn run_audit(json: bool) -> Result<(), String> {
+    use host_sim::audit_corpus::{corpus, CorpusTape};
+    let cases = corpus();
+    let mut mismatches = Vec::new();
+    for case in &cases {
+        let mut tape = Box::new(CorpusTape::new());
+        (case.build)(&mut tape).map_err(|e| format!("{}: {e}", case.name))?;
+        let report = safegrad::domain::audit::<_, 64, 512, 512, 16>(&*tape)
+            .map_err(|e| format!("{}: {e}", case.name))?;
+        let kinds: Vec<_> = report.findings().iter().map(|f| f.kind).collect();
+        if kinds != case.expected {
+            mismatches.push(case.name);
+        }
+        if json {
+            let findings: Vec<_> = report.findings().iter().map(finding_json).collect();
+            println!(
+                "{}",
+                json!({
+                    "name": case.name,
+                    "pair": case.pair,
+                    "safe": case.safe,
+                    "source": case.source,
+                    "findings": findings,
+                })
+            );
+        } else {
+            let verdict = if report.is_clean() {
+                "clean"
+            } else {
+                "flagged"
+            };
+            println!(
+                "{:<40} {:<6} {verdict}",
+                case.name,
+                if case.safe { "safe" } else { "unsafe" }
+            );
+            for f in report.findings() {
+                println!("    {f}");
+            }
+        }
+    }
+    if !json {
+        let pairs = cases.len() / 2;
+        println!(
+            "\n{pairs} pairs, {} graphs: {} as expected (every unsafe graph flagged with its finding, no safe graph flagged)",
+            cases.len(),
+            if mismatches.is_empty() { "all" } else { "NOT all" }
+        );
+    }
+    if mismatches.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "audit: unexpected findings for {}",
+            mismatches.join(", ")
+        ))
+    }
+}
+
 fn run_bugzoo(json: bool) -> Result<(), String> {
     let cases = host_sim::bugzoo::all().map_err(|e| format!("bugzoo: {e}"))?;
     if json {
@@ -543,6 +609,7 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_faults(json, &dir)
         }
+        Command::Audit { json } => run_audit(json),
         Command::Bugzoo { json } => run_bugzoo(json),
     };
     match result {

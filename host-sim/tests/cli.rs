@@ -54,3 +54,29 @@ fn unknown_subcommand_is_one_clear_error() {
     let err = String::from_utf8(out.stderr).expect("utf-8");
     assert!(err.contains("no-such-command"), "{err}");
 }
+
+#[test]
+fn audit_json_flags_every_unsafe_graph_and_no_safe_one() {
+    let out = host_sim(&["audit", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).expect("utf-8");
+    let graphs: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(graphs.len() >= 40, "{} graphs", graphs.len());
+    for g in &graphs {
+        let findings = g["findings"].as_array().expect("findings");
+        let safe = g["safe"].as_bool().expect("safe");
+        assert_eq!(findings.is_empty(), safe, "{}", g["name"]);
+        for f in findings {
+            for key in ["node", "op", "kind", "severity", "message"] {
+                assert!(f.get(key).is_some(), "{key} in {f}");
+            }
+        }
+    }
+}
