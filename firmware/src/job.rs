@@ -11,7 +11,7 @@ use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
 use safegrad::train::{
-    audit_step_graph, count_correct, guarded_epoch, DivergenceGuard, StepConfig, StepError,
+    audit_step_graph, count_correct, guarded_epoch, step, DivergenceGuard, StepConfig, StepError,
 };
 use safegrad::{Tape, TapeError};
 
@@ -263,6 +263,74 @@ pub fn run(
         final_loss,
         checkpoint_crc32: crc,
     })
+}
+
+/// What a streamed soak run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(target_os = "none", derive(defmt::Format))]
+pub struct SoakReport {
+    /// Training steps taken: one per good training sample.
+    pub steps: u32,
+    /// Steps refused by the guarded step.
+    pub step_errors: u32,
+    /// Nodes, values and gradients of the tape after the first step.
+    pub tape_sizes: (usize, usize, usize),
+    /// Whether a later step's sizes differed.
+    pub grew: bool,
+}
+
+/// Streamed, online fine-tuning: one training step per training sample as it arrives from
+/// `source`, until the source ends, with the model loaded from `pretrained`. Evaluation
+/// samples are skipped. It checks that the tape records the same graph every step.
+pub fn soak<S: SampleSource>(
+    tape: &mut DeviceTape,
+    model: &MotionModel,
+    pretrained: &[u8],
+    source: &mut S,
+) -> Result<SoakReport, CollectError<S::Error>> {
+    let _ = checkpoint::load(tape, pretrained);
+    let mut sgd = Sgd::new(LEARNING_RATE);
+    let config = StepConfig {
+        clip_norm: Some(CLIP_NORM),
+        strict: false,
+    };
+    let mut report = SoakReport {
+        steps: 0,
+        step_errors: 0,
+        tape_sizes: (0, 0, 0),
+        grew: false,
+    };
+    while let Some(sample) = source.next_sample().map_err(CollectError::Source)? {
+        if sample.purpose != Purpose::Train {
+            continue;
+        }
+        let recorded = (|| {
+            tape.clear_activations();
+            let input = tape.input(&safegrad::Tensor::new([sample.features]))?;
+            let logits = safegrad::nn::Module::forward(model, tape, input)?;
+            tape.softmax_cross_entropy(logits, &[sample.label])
+        })();
+        let ok = match recorded {
+            Ok(loss) => step(tape, loss, &mut sgd, &config).is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            report.steps += 1;
+        } else {
+            report.step_errors += 1;
+        }
+        let sizes = (
+            tape.nodes().len(),
+            tape.scalars_used(),
+            tape.gradients_used(),
+        );
+        if report.tape_sizes == (0, 0, 0) {
+            report.tape_sizes = sizes;
+        } else if sizes != report.tape_sizes {
+            report.grew = true;
+        }
+    }
+    Ok(report)
 }
 
 #[cfg(test)]

@@ -146,12 +146,14 @@ mod device {
     /// What the semihosting arguments ask for.
     struct Options {
         stream: bool,
+        soak: bool,
         flash_path: [u8; 128],
     }
 
     fn options() -> Options {
         let mut o = Options {
             stream: false,
+            soak: false,
             flash_path: [0; 128],
         };
         let Ok(args) = semihosting::experimental::env::args::<256>() else {
@@ -160,6 +162,7 @@ mod device {
         for arg in &args {
             match arg {
                 Ok("stream") => o.stream = true,
+                Ok("soak") => o.soak = true,
                 Ok(a) if a.starts_with("flash=") => {
                     let path = a.as_bytes().get(6..).unwrap_or(&[]);
                     if path.len() < o.flash_path.len() {
@@ -226,8 +229,52 @@ mod device {
         }
     }
 
+    /// Streamed online fine-tuning from UART0 until the stream ends.
+    fn soak(tape: &mut DeviceTape) -> Result<(), JobError> {
+        let model = job::build(tape)?;
+        // SAFETY: UART0 is used by nothing else in this program.
+        let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+        let mut source = Stream::new(uart);
+        let start = ticks();
+        let report = job::soak(tape, &model, assets::PRETRAINED, &mut source);
+        let elapsed = ticks() - start;
+        let r = source.rejected();
+        match report {
+            Ok(s) => {
+                defmt::info!(
+                    "soak: {=u32} streamed training steps, {=u32} refused steps; {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
+                    s.steps,
+                    s.step_errors,
+                    r.frames,
+                    r.crc,
+                    r.values,
+                    r.gaps
+                );
+                defmt::info!(
+                    "soak: tape {=usize} nodes, {=usize} values, {=usize} gradients after every step: {=str}; ticks per sample {=u64}",
+                    s.tape_sizes.0,
+                    s.tape_sizes.1,
+                    s.tape_sizes.2,
+                    if s.grew { "GREW" } else { "no growth" },
+                    elapsed / u64::from(s.steps.max(1))
+                );
+                if s.grew || s.step_errors > 0 {
+                    exit(1)
+                }
+                Ok(())
+            }
+            Err(e) => {
+                defmt::error!("soak: {}", defmt::Debug2Format(&e));
+                exit(1)
+            }
+        }
+    }
+
     fn run() -> Result<(), JobError> {
         let opts = options();
+        if opts.soak {
+            return soak(TAPE.take());
+        }
         let flash = FLASH.take();
         load_image(flash, opts.flash_path);
         let tape = TAPE.take();

@@ -113,6 +113,13 @@ enum Command {
         /// The file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Instead: this many training frames drawn from the fine-tuning recordings, one in
+        /// `--fault-every` damaged on purpose (the injected faults are printed).
+        #[arg(long)]
+        soak: Option<u64>,
+        /// With `--soak`: one frame in this many carries a fault.
+        #[arg(long, default_value_t = 25)]
+        fault_every: u64,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -120,6 +127,22 @@ enum Command {
     /// Cut the power at every byte program and sector erase of a checkpoint save, and flip
     /// every bit of a stored slot; report what the next boot loads.
     Faults {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Stream windows as wire frames with faults injected on purpose, one training step per
+    /// good frame, and check that nothing grows and only the injected faults are refused.
+    Soak {
+        /// Training steps to take.
+        #[arg(long, default_value_t = 100_000)]
+        steps: u64,
+        /// One frame in this many carries a fault (0: none).
+        #[arg(long, default_value_t = 50)]
+        fault_every: u64,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -410,6 +433,31 @@ fn run_device_stream(out: &Path, data_dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
+fn run_soak_stream(
+    out: &Path,
+    data_dir: &Path,
+    frames: u64,
+    fault_every: u64,
+) -> Result<(), String> {
+    let (bytes, injected) = host_sim::soak::stream(data_dir, frames, fault_every)?;
+    write_file(out, &bytes)?;
+    println!(
+        "{}",
+        json!({
+            "frames": frames,
+            "injected": {
+                "corrupted": injected.corrupted,
+                "nan": injected.nan,
+                "out_of_range": injected.out_of_range,
+                "bad_label": injected.bad_label,
+                "truncated": injected.truncated,
+            },
+            "bytes": bytes.len(),
+        })
+    );
+    Ok(())
+}
+
 fn encode_rows(rows: &[([f32; 16], usize)]) -> Result<Vec<u8>, String> {
     let mut buf = vec![0u8; safegrad::dataset::encoded_len::<f32, 16>(rows.len())];
     let classes = host_sim::data::MOTION_CLASSES as u16;
@@ -475,6 +523,71 @@ fn run_faults(json: bool, data_dir: &Path) -> Result<(), String> {
         Ok(())
     } else {
         Err("a checkpoint was lost or a bit flip went undetected".into())
+    }
+}
+
+fn run_soak(steps: u64, fault_every: u64, json: bool, data_dir: &Path) -> Result<(), String> {
+    let r = host_sim::soak::run(data_dir, steps, fault_every)?;
+    let refused =
+        r.refused_crc + r.refused_cobs + r.refused_nan + r.refused_range + r.refused_label;
+    if json {
+        println!(
+            "{}",
+            json!({
+                "steps": r.steps,
+                "frames": r.frames,
+                "injected": {
+                    "corrupted": r.injected.corrupted,
+                    "nan": r.injected.nan,
+                    "out_of_range": r.injected.out_of_range,
+                    "bad_label": r.injected.bad_label,
+                    "truncated": r.injected.truncated,
+                },
+                "refused": {
+                    "crc": r.refused_crc,
+                    "cobs": r.refused_cobs,
+                    "nan": r.refused_nan,
+                    "out_of_range": r.refused_range,
+                    "bad_label": r.refused_label,
+                    "other": r.refused_other,
+                },
+                "step_errors": r.step_errors,
+                "tape": {"nodes": r.tape_sizes.0, "values": r.tape_sizes.1, "gradients": r.tape_sizes.2},
+                "grew": r.grew,
+                "final_accuracy": r.final_accuracy,
+            })
+        );
+    } else {
+        println!(
+            "{} streamed training steps from {} frames; {} faults injected, {} frames refused ({} CRC, {} framing, {} NaN, {} out of range, {} bad label, {} other)",
+            r.steps, r.frames, r.injected.total(), refused, r.refused_crc, r.refused_cobs,
+            r.refused_nan, r.refused_range, r.refused_label, r.refused_other
+        );
+        println!(
+            "tape: {} nodes, {} values, {} gradients after every step ({}); held-out accuracy at the end {}",
+            r.tape_sizes.0,
+            r.tape_sizes.1,
+            r.tape_sizes.2,
+            if r.grew { "it GREW" } else { "no growth" },
+            percent(r.final_accuracy)
+        );
+    }
+    // Every good frame trained on, every typed fault refused as what it is; a damaged or cut
+    // frame is refused once, or twice when the damage put a 0x00 inside it (two fragments).
+    let damaged = r.injected.corrupted + r.injected.truncated;
+    let framing = r.refused_crc + r.refused_cobs;
+    let expected = r.steps == r.frames - r.injected.total()
+        && r.injected.nan == r.refused_nan
+        && r.injected.out_of_range == r.refused_range
+        && r.injected.bad_label == r.refused_label
+        && (damaged..=2 * damaged).contains(&framing)
+        && r.refused_other == 0
+        && r.step_errors == 0
+        && !r.grew;
+    if expected {
+        Ok(())
+    } else {
+        Err("soak: a good frame lost, a refusal other than the injected faults, a refused step, or growth".into())
     }
 }
 
@@ -601,15 +714,32 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_device_assets(&out, &dir)
         }
-        Command::DeviceStream { out, data_dir } => {
+        Command::DeviceStream {
+            out,
+            soak,
+            fault_every,
+            data_dir,
+        } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
-            run_device_stream(&out, &dir)
+            match soak {
+                Some(frames) => run_soak_stream(&out, &dir, frames, fault_every),
+                None => run_device_stream(&out, &dir),
+            }
         }
         Command::Faults { json, data_dir } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_faults(json, &dir)
         }
         Command::Audit { json } => run_audit(json),
+        Command::Soak {
+            steps,
+            fault_every,
+            json,
+            data_dir,
+        } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            run_soak(steps, fault_every, json, &dir)
+        }
         Command::Bugzoo { json } => run_bugzoo(json),
     };
     match result {

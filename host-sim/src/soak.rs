@@ -208,3 +208,61 @@ pub fn run(dir: &std::path::Path, steps: u64, fault_every: u64) -> Result<SoakRe
     report.final_accuracy = accuracy(&mut tape, &model, &eval).map_err(|e| e.to_string())?;
     Ok(report)
 }
+
+/// A byte stream of `frames` training frames drawn from the rotated fine-tuning
+/// recordings, one in `fault_every` damaged like [`run`] damages them, then an end frame;
+/// each frame after a `0x00`. Returns the bytes and what was injected.
+pub fn stream(
+    dir: &std::path::Path,
+    frames: u64,
+    fault_every: u64,
+) -> Result<(Vec<u8>, Faults), String> {
+    let (train, _) = finetune::shifted_windows(dir, &FinetuneConfig::default())?;
+    let mut rng = SplitMix64::new(0x50a6);
+    let mut injected = Faults::default();
+    let mut out = Vec::new();
+    let mut frame = vec![0u8; 6000];
+    let mut values = vec![0f32; WINDOW_VALUES];
+    for i in 0..frames {
+        let (window, label) = &train[rng.below(train.len())];
+        for (dst, v) in values.iter_mut().zip(window.iter().flatten()) {
+            *dst = *v;
+        }
+        let mut label = *label as u8;
+        let kind = if fault_every > 0 && i % fault_every == fault_every - 1 {
+            rng.below(5)
+        } else {
+            usize::MAX
+        };
+        match kind {
+            1 => values[rng.below(WINDOW_VALUES)] = f32::NAN,
+            2 => values[rng.below(WINDOW_VALUES)] = 1e6,
+            3 => label = MOTION_CLASSES as u8 + rng.below(10) as u8,
+            _ => {}
+        }
+        let n = encode_frame(Kind::Train, i as u16, label, &values, &mut frame)
+            .ok_or("a window does not fit a frame")?;
+        let mut bytes = frame[..n].to_vec();
+        match kind {
+            0 => {
+                let at = rng.below(n - 1);
+                bytes[at] ^= 1 << rng.below(8);
+                injected.corrupted += 1;
+            }
+            1 => injected.nan += 1,
+            2 => injected.out_of_range += 1,
+            3 => injected.bad_label += 1,
+            4 => {
+                bytes.truncate(n / 2);
+                injected.truncated += 1;
+            }
+            _ => {}
+        }
+        out.push(0);
+        out.extend_from_slice(&bytes);
+    }
+    let n = encode_frame(Kind::End, frames as u16, 0, &[], &mut frame).ok_or("end frame")?;
+    out.push(0);
+    out.extend_from_slice(&frame[..n]);
+    Ok((out, injected))
+}

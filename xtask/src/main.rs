@@ -21,6 +21,8 @@ commands:
   qemu-test   the on-target tests (kernels, gradients, formats) on the emulated Cortex-M4F
   overflow    a firmware that overflows its stack on purpose: QEMU must stop with a
               failure code (flip-link puts the stack at the bottom of RAM)
+  soak        100,000 streamed training steps in the host simulator, faults injected
+  qemu-soak   3,000 streamed training frames on the device, one in 25 damaged
   parity      fine-tune on the host simulator and in QEMU, compare the final parameters
               bit for bit (CRC-32 of the checkpoint)
   faults      power cut at every byte program and sector erase of a checkpoint save, and
@@ -165,6 +167,8 @@ struct QemuOptions<'a> {
     stream: Option<&'a [u8]>,
     /// Back the firmware's flash with this host file.
     flash: Option<&'a Path>,
+    /// More semihosting arguments for the firmware.
+    args: &'a [&'a str],
 }
 
 /// Runs the ELF on `mps2-an386` with semihosting; decodes its defmt output.
@@ -178,6 +182,9 @@ fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
     }
     if let Some(flash) = options.flash {
         semihosting.push_str(&format!(",arg=flash={}", flash.display()));
+    }
+    for arg in options.args {
+        semihosting.push_str(&format!(",arg={arg}"));
     }
     let port = match options.stream {
         Some(_) => Some(
@@ -370,6 +377,7 @@ fn qemu_command() -> Result<(), String> {
         &QemuOptions {
             stream: Some(&stream),
             flash: Some(&flash),
+            args: &[],
         },
     )?;
     print!("{}", first.log);
@@ -387,6 +395,7 @@ fn qemu_command() -> Result<(), String> {
         &QemuOptions {
             stream: None,
             flash: Some(&flash),
+            args: &[],
         },
     )?;
     print!("{}", second.log);
@@ -488,6 +497,69 @@ fn overflow() -> Result<(), String> {
     }
 }
 
+/// Frames of the device's soak run.
+const SOAK_FRAMES: u64 = 3000;
+
+/// A streamed soak on the device: thousands of training frames over UART0, one in 25
+/// damaged on purpose; one training step per good frame. Every good frame must train, and
+/// the tape must not grow.
+fn qemu_soak() -> Result<(), String> {
+    let path = workspace_root().join("target").join("soak-stream.bin");
+    let path_str = path.to_string_lossy().into_owned();
+    let frames = SOAK_FRAMES.to_string();
+    let report = cargo_output(&[
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "host-sim",
+        "--",
+        "device-stream",
+        "--out",
+        &path_str,
+        "--soak",
+        &frames,
+        "--fault-every",
+        "25",
+    ])?;
+    let injected: u64 = ["corrupted", "nan", "out_of_range", "bad_label", "truncated"]
+        .iter()
+        .filter_map(|k| {
+            report
+                .split(&format!("\"{k}\":"))
+                .nth(1)
+                .and_then(|rest| rest.split([',', '}']).next())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .sum();
+    let stream = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let elf = build_firmware()?;
+    let run = run_qemu(
+        &elf,
+        &QemuOptions {
+            stream: Some(&stream),
+            flash: None,
+            args: &["soak"],
+        },
+    )?;
+    print!("{}", run.log);
+    let steps: u64 = log_value(&run.log, "soak:")
+        .and_then(|v| v.parse().ok())
+        .ok_or("the firmware logged no soak result")?;
+    let expected = SOAK_FRAMES - injected;
+    if run.code == 0 && steps == expected && run.log.contains("no growth") {
+        println!(
+            "xtask: device soak: {steps} training steps from {SOAK_FRAMES} frames, the {injected} damaged ones refused, no growth"
+        );
+        Ok(())
+    } else {
+        Err(format!(
+            "device soak: {steps} steps, expected {expected} (exit code {})",
+            run.code
+        ))
+    }
+}
+
 /// Checks that the firmware's embedded assets are what host-sim produces now.
 fn check_assets() -> Result<(), String> {
     let fresh = workspace_root().join("target").join("device-assets");
@@ -548,6 +620,7 @@ fn parity() -> Result<(), String> {
         &QemuOptions {
             stream: Some(&stream),
             flash: None,
+            args: &[],
         },
     )?;
     if run.code != 0 {
@@ -575,6 +648,11 @@ fn faults(json: bool) -> Result<(), String> {
         args.push("--json");
     }
     cargo(&args)
+}
+
+/// 100,000 streamed training steps in the host simulator, with faults injected.
+fn soak() -> Result<(), String> {
+    cargo(&["run", "-q", "--release", "-p", "host-sim", "--", "soak"])
 }
 
 fn cross() -> Result<(), String> {
@@ -616,12 +694,16 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
             faults(false)?;
             qemu_test()?;
             overflow()?;
+            qemu_soak()?;
+            soak()?;
             qemu_command()?;
             parity()
         }
         "qemu" => qemu_command(),
         "qemu-test" => qemu_test(),
         "overflow" => overflow(),
+        "qemu-soak" => qemu_soak(),
+        "soak" => soak(),
         "faults" => faults(json_flag),
         "parity" => parity(),
         "exhaustive" => exhaustive(),
