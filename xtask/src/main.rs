@@ -21,8 +21,10 @@ commands:
   qemu-test   the on-target tests (kernels, gradients, formats) on the emulated Cortex-M4F
   overflow    a firmware that overflows its stack on purpose: QEMU must stop with a
               failure code (flip-link puts the stack at the bottom of RAM)
+  fuzz        a million fuzzed byte streams and frames through the parser and the
+              training step (release mode)
   soak        100,000 streamed training steps in the host simulator, faults injected
-  qemu-soak   3,000 streamed training frames on the device, one in 25 damaged
+  qemu-soak   300 streamed training frames on the device, one in 25 damaged
   parity      fine-tune on the host simulator and in QEMU, compare the final parameters
               bit for bit (CRC-32 of the checkpoint)
   faults      power cut at every byte program and sector erase of a checkpoint save, and
@@ -169,6 +171,8 @@ struct QemuOptions<'a> {
     flash: Option<&'a Path>,
     /// More semihosting arguments for the firmware.
     args: &'a [&'a str],
+    /// Run without `-icount` (no instruction-exact timing, much faster for long runs).
+    no_icount: bool,
 }
 
 /// Runs the ELF on `mps2-an386` with semihosting; decodes its defmt output.
@@ -200,7 +204,7 @@ fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
         None => "null".to_string(),
     };
     let icount = format!("shift={ICOUNT_SHIFT}");
-    let args = [
+    let mut args = vec![
         "-M",
         "mps2-an386",
         "-display",
@@ -209,13 +213,14 @@ fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
         "none",
         "-serial",
         serial.as_str(),
-        "-icount",
-        icount.as_str(),
         "-semihosting-config",
         semihosting.as_str(),
         "-kernel",
         elf_str.as_str(),
     ];
+    if !options.no_icount {
+        args.extend(["-icount", icount.as_str()]);
+    }
     eprintln!("xtask: {qemu} {}", args.join(" "));
     let mut child = Command::new(&qemu)
         .args(args)
@@ -378,6 +383,7 @@ fn qemu_command() -> Result<(), String> {
             stream: Some(&stream),
             flash: Some(&flash),
             args: &[],
+            no_icount: false,
         },
     )?;
     print!("{}", first.log);
@@ -396,6 +402,7 @@ fn qemu_command() -> Result<(), String> {
             stream: None,
             flash: Some(&flash),
             args: &[],
+            no_icount: false,
         },
     )?;
     print!("{}", second.log);
@@ -498,9 +505,9 @@ fn overflow() -> Result<(), String> {
 }
 
 /// Frames of the device's soak run.
-const SOAK_FRAMES: u64 = 3000;
+const SOAK_FRAMES: u64 = 300;
 
-/// A streamed soak on the device: thousands of training frames over UART0, one in 25
+/// A streamed soak on the device: 300 training frames over UART0 (each byte crosses the emulated UART one at a time), one in 25
 /// damaged on purpose; one training step per good frame. Every good frame must train, and
 /// the tape must not grow.
 fn qemu_soak() -> Result<(), String> {
@@ -540,6 +547,7 @@ fn qemu_soak() -> Result<(), String> {
             stream: Some(&stream),
             flash: None,
             args: &["soak"],
+            no_icount: true,
         },
     )?;
     print!("{}", run.log);
@@ -621,6 +629,7 @@ fn parity() -> Result<(), String> {
             stream: Some(&stream),
             flash: None,
             args: &[],
+            no_icount: false,
         },
     )?;
     if run.code != 0 {
@@ -648,6 +657,21 @@ fn faults(json: bool) -> Result<(), String> {
         args.push("--json");
     }
     cargo(&args)
+}
+
+/// A million fuzzed inputs through the sample-stream parser and the training step.
+fn fuzz() -> Result<(), String> {
+    cargo(&[
+        "test",
+        "--release",
+        "-p",
+        "safegrad-tests",
+        "--test",
+        "fuzz_stream",
+        "--",
+        "--ignored",
+        "--nocapture",
+    ])
 }
 
 /// 100,000 streamed training steps in the host simulator, with faults injected.
@@ -691,6 +715,7 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
             cargo(&["test", "--workspace"])?;
             cross()?;
             exhaustive()?;
+            fuzz()?;
             faults(false)?;
             qemu_test()?;
             overflow()?;
@@ -704,6 +729,7 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
         "overflow" => overflow(),
         "qemu-soak" => qemu_soak(),
         "soak" => soak(),
+        "fuzz" => fuzz(),
         "faults" => faults(json_flag),
         "parity" => parity(),
         "exhaustive" => exhaustive(),
