@@ -11,7 +11,8 @@ use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
 use safegrad::train::{
-    audit_step_graph, count_correct, guarded_epoch, step, DivergenceGuard, StepConfig, StepError,
+    audit_step_graph, count_correct, guarded_epoch, step, Divergence, DivergenceGuard, StepConfig,
+    StepError,
 };
 use safegrad::{Tape, TapeError};
 
@@ -121,6 +122,8 @@ pub struct JobReport {
     /// Times the divergence guard rolled back to the last good parameters and halved the
     /// learning rate.
     pub rollbacks: usize,
+    /// Why it last did.
+    pub last_divergence: Option<Divergence<f32>>,
     /// Trainable scalars.
     pub trainable: usize,
     /// Clock ticks spent in the training steps.
@@ -222,6 +225,7 @@ pub fn run(
     };
     let mut final_loss = 0.0;
     let (mut steps, mut rejected, mut rollbacks) = (0, 0, 0);
+    let mut last_divergence = None;
     let mut guard = DivergenceGuard::default();
     // The last good parameters, to roll back to: the pre-trained model, then the end of
     // each good epoch. `checkpoint_out` holds them; at the end it holds the result.
@@ -235,6 +239,7 @@ pub fn run(
         steps += out.steps;
         rejected += out.rejected;
         if out.divergence.is_some() {
+            last_divergence = out.divergence;
             checkpoint::load(tape, checkpoint_out)?;
             sgd.scale_learning_rate(0.5);
             guard.reset();
@@ -258,6 +263,7 @@ pub fn run(
         steps,
         rejected,
         rollbacks,
+        last_divergence,
         trainable: tape.trainable_len(),
         train_ticks,
         final_loss,
@@ -404,6 +410,31 @@ mod tests {
         let (t, e) = collect(&mut source).unwrap();
         assert_eq!(t, rows(&train).unwrap());
         assert_eq!(e, rows(&eval).unwrap());
+    }
+
+    #[test]
+    fn non_finite_samples_are_skipped_and_runs_of_them_roll_back() {
+        let mut tape = Box::new(DeviceTape::new());
+        let model = build(&mut tape).unwrap();
+        let mut train = rows(&Dataset::parse(assets::FINETUNE_SET).unwrap()).unwrap();
+        let eval = rows(&Dataset::parse(assets::EVAL_SET).unwrap()).unwrap();
+        // Twelve good rows and twelve poisoned ones: each epoch meets runs of three.
+        let good = train.clone();
+        for (x, label) in good.iter() {
+            let mut bad = *x;
+            bad[3] = f32::NAN;
+            train.push((bad, *label)).unwrap();
+        }
+        let mut out = [0u8; CHECKPOINT_BYTES];
+        let r = run(&mut tape, &model, assets::PRETRAINED, &train, &eval, &mut || 0, &mut out)
+            .unwrap();
+        assert!(r.rejected > 0, "{r:?}");
+        assert!(r.rollbacks > 0 && r.last_divergence.is_some(), "{r:?}");
+        assert!(matches!(r.last_divergence, Some(Divergence::Rejections { count: 3 })));
+        // Whatever was rolled back, the model in the checkpoint is finite and loads.
+        let mut tape = Box::new(DeviceTape::new());
+        let model = build(&mut tape).unwrap();
+        assert!(evaluate_checkpoint(&mut tape, &model, &out, &eval).is_ok());
     }
 
     #[test]

@@ -343,6 +343,12 @@ mod device {
                 r.rollbacks
             );
         }
+        if let Some(why) = r.last_divergence {
+            defmt::warn!(
+                "divergence guard: last rollback because {}",
+                Display2Format(&why)
+            );
+        }
         defmt::info!(
             "ticks per step {=u64} (SysTick, core clock)",
             r.train_ticks / (r.steps.max(1) as u64)
