@@ -426,11 +426,22 @@ mod tests {
             train.push((bad, *label)).unwrap();
         }
         let mut out = [0u8; CHECKPOINT_BYTES];
-        let r = run(&mut tape, &model, assets::PRETRAINED, &train, &eval, &mut || 0, &mut out)
-            .unwrap();
+        let r = run(
+            &mut tape,
+            &model,
+            assets::PRETRAINED,
+            &train,
+            &eval,
+            &mut || 0,
+            &mut out,
+        )
+        .unwrap();
         assert!(r.rejected > 0, "{r:?}");
         assert!(r.rollbacks > 0 && r.last_divergence.is_some(), "{r:?}");
-        assert!(matches!(r.last_divergence, Some(Divergence::Rejections { count: 3 })));
+        assert!(matches!(
+            r.last_divergence,
+            Some(Divergence::Rejections { count: 3 })
+        ));
         // Whatever was rolled back, the model in the checkpoint is finite and loads.
         let mut tape = Box::new(DeviceTape::new());
         let model = build(&mut tape).unwrap();
