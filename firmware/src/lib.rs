@@ -6,6 +6,7 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod assets;
+pub mod baseline;
 pub mod flash;
 pub mod imu;
 pub mod job;

@@ -23,6 +23,8 @@ commands:
               failure code (flip-link puts the stack at the bottom of RAM)
   fuzz        a million fuzzed byte streams and frames through the parser and the
               training step (release mode)
+  bench-device  instructions per canonical training step on the emulated Cortex-M4F,
+              safegrad against a hand-written baseline (--json: one object)
   soak        100,000 streamed training steps in the host simulator, faults injected
   qemu-soak   300 streamed training frames on the device, one in 25 damaged
   parity      fine-tune on the host simulator and in QEMU, compare the final parameters
@@ -504,6 +506,70 @@ fn overflow() -> Result<(), String> {
     }
 }
 
+/// The device benchmark: instructions per canonical training step, safegrad against the
+/// hand-written baseline in the same firmware, exact under `-icount`.
+fn bench_device(json: bool) -> Result<(), String> {
+    run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
+    cargo_tool("flip-link")?;
+    cargo(&[
+        "build",
+        "-p",
+        "firmware",
+        "--release",
+        "--target",
+        FIRMWARE_TARGET,
+        "--bin",
+        "bench",
+    ])?;
+    let elf = workspace_root()
+        .join("target")
+        .join(FIRMWARE_TARGET)
+        .join("release")
+        .join("bench");
+    let run = run_qemu(&elf, &QemuOptions::default())?;
+    if run.code != 0 {
+        print!("{}", run.log);
+        return Err(format!("the device benchmark exited with {}", run.code));
+    }
+    let per_tick = 40 / (1u64 << ICOUNT_SHIFT);
+    let line = run
+        .log
+        .lines()
+        .find(|l| l.contains("ticks per step"))
+        .ok_or("the benchmark logged no ticks per step")?;
+    let value = |key: &str| -> Result<u64, String> {
+        log_value(line, key)
+            .map(|v| v.trim_end_matches(','))
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("the benchmark logged no `{key}`"))
+    };
+    let baseline = value("baseline")? * per_tick;
+    let safegrad = value("safegrad")? * per_tick;
+    let macs = 6724.0;
+    if json {
+        println!(
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2}}}",
+            baseline as f64 / macs,
+            safegrad as f64 / macs,
+            safegrad as f64 / baseline as f64
+        );
+    } else {
+        print!("{}", run.log);
+        println!("| Cortex-M4F (QEMU, -icount shift={ICOUNT_SHIFT}) | instructions per step | per multiply-accumulate | ratio to baseline |");
+        println!("| --- | --- | --- | --- |");
+        println!(
+            "| hand-written baseline | {baseline} | {:.2} | 1.00 |",
+            baseline as f64 / macs
+        );
+        println!(
+            "| safegrad | {safegrad} | {:.2} | {:.2} |",
+            safegrad as f64 / macs,
+            safegrad as f64 / baseline as f64
+        );
+    }
+    Ok(())
+}
+
 /// Frames of the device's soak run.
 const SOAK_FRAMES: u64 = 300;
 
@@ -730,6 +796,7 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
         "qemu-soak" => qemu_soak(),
         "soak" => soak(),
         "fuzz" => fuzz(),
+        "bench-device" => bench_device(json_flag),
         "faults" => faults(json_flag),
         "parity" => parity(),
         "exhaustive" => exhaustive(),

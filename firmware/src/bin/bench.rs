@@ -1,0 +1,112 @@
+//! The device benchmark: the canonical training step (MLP 16-32-32-4, ReLU, softmax
+//! cross-entropy, SGD, batch 1) on safegrad's tape and written by hand, in the same
+//! firmware, timed with SysTick. Under QEMU with `-icount`, SysTick advances with executed
+//! instructions, so the counts are exact and repeatable (`cargo xtask bench-device`). On the
+//! host this program only says what it is for.
+#![cfg_attr(target_os = "none", no_std, no_main)]
+
+#[cfg(not(target_os = "none"))]
+fn main() {
+    eprintln!("bench: a bare-metal benchmark; run it with `cargo xtask bench-device`");
+}
+
+#[cfg(target_os = "none")]
+mod device {
+    use cortex_m::peripheral::syst::SystClkSource;
+    use cortex_m_rt::{entry, exception, ExceptionFrame};
+    use defmt_semihosting as _;
+    use static_cell::ConstStaticCell;
+
+    use firmware::baseline::{on_tape, Mlp, MACS, OUT};
+
+    static TAPE: ConstStaticCell<on_tape::BenchTape> =
+        ConstStaticCell::new(on_tape::BenchTape::new());
+    const STEPS: u32 = 100;
+
+    /// SysTick's current value; it counts down from its reload value.
+    fn systick() -> u32 {
+        cortex_m::peripheral::SYST::get_current()
+    }
+
+    /// Ticks `f` takes (under 2^24).
+    fn ticks(f: impl FnOnce()) -> u32 {
+        let start = systick();
+        f();
+        let end = systick();
+        start.wrapping_sub(end) & 0x00FF_FFFF
+    }
+
+    fn exit(code: i32) -> ! {
+        semihosting::process::exit(code)
+    }
+
+    #[entry]
+    fn main() -> ! {
+        // SAFETY: FPSCR = 0 is IEEE mode (no flush-to-zero, no default NaN).
+        unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) 0u32) };
+        let Some(mut p) = cortex_m::Peripherals::take() else {
+            exit(1)
+        };
+        p.SYST.set_clock_source(SystClkSource::Core);
+        p.SYST.set_reload(0x00FF_FFFF);
+        p.SYST.clear_current();
+        p.SYST.enable_counter();
+
+        let tape = TAPE.take();
+        let Ok(model) = on_tape::build(tape) else {
+            defmt::error!("bench: the model does not fit the tape");
+            exit(1)
+        };
+        let mut sgd = safegrad::optim::Sgd::new(0.01f32);
+        let mut base = Mlp::new();
+        let x = firmware::baseline::input();
+        // The first steps must agree before anything is timed.
+        let a = base.step(&x, 0, 0.01);
+        let Ok(b) = on_tape::train_step(tape, &model, &mut sgd, 0) else {
+            exit(1)
+        };
+        if (a - b).abs() > 1e-5 * a.abs().max(1.0) {
+            defmt::error!("bench: first-step losses differ: {=f32} vs {=f32}", a, b);
+            exit(1)
+        }
+        defmt::info!(
+            "bench: first-step loss {=f32} (baseline) and {=f32} (safegrad)",
+            a,
+            b
+        );
+        let baseline = ticks(|| {
+            for i in 0..STEPS {
+                core::hint::black_box(base.step(&x, (i as usize) % OUT, 0.01));
+            }
+        });
+        let mut failed = false;
+        let safegrad = ticks(|| {
+            for i in 0..STEPS {
+                let r = on_tape::train_step(tape, &model, &mut sgd, (i as usize) % OUT);
+                failed |= r.is_err();
+            }
+        });
+        if failed {
+            exit(1)
+        }
+        defmt::info!(
+            "bench: ticks per step: baseline {=u32}, safegrad {=u32} ({=u32} steps each, {=usize} multiply-accumulates per step)",
+            baseline / STEPS,
+            safegrad / STEPS,
+            STEPS,
+            MACS
+        );
+        exit(0)
+    }
+
+    #[exception]
+    unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+        defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
+        exit(3)
+    }
+
+    #[panic_handler]
+    fn panic(_: &core::panic::PanicInfo) -> ! {
+        exit(2)
+    }
+}
