@@ -38,6 +38,7 @@
 
 use core::fmt;
 
+use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
 use crate::crc32::Crc32;
 use crate::graph::Op;
 use crate::scalar::Scalar;
@@ -223,38 +224,13 @@ pub fn save<T: Scalar, const N: usize, const S: usize, const G: usize>(
     head.copy_from_slice(&header(tape));
     let (body, crc_bytes) = rest.split_at_mut(rest.len() - TRAILER_LEN);
     for (chunk, &p) in body.chunks_exact_mut(T::BYTES).zip(tape.parameters()) {
-        let bytes = p.to_bits_u64().to_le_bytes();
-        chunk.copy_from_slice(bytes.get(..T::BYTES).unwrap_or(&[]));
+        put_le_scalar(chunk, p);
     }
     let mut crc = Crc32::new();
     crc.update(head);
     crc.update(body);
     crc_bytes.copy_from_slice(&crc.finish().to_le_bytes());
     Ok(len)
-}
-
-fn le_u16(bytes: &[u8], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    if let Some(src) = bytes.get(at..at + 2) {
-        b.copy_from_slice(src);
-    }
-    u16::from_le_bytes(b)
-}
-
-fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        b.copy_from_slice(src);
-    }
-    u32::from_le_bytes(b)
-}
-
-fn scalar_at<T: Scalar>(chunk: &[u8]) -> T {
-    let mut b = [0u8; 8];
-    for (dst, src) in b.iter_mut().zip(chunk) {
-        *dst = *src;
-    }
-    T::from_bits_u64(u64::from_le_bytes(b))
 }
 
 /// Checks `bytes` against `tape`'s model without changing anything; returns the parameter
@@ -314,7 +290,7 @@ pub fn verify<'b, T: Scalar, const N: usize, const S: usize, const G: usize>(
     let body = contents.get(HEADER_LEN..).unwrap_or(&[]);
     if let Some(index) = body
         .chunks_exact(T::BYTES)
-        .position(|c| !scalar_at::<T>(c).is_finite())
+        .position(|c| !le_scalar::<T>(c).is_finite())
     {
         return Err(CheckpointError::NonFinite { index });
     }
@@ -333,7 +309,7 @@ pub fn load<T: Scalar, const N: usize, const S: usize, const G: usize>(
         .iter_mut()
         .zip(body.chunks_exact(T::BYTES))
     {
-        *p = scalar_at(chunk);
+        *p = le_scalar(chunk);
     }
     Ok(())
 }

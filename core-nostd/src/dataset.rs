@@ -34,6 +34,7 @@
 use core::fmt;
 use core::marker::PhantomData;
 
+use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
 use crate::crc32::Crc32;
 use crate::scalar::Scalar;
 
@@ -134,30 +135,6 @@ pub const fn encoded_len<T: Scalar, const F: usize>(rows: usize) -> usize {
     HEADER + rows * (2 + F * T::BYTES) + TRAILER
 }
 
-fn u16_at(b: &[u8], at: usize) -> u16 {
-    let mut x = [0u8; 2];
-    if let Some(s) = b.get(at..at + 2) {
-        x.copy_from_slice(s);
-    }
-    u16::from_le_bytes(x)
-}
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        x.copy_from_slice(s);
-    }
-    u32::from_le_bytes(x)
-}
-
-fn scalar_at<T: Scalar>(b: &[u8]) -> T {
-    let mut x = [0u8; 8];
-    for (d, s) in x.iter_mut().zip(b) {
-        *d = *s;
-    }
-    T::from_bits_u64(u64::from_le_bytes(x))
-}
-
 /// Writes `rows` (features and class) into `out`; returns the length.
 pub fn encode<T: Scalar, const F: usize>(
     rows: &[([T; F], usize)],
@@ -200,8 +177,7 @@ pub fn encode<T: Scalar, const F: usize>(
         let (l, values) = chunk.split_at_mut(2);
         l.copy_from_slice(&(*label as u16).to_le_bytes());
         for (dst, v) in values.chunks_exact_mut(T::BYTES).zip(x) {
-            let bits = v.to_bits_u64().to_le_bytes();
-            dst.copy_from_slice(bits.get(..T::BYTES).unwrap_or(&[]));
+            put_le_scalar(dst, *v);
         }
     }
     let mut c = Crc32::new();
@@ -231,20 +207,20 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
         if bytes.get(..4) != Some(&MAGIC[..]) {
             return Err(DatasetError::Magic);
         }
-        let version = u16_at(bytes, 4);
+        let version = le_u16(bytes, 4);
         if version != VERSION {
             return Err(DatasetError::Version { found: version });
         }
         let scalar_bytes = bytes.get(6).copied().unwrap_or(0);
-        let features = u16_at(bytes, 8);
+        let features = le_u16(bytes, 8);
         if usize::from(scalar_bytes) != T::BYTES || usize::from(features) != F {
             return Err(DatasetError::Shape {
                 scalar_bytes,
                 features,
             });
         }
-        let classes = usize::from(u16_at(bytes, 10));
-        let len = u32_at(bytes, 12) as usize;
+        let classes = usize::from(le_u16(bytes, 10));
+        let len = le_u32(bytes, 12) as usize;
         let expected = len
             .checked_mul(Self::ROW)
             .and_then(|b| b.checked_add(HEADER + TRAILER))
@@ -256,20 +232,20 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
             });
         }
         let contents = bytes.get(..expected - TRAILER).unwrap_or(&[]);
-        let (stored, computed) = (u32_at(bytes, expected - TRAILER), Crc32::checksum(contents));
+        let (stored, computed) = (le_u32(bytes, expected - TRAILER), Crc32::checksum(contents));
         if stored != computed {
             return Err(DatasetError::Crc { stored, computed });
         }
         let rows = contents.get(HEADER..).unwrap_or(&[]);
         for (row, chunk) in rows.chunks_exact(Self::ROW).enumerate() {
-            let label = u16_at(chunk, 0);
+            let label = le_u16(chunk, 0);
             if usize::from(label) >= classes {
                 return Err(DatasetError::Label { row, label });
             }
             let values = chunk.get(2..).unwrap_or(&[]);
             if values
                 .chunks_exact(T::BYTES)
-                .any(|b| !scalar_at::<T>(b).is_finite())
+                .any(|b| !le_scalar::<T>(b).is_finite())
             {
                 return Err(DatasetError::NonFinite { row });
             }
@@ -302,9 +278,9 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
         let chunk = self.rows.get(i * Self::ROW..(i + 1) * Self::ROW)?;
         let mut x = [T::ZERO; F];
         for (dst, b) in x.iter_mut().zip(chunk.get(2..)?.chunks_exact(T::BYTES)) {
-            *dst = scalar_at(b);
+            *dst = le_scalar(b);
         }
-        Some((x, usize::from(u16_at(chunk, 0))))
+        Some((x, usize::from(le_u16(chunk, 0))))
     }
 
     /// The rows in order.

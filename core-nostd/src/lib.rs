@@ -36,6 +36,7 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+mod bytes;
 pub mod checkpoint;
 pub mod crc32;
 pub mod dataset;

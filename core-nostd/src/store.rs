@@ -53,6 +53,7 @@
 
 use embedded_storage::nor_flash::NorFlash;
 
+use crate::bytes::le_u32;
 use crate::crc32::Crc32;
 
 /// Bytes of a slot's header.
@@ -108,14 +109,6 @@ pub struct Slots {
     slot_size: u32,
 }
 
-fn le32(b: &[u8], at: usize) -> u32 {
-    let mut x = [0u8; 4];
-    if let Some(s) = b.get(at..at + 4) {
-        x.copy_from_slice(s);
-    }
-    u32::from_le_bytes(x)
-}
-
 impl Slots {
     /// Slots A at `base` and B at `base + slot_size`.
     pub const fn new(base: u32, slot_size: u32) -> Self {
@@ -145,10 +138,10 @@ impl Slots {
         if h.iter().all(|&b| b == 0xFF) {
             return Ok(SlotState::Empty);
         }
-        let len = le32(&h, 16) as usize;
+        let len = le_u32(&h, 16) as usize;
         if h.get(..4) != Some(&SLOT_MAGIC[..])
-            || le32(&h, 24) != COMMIT
-            || le32(&h, 28) != 0xFFFF_FFFF
+            || le_u32(&h, 24) != COMMIT
+            || le_u32(&h, 28) != 0xFFFF_FFFF
             || len > self.capacity()
         {
             return Ok(SlotState::Corrupt);
@@ -166,11 +159,11 @@ impl Slots {
             crc.update(part);
             done += n;
         }
-        if crc.finish() != le32(&h, 20) {
+        if crc.finish() != le_u32(&h, 20) {
             return Ok(SlotState::Corrupt);
         }
         Ok(SlotState::Valid {
-            seq: le32(&h, 8),
+            seq: le_u32(&h, 8),
             len,
         })
     }

@@ -332,6 +332,32 @@ where
     Ok(correct)
 }
 
+/// Records, on a cleared tape, the forward pass and the softmax cross-entropy of one row
+/// `(x, label)`: the graph every batch-1 training step records.
+pub fn record_loss<
+    T,
+    M,
+    const N: usize,
+    const S: usize,
+    const G: usize,
+    const IN: usize,
+    const OUT: usize,
+>(
+    tape: &mut Tape<T, N, S, G>,
+    model: &M,
+    x: &[T; IN],
+    label: usize,
+) -> Result<Var<1, 1>, TapeError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    tape.clear_activations();
+    let input = tape.input(&Tensor::new([*x]))?;
+    let logits = model.forward(tape, input)?;
+    tape.softmax_cross_entropy(logits, &[label])
+}
+
 /// Records one training step's graph (forward and loss for the row `(x, label)`) and audits
 /// it. Every step of [`epoch`] records the same graph, so auditing it once before training
 /// is as strict as [`StepConfig::strict`] at a fraction of the cost. An error-level finding
@@ -354,10 +380,7 @@ where
     T: Scalar,
     M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
 {
-    tape.clear_activations();
-    let input = tape.input(&Tensor::new([*x]))?;
-    let logits = model.forward(tape, input)?;
-    tape.softmax_cross_entropy(logits, &[label])?;
+    record_loss(tape, model, x, label)?;
     let report = audit::<T, N, S, G, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
     if let Some(finding) = report.first_error() {
         return Err(StepError::Unsafe(*finding));
@@ -399,10 +422,7 @@ where
         let Some((x, label)) = data.get(i) else {
             continue;
         };
-        tape.clear_activations();
-        let input = tape.input(&Tensor::new([*x]))?;
-        let logits = model.forward(tape, input)?;
-        let loss = tape.softmax_cross_entropy(logits, &[*label])?;
+        let loss = record_loss(tape, model, x, *label)?;
         total += step(tape, loss, optimizer, config)?.loss;
     }
     Ok(total / T::from_usize(order.len().max(1)))
@@ -596,10 +616,7 @@ where
         let Some((x, label)) = data.get(i) else {
             continue;
         };
-        tape.clear_activations();
-        let input = tape.input(&Tensor::new([*x]))?;
-        let logits = model.forward(tape, input)?;
-        let loss = tape.softmax_cross_entropy(logits, &[*label])?;
+        let loss = record_loss(tape, model, x, *label)?;
         match step(tape, loss, optimizer, config) {
             Ok(report) => {
                 total += report.loss;

@@ -11,8 +11,8 @@ use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
 use safegrad::train::{
-    audit_step_graph, count_correct, guarded_epoch, step, Divergence, DivergenceGuard, StepConfig,
-    StepError,
+    audit_step_graph, count_correct, guarded_epoch, record_loss, step, Divergence, DivergenceGuard,
+    StepConfig, StepError,
 };
 use safegrad::{Tape, TapeError};
 
@@ -310,12 +310,7 @@ pub fn soak<S: SampleSource>(
         if sample.purpose != Purpose::Train {
             continue;
         }
-        let recorded = (|| {
-            tape.clear_activations();
-            let input = tape.input(&safegrad::Tensor::new([sample.features]))?;
-            let logits = safegrad::nn::Module::forward(model, tape, input)?;
-            tape.softmax_cross_entropy(logits, &[sample.label])
-        })();
+        let recorded = record_loss(tape, model, &sample.features, sample.label);
         let ok = match recorded {
             Ok(loss) => step(tape, loss, &mut sgd, &config).is_ok(),
             Err(_) => false,

@@ -5,12 +5,11 @@
 
 use safegrad::checkpoint;
 use safegrad::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
-use safegrad::nn::{Build, Init, Module};
+use safegrad::nn::{Build, Init};
 use safegrad::optim::Sgd;
 use safegrad::rng::SplitMix64;
-use safegrad::train::{step, StepConfig, StepError};
+use safegrad::train::{record_loss, step, StepConfig, StepError};
 use safegrad::wire::{encode_frame, parse_packet, FrameDecoder, Kind, WireError};
-use safegrad::Tensor;
 
 use crate::data::{MOTION_CLASSES, MOTION_LEN};
 use crate::finetune::{self, FinetuneConfig, MotionModel};
@@ -182,12 +181,8 @@ pub fn run(dir: &std::path::Path, steps: u64, fault_every: u64) -> Result<SoakRe
             let features = imu_features(&window).map_err(|e| e.to_string())?;
             let mut x = [0f32; IMU_FEATURES];
             x.copy_from_slice(features.as_slice());
-            tape.clear_activations();
-            let input = tape.input(&Tensor::new([x])).map_err(|e| e.to_string())?;
-            let logits = model.forward(&mut tape, input).map_err(|e| e.to_string())?;
-            let loss = tape
-                .softmax_cross_entropy(logits, &[message.label])
-                .map_err(|e| e.to_string())?;
+            let loss =
+                record_loss(&mut *tape, &model, &x, message.label).map_err(|e| e.to_string())?;
             match step(&mut tape, loss, &mut sgd, &step_config) {
                 Ok(_) => report.steps += 1,
                 Err(StepError::NonFinite(_)) => report.step_errors += 1,

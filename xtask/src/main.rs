@@ -519,13 +519,13 @@ fn bench_device(json: bool) -> Result<(), String> {
         "--target",
         FIRMWARE_TARGET,
         "--bin",
-        "bench",
+        "stepbench",
     ])?;
     let elf = workspace_root()
         .join("target")
         .join(FIRMWARE_TARGET)
         .join("release")
-        .join("bench");
+        .join("stepbench");
     let run = run_qemu(&elf, &QemuOptions::default())?;
     if run.code != 0 {
         print!("{}", run.log);
