@@ -23,6 +23,8 @@ commands:
               failure code (flip-link puts the stack at the bottom of RAM)
   fuzz        a million fuzzed byte streams and frames through the parser and the
               training step (release mode)
+  bench       the canonical training step on the host: safegrad, a hand-written baseline
+              and dfdx 0.13, batch 1 and 32 (--json: one object)
   bench-device  instructions per canonical training step on the emulated Cortex-M4F,
               safegrad against a hand-written baseline (--json: one object)
   soak        100,000 streamed training steps in the host simulator, faults injected
@@ -725,6 +727,25 @@ fn faults(json: bool) -> Result<(), String> {
     cargo(&args)
 }
 
+/// The host benchmark: safegrad, a hand-written baseline and dfdx 0.13 on the canonical
+/// step, batch 1 and 32, single-threaded, in one run.
+fn bench(json: bool) -> Result<(), String> {
+    let mut args = vec![
+        "run",
+        "--release",
+        "-p",
+        "host-sim",
+        "--features",
+        "peers",
+        "--bin",
+        "bench",
+    ];
+    if json {
+        args.extend(["--", "--json"]);
+    }
+    cargo(&args)
+}
+
 /// A million fuzzed inputs through the sample-stream parser and the training step.
 fn fuzz() -> Result<(), String> {
     cargo(&[
@@ -797,6 +818,7 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
         "soak" => soak(),
         "fuzz" => fuzz(),
         "bench-device" => bench_device(json_flag),
+        "bench" => bench(json_flag),
         "faults" => faults(json_flag),
         "parity" => parity(),
         "exhaustive" => exhaustive(),

@@ -1,0 +1,505 @@
+//! `bench`: the host benchmark of one training step of the canonical MLP.
+//!
+//! The workload: MLP 16 -> 32 -> 32 -> 4, ReLU after both hidden layers, `f32`, softmax
+//! cross-entropy against an integer class (mean over the batch), plain SGD with lr 0.01;
+//! one step is forward + loss + backward + update. Batch 1 and batch 32. The weights
+//! (Kaiming-uniform, small non-zero biases) and the 8 batches the timed loops cycle through
+//! come from SplitMix64 and are the same for every implementation:
+//!
+//! - `baseline`: the step written by hand in plain Rust (fixed-size arrays, loops, no
+//!   allocation, no tape, no checks);
+//! - `safegrad`: `(Linear<16, 32>, Relu, Linear<32, 32>, Relu, Linear<32, 4>)` on a boxed
+//!   `Tape<f32, 32, 9216>`, each step `clear_activations`, `input`, `forward`,
+//!   `softmax_cross_entropy`, `train::step` with `Sgd` and the default `StepConfig`;
+//! - `dfdx` 0.13 on its CPU device, single-threaded (`RAYON_NUM_THREADS=1`), only with
+//!   `--features peers`.
+//!
+//! First the loss of the first steps (and the parameters after them) must agree with the
+//! baseline within 1e-5, or the run stops with exit code 1. Then each implementation is
+//! timed with `std::time::Instant`: a warm-up, then repetitions of about `--ms` each, every
+//! repetition starting from the initial weights (each step is one dynamic call, the same
+//! for every implementation); the median time per step is reported with
+//! steps per second, GFLOP/s (a batch-1 step counted as 13,448 FLOPs, as the performance
+//! issue counts it, times the batch) and the ratio to the baseline's time.
+//!
+//! ```sh
+//! cargo run --release -p host-sim --features peers --bin bench [-- --json]
+//! ```
+
+use std::hint::black_box;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{json, Value};
+
+#[path = "bench/baseline.rs"]
+mod baseline;
+#[cfg(feature = "peers")]
+#[path = "bench/dfdx_mlp.rs"]
+mod dfdx_mlp;
+#[path = "bench/safegrad_mlp.rs"]
+mod safegrad_mlp;
+#[path = "bench/workload.rs"]
+mod workload;
+
+use workload::{Batch, Weights, BATCHES, FLOPS_PER_SAMPLE};
+
+/// Host benchmark of one training step of the canonical MLP: safegrad, a hand-written
+/// baseline, and dfdx (with `--features peers`).
+#[derive(Parser)]
+#[command(name = "bench", about)]
+struct Cli {
+    /// Print the results as one JSON object (the last line).
+    #[arg(long)]
+    json: bool,
+    /// Length of one timed repetition, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    ms: u64,
+    /// Timed repetitions per implementation and batch size (the median is reported).
+    #[arg(long, default_value_t = 11)]
+    reps: usize,
+    /// Warm-up before the repetitions, milliseconds.
+    #[arg(long, default_value_t = 200)]
+    warmup_ms: u64,
+}
+
+/// Largest difference allowed between an implementation's loss (or parameter) and the
+/// baseline's.
+const TOLERANCE: f32 = 1e-5;
+/// Steps compared before timing: the first step's loss checks the forward pass, the next
+/// ones (and the parameters after them) check the backward pass and the update.
+const CHECK_STEPS: usize = 3;
+
+/// One implementation of the step, holding its own copy of the batches.
+trait Trainer {
+    fn name(&self) -> &'static str;
+    /// Restores the initial weights (and whatever state the step keeps).
+    fn reset(&mut self, w: &Weights) -> Result<(), String>;
+    /// One step on batch `k`; the loss before the update.
+    fn step(&mut self, k: usize) -> Result<f32, String>;
+    /// Every parameter, in the order of [`Weights::flat`].
+    fn parameters(&self) -> Vec<f32>;
+}
+
+struct BaselineTrainer<const B: usize> {
+    inner: baseline::Baseline<B>,
+    data: Vec<Batch<B>>,
+}
+
+impl<const B: usize> Trainer for BaselineTrainer<B> {
+    fn name(&self) -> &'static str {
+        "baseline"
+    }
+    fn reset(&mut self, w: &Weights) -> Result<(), String> {
+        self.inner.weights = w.clone();
+        Ok(())
+    }
+    fn step(&mut self, k: usize) -> Result<f32, String> {
+        Ok(self.inner.step(&self.data[k]))
+    }
+    fn parameters(&self) -> Vec<f32> {
+        self.inner.weights.flat()
+    }
+}
+
+impl<const B: usize> Trainer for safegrad_mlp::SafegradMlp<B> {
+    fn name(&self) -> &'static str {
+        "safegrad"
+    }
+    fn reset(&mut self, w: &Weights) -> Result<(), String> {
+        self.set_weights(w)
+    }
+    fn step(&mut self, k: usize) -> Result<f32, String> {
+        safegrad_mlp::SafegradMlp::step(self, k)
+    }
+    fn parameters(&self) -> Vec<f32> {
+        safegrad_mlp::SafegradMlp::parameters(self)
+    }
+}
+
+#[cfg(feature = "peers")]
+impl<const B: usize> Trainer for dfdx_mlp::DfdxMlp<B> {
+    fn name(&self) -> &'static str {
+        "dfdx"
+    }
+    fn reset(&mut self, w: &Weights) -> Result<(), String> {
+        self.set_weights(w);
+        Ok(())
+    }
+    fn step(&mut self, k: usize) -> Result<f32, String> {
+        dfdx_mlp::DfdxMlp::step(self, k)
+    }
+    fn parameters(&self) -> Vec<f32> {
+        dfdx_mlp::DfdxMlp::parameters(self)
+    }
+}
+
+/// The implementations built into this binary, for batch `B`, from the initial weights.
+fn trainers<const B: usize>(w: &Weights) -> Result<Vec<Box<dyn Trainer>>, String> {
+    let data = workload::batches::<B>();
+    let list: Vec<Box<dyn Trainer>> = vec![
+        Box::new(BaselineTrainer {
+            inner: baseline::Baseline::<B>::new(w),
+            data: data.clone(),
+        }),
+        Box::new(safegrad_mlp::SafegradMlp::<B>::new(w, &data)?),
+        #[cfg(feature = "peers")]
+        Box::new(dfdx_mlp::DfdxMlp::<B>::new(w, &data)),
+    ];
+    Ok(list)
+}
+
+/// The check of one implementation against the baseline.
+struct Check {
+    name: &'static str,
+    losses: Vec<f32>,
+    max_loss_diff: f32,
+    max_param_diff: f32,
+}
+
+/// `true` when `diff` is at most [`TOLERANCE`] (`false` for `nan`).
+fn within_tolerance(diff: f32) -> bool {
+    diff <= TOLERANCE
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::INFINITY;
+    }
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, |m, d| if d > m || d.is_nan() { d } else { m })
+}
+
+/// Runs [`CHECK_STEPS`] steps of every implementation from the initial weights and compares
+/// them with the baseline (the first entry).
+fn check(list: &mut [Box<dyn Trainer>], w: &Weights) -> Result<Vec<Check>, String> {
+    let mut runs = Vec::new();
+    for t in list.iter_mut() {
+        t.reset(w)?;
+        let losses = (0..CHECK_STEPS)
+            .map(|k| t.step(k % BATCHES))
+            .collect::<Result<Vec<_>, _>>()?;
+        runs.push((t.name(), losses, t.parameters()));
+        t.reset(w)?;
+    }
+    let (_, base_losses, base_params) = runs
+        .first()
+        .cloned()
+        .ok_or_else(|| "no implementation".to_string())?;
+    Ok(runs
+        .into_iter()
+        .map(|(name, losses, params)| Check {
+            name,
+            max_loss_diff: max_abs_diff(&losses, &base_losses),
+            max_param_diff: max_abs_diff(&params, &base_params),
+            losses,
+        })
+        .collect())
+}
+
+/// Timing of one implementation at one batch size.
+struct Timing {
+    name: &'static str,
+    batch: usize,
+    steps_per_rep: usize,
+    /// Nanoseconds per step of each repetition, sorted.
+    ns: Vec<f64>,
+}
+
+impl Timing {
+    fn median(&self) -> f64 {
+        let n = self.ns.len();
+        match n {
+            0 => f64::NAN,
+            _ if n % 2 == 1 => self.ns[n / 2],
+            _ => 0.5 * (self.ns[n / 2 - 1] + self.ns[n / 2]),
+        }
+    }
+    fn gflops(&self) -> f64 {
+        (FLOPS_PER_SAMPLE * self.batch) as f64 / self.median()
+    }
+}
+
+/// Warm-up, then `reps` repetitions of about `rep` each, each from the initial weights.
+fn measure(t: &mut dyn Trainer, batch: usize, w: &Weights, cli: &Cli) -> Result<Timing, String> {
+    t.reset(w)?;
+    let warmup = Duration::from_millis(cli.warmup_ms.max(1));
+    let start = Instant::now();
+    let mut done = 0usize;
+    while start.elapsed() < warmup {
+        for _ in 0..16 {
+            black_box(t.step(done % BATCHES)?);
+            done += 1;
+        }
+    }
+    let per_step = start.elapsed().as_secs_f64() / done as f64;
+    let steps = ((cli.ms as f64 * 1e-3 / per_step).round() as usize).max(1);
+    let mut ns = Vec::with_capacity(cli.reps);
+    for _ in 0..cli.reps.max(1) {
+        t.reset(w)?;
+        let mut last = 0.0;
+        let t0 = Instant::now();
+        for i in 0..steps {
+            last = black_box(t.step(i % BATCHES)?);
+        }
+        let elapsed = t0.elapsed();
+        if !last.is_finite() {
+            return Err(format!(
+                "{}: the loss became {last} during timing",
+                t.name()
+            ));
+        }
+        ns.push(elapsed.as_nanos() as f64 / steps as f64);
+    }
+    ns.sort_by(f64::total_cmp);
+    Ok(Timing {
+        name: t.name(),
+        batch,
+        steps_per_rep: steps,
+        ns,
+    })
+}
+
+/// The CPU's model name, from `/proc/cpuinfo` where there is one.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// Threads of this process, from `/proc/self/status` where there is one: rayon's pool, if
+/// anything started it, shows here.
+fn process_threads() -> Option<usize> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse().ok())
+}
+
+/// Sets `RAYON_NUM_THREADS=1` unless already set (before anything starts rayon's pool) and
+/// returns the value in effect.
+#[cfg(feature = "peers")]
+fn single_thread_rayon() -> String {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        std::env::set_var("RAYON_NUM_THREADS", "1");
+    }
+    std::env::var("RAYON_NUM_THREADS").unwrap_or_default()
+}
+
+struct Batches {
+    checks: Vec<(usize, Vec<Check>)>,
+    timings: Vec<Timing>,
+}
+
+fn run_batch<const B: usize>(w: &Weights, out: &mut Batches) -> Result<(), String> {
+    let mut list = trainers::<B>(w)?;
+    out.checks.push((B, check(&mut list, w)?));
+    Ok(())
+}
+
+fn time_batch<const B: usize>(w: &Weights, cli: &Cli, out: &mut Batches) -> Result<(), String> {
+    let mut list = trainers::<B>(w)?;
+    for t in &mut list {
+        out.timings.push(measure(t.as_mut(), B, w, cli)?);
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    #[cfg(feature = "peers")]
+    let rayon_threads = Some(single_thread_rayon());
+    #[cfg(not(feature = "peers"))]
+    let rayon_threads: Option<String> = None;
+    let cli = Cli::parse();
+    match run(&cli, rayon_threads) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
+    let w = Weights::initial();
+    let mut out = Batches {
+        checks: Vec::new(),
+        timings: Vec::new(),
+    };
+    let dfdx_built = rayon_threads.is_some();
+
+    // Correctness first.
+    run_batch::<1>(&w, &mut out)?;
+    run_batch::<32>(&w, &mut out)?;
+    let mut failures = Vec::new();
+    for (batch, checks) in &out.checks {
+        for c in checks {
+            let first = c.losses.first().copied().unwrap_or(f32::NAN);
+            let base = checks
+                .first()
+                .and_then(|b| b.losses.first())
+                .copied()
+                .unwrap_or(f32::NAN);
+            if !within_tolerance((first - base).abs()) {
+                failures.push(format!(
+                    "B={batch}: {} first-step loss {first} differs from the baseline's {base} by {} (> {TOLERANCE})",
+                    c.name,
+                    (first - base).abs()
+                ));
+            } else if !within_tolerance(c.max_loss_diff) {
+                failures.push(format!(
+                    "B={batch}: {} losses of the first {CHECK_STEPS} steps {:?} differ from the baseline's by up to {} (> {TOLERANCE})",
+                    c.name, c.losses, c.max_loss_diff
+                ));
+            } else if !within_tolerance(c.max_param_diff) {
+                failures.push(format!(
+                    "B={batch}: {} parameters after {CHECK_STEPS} steps differ from the baseline's by up to {} (> {TOLERANCE})",
+                    c.name, c.max_param_diff
+                ));
+            }
+        }
+    }
+    if !cli.json || !failures.is_empty() {
+        print_checks(&out.checks);
+    }
+    if !failures.is_empty() {
+        for f in &failures {
+            eprintln!("bench: loss check FAILED: {f}");
+        }
+        eprintln!("bench: the implementations do not compute the same step; no timing");
+        return Ok(ExitCode::FAILURE);
+    }
+
+    // Then timing.
+    time_batch::<1>(&w, cli, &mut out)?;
+    time_batch::<32>(&w, cli, &mut out)?;
+
+    let cpu = cpu_model();
+    let threads = process_threads();
+    let baseline_ns = |batch: usize| {
+        out.timings
+            .iter()
+            .find(|t| t.batch == batch && t.name == "baseline")
+            .map_or(f64::NAN, Timing::median)
+    };
+    if cli.json {
+        let results: Vec<Value> = out
+            .timings
+            .iter()
+            .map(|t| {
+                json!({
+                    "implementation": t.name,
+                    "batch": t.batch,
+                    "median_ns_per_step": t.median(),
+                    "min_ns_per_step": t.ns.first(),
+                    "max_ns_per_step": t.ns.last(),
+                    "steps_per_second": 1e9 / t.median(),
+                    "gflops": t.gflops(),
+                    "time_ratio_to_baseline": t.median() / baseline_ns(t.batch),
+                    "steps_per_repetition": t.steps_per_rep,
+                })
+            })
+            .collect();
+        let checks: Vec<Value> = out
+            .checks
+            .iter()
+            .flat_map(|(batch, checks)| {
+                checks.iter().map(move |c| {
+                    json!({
+                        "implementation": c.name,
+                        "batch": batch,
+                        "first_step_loss": c.losses.first(),
+                        "losses": c.losses,
+                        "max_loss_diff_to_baseline": c.max_loss_diff,
+                        "max_param_diff_to_baseline": c.max_param_diff,
+                    })
+                })
+            })
+            .collect();
+        let report = json!({
+            "workload": "MLP 16-32-32-4, ReLU, f32, softmax cross-entropy (mean over the batch), SGD lr 0.01; step = forward + loss + backward + update",
+            "flops_per_step_batch1": FLOPS_PER_SAMPLE,
+            "flops_convention": "13,448 FLOPs per sample (the performance issue's count), times the batch",
+            "cpu": cpu,
+            "dfdx_built": dfdx_built,
+            "rayon_num_threads": rayon_threads,
+            "process_threads_after_timing": threads,
+            "warmup_ms": cli.warmup_ms,
+            "ms_per_repetition": cli.ms,
+            "repetitions": cli.reps.max(1),
+            "loss_check_tolerance": 1e-5,
+            "loss_check": checks,
+            "results": results,
+        });
+        println!("{report}");
+    } else {
+        println!();
+        println!("CPU: {cpu}");
+        match &rayon_threads {
+            Some(n) if n == "1" => println!("dfdx 0.13 (CPU): built, RAYON_NUM_THREADS=1"),
+            Some(n) => {
+                println!("dfdx 0.13 (CPU): built, RAYON_NUM_THREADS={n} (NOT single-threaded)")
+            }
+            None => println!("dfdx: not built (build with `--features peers` to benchmark it)"),
+        }
+        if let Some(n) = threads {
+            println!("threads of this process after timing: {n}");
+        }
+        println!(
+            "timing: warm-up {} ms, then {} repetitions of about {} ms from the initial weights; median per step",
+            cli.warmup_ms,
+            cli.reps.max(1),
+            cli.ms
+        );
+        println!(
+            "FLOPs: {FLOPS_PER_SAMPLE} per step at batch 1 (the issue's count), times the batch"
+        );
+        println!();
+        println!(
+            "| implementation | batch | median ns/step | min - max ns/step | steps/s | GFLOP/s | time vs baseline |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for t in &out.timings {
+            println!(
+                "| {} | {} | {:.0} | {:.0} - {:.0} | {:.0} | {:.3} | {:.2}x |",
+                t.name,
+                t.batch,
+                t.median(),
+                t.ns.first().copied().unwrap_or(f64::NAN),
+                t.ns.last().copied().unwrap_or(f64::NAN),
+                1e9 / t.median(),
+                t.gflops(),
+                t.median() / baseline_ns(t.batch),
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_checks(checks: &[(usize, Vec<Check>)]) {
+    println!(
+        "loss check: the first {CHECK_STEPS} steps from the same weights on the same batches, against the baseline (tolerance {TOLERANCE})"
+    );
+    for (batch, list) in checks {
+        for c in list {
+            let losses: Vec<String> = c.losses.iter().map(|l| format!("{l:.7}")).collect();
+            println!(
+                "  B={batch:<2} {:<9} losses [{}]  max loss diff {:.1e}  max parameter diff {:.1e}",
+                c.name,
+                losses.join(", "),
+                c.max_loss_diff,
+                c.max_param_diff
+            );
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! The workload on safegrad, as an application writes it: a tuple model built on a tape,
+//! and per step `clear_activations`, `input`, `forward`, `softmax_cross_entropy` and the
+//! guarded `train::step` with `Sgd` (default `StepConfig`: no clipping, not strict).
+
+use safegrad::nn::{Build, Init, Linear, Module, Relu};
+use safegrad::optim::Sgd;
+use safegrad::train::{step, StepConfig};
+use safegrad::{Tape, Tensor};
+
+use crate::workload::{Batch, Weights, HIDDEN, IN, LR, OUT};
+
+/// The canonical MLP.
+pub type Mlp = (
+    Linear<IN, HIDDEN>,
+    Relu,
+    Linear<HIDDEN, HIDDEN>,
+    Relu,
+    Linear<HIDDEN, OUT>,
+);
+
+/// Nodes: 6 parameters, the input, 3 x (matmul, add_row), 2 relu, labels, loss = 17.
+pub const TAPE_NODES: usize = 32;
+/// Scalars for batch 32: 1,732 parameters + 32 x (16 + 6 x 32 + 2 x 4 + 1 label) + 1 loss
+/// = 8,677, rounded up to 9 x 1024 (8,192 does not hold batch 32).
+pub const TAPE_SCALARS: usize = 9 * 1024;
+
+/// A tape sized for batch 32, used for both batch sizes.
+pub type BenchTape = Tape<f32, TAPE_NODES, TAPE_SCALARS>;
+
+pub struct SafegradMlp<const B: usize> {
+    tape: Box<BenchTape>,
+    model: Mlp,
+    sgd: Sgd<f32>,
+    config: StepConfig<f32>,
+    data: Vec<(Tensor<f32, B, IN>, [usize; B])>,
+}
+
+impl<const B: usize> SafegradMlp<B> {
+    pub fn new(weights: &Weights, batches: &[Batch<B>]) -> Result<Self, String> {
+        let mut tape = Box::new(BenchTape::new());
+        let model = Mlp::build(&mut *tape, &mut Init::new(0)).map_err(|e| e.to_string())?;
+        let data = batches.iter().map(|b| (Tensor::new(b.x), b.y)).collect();
+        let mut this = Self {
+            tape,
+            model,
+            sgd: Sgd::new(LR),
+            config: StepConfig::default(),
+            data,
+        };
+        this.set_weights(weights)?;
+        Ok(this)
+    }
+
+    pub fn set_weights(&mut self, w: &Weights) -> Result<(), String> {
+        let (l1, _, l2, _, l3) = self.model;
+        let t = &mut *self.tape;
+        t.set_parameter(l1.weight, &Tensor::new(w.w1))
+            .and_then(|()| t.set_parameter(l1.bias, &Tensor::new([w.b1])))
+            .and_then(|()| t.set_parameter(l2.weight, &Tensor::new(w.w2)))
+            .and_then(|()| t.set_parameter(l2.bias, &Tensor::new([w.b2])))
+            .and_then(|()| t.set_parameter(l3.weight, &Tensor::new(w.w3)))
+            .and_then(|()| t.set_parameter(l3.bias, &Tensor::new([w.b3])))
+            .map_err(|e| e.to_string())
+    }
+
+    /// All parameters, flat, in the order of [`Weights::flat`] (the recording order).
+    pub fn parameters(&self) -> Vec<f32> {
+        self.tape.parameters().to_vec()
+    }
+
+    /// One step on batch `k`; the loss before the update.
+    pub fn step(&mut self, k: usize) -> Result<f32, String> {
+        let (x, y) = &self.data[k];
+        let tape = &mut *self.tape;
+        tape.clear_activations();
+        let input = tape.input(x).map_err(|e| e.to_string())?;
+        let logits = self.model.forward(tape, input).map_err(|e| e.to_string())?;
+        let loss = tape
+            .softmax_cross_entropy(logits, y)
+            .map_err(|e| e.to_string())?;
+        let report = step(tape, loss, &mut self.sgd, &self.config).map_err(|e| e.to_string())?;
+        Ok(report.loss)
+    }
+}
