@@ -3,7 +3,8 @@
 //! flash, and exits with its verdict.
 //!
 //! Semihosting arguments choose what it does: `stream` reads the samples from UART0 (raw IMU
-//! windows in `safegrad::wire` frames) instead of the set built into flash; `flash=PATH`
+//! windows in `safegrad::wire` frames) instead of the set built into flash; `soak` trains
+//! online, one step per training frame from UART0, until the stream ends; `flash=PATH`
 //! backs the flash with the host file `PATH`, so that a later boot resumes from the
 //! checkpoint an earlier one saved.
 //!
