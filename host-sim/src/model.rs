@@ -56,7 +56,7 @@ pub fn save_parameters(tape: &HostTape) -> Result<Vec<u8>, String> {
 }
 
 /// A schedule: epochs over the training set, in an order shuffled per epoch by `seed`,
-/// one sample per step (batch 1, as on the device), through `safegrad::train::epoch`.
+/// one sample per step (batch 1, as on the device), through `safegrad::train::guarded_epoch`.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
     /// Passes over the data.

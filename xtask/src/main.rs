@@ -139,8 +139,8 @@ fn qemu() -> Result<String, String> {
     ))
 }
 
-/// Builds the firmware (release) and returns the ELF's path.
-fn build_firmware() -> Result<PathBuf, String> {
+/// Builds the firmware binary `bin` (release) for the device and returns the ELF's path.
+fn build_firmware_bin(bin: &str) -> Result<PathBuf, String> {
     run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
     cargo_tool("flip-link")?;
     cargo(&[
@@ -150,12 +150,19 @@ fn build_firmware() -> Result<PathBuf, String> {
         "--release",
         "--target",
         FIRMWARE_TARGET,
+        "--bin",
+        bin,
     ])?;
     Ok(workspace_root()
         .join("target")
         .join(FIRMWARE_TARGET)
         .join("release")
-        .join("firmware"))
+        .join(bin))
+}
+
+/// Builds the fine-tuning firmware and returns the ELF's path.
+fn build_firmware() -> Result<PathBuf, String> {
+    build_firmware_bin("firmware")
 }
 
 /// What a QEMU run gave: the decoded log and the firmware's exit code.
@@ -465,23 +472,7 @@ fn qemu_test() -> Result<(), String> {
 /// bottom of RAM, so the overflow leaves RAM and faults; QEMU must stop with a failure code
 /// instead of running on.
 fn overflow() -> Result<(), String> {
-    run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
-    cargo_tool("flip-link")?;
-    cargo(&[
-        "build",
-        "-p",
-        "firmware",
-        "--release",
-        "--target",
-        FIRMWARE_TARGET,
-        "--bin",
-        "overflow",
-    ])?;
-    let elf = workspace_root()
-        .join("target")
-        .join(FIRMWARE_TARGET)
-        .join("release")
-        .join("overflow");
+    let elf = build_firmware_bin("overflow")?;
     let run = run_qemu(&elf, &QemuOptions::default())?;
     print!("{}", run.log);
     let lockup = run
@@ -511,23 +502,7 @@ fn overflow() -> Result<(), String> {
 /// The device benchmark: instructions per canonical training step, safegrad against the
 /// hand-written baseline in the same firmware, exact under `-icount`.
 fn bench_device(json: bool) -> Result<(), String> {
-    run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
-    cargo_tool("flip-link")?;
-    cargo(&[
-        "build",
-        "-p",
-        "firmware",
-        "--release",
-        "--target",
-        FIRMWARE_TARGET,
-        "--bin",
-        "stepbench",
-    ])?;
-    let elf = workspace_root()
-        .join("target")
-        .join(FIRMWARE_TARGET)
-        .join("release")
-        .join("stepbench");
+    let elf = build_firmware_bin("stepbench")?;
     let run = run_qemu(&elf, &QemuOptions::default())?;
     if run.code != 0 {
         print!("{}", run.log);
