@@ -300,6 +300,15 @@ fn rule<T: Scalar>(
                 non_zero: false,
             }
         }
+        Op::Linear { x, weight, bias } => {
+            let (x, w, b) = (d(x), d(weight), d(bias));
+            let non_negative = x.non_negative && w.non_negative && b.non_negative;
+            Domain {
+                finite: x.finite && w.finite && b.finite,
+                non_negative,
+                non_zero: non_negative && b.is_positive(),
+            }
+        }
         Op::Transpose { x } => d(x),
         Op::Relu { x } => Domain {
             finite: d(x).finite,

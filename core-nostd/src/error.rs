@@ -61,6 +61,15 @@ pub enum TapeError {
     /// Parameters must be recorded before any activation, so that clearing activations keeps
     /// them.
     ParameterAfterActivation,
+    /// The gradient of this weight is not in the gradient buffer: a training step computed
+    /// it as the outer product of its layer's input and output gradient and did not keep it
+    /// ([`StepConfig::keep_grads`](crate::train::StepConfig::keep_grads)), or a sweep for a
+    /// step holds it that way ([`Tape::write_outer_grads`](crate::Tape::write_outer_grads)
+    /// writes it).
+    GradientNotKept {
+        /// Index of the weight's node.
+        node: usize,
+    },
     /// A class label is not a column of the logits.
     LabelOutOfRange {
         /// Row of the batch.
@@ -105,6 +114,10 @@ impl fmt::Display for TapeError {
             Self::UnknownVar { node } => {
                 write!(f, "node #{node} is not a node of this tape with this shape")
             }
+            Self::GradientNotKept { node } => write!(
+                f,
+                "the gradient of node #{node} is not in the gradient buffer: the training step did not keep it (StepConfig::keep_grads), or write_outer_grads has not run"
+            ),
             Self::ParameterAfterActivation => write!(
                 f,
                 "parameters must be recorded before any activation (call clear_activations first)"

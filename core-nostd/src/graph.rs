@@ -85,6 +85,16 @@ pub enum Op<T> {
         /// The guard inside the square root.
         eps: T,
     },
+    /// A fully connected layer: `x * weight + bias`, the `1 x C` bias added to every row
+    /// (one node for a matrix product and a broadcast addition).
+    Linear {
+        /// The `R x K` input.
+        x: NodeId,
+        /// The `K x C` weights.
+        weight: NodeId,
+        /// The `1 x C` bias.
+        bias: NodeId,
+    },
     /// Matrix product `a * b`.
     MatMul {
         /// Left `R x K` operand.
@@ -237,6 +247,7 @@ impl<T> Op<T> {
             Op::AddRow { .. } => "add_row",
             Op::MulRow { .. } => "mul_row",
             Op::LayerNorm { .. } => "layer_norm",
+            Op::Linear { .. } => "linear",
             Op::MatMul { .. } => "matmul",
             Op::Transpose { .. } => "transpose",
             Op::Relu { .. } => "relu",
@@ -290,6 +301,7 @@ impl<T> Op<T> {
             | Op::SafeDiv { num, den, .. }
             | Op::SafeDivSigned { num, den, .. } => [Some(num), Some(den), None],
             Op::MaskedDiv { num, den, mask } => [Some(num), Some(den), Some(mask)],
+            Op::Linear { x, weight, bias } => [Some(x), Some(weight), Some(bias)],
             Op::Mask { weight, x } => [Some(weight), Some(x), None],
             Op::Select {
                 cond,

@@ -355,32 +355,14 @@ pub fn layer_norm_grad<T: Scalar>(g: &[T], y: &[T], inv_std: T, grad: &mut [T]) 
 
 /// Adds `g * b^T` to `grad_a`, the gradient of `a` in `out = a (rows x inner) * b
 /// (inner x cols)`. A zero `g[i][j]` contributes nothing (strong zero), whatever `b` holds.
+/// ([`kernels::add_matmul_grad_a`](crate::tensor::kernels::add_matmul_grad_a).)
 pub fn matmul_grad_a<T: Scalar>(g: &[T], b: &[T], grad_a: &mut [T], inner: usize, cols: usize) {
-    if inner == 0 || cols == 0 {
-        return;
-    }
-    for (g_row, ga_row) in g.chunks_exact(cols).zip(grad_a.chunks_exact_mut(inner)) {
-        for (ga, b_row) in ga_row.iter_mut().zip(b.chunks_exact(cols)) {
-            let mut acc = T::ZERO;
-            for (&gv, &bv) in g_row.iter().zip(b_row) {
-                acc += strong_mul(gv, bv);
-            }
-            *ga += acc;
-        }
-    }
+    crate::tensor::kernels::add_matmul_grad_a(g, b, grad_a, inner, cols);
 }
 
 /// Adds `a^T * g` to `grad_b`, the gradient of `b` in `out = a (rows x inner) * b
 /// (inner x cols)`. A zero `g[i][j]` contributes nothing (strong zero), whatever `a` holds.
+/// ([`kernels::add_matmul_grad_b`](crate::tensor::kernels::add_matmul_grad_b).)
 pub fn matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: usize, cols: usize) {
-    if inner == 0 || cols == 0 {
-        return;
-    }
-    for (g_row, a_row) in g.chunks_exact(cols).zip(a.chunks_exact(inner)) {
-        for (&av, gb_row) in a_row.iter().zip(grad_b.chunks_exact_mut(cols)) {
-            for (gb, &gv) in gb_row.iter_mut().zip(g_row) {
-                *gb += strong_mul(gv, av);
-            }
-        }
-    }
+    crate::tensor::kernels::add_matmul_grad_b(g, a, grad_b, inner, cols);
 }

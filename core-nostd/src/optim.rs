@@ -17,6 +17,7 @@
 //! ```
 
 use crate::scalar::Scalar;
+use crate::tensor::kernels;
 
 /// A rule that updates trainable scalars from their gradients.
 pub trait Optimizer<T: Scalar> {
@@ -29,6 +30,35 @@ pub trait Optimizer<T: Scalar> {
     /// Updates the scalar `i` from its gradient `g`. `i < capacity()`; an index beyond the
     /// state leaves the value unchanged.
     fn update(&mut self, i: usize, value: &mut T, g: T);
+
+    /// Updates the scalars `first..` from their gradients scaled by `factor` (a clipping
+    /// factor, 1 without clipping): the same as [`update`](Self::update) of
+    /// `grads[k] * factor` for each, in order. A rule overrides it with a loop the compiler
+    /// can keep tight.
+    fn update_slice(&mut self, first: usize, values: &mut [T], grads: &[T], factor: T) {
+        for (k, (v, &g)) in values.iter_mut().zip(grads).enumerate() {
+            self.update(first + k, v, g * factor);
+        }
+    }
+
+    /// Updates a block of weights whose gradient is the outer product `x^T g` (`x.len()` rows
+    /// of `g.len()` columns: the weights of a layer trained on one sample at a time, `x` its
+    /// input row and `g` its output gradient), scaled by `factor`. Returns `true` if it wrote
+    /// the gradient into `grads` (as [`kernels::set_matmul_grad_b`] writes it). The default
+    /// writes it, then updates as [`update_slice`](Self::update_slice); a rule that needs
+    /// no gradient per scalar overrides it to update from the factors alone.
+    fn update_outer(
+        &mut self,
+        first: usize,
+        values: &mut [T],
+        grads: &mut [T],
+        (x, g): (&[T], &[T]),
+        factor: T,
+    ) -> bool {
+        kernels::set_matmul_grad_b(g, x, grads, x.len(), g.len());
+        self.update_slice(first, values, grads, factor);
+        true
+    }
 
     /// Scalars of optimiser state per trainable scalar (0 for SGD, 2 for Adam).
     fn state_scalars_per_parameter(&self) -> usize;
@@ -61,6 +91,34 @@ impl<T: Scalar> Optimizer<T> for Sgd<T> {
     fn begin_step(&mut self) {}
     fn update(&mut self, _: usize, value: &mut T, g: T) {
         *value -= self.lr * g;
+    }
+    fn update_slice(&mut self, _: usize, values: &mut [T], grads: &[T], factor: T) {
+        let lr = self.lr;
+        // `g * 1` is `g`: without clipping the multiplication is left out.
+        if factor == T::ONE {
+            kernels::update_each(values, grads, |p, g| p - lr * g);
+        } else {
+            kernels::update_each(values, grads, |p, g| p - lr * (g * factor));
+        }
+    }
+    /// `p -= x[k] * (lr * g[j])` ([`kernels::sub_outer`]): the same update as from the
+    /// gradient `x[k] * g[j]` in exact arithmetic, with one rounding fewer, and no gradient
+    /// written.
+    fn update_outer(
+        &mut self,
+        _: usize,
+        values: &mut [T],
+        _: &mut [T],
+        (x, g): (&[T], &[T]),
+        factor: T,
+    ) -> bool {
+        let lr = self.lr;
+        if factor == T::ONE {
+            kernels::sub_outer(values, x, g, |g| lr * g);
+        } else {
+            kernels::sub_outer(values, x, g, |g| lr * (g * factor));
+        }
+        false
     }
     fn state_scalars_per_parameter(&self) -> usize {
         0

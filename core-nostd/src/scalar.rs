@@ -49,6 +49,10 @@ pub trait Scalar:
     const DEFAULT_EPS: Self;
     /// Bytes one value occupies (for memory accounting).
     const BYTES: usize;
+    /// The smallest positive normal value.
+    const MIN_POSITIVE: Self;
+    /// The difference between 1 and the next larger value.
+    const EPSILON: Self;
 
     /// `e^self`, through `libm`.
     fn exp(self) -> Self;
@@ -85,6 +89,8 @@ impl Scalar for f32 {
     const NEG_INFINITY: Self = f32::NEG_INFINITY;
     const DEFAULT_EPS: Self = 1e-6;
     const BYTES: usize = 4;
+    const MIN_POSITIVE: Self = f32::MIN_POSITIVE;
+    const EPSILON: Self = f32::EPSILON;
 
     #[inline]
     fn exp(self) -> Self {
@@ -147,6 +153,8 @@ impl Scalar for f64 {
     const NEG_INFINITY: Self = f64::NEG_INFINITY;
     const DEFAULT_EPS: Self = 1e-6;
     const BYTES: usize = 8;
+    const MIN_POSITIVE: Self = f64::MIN_POSITIVE;
+    const EPSILON: Self = f64::EPSILON;
 
     #[inline]
     fn exp(self) -> Self {

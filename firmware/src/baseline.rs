@@ -164,6 +164,18 @@ pub mod on_tape {
         Ok(m)
     }
 
+    /// Records the forward pass and the loss of one step on a cleared tape.
+    pub fn record(
+        tape: &mut BenchTape,
+        model: &Model,
+        target: usize,
+    ) -> Result<safegrad::Var<1, 1>, safegrad::TapeError> {
+        tape.clear_activations();
+        let x = tape.input(&Tensor::new([input()]))?;
+        let logits = model.forward(tape, x)?;
+        tape.softmax_cross_entropy(logits, &[target])
+    }
+
     /// One training step; returns the loss.
     pub fn train_step(
         tape: &mut BenchTape,

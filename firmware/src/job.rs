@@ -221,7 +221,7 @@ pub fn run(
     let mut order: Vec<usize, MAX_SAMPLES> = (0..train.len()).collect();
     let config = StepConfig {
         clip_norm: Some(CLIP_NORM),
-        strict: false,
+        ..StepConfig::default()
     };
     let mut final_loss = 0.0;
     let (mut steps, mut rejected, mut rollbacks) = (0, 0, 0);
@@ -298,7 +298,7 @@ pub fn soak<S: SampleSource>(
     let mut sgd = Sgd::new(LEARNING_RATE);
     let config = StepConfig {
         clip_norm: Some(CLIP_NORM),
-        strict: false,
+        ..StepConfig::default()
     };
     let mut report = SoakReport {
         steps: 0,

@@ -91,7 +91,7 @@ where
     let mut order: Vec<usize> = (0..train.len()).collect();
     let config = StepConfig {
         clip_norm: schedule.clip_norm,
-        strict: false,
+        ..StepConfig::default()
     };
     if let Some((x, label)) = train.first() {
         audit_step_graph(tape, model, x, *label).map_err(|e| e.to_string())?;

@@ -534,7 +534,7 @@ impl Trainer {
             pristine,
             config: StepConfig {
                 clip_norm: Some(CLIP_NORM),
-                strict: false,
+                ..StepConfig::default()
             },
         }
     }

@@ -77,7 +77,6 @@ impl<T: Scalar, const B: usize, const IN: usize, const OUT: usize> Module<T, Var
         tape: &mut Tape<T, N, S, G>,
         x: Var<B, IN>,
     ) -> Result<Var<B, OUT>, TapeError> {
-        let h = tape.matmul(x, self.weight)?;
-        tape.add_row(h, self.bias)
+        tape.linear(x, self.weight, self.bias)
     }
 }

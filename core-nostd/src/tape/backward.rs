@@ -7,6 +7,7 @@ use core::ops::Range;
 use crate::graph::{Node, NodeId, Op};
 use crate::ops;
 use crate::scalar::{strong_mul, Scalar};
+use crate::tensor::kernels;
 
 /// Value slots of a node, or an empty range for an impossible id.
 fn slots_of<T>(nodes: &[Node<T>], id: NodeId) -> Range<usize> {
@@ -48,11 +49,16 @@ fn accumulate<T: Scalar>(
 
 /// Adds one node's contribution to the gradients of its inputs (nothing for a node without
 /// gradient, or into an input without one).
+///
+/// With `defer_weight`, a [`Op::Linear`] node leaves its weight's gradient alone: the caller
+/// knows the node is the weight's only user and computes that gradient later, from the
+/// node's input and output gradient.
 pub(super) fn backward_node<T: Scalar>(
     out: &Node<T>,
     nodes: &[Node<T>],
     values: &[T],
     grads: &mut [T],
+    defer_weight: bool,
 ) {
     let val = |id: NodeId| values.get(slots_of(nodes, id)).unwrap_or(&[]);
     let y = values.get(out.slots()).unwrap_or(&[]);
@@ -173,13 +179,7 @@ pub(super) fn backward_node<T: Scalar>(
         Op::AddRow { x, row } => {
             accumulate(grads, og, s(x), (y, y, y), |g, _, _, _| g);
             let (g_out, g_row) = split_grads(grads, og, s(row));
-            if !g_row.is_empty() {
-                for g_out_row in g_out.chunks_exact(g_row.len()) {
-                    for (gr, &g) in g_row.iter_mut().zip(g_out_row) {
-                        *gr += g;
-                    }
-                }
-            }
+            kernels::add_column_sums(g_out, g_row);
         }
         Op::MulRow { x, row } => {
             let (xv, rv) = (val(x), val(row));
@@ -220,6 +220,17 @@ pub(super) fn backward_node<T: Scalar>(
                     ops::layer_norm_grad(g_row, y_row, inv_std, gx_row);
                 }
             }
+        }
+        Op::Linear { x, weight, bias } => {
+            let (inner, cols) = (nodes.get(x.0).map_or(0, |n| n.cols), out.cols);
+            let (g_out, g_x) = split_grads(grads, og, s(x));
+            kernels::add_matmul_grad_a(g_out, val(weight), g_x, inner, cols);
+            if !defer_weight {
+                let (g_out, g_w) = split_grads(grads, og, s(weight));
+                kernels::add_matmul_grad_b(g_out, val(x), g_w, inner, cols);
+            }
+            let (g_out, g_b) = split_grads(grads, og, s(bias));
+            kernels::add_column_sums(g_out, g_b);
         }
         Op::MatMul { a, b } => {
             let (inner, cols) = (nodes.get(a.0).map_or(0, |n| n.cols), out.cols);

@@ -42,6 +42,9 @@
 
 mod backward;
 mod record;
+pub mod update;
+
+use update::OuterGrads;
 
 use core::fmt;
 use heapless::Vec;
@@ -82,6 +85,8 @@ pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
     parameter_slots: usize,
     parameter_grad_slots: usize,
     generation: u32,
+    /// Weights whose gradient is not in the buffer (see [`update`]).
+    outer: OuterGrads,
 }
 
 impl<T: Scalar, const N: usize, const S: usize, const G: usize> Default for Tape<T, N, S, G> {
@@ -130,6 +135,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             parameter_slots: 0,
             parameter_grad_slots: 0,
             generation: 0,
+            outer: OuterGrads::new(),
         }
     }
 
@@ -156,8 +162,12 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     }
 
     /// Drops every node recorded after the parameters, invalidating their handles. The
-    /// parameters, their values and their accumulated gradients stay.
+    /// parameters, their values and their accumulated gradients stay (gradients a step's
+    /// sweep holds as outer products are written out first).
     pub fn clear_activations(&mut self) {
+        if self.outer.is_held() {
+            self.write_outer_grads();
+        }
         self.nodes.truncate(self.parameter_nodes);
         self.used = self.parameter_slots;
         self.grads_used = self.parameter_grad_slots;
@@ -169,6 +179,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         if let Some(g) = self.grads.get_mut(..self.parameter_grad_slots) {
             g.iter_mut().for_each(|v| *v = T::ZERO);
         }
+        self.outer.clear();
     }
 
     /// All parameter values, trainable and frozen, in recording order, flat (what a
@@ -190,9 +201,13 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         self.parameter_grad_slots
     }
 
-    /// The gradients of the trainable parameters, in recording order.
-    pub fn parameter_grads(&self) -> &[T] {
-        self.grads.get(..self.parameter_grad_slots).unwrap_or(&[])
+    /// The gradients of the trainable parameters, in recording order;
+    /// [`TapeError::GradientNotKept`] if a training step did not keep some of them.
+    pub fn parameter_grads(&self) -> Result<&[T]> {
+        if let Some(o) = self.outer.entries().first() {
+            return Err(TapeError::GradientNotKept { node: o.weight });
+        }
+        Ok(self.grads.get(..self.parameter_grad_slots).unwrap_or(&[]))
     }
 
     /// Calls `f(i, value, gradient)` for every trainable scalar, `i` counting from 0 in
@@ -231,8 +246,16 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         self.values.get(node.slots()).unwrap_or(&[])
     }
 
-    /// The gradient of a recorded node, flat (empty for a node without gradient).
+    /// The gradient of a recorded node, flat (empty for a node without gradient, and for a
+    /// weight whose gradient a training step did not keep).
     pub fn grads_of(&self, node: &Node<T>) -> &[T] {
+        if self.outer.entries().iter().any(|o| {
+            self.nodes
+                .get(o.weight)
+                .is_some_and(|w| w.offset == node.offset && w.grad_offset == node.grad_offset)
+        }) {
+            return &[];
+        }
         node.grad_slots()
             .and_then(|g| self.grads.get(g))
             .unwrap_or(&[])
@@ -257,9 +280,14 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     }
 
     /// The gradient of a node from the last [`backward`](Self::backward) (accumulated over
-    /// calls, for parameters); [`TapeError::NoGradient`] for a node that carries none.
+    /// calls, for parameters); [`TapeError::NoGradient`] for a node that carries none. The
+    /// gradient of a weight that a step's sweep holds as an outer product is computed from
+    /// its factors; [`TapeError::GradientNotKept`] if the step did not keep it.
     pub fn grad<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<Tensor<T, R, C>> {
         let node = self.resolve(v)?;
+        if let Some(o) = self.outer.entries().iter().find(|o| o.weight == v.node.0) {
+            return self.outer_grad(o);
+        }
         let slots = node
             .grad_slots()
             .ok_or(TapeError::NoGradient { node: v.node.0 })?;
@@ -526,6 +554,9 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         let seed_slots = node.grad_slots().ok_or(TapeError::NoGradient {
             node: output.node.0,
         })?;
+        // Parameter gradients accumulate: gradients held as outer products are written out
+        // first, gradients a step did not keep start again from zero.
+        self.settle_outer_grads();
         if let Some(g) = self
             .grads
             .get_mut(self.parameter_grad_slots..self.grads_used)
@@ -539,7 +570,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
         let nodes = self.nodes.get(..=output.node.0).unwrap_or(&[]);
         for node in nodes.iter().rev() {
-            backward::backward_node(node, nodes, &self.values, &mut self.grads);
+            backward::backward_node(node, nodes, &self.values, &mut self.grads, false);
         }
         Ok(())
     }

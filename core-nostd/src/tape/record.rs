@@ -409,6 +409,49 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         })
     }
 
+    /// A fully connected layer, `x (R x K) * weight (K x C) + bias`, the `1 x C` bias added
+    /// to every row: one node (what [`nn::Linear`](crate::nn::Linear) records). Each output
+    /// starts from its bias and accumulates over `K` in increasing order.
+    ///
+    /// ```
+    /// use safegrad::{Tape, Tensor};
+    ///
+    /// let mut tape = Tape::<f32, 8, 32>::new();
+    /// let w = tape.parameter(&Tensor::new([[1.0, 2.0], [3.0, 4.0]]))?;
+    /// let b = tape.parameter(&Tensor::new([[0.5, -0.5]]))?;
+    /// let x = tape.input(&Tensor::new([[1.0, 1.0]]))?;
+    /// let y = tape.linear(x, w, b)?;
+    /// assert_eq!(tape.value(y)?, Tensor::new([[4.5, 5.5]]));
+    /// # Ok::<(), safegrad::TapeError>(())
+    /// ```
+    pub fn linear<const R: usize, const K: usize, const C: usize>(
+        &mut self,
+        x: Var<R, K>,
+        weight: Var<K, C>,
+        bias: Var<1, C>,
+    ) -> Result<Var<R, C>> {
+        let (sx, sw, sb) = (
+            self.resolve(x)?.slots(),
+            self.resolve(weight)?.slots(),
+            self.resolve(bias)?.slots(),
+        );
+        self.reserve(R * C)?;
+        let (before, out) = self.split_for_output(R * C)?;
+        kernels::linear(
+            before.get(sx).unwrap_or(&[]),
+            before.get(sw).unwrap_or(&[]),
+            Some(before.get(sb).unwrap_or(&[])),
+            out,
+            K,
+            C,
+        );
+        self.commit_op(Op::Linear {
+            x: x.node,
+            weight: weight.node,
+            bias: bias.node,
+        })
+    }
+
     /// Transpose.
     pub fn transpose<const R: usize, const C: usize>(&mut self, x: Var<R, C>) -> Result<Var<C, R>> {
         let sx = self.resolve(x)?.slots();

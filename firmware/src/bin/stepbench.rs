@@ -36,6 +36,25 @@ mod device {
         start.wrapping_sub(end) & 0x00FF_FFFF
     }
 
+    #[derive(PartialEq)]
+    enum Profile {
+        Baseline,
+        Safegrad,
+    }
+
+    /// The implementation named by a `profile=` semihosting argument.
+    fn profile_target() -> Option<Profile> {
+        let args = semihosting::experimental::env::args::<64>().ok()?;
+        for arg in &args {
+            match arg {
+                Ok("profile=baseline") => return Some(Profile::Baseline),
+                Ok("profile=safegrad") => return Some(Profile::Safegrad),
+                _ => {}
+            }
+        }
+        None
+    }
+
     fn exit(code: i32) -> ! {
         semihosting::process::exit(code)
     }
@@ -74,6 +93,19 @@ mod device {
             a,
             b
         );
+        // With the semihosting argument `profile=safegrad` (or `profile=baseline`), only that
+        // implementation's steps run: for an instruction profile of QEMU's execution log.
+        if let Some(which) = profile_target() {
+            for i in 0..STEPS {
+                let target = (i as usize) % OUT;
+                if which == Profile::Baseline {
+                    core::hint::black_box(base.step(&x, target, 0.01));
+                } else if on_tape::train_step(tape, &model, &mut sgd, target).is_err() {
+                    exit(1)
+                }
+            }
+            exit(0)
+        }
         let baseline = ticks(|| {
             for i in 0..STEPS {
                 core::hint::black_box(base.step(&x, (i as usize) % OUT, 0.01));
@@ -89,6 +121,35 @@ mod device {
         if failed {
             exit(1)
         }
+        // Where safegrad's step goes, phase by phase (the same calls as `train::step`).
+        let mut phases = [0u32; 4];
+        for i in 0..STEPS {
+            let [record, sweep, norm, update] = &mut phases;
+            let mut loss = None;
+            *record += ticks(|| loss = on_tape::record(tape, &model, (i as usize) % OUT).ok());
+            let Some(loss) = loss else { exit(1) };
+            let mut swept = None;
+            *sweep += ticks(|| swept = tape.backward_for_step(loss).ok());
+            if swept.is_none() {
+                exit(1)
+            }
+            let mut sum = 0.0;
+            *norm += ticks(|| sum = tape.grad_sum_of_squares());
+            if !sum.is_finite() {
+                exit(1)
+            }
+            *update += ticks(|| {
+                tape.update_trainable(&mut sgd, 1.0);
+                tape.drop_outer_grads();
+            });
+        }
+        defmt::info!(
+            "bench: safegrad phase ticks: record {=u32}, sweep {=u32}, norm {=u32}, update {=u32}",
+            phases[0] / STEPS,
+            phases[1] / STEPS,
+            phases[2] / STEPS,
+            phases[3] / STEPS
+        );
         defmt::info!(
             "bench: ticks per step: baseline {=u32}, safegrad {=u32} ({=u32} steps each, {=usize} multiply-accumulates per step)",
             baseline / STEPS,

@@ -62,6 +62,16 @@ struct Cli {
     /// Warm-up before the repetitions, milliseconds.
     #[arg(long, default_value_t = 200)]
     warmup_ms: u64,
+    /// Time only these implementations (`baseline`, `safegrad`, `dfdx`; all by default).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Time only this batch size (1 or 32; both by default).
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Instead of timing, run this many steps of each selected implementation and exit (for
+    /// a profiler or an instruction counter such as `valgrind --tool=callgrind`).
+    #[arg(long)]
+    profile_steps: Option<usize>,
 }
 
 /// Largest difference allowed between an implementation's loss (or parameter) and the
@@ -223,10 +233,10 @@ impl Timing {
     }
 }
 
-/// Warm-up, then `reps` repetitions of about `rep` each, each from the initial weights.
-fn measure(t: &mut dyn Trainer, batch: usize, w: &Weights, cli: &Cli) -> Result<Timing, String> {
+/// Warm-up: how many steps of `t` take about `ms` milliseconds.
+fn calibrate(t: &mut dyn Trainer, w: &Weights, ms: u64) -> Result<usize, String> {
     t.reset(w)?;
-    let warmup = Duration::from_millis(cli.warmup_ms.max(1));
+    let warmup = Duration::from_millis(ms.max(1));
     let start = Instant::now();
     let mut done = 0usize;
     while start.elapsed() < warmup {
@@ -235,32 +245,25 @@ fn measure(t: &mut dyn Trainer, batch: usize, w: &Weights, cli: &Cli) -> Result<
             done += 1;
         }
     }
-    let per_step = start.elapsed().as_secs_f64() / done as f64;
-    let steps = ((cli.ms as f64 * 1e-3 / per_step).round() as usize).max(1);
-    let mut ns = Vec::with_capacity(cli.reps);
-    for _ in 0..cli.reps.max(1) {
-        t.reset(w)?;
-        let mut last = 0.0;
-        let t0 = Instant::now();
-        for i in 0..steps {
-            last = black_box(t.step(i % BATCHES)?);
-        }
-        let elapsed = t0.elapsed();
-        if !last.is_finite() {
-            return Err(format!(
-                "{}: the loss became {last} during timing",
-                t.name()
-            ));
-        }
-        ns.push(elapsed.as_nanos() as f64 / steps as f64);
+    Ok(done)
+}
+
+/// One repetition of `steps` steps from the initial weights: nanoseconds per step.
+fn repetition(t: &mut dyn Trainer, w: &Weights, steps: usize) -> Result<f64, String> {
+    t.reset(w)?;
+    let mut last = 0.0;
+    let t0 = Instant::now();
+    for i in 0..steps {
+        last = black_box(t.step(i % BATCHES)?);
     }
-    ns.sort_by(f64::total_cmp);
-    Ok(Timing {
-        name: t.name(),
-        batch,
-        steps_per_rep: steps,
-        ns,
-    })
+    let elapsed = t0.elapsed();
+    if !last.is_finite() {
+        return Err(format!(
+            "{}: the loss became {last} during timing",
+            t.name()
+        ));
+    }
+    Ok(elapsed.as_nanos() as f64 / steps as f64)
 }
 
 /// The CPU's model name, from `/proc/cpuinfo` where there is one.
@@ -307,10 +310,48 @@ fn run_batch<const B: usize>(w: &Weights, out: &mut Batches) -> Result<(), Strin
     Ok(())
 }
 
+/// Warm-up, then `reps` rounds; in each round every implementation runs one repetition of
+/// about `ms` from the initial weights, so that a change of clock speed during the run
+/// affects all of them alike.
 fn time_batch<const B: usize>(w: &Weights, cli: &Cli, out: &mut Batches) -> Result<(), String> {
     let mut list = trainers::<B>(w)?;
+    list.retain(|t| cli.only.is_empty() || cli.only.iter().any(|n| n == t.name()));
+    let mut timings = Vec::new();
     for t in &mut list {
-        out.timings.push(measure(t.as_mut(), B, w, cli)?);
+        let done = calibrate(t.as_mut(), w, cli.warmup_ms)?;
+        let steps = (done as f64 * cli.ms as f64 / cli.warmup_ms.max(1) as f64).round();
+        timings.push(Timing {
+            name: t.name(),
+            batch: B,
+            steps_per_rep: (steps as usize).max(1),
+            ns: Vec::with_capacity(cli.reps),
+        });
+    }
+    for _ in 0..cli.reps.max(1) {
+        for (t, timing) in list.iter_mut().zip(&mut timings) {
+            timing
+                .ns
+                .push(repetition(t.as_mut(), w, timing.steps_per_rep)?);
+        }
+    }
+    for mut timing in timings {
+        timing.ns.sort_by(f64::total_cmp);
+        out.timings.push(timing);
+    }
+    Ok(())
+}
+
+/// `steps` steps of each selected implementation, untimed.
+fn profile_batch<const B: usize>(w: &Weights, cli: &Cli, steps: usize) -> Result<(), String> {
+    let mut list = trainers::<B>(w)?;
+    list.retain(|t| cli.only.is_empty() || cli.only.iter().any(|n| n == t.name()));
+    for t in &mut list {
+        t.reset(w)?;
+        let mut last = 0.0;
+        for i in 0..steps {
+            last = black_box(t.step(i % BATCHES)?);
+        }
+        eprintln!("{} B={B}: {steps} steps, last loss {last}", t.name());
     }
     Ok(())
 }
@@ -380,9 +421,23 @@ fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
         return Ok(ExitCode::FAILURE);
     }
 
+    if let Some(steps) = cli.profile_steps {
+        if cli.batch.is_none_or(|b| b == 1) {
+            profile_batch::<1>(&w, cli, steps)?;
+        }
+        if cli.batch.is_none_or(|b| b == 32) {
+            profile_batch::<32>(&w, cli, steps)?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+
     // Then timing.
-    time_batch::<1>(&w, cli, &mut out)?;
-    time_batch::<32>(&w, cli, &mut out)?;
+    if cli.batch.is_none_or(|b| b == 1) {
+        time_batch::<1>(&w, cli, &mut out)?;
+    }
+    if cli.batch.is_none_or(|b| b == 32) {
+        time_batch::<32>(&w, cli, &mut out)?;
+    }
 
     let cpu = cpu_model();
     let threads = process_threads();
