@@ -309,6 +309,11 @@ fn rule<T: Scalar>(
                 non_zero: non_negative && b.is_positive(),
             }
         }
+        Op::LinearRelu { x, weight, bias } => Domain {
+            finite: d(x).finite && d(weight).finite && d(bias).finite,
+            non_negative: true,
+            non_zero: false,
+        },
         Op::Transpose { x } => d(x),
         Op::Relu { x } => Domain {
             finite: d(x).finite,

@@ -95,6 +95,17 @@ pub enum Op<T> {
         /// The `1 x C` bias.
         bias: NodeId,
     },
+    /// A fully connected layer with a ReLU: `max(x * weight + bias, 0)`, one node. Its
+    /// gradient buffer holds, after the gradient of its output, that of the pre-activation
+    /// (the output's where the output is positive, else 0), from which its inputs' follow.
+    LinearRelu {
+        /// The `R x K` input.
+        x: NodeId,
+        /// The `K x C` weights.
+        weight: NodeId,
+        /// The `1 x C` bias.
+        bias: NodeId,
+    },
     /// Matrix product `a * b`.
     MatMul {
         /// Left `R x K` operand.
@@ -248,6 +259,7 @@ impl<T> Op<T> {
             Op::MulRow { .. } => "mul_row",
             Op::LayerNorm { .. } => "layer_norm",
             Op::Linear { .. } => "linear",
+            Op::LinearRelu { .. } => "linear_relu",
             Op::MatMul { .. } => "matmul",
             Op::Transpose { .. } => "transpose",
             Op::Relu { .. } => "relu",
@@ -301,13 +313,34 @@ impl<T> Op<T> {
             | Op::SafeDiv { num, den, .. }
             | Op::SafeDivSigned { num, den, .. } => [Some(num), Some(den), None],
             Op::MaskedDiv { num, den, mask } => [Some(num), Some(den), Some(mask)],
-            Op::Linear { x, weight, bias } => [Some(x), Some(weight), Some(bias)],
+            Op::Linear { x, weight, bias } | Op::LinearRelu { x, weight, bias } => {
+                [Some(x), Some(weight), Some(bias)]
+            }
             Op::Mask { weight, x } => [Some(weight), Some(x), None],
             Op::Select {
                 cond,
                 on_true,
                 on_false,
             } => [Some(cond), Some(on_true), Some(on_false)],
+        }
+    }
+
+    /// `(x, weight, bias)` of a fully connected layer ([`Op::Linear`], [`Op::LinearRelu`]).
+    pub const fn linear_inputs(&self) -> Option<(NodeId, NodeId, NodeId)> {
+        match *self {
+            Op::Linear { x, weight, bias } | Op::LinearRelu { x, weight, bias } => {
+                Some((x, weight, bias))
+            }
+            _ => None,
+        }
+    }
+
+    /// Gradient slots per value: 2 for [`Op::LinearRelu`] (the output's, then the
+    /// pre-activation's), 1 for every other op.
+    pub const fn grad_slots_per_value(&self) -> usize {
+        match self {
+            Op::LinearRelu { .. } => 2,
+            _ => 1,
         }
     }
 
@@ -449,6 +482,9 @@ pub struct Node<T> {
     pub(crate) grad_offset: Option<usize>,
     pub(crate) generation: u32,
     pub(crate) declared: Domain,
+    /// For a parameter: how many of the recorded activations read it as a differentiable
+    /// input (since the activations were last cleared).
+    pub(crate) uses: u16,
 }
 
 impl<T> Node<T> {
@@ -493,5 +529,13 @@ impl<T> Node<T> {
     /// The node's slots in the tape's gradient buffer, if it carries a gradient.
     pub fn grad_slots(&self) -> Option<Range<usize>> {
         self.grad_offset.map(|g| g..g + self.len())
+    }
+
+    /// The slots of the gradient from which the node's inputs' gradients follow: its own
+    /// gradient, or for [`Op::LinearRelu`] the pre-activation's, stored after it.
+    pub fn input_grad_slots(&self) -> Option<Range<usize>> {
+        let len = self.len();
+        let skip = len * (self.op.grad_slots_per_value() - 1);
+        self.grad_offset.map(|g| g + skip..g + skip + len)
     }
 }

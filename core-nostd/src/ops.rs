@@ -290,13 +290,29 @@ pub fn softmax_cross_entropy<T: Scalar>(z: &[T], target: usize) -> Option<T> {
 /// to `grad`.
 pub fn softmax_cross_entropy_grad<T: Scalar>(g: T, z: &[T], target: usize, grad: &mut [T]) {
     let m = crate::tensor::kernels::max(z);
-    let s = z.iter().fold(T::ZERO, |acc, &v| acc + (v - m).exp());
+    // The exponentials are kept for the second pass when the row is short (the usual number
+    // of classes), and computed again otherwise: the same values either way.
+    let mut kept = [T::ZERO; EXP_KEPT];
+    let s = z.iter().enumerate().fold(T::ZERO, |acc, (j, &v)| {
+        let e = (v - m).exp();
+        if let Some(k) = kept.get_mut(j) {
+            *k = e;
+        }
+        acc + e
+    });
     for (j, (d, &v)) in grad.iter_mut().zip(z).enumerate() {
-        let p = (v - m).exp() / s;
+        let e = match kept.get(j) {
+            Some(&e) if z.len() <= EXP_KEPT => e,
+            _ => (v - m).exp(),
+        };
+        let p = e / s;
         let local = if j == target { p - T::ONE } else { p };
         *d += strong_mul(g, local);
     }
 }
+
+/// Classes whose exponentials [`softmax_cross_entropy_grad`] keeps between its two passes.
+const EXP_KEPT: usize = 16;
 
 // ---------------------------------------------------------------------------------------------
 // Layer normalisation

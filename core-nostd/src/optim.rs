@@ -52,9 +52,10 @@ pub trait Optimizer<T: Scalar> {
         first: usize,
         values: &mut [T],
         grads: &mut [T],
-        (x, g): (&[T], &[T]),
+        outer: OuterProduct<'_, T>,
         factor: T,
     ) -> bool {
+        let OuterProduct { x, g, .. } = outer;
         kernels::set_matmul_grad_b(g, x, grads, x.len(), g.len());
         self.update_slice(first, values, grads, factor);
         true
@@ -68,6 +69,19 @@ pub trait Optimizer<T: Scalar> {
 
     /// The learning rate.
     fn learning_rate(&self) -> T;
+}
+
+/// A gradient held as an outer product `x^T g`: the input row `x` of a layer trained on one
+/// sample and its output gradient `g` (see [`Optimizer::update_outer`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct OuterProduct<'a, T> {
+    /// The layer's input row: one row of the gradient per value.
+    pub x: &'a [T],
+    /// The layer's output gradient: one column of the gradient per value.
+    pub g: &'a [T],
+    /// Every value of `x` and `g` is known to be finite (the step measured their sums of
+    /// squares), so that kernels need not look for infinite or `nan` values again.
+    pub finite: bool,
 }
 
 /// Plain gradient descent: `p -= lr * g`.
@@ -109,14 +123,15 @@ impl<T: Scalar> Optimizer<T> for Sgd<T> {
         _: usize,
         values: &mut [T],
         _: &mut [T],
-        (x, g): (&[T], &[T]),
+        outer: OuterProduct<'_, T>,
         factor: T,
     ) -> bool {
         let lr = self.lr;
+        let OuterProduct { x, g, finite } = outer;
         if factor == T::ONE {
-            kernels::sub_outer(values, x, g, |g| lr * g);
+            kernels::sub_outer(values, x, g, finite, |g| lr * g);
         } else {
-            kernels::sub_outer(values, x, g, |g| lr * (g * factor));
+            kernels::sub_outer(values, x, g, finite, |g| lr * (g * factor));
         }
         false
     }

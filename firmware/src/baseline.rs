@@ -142,13 +142,13 @@ impl Default for Mlp {
 /// The same model on a safegrad tape, with the same weights.
 pub mod on_tape {
     use super::{input, weight, H1, H2, IN, OUT};
-    use safegrad::nn::{Build, Init, Linear, Module, Relu};
+    use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
     use safegrad::optim::Sgd;
     use safegrad::train::{step, StepConfig, StepError};
     use safegrad::{Tape, Tensor};
 
     /// The canonical MLP.
-    pub type Model = (Linear<IN, H1>, Relu, Linear<H1, H2>, Relu, Linear<H2, OUT>);
+    pub type Model = (LinearRelu<IN, H1>, LinearRelu<H1, H2>, Linear<H2, OUT>);
     /// A tape for it at batch 1: 1,732 parameters and their gradients, the activations.
     pub type BenchTape = Tape<f32, 32, 2048, 2048>;
 
@@ -157,10 +157,10 @@ pub mod on_tape {
         let m = Model::build(tape, &mut Init::new(1))?;
         tape.set_parameter(m.0.weight, &Tensor::from_fn(|r, c| weight(1, r, c, IN)))?;
         tape.set_parameter(m.0.bias, &Tensor::full(0.01))?;
-        tape.set_parameter(m.2.weight, &Tensor::from_fn(|r, c| weight(2, r, c, H1)))?;
+        tape.set_parameter(m.1.weight, &Tensor::from_fn(|r, c| weight(2, r, c, H1)))?;
+        tape.set_parameter(m.1.bias, &Tensor::full(0.01))?;
+        tape.set_parameter(m.2.weight, &Tensor::from_fn(|r, c| weight(3, r, c, H2)))?;
         tape.set_parameter(m.2.bias, &Tensor::full(0.01))?;
-        tape.set_parameter(m.4.weight, &Tensor::from_fn(|r, c| weight(3, r, c, H2)))?;
-        tape.set_parameter(m.4.bias, &Tensor::full(0.01))?;
         Ok(m)
     }
 

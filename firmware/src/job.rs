@@ -7,7 +7,7 @@ use heapless::Vec;
 use safegrad::checkpoint::{self, CheckpointError};
 use safegrad::dataset::{Dataset, DatasetError};
 use safegrad::features::IMU_FEATURES;
-use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize};
+use safegrad::nn::{last_layer_only, Build, Init, Linear, LinearRelu, Standardize};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
 use safegrad::train::{
@@ -25,10 +25,8 @@ pub const CLASSES: usize = 4;
 /// agree.
 pub type MotionModel = (
     Standardize<IMU_FEATURES>,
-    Linear<IMU_FEATURES, 32>,
-    Relu,
-    Linear<32, 32>,
-    Relu,
+    LinearRelu<IMU_FEATURES, 32>,
+    LinearRelu<32, 32>,
     Linear<32, CLASSES>,
 );
 

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use safegrad::checkpoint;
 use safegrad::features::{imu_features, rotate_imu, IMU_FEATURES};
-use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Standardize, Train};
+use safegrad::nn::{last_layer_only, Build, Init, Linear, LinearRelu, Standardize, Train};
 use safegrad::optim::{Adam, Optimizer, Sgd};
 use safegrad::Tensor;
 
@@ -15,10 +15,8 @@ use crate::model::{accuracy, fit, new_tape, EpochStats, HostTape, Schedule};
 /// The model: feature standardisation, then the MLP 16-32-32-4 with ReLU.
 pub type MotionModel = (
     Standardize<IMU_FEATURES>,
-    Linear<IMU_FEATURES, 32>,
-    Relu,
-    Linear<32, 32>,
-    Relu,
+    LinearRelu<IMU_FEATURES, 32>,
+    LinearRelu<32, 32>,
     Linear<32, MOTION_CLASSES>,
 );
 
@@ -27,8 +25,8 @@ pub const TRAINABLE_LAYERS: usize = 3;
 
 /// Trainable scalars of [`MotionModel`] when every layer trains, the size of the
 /// pre-training optimiser's state.
-pub const MOTION_PARAMETERS: usize = Linear::<IMU_FEATURES, 32>::PARAMETERS
-    + Linear::<32, 32>::PARAMETERS
+pub const MOTION_PARAMETERS: usize = LinearRelu::<IMU_FEATURES, 32>::PARAMETERS
+    + LinearRelu::<32, 32>::PARAMETERS
     + Linear::<32, MOTION_CLASSES>::PARAMETERS;
 
 /// What is trained during fine-tuning.

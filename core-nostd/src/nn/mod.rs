@@ -41,7 +41,7 @@ mod norm;
 mod sequential;
 
 pub use activation::{Relu, Sigmoid, Tanh};
-pub use linear::{InitScheme, Linear};
+pub use linear::{InitScheme, Linear, LinearRelu};
 pub use norm::{LayerNorm, Standardize};
 
 use crate::error::TapeError;

@@ -47,18 +47,31 @@ fn accumulate<T: Scalar>(
     }
 }
 
+/// The parameters of a [`Op::Linear`] (or [`Op::LinearRelu`]) node whose gradients its
+/// backward leaves alone: the caller knows the node is their only user and takes their
+/// gradients from the node's input and output gradient later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Defer {
+    pub(super) weight: bool,
+    pub(super) bias: bool,
+}
+
+impl Defer {
+    /// Every gradient computed in the sweep.
+    pub(super) const NOTHING: Self = Self {
+        weight: false,
+        bias: false,
+    };
+}
+
 /// Adds one node's contribution to the gradients of its inputs (nothing for a node without
-/// gradient, or into an input without one).
-///
-/// With `defer_weight`, a [`Op::Linear`] node leaves its weight's gradient alone: the caller
-/// knows the node is the weight's only user and computes that gradient later, from the
-/// node's input and output gradient.
+/// gradient, or into an input without one), but those of the parameters `defer` names.
 pub(super) fn backward_node<T: Scalar>(
     out: &Node<T>,
     nodes: &[Node<T>],
     values: &[T],
     grads: &mut [T],
-    defer_weight: bool,
+    defer: Defer,
 ) {
     let val = |id: NodeId| values.get(slots_of(nodes, id)).unwrap_or(&[]);
     let y = values.get(out.slots()).unwrap_or(&[]);
@@ -88,9 +101,8 @@ pub(super) fn backward_node<T: Scalar>(
             });
         }
         Op::Relu { x } => {
-            accumulate(grads, og, s(x), (val(x), y, y), |g, x, _, _| {
-                ops::relu_grad(g, x)
-            });
+            let (g_out, g_x) = split_grads(grads, og, s(x));
+            kernels::add_relu_grad(g_out, val(x), g_x);
         }
         Op::Tanh { x } => {
             accumulate(grads, og, s(x), (y, y, y), |g, y, _, _| {
@@ -221,16 +233,29 @@ pub(super) fn backward_node<T: Scalar>(
                 }
             }
         }
-        Op::Linear { x, weight, bias } => {
+        Op::Linear { x, weight, bias } | Op::LinearRelu { x, weight, bias } => {
             let (inner, cols) = (nodes.get(x.0).map_or(0, |n| n.cols), out.cols);
+            // The gradient the inputs' follow from: the output's, or the pre-activation's,
+            // written after it (the output's where the output is positive, else 0).
+            let og = &match out.input_grad_slots() {
+                Some(pre) if matches!(out.op, Op::LinearRelu { .. }) => {
+                    let (before, after) = grads.split_at_mut(pre.start.min(grads.len()));
+                    let g = before.get(og.clone()).unwrap_or(&[]);
+                    kernels::relu_mask(g, y, after.get_mut(..pre.len()).unwrap_or(&mut []));
+                    pre
+                }
+                _ => og.clone(),
+            };
             let (g_out, g_x) = split_grads(grads, og, s(x));
             kernels::add_matmul_grad_a(g_out, val(weight), g_x, inner, cols);
-            if !defer_weight {
+            if !defer.weight {
                 let (g_out, g_w) = split_grads(grads, og, s(weight));
                 kernels::add_matmul_grad_b(g_out, val(x), g_w, inner, cols);
             }
-            let (g_out, g_b) = split_grads(grads, og, s(bias));
-            kernels::add_column_sums(g_out, g_b);
+            if !defer.bias {
+                let (g_out, g_b) = split_grads(grads, og, s(bias));
+                kernels::add_column_sums(g_out, g_b);
+            }
         }
         Op::MatMul { a, b } => {
             let (inner, cols) = (nodes.get(a.0).map_or(0, |n| n.cols), out.cols);

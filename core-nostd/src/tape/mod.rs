@@ -87,6 +87,9 @@ pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
     generation: u32,
     /// Weights whose gradient is not in the buffer (see [`update`]).
     outer: OuterGrads,
+    /// A reverse sweep has run since the activations were last cleared: their gradient
+    /// slots hold its gradients (before, they hold those of an earlier graph).
+    swept: bool,
 }
 
 impl<T: Scalar, const N: usize, const S: usize, const G: usize> Default for Tape<T, N, S, G> {
@@ -136,6 +139,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             parameter_grad_slots: 0,
             generation: 0,
             outer: OuterGrads::new(),
+            swept: false,
         }
     }
 
@@ -169,6 +173,8 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             self.write_outer_grads();
         }
         self.nodes.truncate(self.parameter_nodes);
+        self.nodes.iter_mut().for_each(|n| n.uses = 0);
+        self.swept = false;
         self.used = self.parameter_slots;
         self.grads_used = self.parameter_grad_slots;
         self.generation = self.generation.wrapping_add(1);
@@ -204,8 +210,8 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// The gradients of the trainable parameters, in recording order;
     /// [`TapeError::GradientNotKept`] if a training step did not keep some of them.
     pub fn parameter_grads(&self) -> Result<&[T]> {
-        if let Some(o) = self.outer.entries().first() {
-            return Err(TapeError::GradientNotKept { node: o.weight });
+        if let Some(node) = self.outer.first_node() {
+            return Err(TapeError::GradientNotKept { node });
         }
         Ok(self.grads.get(..self.parameter_grad_slots).unwrap_or(&[]))
     }
@@ -246,14 +252,15 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         self.values.get(node.slots()).unwrap_or(&[])
     }
 
-    /// The gradient of a recorded node, flat (empty for a node without gradient, and for a
-    /// weight whose gradient a training step did not keep).
+    /// The gradient of a recorded node, flat (empty for a node without gradient, for a
+    /// weight whose gradient a training step did not keep, and for an activation before the
+    /// reverse sweep).
     pub fn grads_of(&self, node: &Node<T>) -> &[T] {
-        if self.outer.entries().iter().any(|o| {
-            self.nodes
-                .get(o.weight)
-                .is_some_and(|w| w.offset == node.offset && w.grad_offset == node.grad_offset)
-        }) {
+        if !self.swept && node.offset >= self.parameter_slots {
+            return &[];
+        }
+        let index = self.nodes.iter().position(|n| n.offset == node.offset);
+        if index.is_some_and(|i| i < self.parameter_nodes && self.outer.find(i).is_some()) {
             return &[];
         }
         node.grad_slots()
@@ -285,8 +292,13 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// its factors; [`TapeError::GradientNotKept`] if the step did not keep it.
     pub fn grad<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<Tensor<T, R, C>> {
         let node = self.resolve(v)?;
-        if let Some(o) = self.outer.entries().iter().find(|o| o.weight == v.node.0) {
-            return self.outer_grad(o);
+        if v.node.0 < self.parameter_nodes {
+            if let Some((o, part)) = self.outer.find(v.node.0) {
+                return self.held_grad(o, part, v.node.0);
+            }
+        }
+        if !self.swept && v.node.0 >= self.parameter_nodes && node.requires_grad() {
+            return Ok(Tensor::zeros());
         }
         let slots = node
             .grad_slots()
@@ -361,13 +373,24 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
     }
 
-    /// `true` when any differentiable input of `op` carries a gradient.
-    fn needs_grad(&self, op: &Op<T>) -> bool {
-        op.differentiable_inputs().iter().flatten().any(|id| {
+    /// Appends an op's node: it carries a gradient when one of its differentiable inputs
+    /// does. Each parameter it reads counts one more use.
+    fn commit_op<const R: usize, const C: usize>(&mut self, op: Op<T>) -> Result<Var<R, C>> {
+        let inputs = op.differentiable_inputs();
+        let with_grad = inputs.iter().flatten().any(|id| {
             self.nodes
                 .get(id.0)
                 .is_some_and(|n: &Node<T>| n.requires_grad())
-        })
+        });
+        let v = self.commit(op, with_grad, Domain::UNKNOWN)?;
+        for id in inputs.into_iter().flatten() {
+            if id.0 < self.parameter_nodes {
+                if let Some(n) = self.nodes.get_mut(id.0) {
+                    n.uses = n.uses.saturating_add(1);
+                }
+            }
+        }
+        Ok(v)
     }
 
     /// Appends the node whose values were written at the reserved slots, with zeroed
@@ -379,11 +402,16 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         declared: Domain,
     ) -> Result<Var<R, C>> {
         let len = R * C;
+        let grad_len = len * op.grad_slots_per_value();
         let offset = self.reserve(len)?;
         let grad_offset = if with_grad {
-            let g = self.reserve_grad(len)?;
-            if let Some(slots) = self.grads.get_mut(g..g + len) {
-                slots.iter_mut().for_each(|v| *v = T::ZERO);
+            let g = self.reserve_grad(grad_len)?;
+            // A parameter's gradient accumulates from zero; an activation's is zeroed by the
+            // sweep that computes it.
+            if matches!(op, Op::Parameter) {
+                if let Some(slots) = self.grads.get_mut(g..g + len) {
+                    slots.fill(T::ZERO);
+                }
             }
             Some(g)
         } else {
@@ -399,23 +427,17 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                 grad_offset,
                 generation: self.generation,
                 declared,
+                uses: 0,
             })
             .map_err(|_| TapeError::NodeCapacity { capacity: N })?;
         self.used = offset + len;
         if grad_offset.is_some() {
-            self.grads_used += len;
+            self.grads_used += grad_len;
         }
         Ok(Var {
             node: NodeId(index),
             generation: self.generation,
         })
-    }
-
-    /// Appends an op's node: it carries a gradient when one of its differentiable inputs
-    /// does.
-    fn commit_op<const R: usize, const C: usize>(&mut self, op: Op<T>) -> Result<Var<R, C>> {
-        let with_grad = self.needs_grad(&op);
-        self.commit(op, with_grad, Domain::UNKNOWN)
     }
 
     /// Splits the value buffer at the free slots: the recorded values (read-only) and the
@@ -568,9 +590,16 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                 *g += s;
             }
         }
+        self.swept = true;
         let nodes = self.nodes.get(..=output.node.0).unwrap_or(&[]);
         for node in nodes.iter().rev() {
-            backward::backward_node(node, nodes, &self.values, &mut self.grads, false);
+            backward::backward_node(
+                node,
+                nodes,
+                &self.values,
+                &mut self.grads,
+                backward::Defer::NOTHING,
+            );
         }
         Ok(())
     }

@@ -452,6 +452,54 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         })
     }
 
+    /// A fully connected layer with a ReLU, `max(x (R x K) * weight (K x C) + bias, 0)`, as one
+    /// node (what [`nn::LinearRelu`](crate::nn::LinearRelu) records): the same values and
+    /// gradients as [`linear`](Self::linear) followed by [`relu`](Self::relu), without the
+    /// pre-activation's values or a second node. Its gradient slots hold the output's
+    /// gradient and then the pre-activation's (so it takes `2 R C` of them).
+    ///
+    /// ```
+    /// use safegrad::{Tape, Tensor};
+    ///
+    /// let mut tape = Tape::<f32, 8, 32>::new();
+    /// let w = tape.parameter(&Tensor::new([[1.0, -2.0], [3.0, 4.0]]))?;
+    /// let b = tape.parameter(&Tensor::new([[0.5, -5.5]]))?;
+    /// let x = tape.input(&Tensor::new([[1.0, 1.0]]))?;
+    /// let y = tape.linear_relu(x, w, b)?;
+    /// assert_eq!(tape.value(y)?, Tensor::new([[4.5, 0.0]]));
+    /// let loss = tape.sum(y)?;
+    /// tape.backward(loss)?;
+    /// assert_eq!(tape.grad(w)?, Tensor::new([[1.0, 0.0], [1.0, 0.0]]));
+    /// # Ok::<(), safegrad::TapeError>(())
+    /// ```
+    pub fn linear_relu<const R: usize, const K: usize, const C: usize>(
+        &mut self,
+        x: Var<R, K>,
+        weight: Var<K, C>,
+        bias: Var<1, C>,
+    ) -> Result<Var<R, C>> {
+        let (sx, sw, sb) = (
+            self.resolve(x)?.slots(),
+            self.resolve(weight)?.slots(),
+            self.resolve(bias)?.slots(),
+        );
+        self.reserve(R * C)?;
+        let (before, out) = self.split_for_output(R * C)?;
+        kernels::linear_relu(
+            before.get(sx).unwrap_or(&[]),
+            before.get(sw).unwrap_or(&[]),
+            Some(before.get(sb).unwrap_or(&[])),
+            out,
+            K,
+            C,
+        );
+        self.commit_op(Op::LinearRelu {
+            x: x.node,
+            weight: weight.node,
+            bias: bias.node,
+        })
+    }
+
     /// Transpose.
     pub fn transpose<const R: usize, const C: usize>(&mut self, x: Var<R, C>) -> Result<Var<C, R>> {
         let sx = self.resolve(x)?.slots();

@@ -2,14 +2,15 @@
 //!
 //! A step needs every trainable gradient once, checked and measured before anything changes.
 //! [`Tape::backward_for_step`] runs the sweep of [`Tape::zero_grad`] followed by
-//! [`Tape::backward`] with one difference: the gradient of a weight whose only user is a
+//! [`Tape::backward`] with one difference. The gradient of a weight whose only user is a
 //! one-row [`linear`](Tape::linear) node (a layer trained on one sample at a time) is the
-//! outer product `x^T g` of the layer's input row and its output gradient, and the sweep
-//! *holds* it in that form instead of writing it out. [`Tape::grad_sum_of_squares`] takes
-//! its sum of squares from the two factors, `|x|^2 |g|^2`; [`Tape::update_trainable`] hands
-//! the factors to the optimiser ([`Optimizer::update_outer`]), which for plain SGD updates
-//! the weights from them directly. While held, [`Tape::grad`] computes such a gradient from
-//! its factors; [`Tape::write_outer_grads`] writes it into the buffer (as
+//! outer product `x^T g` of the layer's input row `x` and its output gradient `g`, and that
+//! of the node's bias, if the node is its only user too, is `g` itself: the sweep *holds*
+//! them in that form instead of writing them out. [`Tape::grad_sum_of_squares`] takes their
+//! sums of squares from the factors (`|x|^2 |g|^2` and `|g|^2`); [`Tape::update_trainable`]
+//! hands the factors to the optimiser ([`Optimizer::update_outer`]), which for plain SGD
+//! updates the weights from them directly. While held, [`Tape::grad`] computes such a
+//! gradient from its factors; [`Tape::write_outer_grads`] writes it into the buffer (as
 //! [`Tape::clear_activations`] and [`Tape::backward`] do first), and
 //! [`Tape::drop_outer_grads`] gives it up, after which reading it is
 //! [`TapeError::GradientNotKept`] until the next sweep or [`Tape::zero_grad`].
@@ -27,7 +28,7 @@
 //! let y = tape.linear(x, w, b)?;
 //! let loss = tape.sum(y)?;
 //! assert_eq!(tape.backward_for_step(loss)?, 1); // w's gradient is [3, 4]^T [1, 1]
-//! // |x|^2 |g|^2 = 25 * 2 for w, plus 2 for b.
+//! // |x|^2 |g|^2 = 25 * 2 for w, plus |g|^2 = 2 for b.
 //! assert_eq!(tape.grad_sum_of_squares(), 52.0);
 //! assert_eq!(tape.grad(w)?, Tensor::new([[3.0, 3.0], [4.0, 4.0]])); // from the factors
 //! tape.update_trainable(&mut Sgd::new(0.5), 1.0);
@@ -42,55 +43,67 @@ use core::ops::Range;
 
 use heapless::Vec;
 
-use super::backward::backward_node;
+use super::backward::{backward_node, Defer};
 use super::{Result, Tape, Var};
 use crate::error::TapeError;
-use crate::graph::{Node, Op};
-use crate::optim::Optimizer;
+use crate::graph::Node;
+use crate::optim::{Optimizer, OuterProduct};
 use crate::scalar::Scalar;
 use crate::tensor::kernels::{set_matmul_grad_b, sum_of_squares};
 use crate::tensor::Tensor;
 
-/// Weights one sweep holds as outer products; the gradients of further ones are written as
-/// any other.
+/// Layers one sweep holds the gradients of; further ones get theirs written as any other.
 pub const OUTER_CAPACITY: usize = 8;
 
-/// A weight whose gradient is the outer product of a one-row linear node's input row and its
-/// output gradient.
+/// A one-row linear node whose weight's gradient is held as the outer product of its input
+/// row and its output gradient (and its bias's, if held, as the output gradient).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Outer {
     /// The weight's node.
     pub(crate) weight: usize,
     /// The linear node, its only user.
     pub(crate) node: usize,
+    /// The bias's node, if the linear node is its only user too.
+    pub(crate) bias: Option<usize>,
 }
 
-/// Where the gradients of the listed weights are.
+/// What of an [`Outer`] a parameter is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The weight: gradient `x^T g`.
+    Weight,
+    /// The bias: gradient `g`.
+    Bias,
+}
+
+/// Where the gradients of the listed parameters are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Held as the factors of their outer products, which are recorded.
+    /// Held as the factors, which are recorded.
     Held,
     /// Given up: not in the buffer, and not computable.
     NotKept,
 }
 
-/// The weights whose gradient is not in the gradient buffer.
+/// The parameters whose gradient is not in the gradient buffer.
 #[derive(Clone, Debug)]
 pub(crate) struct OuterGrads {
     entries: Vec<Outer, OUTER_CAPACITY>,
+    /// Bit `p` set for each parameter node `p < 64` whose gradient an entry holds.
+    mask: u64,
     state: State,
+    /// Their factors were found finite by [`Tape::grad_sum_of_squares`].
+    finite: bool,
 }
 
 impl OuterGrads {
     pub(crate) const fn new() -> Self {
         Self {
             entries: Vec::new(),
+            mask: 0,
             state: State::Held,
+            finite: false,
         }
-    }
-
-    pub(crate) fn entries(&self) -> &[Outer] {
-        &self.entries
     }
 
     pub(crate) fn is_held(&self) -> bool {
@@ -99,77 +112,108 @@ impl OuterGrads {
 
     pub(crate) fn clear(&mut self) {
         self.entries.clear();
+        self.mask = 0;
         self.state = State::Held;
+        self.finite = false;
     }
 
-    fn by_weight(&self, weight: usize) -> Option<&Outer> {
-        self.entries.iter().find(|o| o.weight == weight)
+    /// `true` when an entry holds parameter node `p`'s gradient.
+    #[inline]
+    pub(crate) fn holds(&self, p: usize) -> bool {
+        if p < 64 {
+            (self.mask >> p) & 1 != 0
+        } else {
+            self.find(p).is_some()
+        }
+    }
+
+    /// Sets the mask from the entries.
+    fn refresh_mask(&mut self) {
+        let bit = |p: usize| if p < 64 { 1u64 << p } else { 0 };
+        self.mask = self
+            .entries
+            .iter()
+            .fold(0, |m, o| m | bit(o.weight) | o.bias.map_or(0, bit));
+    }
+
+    /// The entry holding parameter node `p`'s gradient, and what of it `p` is.
+    pub(crate) fn find(&self, p: usize) -> Option<(&Outer, Part)> {
+        self.entries.iter().find_map(|o| {
+            if o.weight == p {
+                Some((o, Part::Weight))
+            } else if o.bias == Some(p) {
+                Some((o, Part::Bias))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// The first parameter node whose gradient is not in the buffer.
+    pub(crate) fn first_node(&self) -> Option<usize> {
+        self.entries.first().map(|o| o.weight)
     }
 }
 
-/// The value slots of the input of `o`'s linear node and the node's gradient slots.
+/// The value slots of the input of `o`'s linear node and the gradient slots its inputs'
+/// gradients follow from.
 fn factor_slots<T>(nodes: &[Node<T>], o: &Outer) -> Option<(Range<usize>, Range<usize>)> {
     let linear = nodes.get(o.node)?;
-    let Op::Linear { x, .. } = linear.op else {
-        return None;
-    };
-    Some((nodes.get(x.0)?.slots(), linear.grad_slots()?))
+    let (x, _, _) = linear.op.linear_inputs()?;
+    Some((nodes.get(x.0)?.slots(), linear.input_grad_slots()?))
 }
 
-/// The weights of `nodes` (parameters first, `parameters` of them) whose gradient is the
-/// outer product of a one-row linear node's factors: trainable, read by that node alone, its
-/// input an activation (not a parameter an update could change first).
-fn outer_products<T>(nodes: &[Node<T>], parameters: usize) -> Vec<Outer, OUTER_CAPACITY> {
-    let mut outer: Vec<Outer, OUTER_CAPACITY> = Vec::new();
-    let mut uses: Vec<usize, OUTER_CAPACITY> = Vec::new();
+/// Fills `outer` with the one-row linear nodes of `nodes` (parameters first, `parameters` of
+/// them) whose trainable weight they alone read, their input an activation (not a parameter
+/// an update could change first). A full list only means that further layers get their
+/// gradients written as any other.
+fn find_outer_products<T>(
+    nodes: &[Node<T>],
+    parameters: usize,
+    outer: &mut Vec<Outer, OUTER_CAPACITY>,
+) {
+    outer.clear();
+    let only_user = |p: usize| {
+        p < parameters
+            && nodes
+                .get(p)
+                .is_some_and(|n| n.requires_grad() && n.uses == 1)
+    };
     for (i, node) in nodes.iter().enumerate().skip(parameters) {
-        let Op::Linear { weight, x, .. } = node.op else {
+        let Some((x, weight, bias)) = node.op.linear_inputs() else {
             continue;
         };
-        let trainable =
-            weight.0 < parameters && nodes.get(weight.0).is_some_and(Node::requires_grad);
-        if node.rows == 1 && node.requires_grad() && trainable && x.0 >= parameters {
-            // A full list only means this weight's gradient is written as any other.
-            if outer
-                .push(Outer {
-                    weight: weight.0,
-                    node: i,
-                })
-                .is_ok()
-            {
-                let _ = uses.push(0);
+        if node.rows == 1 && node.requires_grad() && x.0 >= parameters && only_user(weight.0) {
+            let entry = Outer {
+                weight: weight.0,
+                node: i,
+                bias: only_user(bias.0).then_some(bias.0),
+            };
+            if outer.push(entry).is_err() {
+                return;
             }
         }
     }
-    if !outer.is_empty() {
-        for node in nodes.iter().skip(parameters) {
-            for id in node.op.differentiable_inputs().into_iter().flatten() {
-                for (o, n) in outer.iter().zip(uses.iter_mut()) {
-                    if o.weight == id.0 {
-                        *n += 1;
-                    }
-                }
-            }
-        }
-        let mut n = uses.iter();
-        outer.retain(|_| n.next() == Some(&1));
-    }
-    outer
 }
 
 impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G> {
     /// The reverse sweep of a training step: the gradients of [`zero_grad`](Self::zero_grad)
-    /// followed by [`backward`](Self::backward), those of the weights of one-row linear nodes
-    /// held as outer products (see the [module](self) documentation). Returns how many are.
+    /// followed by [`backward`](Self::backward), those of the parameters of one-row linear
+    /// nodes held as factors (see the [module](self) documentation). Returns how many layers
+    /// are held so.
     pub fn backward_for_step(&mut self, loss: Var<1, 1>) -> Result<usize> {
         let out = *self.resolve(loss)?;
         let seed_slots = out
             .grad_slots()
             .ok_or(TapeError::NoGradient { node: loss.node.0 })?;
         let nodes = self.nodes.get(..=loss.node.0).unwrap_or(&[]);
-        let outer = outer_products(nodes, self.parameter_nodes);
+        self.outer.state = State::Held;
+        self.outer.finite = false;
+        find_outer_products(nodes, self.parameter_nodes, &mut self.outer.entries);
+        self.outer.refresh_mask();
+        let outer = &self.outer;
         for (i, node) in nodes.iter().enumerate().take(self.parameter_nodes) {
-            if outer.iter().any(|o| o.weight == i) {
+            if outer.holds(i) {
                 continue;
             }
             if let Some(g) = node.grad_slots().and_then(|s| self.grads.get_mut(s)) {
@@ -185,43 +229,62 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         if let Some(g) = self.grads.get_mut(seed_slots) {
             g.fill(T::ONE);
         }
+        self.swept = true;
         for (i, node) in nodes.iter().enumerate().rev() {
-            let defer = outer.iter().any(|o| o.node == i);
+            let defer = match node.op.linear_inputs() {
+                Some(_) => outer
+                    .entries
+                    .iter()
+                    .find(|o| o.node == i)
+                    .map_or(Defer::NOTHING, |o| Defer {
+                        weight: true,
+                        bias: o.bias.is_some(),
+                    }),
+                None => Defer::NOTHING,
+            };
             backward_node(node, nodes, &self.values, &mut self.grads, defer);
         }
-        let held = outer.len();
-        self.outer = OuterGrads {
-            entries: outer,
-            state: State::Held,
-        };
-        Ok(held)
+        Ok(outer.entries.len())
     }
 
     /// The sum of the squares of every trainable gradient after
     /// [`backward_for_step`](Self::backward_for_step), added node by node in recording order:
     /// finite exactly when every gradient is finite and the sum does not overflow. A held
-    /// outer product's part is `|x|^2 |g|^2` (its sum over the entries up to rounding).
-    pub fn grad_sum_of_squares(&self) -> T {
+    /// weight's part is `|x|^2 |g|^2` (its sum over the entries up to rounding), a held
+    /// bias's `|g|^2`; when the total is finite, so is every factor, and the update need not
+    /// check them again.
+    pub fn grad_sum_of_squares(&mut self) -> T {
         let mut total = T::ZERO;
+        let held = self.outer.is_held();
         for (i, node) in self.nodes.iter().enumerate().take(self.parameter_nodes) {
-            let Some(slots) = node.grad_slots() else {
+            if held && self.outer.holds(i) {
                 continue;
-            };
-            let factors = self
-                .outer
-                .by_weight(i)
-                .filter(|_| self.outer.is_held())
-                .and_then(|o| factor_slots(&self.nodes, o))
-                .and_then(|(x, g)| Some((self.values.get(x)?, self.grads.get(g)?)));
-            total += match factors {
-                Some((x, g)) => sum_of_squares(x) * sum_of_squares(g),
-                None => sum_of_squares(self.grads.get(slots).unwrap_or(&[])),
-            };
+            }
+            if let Some(g) = node.grad_slots().and_then(|s| self.grads.get(s)) {
+                total += sum_of_squares(g);
+            }
         }
+        if held {
+            // Then the held layers, in recording order.
+            for o in &self.outer.entries {
+                let factors = factor_slots(&self.nodes, o)
+                    .and_then(|(x, g)| Some((self.values.get(x)?, self.grads.get(g)?)));
+                let Some((x, g)) = factors else {
+                    total += T::INFINITY;
+                    continue;
+                };
+                let g_squares = sum_of_squares(g);
+                total += sum_of_squares(x) * g_squares;
+                if o.bias.is_some() {
+                    total += g_squares;
+                }
+            }
+        }
+        self.outer.finite = total.is_finite();
         total
     }
 
-    /// Writes the gradients held as outer products into the gradient buffer, where
+    /// Writes the gradients held as factors into the gradient buffer, where
     /// [`parameter_grads`](Self::parameter_grads) reads them. Gradients a step did not keep
     /// stay unavailable.
     pub fn write_outer_grads(&mut self) {
@@ -229,26 +292,34 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             return;
         }
         for o in &self.outer.entries {
-            let (Some(weight), Some((xs, gs))) =
-                (self.nodes.get(o.weight), factor_slots(&self.nodes, o))
-            else {
+            let Some((xs, gs)) = factor_slots(&self.nodes, o) else {
                 continue;
             };
-            let (Some(ws), Some(x)) = (weight.grad_slots(), self.values.get(xs)) else {
+            let Some(x) = self.values.get(xs) else {
                 continue;
             };
-            // The weight's gradient slots lie before the linear node's.
+            // The parameters' gradient slots lie before the linear node's.
             let (before, after) = self.grads.split_at_mut(gs.start.min(G));
-            let (Some(out), Some(g)) = (before.get_mut(ws), after.get(..gs.len())) else {
+            let Some(g) = after.get(..gs.len()) else {
                 continue;
             };
-            set_matmul_grad_b(g, x, out, x.len(), g.len());
+            let weight = self.nodes.get(o.weight).and_then(Node::grad_slots);
+            if let Some(out) = weight.and_then(|s| before.get_mut(s)) {
+                set_matmul_grad_b(g, x, out, x.len(), g.len());
+            }
+            let bias = o
+                .bias
+                .and_then(|b| self.nodes.get(b))
+                .and_then(Node::grad_slots);
+            if let Some(out) = bias.and_then(|s| before.get_mut(s)) {
+                out.copy_from_slice(g);
+            }
         }
         self.outer.clear();
     }
 
-    /// Gives up the gradients held as outer products (a step that does not keep its
-    /// gradients): reading them is [`TapeError::GradientNotKept`] until the next sweep or
+    /// Gives up the gradients held as factors (a step that does not keep its gradients):
+    /// reading them is [`TapeError::GradientNotKept`] until the next sweep or
     /// [`zero_grad`](Self::zero_grad).
     pub fn drop_outer_grads(&mut self) {
         self.outer.state = State::NotKept;
@@ -261,20 +332,24 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             return;
         }
         for o in &self.outer.entries {
-            let slots = self.nodes.get(o.weight).and_then(Node::grad_slots);
-            if let Some(g) = slots.and_then(|s| self.grads.get_mut(s)) {
-                g.fill(T::ZERO);
+            for p in [Some(o.weight), o.bias].into_iter().flatten() {
+                let slots = self.nodes.get(p).and_then(Node::grad_slots);
+                if let Some(g) = slots.and_then(|s| self.grads.get_mut(s)) {
+                    g.fill(T::ZERO);
+                }
             }
         }
         self.outer.clear();
     }
 
-    /// The gradient of the weight of `o`, from its factors while held.
-    pub(super) fn outer_grad<const R: usize, const C: usize>(
+    /// The gradient of parameter `p` of `o`, from the factors while held.
+    pub(super) fn held_grad<const R: usize, const C: usize>(
         &self,
         o: &Outer,
+        part: Part,
+        p: usize,
     ) -> Result<Tensor<T, R, C>> {
-        let not_kept = TapeError::GradientNotKept { node: o.weight };
+        let not_kept = TapeError::GradientNotKept { node: p };
         if !self.outer.is_held() {
             return Err(not_kept);
         }
@@ -283,55 +358,102 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             self.values.get(xs).ok_or(not_kept)?,
             self.grads.get(gs).ok_or(not_kept)?,
         );
-        let mut out = Tensor::<T, R, C>::zeros();
-        set_matmul_grad_b(g, x, out.as_mut_slice(), R, C);
-        Ok(out)
+        match part {
+            Part::Weight => {
+                let mut out = Tensor::<T, R, C>::zeros();
+                set_matmul_grad_b(g, x, out.as_mut_slice(), R, C);
+                Ok(out)
+            }
+            Part::Bias => Tensor::from_slice(g).ok_or(not_kept),
+        }
     }
 
     /// Updates every trainable parameter through `optimizer`, node by node in recording
     /// order, each gradient scaled by `factor` (a clipping factor, 1 without clipping):
-    /// [`Optimizer::update_outer`] for a gradient held as an outer product,
-    /// [`Optimizer::update_slice`] for the others. The index of a scalar in the optimiser's
-    /// state counts from 0 as in [`update_parameters`](Self::update_parameters).
+    /// [`Optimizer::update_outer`] for a weight whose gradient is held as an outer product,
+    /// [`Optimizer::update_slice`] for the others (a held bias with its layer's output
+    /// gradient). The index of a scalar in the optimiser's state counts from 0 as in
+    /// [`update_parameters`](Self::update_parameters).
     pub fn update_trainable<O: Optimizer<T>>(&mut self, optimizer: &mut O, factor: T) {
         let split = self.parameter_slots.min(S);
         let (params, activations) = self.values.split_at_mut(split);
         let grad_split = self.parameter_grad_slots.min(G);
         let (param_grads, activation_grads) = self.grads.split_at_mut(grad_split);
         let held = self.outer.is_held();
+        let finite = self.outer.finite;
         let mut written: Vec<usize, OUTER_CAPACITY> = Vec::new();
-        for (i, node) in self.nodes.iter().enumerate().take(self.parameter_nodes) {
+        let nodes = &self.nodes;
+        for (i, node) in nodes.iter().enumerate().take(self.parameter_nodes) {
             let Some(grad_slots) = node.grad_slots() else {
                 continue;
             };
+            if held && self.outer.holds(i) {
+                continue;
+            }
             let first = grad_slots.start;
-            let (Some(values), Some(grads)) = (
+            if let (Some(values), Some(grads)) = (
                 params.get_mut(node.slots()),
                 param_grads.get_mut(grad_slots),
-            ) else {
-                continue;
-            };
-            // The factors live among the activations: offsets from the splits.
-            let factors = self
-                .outer
-                .by_weight(i)
-                .filter(|_| held)
-                .and_then(|o| factor_slots(&self.nodes, o))
-                .and_then(|(x, g)| {
-                    let x = x.start.checked_sub(split)?..x.end.checked_sub(split)?;
-                    let g = g.start.checked_sub(grad_split)?..g.end.checked_sub(grad_split)?;
-                    Some((activations.get(x)?, activation_grads.get(g)?))
-                });
-            match factors {
-                Some(xg) => {
-                    if optimizer.update_outer(first, values, grads, xg, factor) {
-                        let _ = written.push(i);
-                    }
-                }
-                None => optimizer.update_slice(first, values, grads, factor),
+            ) {
+                optimizer.update_slice(first, values, grads, factor);
             }
         }
-        // A gradient the optimiser wrote out is in the buffer now.
-        self.outer.entries.retain(|o| !written.contains(&o.weight));
+        for o in self.outer.entries.iter().filter(|_| held) {
+            // The factors live among the activations: offsets from the splits.
+            let factors = factor_slots(nodes, o).and_then(|(x, g)| {
+                let x = x.start.checked_sub(split)?..x.end.checked_sub(split)?;
+                let g = g.start.checked_sub(grad_split)?..g.end.checked_sub(grad_split)?;
+                Some((activations.get(x)?, activation_grads.get(g)?))
+            });
+            let Some((x, g)) = factors else {
+                continue;
+            };
+            let weight = nodes.get(o.weight);
+            if let Some(w) = weight {
+                let slots = (w.grad_slots(), w.slots());
+                if let (Some(gs), vs) = slots {
+                    if let (Some(values), Some(grads)) =
+                        (params.get_mut(vs), param_grads.get_mut(gs.clone()))
+                    {
+                        let outer = OuterProduct { x, g, finite };
+                        if optimizer.update_outer(gs.start, values, grads, outer, factor) {
+                            let _ = written.push(o.node);
+                        }
+                    }
+                }
+            }
+            if let Some(b) = o.bias.and_then(|b| nodes.get(b)) {
+                if let (Some(gs), Some(values)) = (b.grad_slots(), params.get_mut(b.slots())) {
+                    optimizer.update_slice(gs.start, values, g, factor);
+                }
+            }
+        }
+        if !written.is_empty() {
+            // The optimiser wrote these weights' gradients out: their biases' too, then.
+            let nodes = &self.nodes;
+            for o in self
+                .outer
+                .entries
+                .iter()
+                .filter(|o| written.contains(&o.node))
+            {
+                let Some((_, gs)) = factor_slots(nodes, o) else {
+                    continue;
+                };
+                let bias = o.bias.and_then(|b| nodes.get(b)).and_then(Node::grad_slots);
+                let g = gs
+                    .start
+                    .checked_sub(grad_split)
+                    .zip(gs.end.checked_sub(grad_split));
+                if let (Some(b), Some((start, end))) = (bias, g) {
+                    if let (Some(out), Some(g)) =
+                        (param_grads.get_mut(b), activation_grads.get(start..end))
+                    {
+                        out.copy_from_slice(g);
+                    }
+                }
+            }
+            self.outer.entries.retain(|o| !written.contains(&o.node));
+        }
     }
 }

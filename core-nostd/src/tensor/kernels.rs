@@ -28,7 +28,8 @@ const WIDE: usize = 16;
 const NARROW: usize = 4;
 
 /// `out = a (rows x inner) * b (inner x cols)`, `out` is `rows x cols`. Each output is
-/// accumulated from `+0` over `inner` in increasing order.
+/// accumulated from `+0` over `inner` in increasing order; a zero in `a` contributes nothing,
+/// whatever `b` holds (see [`linear`]).
 ///
 /// ```
 /// use safegrad::tensor::kernels::matmul;
@@ -45,12 +46,20 @@ pub fn matmul<T: Scalar>(a: &[T], b: &[T], out: &mut [T], inner: usize, cols: us
 /// (a fully connected layer). Each output starts from its bias (`+0` without one) and
 /// accumulates `x[r][k] * w[k][c]` over `k` in increasing order.
 ///
+/// A zero `x[r][k]` contributes nothing, whatever row `k` of `w` holds: strong zeros, as in
+/// the backward. An input a ReLU switched off costs no work (about half of a hidden layer's),
+/// and an infinite or `nan` weight leaving it cannot turn the output into `nan` (IEEE would
+/// give `0 * inf = nan`); only the sign of a zero output can differ from the plain sum.
+///
 /// ```
 /// use safegrad::tensor::kernels::linear;
 ///
 /// let mut out = [0.0f32; 2];
 /// linear(&[1.0, 2.0], &[3.0, 4.0, 5.0, 6.0], Some(&[0.5, -0.5]), &mut out, 2, 2);
 /// assert_eq!(out, [13.5, 15.5]);
+/// // The second input is zero: its infinite weights are not used.
+/// linear(&[1.0, 0.0], &[3.0, 4.0, f32::INFINITY, f32::NAN], None, &mut out, 2, 2);
+/// assert_eq!(out, [3.0, 4.0]);
 /// ```
 pub fn linear<T: Scalar>(
     x: &[T],
@@ -60,21 +69,62 @@ pub fn linear<T: Scalar>(
     inner: usize,
     cols: usize,
 ) {
+    linear_act(x, w, bias, out, inner, cols, |v| v);
+}
+
+/// [`linear`] followed by a ReLU, `max(v, 0)` of each output as it is stored (written as a
+/// comparison, so that `nan` stays `nan`).
+///
+/// ```
+/// use safegrad::tensor::kernels::linear_relu;
+///
+/// let mut out = [0.0f32; 2];
+/// linear_relu(&[1.0, 2.0], &[3.0, -4.0, 5.0, 1.0], None, &mut out, 2, 2);
+/// assert_eq!(out, [13.0, 0.0]);
+/// ```
+pub fn linear_relu<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    inner: usize,
+    cols: usize,
+) {
+    linear_act(x, w, bias, out, inner, cols, |v| {
+        if v < T::ZERO {
+            T::ZERO
+        } else {
+            v
+        }
+    });
+}
+
+/// [`linear`] with `act` applied to each output as it is stored.
+#[inline(always)]
+fn linear_act<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    inner: usize,
+    cols: usize,
+    act: impl Fn(T) -> T + Copy,
+) {
     if cols == 0 {
         return;
     }
     if inner == 0 {
         for out_row in out.chunks_exact_mut(cols) {
             for (c, o) in out_row.iter_mut().enumerate() {
-                *o = bias.and_then(|b| b.get(c)).copied().unwrap_or(T::ZERO);
+                *o = act(bias.and_then(|b| b.get(c)).copied().unwrap_or(T::ZERO));
             }
         }
         return;
     }
     for (x_row, out_row) in x.chunks_exact(inner).zip(out.chunks_exact_mut(cols)) {
-        let c = linear_tiles::<T, WIDE>(x_row, w, bias, out_row, 0);
-        let c = linear_tiles::<T, NARROW>(x_row, w, bias, out_row, c);
-        linear_tiles::<T, 1>(x_row, w, bias, out_row, c);
+        let c = linear_tiles::<T, WIDE>(x_row, w, bias, out_row, 0, act);
+        let c = linear_tiles::<T, NARROW>(x_row, w, bias, out_row, c, act);
+        linear_tiles::<T, 1>(x_row, w, bias, out_row, c, act);
     }
 }
 
@@ -87,6 +137,7 @@ fn linear_tiles<T: Scalar, const W: usize>(
     bias: Option<&[T]>,
     out_row: &mut [T],
     first: usize,
+    act: impl Fn(T) -> T,
 ) -> usize {
     let cols = out_row.len();
     let mut c = first;
@@ -99,13 +150,18 @@ fn linear_tiles<T: Scalar, const W: usize>(
             None => [T::ZERO; W],
         };
         for (&xk, w_row) in x_row.iter().zip(w.chunks_exact(cols)) {
+            if xk == T::ZERO {
+                continue;
+            }
             if let Some(w_tile) = w_row.get(c..).and_then(|r| r.first_chunk::<W>()) {
                 for (a, &wv) in acc.iter_mut().zip(w_tile) {
                     *a += xk * wv;
                 }
             }
         }
-        *out = acc;
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = act(a);
+        }
         c += W;
     }
     c
@@ -167,12 +223,18 @@ fn dot_blocks<T: Scalar, const W: usize>(g_row: &[T], b: &[T], ga_row: &mut [T],
     true
 }
 
-/// One block's sum in four lanes: term `i` to lane `i % 4` in increasing `i`, lanes from
-/// `+0`, then `(l0 + l1) + (l2 + l3)`. `W` is a multiple of 4.
+/// One block's sum in four lanes: term `i` to lane `i % 4` in increasing `i` (each lane
+/// starting from its first term), then `(l0 + l1) + (l2 + l3)`. `W` is a multiple of 4.
 #[inline(always)]
 fn lanes<T: Scalar, const W: usize>(g: &[T; W], w: &[T; W]) -> T {
+    let mut chunks = g.chunks_exact(4).zip(w.chunks_exact(4));
     let mut l = [T::ZERO; 4];
-    for (gc, wc) in g.chunks_exact(4).zip(w.chunks_exact(4)) {
+    if let Some((gc, wc)) = chunks.next() {
+        for ((lane, &gv), &wv) in l.iter_mut().zip(gc).zip(wc) {
+            *lane = gv * wv;
+        }
+    }
+    for (gc, wc) in chunks {
         for ((lane, &gv), &wv) in l.iter_mut().zip(gc).zip(wc) {
             *lane += gv * wv;
         }
@@ -392,35 +454,75 @@ pub fn outer_update<T: Scalar>(
 /// its input row, `g` its output gradient, `rate` `|g| lr * g`), without writing the gradient
 /// out. A row whose `x[k]` is zero (its gradient a row of zeros, `g` being finite) is left
 /// alone, which after a ReLU is about half of the rows; with `x[k]` infinite or `nan`, the
-/// terms whose `g[j]` is zero contribute nothing (strong zeros). The rates are held in
-/// registers 16 at a time.
+/// terms whose `g[j]` is zero contribute nothing (strong zeros). With `known_finite`, the
+/// caller vouches that `x` and `g` are finite and they are not checked again. The rates are
+/// held in registers 16 at a time.
 ///
 /// ```
 /// use safegrad::tensor::kernels::sub_outer;
 ///
 /// let mut w = [1.0f32; 4];
-/// sub_outer(&mut w, &[2.0, 0.0], &[1.0, -1.0], |g| 0.5 * g);
+/// sub_outer(&mut w, &[2.0, 0.0], &[1.0, -1.0], false, |g| 0.5 * g);
 /// assert_eq!(w, [0.0, 2.0, 1.0, 1.0]);
 /// ```
-pub fn sub_outer<T: Scalar>(values: &mut [T], x: &[T], g: &[T], rate: impl Fn(T) -> T) {
+pub fn sub_outer<T: Scalar>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    known_finite: bool,
+    rate: impl Fn(T) -> T,
+) {
     if g.is_empty() {
         return;
     }
-    let g_finite = g.iter().all(|v| v.is_finite());
-    let j = sub_outer_tiles::<T, WIDE>(values, x, g, &rate, 0, g_finite);
-    let j = sub_outer_tiles::<T, NARROW>(values, x, g, &rate, j, g_finite);
-    sub_outer_tiles::<T, 1>(values, x, g, &rate, j, g_finite);
+    let g_finite = known_finite || g.iter().all(|v| v.is_finite());
+    if !known_finite && !x.iter().all(|v| v.is_finite()) {
+        sub_outer_strong(values, x, g, &rate, g_finite);
+        return;
+    }
+    if g_finite {
+        let j = sub_outer_tiles::<T, WIDE, true>(values, x, g, &rate, 0);
+        let j = sub_outer_tiles::<T, NARROW, true>(values, x, g, &rate, j);
+        sub_outer_tiles::<T, 1, true>(values, x, g, &rate, j);
+    } else {
+        let j = sub_outer_tiles::<T, WIDE, false>(values, x, g, &rate, 0);
+        let j = sub_outer_tiles::<T, NARROW, false>(values, x, g, &rate, j);
+        sub_outer_tiles::<T, 1, false>(values, x, g, &rate, j);
+    }
 }
 
-/// Columns `first..` of [`sub_outer`], `W` at a time; returns the first column not done.
+/// [`sub_outer`] when some `x[k]` is infinite or `nan`: row by row, and in such a row the
+/// terms whose `g[j]` is zero left out (strong zeros).
+#[cold]
+#[inline(never)]
+fn sub_outer_strong<T: Scalar>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    rate: &impl Fn(T) -> T,
+    g_finite: bool,
+) {
+    for (v_row, &xk) in values.chunks_exact_mut(g.len()).zip(x) {
+        if xk == T::ZERO && g_finite {
+            continue;
+        }
+        for (p, &gv) in v_row.iter_mut().zip(g) {
+            if xk.is_finite() || gv != T::ZERO {
+                *p -= xk * rate(gv);
+            }
+        }
+    }
+}
+
+/// Columns `first..` of [`sub_outer`] for a finite `x`, `W` at a time (rows whose `x[k]` is
+/// zero skipped if `SKIP_ZERO_ROWS`: when `g` is finite); returns the first column not done.
 #[inline(always)]
-fn sub_outer_tiles<T: Scalar, const W: usize>(
+fn sub_outer_tiles<T: Scalar, const W: usize, const SKIP_ZERO_ROWS: bool>(
     values: &mut [T],
     x: &[T],
     g: &[T],
     rate: &impl Fn(T) -> T,
     first: usize,
-    g_finite: bool,
 ) -> usize {
     let cols = g.len();
     let mut j = first;
@@ -430,34 +532,19 @@ fn sub_outer_tiles<T: Scalar, const W: usize>(
             *c = rate(gv);
         }
         for (v_row, &xk) in values.chunks_exact_mut(cols).zip(x) {
-            if xk == T::ZERO && g_finite {
+            if SKIP_ZERO_ROWS && xk == T::ZERO {
                 continue;
             }
             let Some(v) = v_row.get_mut(j..).and_then(|s| s.first_chunk_mut::<W>()) else {
                 break;
             };
-            if xk.is_finite() {
-                for (p, &cv) in v.iter_mut().zip(&c) {
-                    *p -= xk * cv;
-                }
-            } else {
-                sub_strong(v, &c, g_tile, xk);
+            for (p, &cv) in v.iter_mut().zip(&c) {
+                *p -= xk * cv;
             }
         }
         j += W;
     }
     j
-}
-
-/// [`sub_outer`]'s row for an infinite or `nan` `x[k]`: terms with a zero `g[j]` left out.
-#[cold]
-#[inline(never)]
-fn sub_strong<T: Scalar>(v: &mut [T], c: &[T], g: &[T], xk: T) {
-    for ((p, &cv), &gv) in v.iter_mut().zip(c).zip(g) {
-        if gv != T::ZERO {
-            *p -= xk * cv;
-        }
-    }
 }
 
 /// Eight entries of [`outer_update`]: the terms, their store, then the rule (the order that
@@ -518,6 +605,67 @@ fn strong_terms<T: Scalar>(out: &mut [T], g: &[T], x: T, set: bool) {
     }
 }
 
+/// `out[i] = if y[i] > 0 { g[i] } else { 0 }`: the gradient of a ReLU's input from its output
+/// `y` and the output's gradient `g`, written (the untaken side gets exactly zero).
+///
+/// ```
+/// use safegrad::tensor::kernels::relu_mask;
+///
+/// let mut out = [9.0f32; 3];
+/// relu_mask(&[2.0, f32::NAN, 3.0], &[0.5, 0.0, 1.0], &mut out);
+/// assert_eq!(out, [2.0, 0.0, 3.0]);
+/// ```
+pub fn relu_mask<T: Scalar>(g: &[T], y: &[T], out: &mut [T]) {
+    let eights = out
+        .chunks_exact_mut(8)
+        .zip(g.chunks_exact(8))
+        .zip(y.chunks_exact(8));
+    for ((o, gc), yc) in eights {
+        for ((o, &gv), &yv) in o.iter_mut().zip(gc).zip(yc) {
+            *o = if yv > T::ZERO { gv } else { T::ZERO };
+        }
+    }
+    let done = out.len().min(g.len()).min(y.len()) / 8 * 8;
+    let rest = out.get_mut(done..).unwrap_or(&mut []);
+    let (g, y) = (g.get(done..).unwrap_or(&[]), y.get(done..).unwrap_or(&[]));
+    for ((o, &gv), &yv) in rest.iter_mut().zip(g).zip(y) {
+        *o = if yv > T::ZERO { gv } else { T::ZERO };
+    }
+}
+
+/// `grad[i] += if x[i] > 0 { g[i] } else { 0 }`: the gradient of `max(x, 0)` added to `x`'s, eight at
+/// a time (`g` where `x > 0`, else 0: the untaken side gets exactly zero).
+///
+/// ```
+/// use safegrad::tensor::kernels::add_relu_grad;
+///
+/// let mut grad = [1.0f32; 3];
+/// add_relu_grad(&[2.0, 2.0, f32::NAN], &[0.5, -0.5, 0.0], &mut grad);
+/// assert_eq!(grad, [3.0, 1.0, 1.0]);
+/// ```
+pub fn add_relu_grad<T: Scalar>(g: &[T], x: &[T], grad: &mut [T]) {
+    let lanes = grad
+        .chunks_exact_mut(8)
+        .zip(g.chunks_exact(8))
+        .zip(x.chunks_exact(8));
+    for ((d, gc), xc) in lanes {
+        for ((d, &gv), &xv) in d.iter_mut().zip(gc).zip(xc) {
+            // Adding +0 would change nothing but the sign of a zero: the lane is left alone.
+            if xv > T::ZERO {
+                *d += gv;
+            }
+        }
+    }
+    let done = grad.len().min(g.len()).min(x.len()) / 8 * 8;
+    let rest = grad.get_mut(done..).unwrap_or(&mut []);
+    let (g, x) = (g.get(done..).unwrap_or(&[]), x.get(done..).unwrap_or(&[]));
+    for ((d, &gv), &xv) in rest.iter_mut().zip(g).zip(x) {
+        if xv > T::ZERO {
+            *d += gv;
+        }
+    }
+}
+
 /// `out[r][c] = x[r][c] + row[c]`.
 pub fn add_row<T: Scalar>(x: &[T], row: &[T], out: &mut [T]) {
     if row.is_empty() {
@@ -540,9 +688,31 @@ pub fn add_column_sums<T: Scalar>(x: &[T], sums: &mut [T]) {
         return;
     }
     for x_row in x.chunks_exact(sums.len()) {
-        for (s, &v) in sums.iter_mut().zip(x_row) {
-            *s += v;
-        }
+        update_each(sums, x_row, |s, v| s + v);
+    }
+}
+
+/// `sums[c] = x[0][c] + x[1][c] + ...`: [`add_column_sums`] into a buffer that need not be
+/// zeroed first (the first row is written, the others added).
+///
+/// ```
+/// use safegrad::tensor::kernels::set_column_sums;
+///
+/// let mut sums = [9.0f32; 2];
+/// set_column_sums(&[1.0, 2.0, 3.0, 4.0], &mut sums);
+/// assert_eq!(sums, [4.0, 6.0]);
+/// ```
+pub fn set_column_sums<T: Scalar>(x: &[T], sums: &mut [T]) {
+    if sums.is_empty() {
+        return;
+    }
+    let mut rows = x.chunks_exact(sums.len());
+    match rows.next() {
+        Some(first) => sums.copy_from_slice(first),
+        None => return,
+    }
+    for x_row in rows {
+        update_each(sums, x_row, |s, v| s + v);
     }
 }
 

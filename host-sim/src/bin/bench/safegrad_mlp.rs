@@ -2,30 +2,32 @@
 //! and per step `clear_activations`, `input`, `forward`, `softmax_cross_entropy` and the
 //! guarded `train::step` with `Sgd` (default `StepConfig`: no clipping, not strict).
 
-use safegrad::nn::{Build, Init, Linear, Module, Relu};
+use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
 use safegrad::optim::Sgd;
 use safegrad::train::{step, StepConfig};
 use safegrad::{Tape, Tensor};
 
 use crate::workload::{Batch, Weights, HIDDEN, IN, LR, OUT};
 
-/// The canonical MLP.
+/// The canonical MLP: each hidden layer and its ReLU as one node.
 pub type Mlp = (
-    Linear<IN, HIDDEN>,
-    Relu,
-    Linear<HIDDEN, HIDDEN>,
-    Relu,
+    LinearRelu<IN, HIDDEN>,
+    LinearRelu<HIDDEN, HIDDEN>,
     Linear<HIDDEN, OUT>,
 );
 
-/// Nodes: 6 parameters, the input, 3 x (matmul, add_row), 2 relu, labels, loss = 17.
-pub const TAPE_NODES: usize = 32;
-/// Scalars for batch 32: 1,732 parameters + 32 x (16 + 6 x 32 + 2 x 4 + 1 label) + 1 loss
-/// = 8,677, rounded up to 9 x 1024 (8,192 does not hold batch 32).
-pub const TAPE_SCALARS: usize = 9 * 1024;
+/// Nodes: 6 parameters, the input, 3 layers, labels, loss = 12.
+pub const TAPE_NODES: usize = 16;
+/// Values for batch 32: 1,732 parameters + 32 x (16 + 32 + 32 + 4 + 1 label) + 1 loss
+/// = 4,453, rounded up to 5 x 1024.
+pub const TAPE_SCALARS: usize = 5 * 1024;
+/// Gradients for batch 32: 1,732 parameters + 32 x (2 x 32 + 2 x 32 + 4) + 1 loss = 5,957
+/// (a hidden layer with its ReLU keeps its output's and its pre-activation's), rounded up
+/// to 6 x 1024.
+pub const TAPE_GRADIENTS: usize = 6 * 1024;
 
 /// A tape sized for batch 32, used for both batch sizes.
-pub type BenchTape = Tape<f32, TAPE_NODES, TAPE_SCALARS>;
+pub type BenchTape = Tape<f32, TAPE_NODES, TAPE_SCALARS, TAPE_GRADIENTS>;
 
 pub struct SafegradMlp<const B: usize> {
     tape: Box<BenchTape>,
@@ -52,7 +54,7 @@ impl<const B: usize> SafegradMlp<B> {
     }
 
     pub fn set_weights(&mut self, w: &Weights) -> Result<(), String> {
-        let (l1, _, l2, _, l3) = self.model;
+        let (l1, l2, l3) = self.model;
         let t = &mut *self.tape;
         t.set_parameter(l1.weight, &Tensor::new(w.w1))
             .and_then(|()| t.set_parameter(l1.bias, &Tensor::new([w.b1])))
