@@ -177,7 +177,9 @@ pub enum Op<T> {
         /// Operand.
         x: NodeId,
     },
-    /// Mean over rows of the stable softmax cross-entropy, a `1 x 1` node.
+    /// Mean over rows of the stable softmax cross-entropy, a `1 x 1` node. Its value is
+    /// followed in the tape's buffer by the softmax of each row of the logits, which its
+    /// backward reads.
     SoftmaxCrossEntropy {
         /// `R x C` logits.
         logits: NodeId,

@@ -286,6 +286,50 @@ pub fn softmax_cross_entropy<T: Scalar>(z: &[T], target: usize) -> Option<T> {
     Some(s.ln() - (z_t - m))
 }
 
+/// [`softmax_cross_entropy`] that also writes `softmax(z)` (`exp(z - m) / sum`) to
+/// `probabilities`, for [`softmax_cross_entropy_grad_from`].
+///
+/// ```
+/// use safegrad::ops::{softmax_cross_entropy, softmax_cross_entropy_with_softmax};
+///
+/// let mut p = [0.0f32; 3];
+/// let loss = softmax_cross_entropy_with_softmax(&[1.0, 2.0, 3.0], 2, &mut p);
+/// assert_eq!(loss, softmax_cross_entropy(&[1.0, 2.0, 3.0], 2));
+/// assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+/// ```
+pub fn softmax_cross_entropy_with_softmax<T: Scalar>(
+    z: &[T],
+    target: usize,
+    probabilities: &mut [T],
+) -> Option<T> {
+    let z_t = *z.get(target)?;
+    let m = crate::tensor::kernels::max(z);
+    let mut s = T::ZERO;
+    for (p, &v) in probabilities.iter_mut().zip(z) {
+        let e = (v - m).exp();
+        *p = e;
+        s += e;
+    }
+    for p in probabilities.iter_mut() {
+        *p = *p / s;
+    }
+    Some(s.ln() - (z_t - m))
+}
+
+/// [`softmax_cross_entropy_grad`] from the softmax [`softmax_cross_entropy_with_softmax`]
+/// wrote: adds `g * (p - onehot(t))` to `grad`.
+pub fn softmax_cross_entropy_grad_from<T: Scalar>(
+    g: T,
+    probabilities: &[T],
+    target: usize,
+    grad: &mut [T],
+) {
+    for (j, (d, &p)) in grad.iter_mut().zip(probabilities).enumerate() {
+        let local = if j == target { p - T::ONE } else { p };
+        *d += strong_mul(g, local);
+    }
+}
+
 /// Gradient of [`softmax_cross_entropy`] for one row: adds `g * (softmax(z) - onehot(t))`
 /// to `grad`.
 pub fn softmax_cross_entropy_grad<T: Scalar>(g: T, z: &[T], target: usize, grad: &mut [T]) {

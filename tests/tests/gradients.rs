@@ -1116,8 +1116,9 @@ fn bits_of(v: &[f64]) -> Vec<u64> {
 fn a_thousand_steps_reuse_the_same_nodes_and_scalars() -> Result<(), TapeError> {
     // Nodes: W, b | x, matmul, add_row, tanh, labels, loss.
     const NODES: usize = 2 + 6;
-    // Scalars: W 3x4, b 1x4 | x 2x3, matmul 2x4, add_row 2x4, tanh 2x4, labels 2x1, loss 1.
-    const SCALARS: usize = 12 + 4 + 6 + 8 + 8 + 8 + 2 + 1;
+    // Scalars: W 3x4, b 1x4 | x 2x3, matmul 2x4, add_row 2x4, tanh 2x4, labels 2x1, loss 1
+    // and the softmax it keeps for its backward 2x4.
+    const SCALARS: usize = 12 + 4 + 6 + 8 + 8 + 8 + 2 + 1 + 8;
     let mut tape = StepTape::new();
     let w = tape.parameter(&Tensor::new(W0))?;
     let b = tape.parameter(&Tensor::new(B0))?;
@@ -1241,13 +1242,14 @@ fn scalar_capacity_is_an_error_that_changes_nothing() -> Result<(), TapeError> {
 
     let s = tape.sum(y)?; // 13 used.
 
-    // Softmax cross-entropy needs its labels (2) and its value (1): 3 slots, 1 left.
+    // Softmax cross-entropy needs its labels (2), its value (1) and the softmax of the
+    // logits (6): 9 slots, 1 left.
     assert_eq!(
         tape.softmax_cross_entropy(y, &[0, 1]),
         Err(TapeError::ScalarCapacity {
             capacity: 14,
             used: 13,
-            requested: 3
+            requested: 9
         })
     );
     assert_eq!((tape.nodes().len(), tape.scalars_used()), (3, 13));

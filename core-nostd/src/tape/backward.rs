@@ -308,14 +308,20 @@ pub(super) fn backward_node<T: Scalar>(
             let (g_out, g_z) = split_grads(grads, og, s(logits));
             let g = g_out.first().copied().unwrap_or(T::ZERO);
             let g = strong_mul(g, T::ONE / T::from_usize(rows));
+            // The forward left the softmax of each row after the loss value.
+            let softmax = values.get(out.offset + 1..out.offset + 1 + rows * cols);
             if cols > 0 {
+                let mut p_rows = softmax.unwrap_or(&[]).chunks_exact(cols);
                 for ((g_row, z_row), &t) in g_z
                     .chunks_exact_mut(cols)
                     .zip(zv.chunks_exact(cols))
                     .zip(tv)
                 {
                     let target = (0..cols).find(|&j| T::from_usize(j) == t).unwrap_or(cols);
-                    ops::softmax_cross_entropy_grad(g, z_row, target, g_row);
+                    match p_rows.next() {
+                        Some(p) => ops::softmax_cross_entropy_grad_from(g, p, target, g_row),
+                        None => ops::softmax_cross_entropy_grad(g, z_row, target, g_row),
+                    }
                 }
             }
         }

@@ -571,11 +571,12 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             });
         }
         // Labels are recorded as a constant node (class indices are exact in f32 up to
-        // 2^24), followed by the loss node.
+        // 2^24), followed by the loss node, whose value is followed by the softmax of each
+        // row (`R * C` values its backward reads instead of computing the exponentials again).
         if self.nodes.len() + 2 > N {
             return Err(TapeError::NodeCapacity { capacity: N });
         }
-        self.reserve(R + 1)?;
+        self.reserve(R + 1 + R * C)?;
         if with_grad {
             self.reserve_grad(1)?;
         }
@@ -583,18 +584,22 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             T::from_usize(targets.get(r).copied().unwrap_or_default())
         });
         let t = self.leaf(Leaf::Constant, &labels, crate::graph::Domain::UNKNOWN)?;
-        let (before, out) = self.split_for_output(1)?;
+        let (before, out) = self.split_for_output(1 + R * C)?;
         let zv = before.get(sz).unwrap_or(&[]);
+        let (loss, probabilities) = out.split_at_mut(1);
         let mut total = T::ZERO;
         if C > 0 {
-            for (row, &target) in zv.chunks_exact(C).zip(targets) {
-                total += ops::softmax_cross_entropy(row, target).unwrap_or(T::ZERO);
+            let rows = zv.chunks_exact(C).zip(probabilities.chunks_exact_mut(C));
+            for ((row, p), &target) in rows.zip(targets) {
+                total += ops::softmax_cross_entropy_with_softmax(row, target, p).unwrap_or(T::ZERO);
             }
         }
-        out.iter_mut().for_each(|o| *o = total / T::from_usize(R));
-        self.commit_op(Op::SoftmaxCrossEntropy {
+        loss.iter_mut().for_each(|o| *o = total / T::from_usize(R));
+        let v = self.commit_op(Op::SoftmaxCrossEntropy {
             logits: logits.node,
             targets: t.node,
-        })
+        })?;
+        self.used += R * C;
+        Ok(v)
     }
 }

@@ -18,9 +18,11 @@ pub type Mlp = (
 
 /// Nodes: 6 parameters, the input, 3 layers, labels, loss = 12.
 pub const TAPE_NODES: usize = 16;
-/// Values for batch 32: 1,732 parameters + 32 x (16 + 32 + 32 + 4 + 1 label) + 1 loss
-/// = 4,453, rounded up to 5 x 1024.
-pub const TAPE_SCALARS: usize = 5 * 1024;
+/// Values for batch 32: 1,732 parameters, 32 x (16 + 32 + 32 + 4 + 1 label + 4 softmax) and
+/// the loss, 4,581, rounded up to 4,608: not a multiple of 1,024, so that the gradient
+/// buffer that follows does not start a whole number of 4 KiB pages after the values (an
+/// x86 core stalls on loads that seem to alias stores to the other buffer).
+pub const TAPE_SCALARS: usize = 4608;
 /// Gradients for batch 32: 1,732 parameters + 32 x (2 x 32 + 2 x 32 + 4) + 1 loss = 5,957
 /// (a hidden layer with its ReLU keeps its output's and its pre-activation's), rounded up
 /// to 6 x 1024.

@@ -1,0 +1,277 @@
+//! The forward pass of a fully connected layer: `x W + b`, with or without a ReLU.
+
+use super::nonzero::{Nonzero, CHUNK};
+use super::{NARROW, SIMD, WIDE};
+use crate::scalar::Scalar;
+
+/// `out = a (rows x inner) * b (inner x cols)`, `out` is `rows x cols`. Each output is
+/// accumulated from `+0` over `inner` in increasing order; a zero in `a` contributes nothing,
+/// whatever `b` holds (see [`linear`]).
+///
+/// ```
+/// use safegrad::tensor::kernels::matmul;
+///
+/// let mut out = [0.0f32; 2];
+/// matmul(&[1.0, 2.0], &[3.0, 4.0, 5.0, 6.0], &mut out, 2, 2);
+/// assert_eq!(out, [13.0, 16.0]);
+/// ```
+pub fn matmul<T: Scalar>(a: &[T], b: &[T], out: &mut [T], inner: usize, cols: usize) {
+    linear_act(a, b, None, out, inner, cols, |v| v);
+}
+
+/// `out = x (rows x inner) * w (inner x cols) + bias`, the `1 x cols` bias added to every row
+/// (a fully connected layer). Each output starts from its bias (`+0` without one) and
+/// accumulates `x[r][k] * w[k][c]` over `k` in increasing order.
+///
+/// A zero `x[r][k]` contributes nothing, whatever row `k` of `w` holds: strong zeros, as in
+/// the backward. An input a ReLU switched off costs no work (about half of a hidden layer's),
+/// and an infinite or `nan` weight leaving it cannot turn the output into `nan` (IEEE would
+/// give `0 * inf = nan`); only the sign of a zero output can differ from the plain sum.
+///
+/// ```
+/// use safegrad::tensor::kernels::linear;
+///
+/// let mut out = [0.0f32; 2];
+/// linear(&[1.0, 2.0], &[3.0, 4.0, 5.0, 6.0], Some(&[0.5, -0.5]), &mut out, 2, 2);
+/// assert_eq!(out, [13.5, 15.5]);
+/// // The second input is zero: its infinite weights are not used.
+/// linear(&[1.0, 0.0], &[3.0, 4.0, f32::INFINITY, f32::NAN], None, &mut out, 2, 2);
+/// assert_eq!(out, [3.0, 4.0]);
+/// ```
+pub fn linear<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    inner: usize,
+    cols: usize,
+) {
+    linear_act(x, w, bias, out, inner, cols, |v| v);
+}
+
+/// [`linear`] followed by a ReLU, `max(v, 0)` of each output as it is stored (written as a
+/// comparison, so that `nan` stays `nan`).
+///
+/// ```
+/// use safegrad::tensor::kernels::linear_relu;
+///
+/// let mut out = [0.0f32; 2];
+/// linear_relu(&[1.0, 2.0], &[3.0, -4.0, 5.0, 1.0], None, &mut out, 2, 2);
+/// assert_eq!(out, [13.0, 0.0]);
+/// ```
+pub fn linear_relu<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    inner: usize,
+    cols: usize,
+) {
+    linear_act(x, w, bias, out, inner, cols, |v| {
+        if v < T::ZERO {
+            T::ZERO
+        } else {
+            v
+        }
+    });
+}
+
+/// [`linear`] with `act` applied to each output as it is stored, in this target's shape.
+#[inline(always)]
+fn linear_act<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    inner: usize,
+    cols: usize,
+    act: impl Fn(T) -> T + Copy,
+) {
+    if cols == 0 {
+        return;
+    }
+    if inner == 0 {
+        for out_row in out.chunks_exact_mut(cols) {
+            for (c, o) in out_row.iter_mut().enumerate() {
+                *o = act(bias.and_then(|b| b.get(c)).copied().unwrap_or(T::ZERO));
+            }
+        }
+        return;
+    }
+    let Some(w) = w.get(..inner.saturating_mul(cols)) else {
+        return;
+    };
+    for (x_row, out_row) in x.chunks_exact(inner).zip(out.chunks_exact_mut(cols)) {
+        if SIMD {
+            row_simd(x_row, w, bias, out_row, act);
+        } else {
+            row_branching(x_row, w, bias, out_row, act);
+        }
+    }
+}
+
+/// One output row, a row at a time with a branch per input (the Cortex-M shape).
+#[inline(always)]
+fn row_branching<T: Scalar>(
+    x_row: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out_row: &mut [T],
+    act: impl Fn(T) -> T + Copy,
+) {
+    let c = tiles_branching::<T, WIDE>(x_row, w, bias, out_row, 0, act);
+    let c = tiles_branching::<T, NARROW>(x_row, w, bias, out_row, c, act);
+    tiles_branching::<T, 1>(x_row, w, bias, out_row, c, act);
+}
+
+/// Columns `first..` of one output row, `W` at a time while `W` of them are left; returns
+/// the first column not computed.
+#[inline(always)]
+fn tiles_branching<T: Scalar, const W: usize>(
+    x_row: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out_row: &mut [T],
+    first: usize,
+    act: impl Fn(T) -> T,
+) -> usize {
+    let cols = out_row.len();
+    let mut c = first;
+    while let Some(out) = out_row.get_mut(c..).and_then(|o| o.first_chunk_mut::<W>()) {
+        let mut acc = bias_tile::<T, W>(bias, c);
+        for (&xk, w_row) in x_row.iter().zip(w.chunks_exact(cols)) {
+            if xk == T::ZERO {
+                continue;
+            }
+            if let Some(w_tile) = w_row.get(c..).and_then(|r| r.first_chunk::<W>()) {
+                for (a, &wv) in acc.iter_mut().zip(w_tile) {
+                    *a += xk * wv;
+                }
+            }
+        }
+        for (o, &a) in out.iter_mut().zip(&acc) {
+            *o = act(a);
+        }
+        c += W;
+    }
+    c
+}
+
+/// The bias of columns `c..c + W`, or zeros.
+#[inline(always)]
+fn bias_tile<T: Scalar, const W: usize>(bias: Option<&[T]>, c: usize) -> [T; W] {
+    match bias
+        .and_then(|b| b.get(c..))
+        .and_then(|b| b.first_chunk::<W>())
+    {
+        Some(b) => *b,
+        None => [T::ZERO; W],
+    }
+}
+
+/// One output row, its nonzero inputs found first without branches (the SIMD shape): the
+/// same terms in the same order as [`row_branching`].
+fn row_simd<T: Scalar>(
+    x_row: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out_row: &mut [T],
+    act: impl Fn(T) -> T + Copy,
+) {
+    // Inputs are taken CHUNK at a time; between chunks the row holds the partial sums.
+    for (n, x_chunk) in x_row.chunks(CHUNK).enumerate() {
+        let nz = Nonzero::of(x_chunk, n * CHUNK);
+        let first = n == 0;
+        // Eight SSE registers of sums: independent chains enough to hide an addition's
+        // latency.
+        let c = tiles_simd::<T, { 2 * WIDE }>(&nz, w, bias, out_row, 0, first);
+        let c = tiles_simd::<T, WIDE>(&nz, w, bias, out_row, c, first);
+        let c = tiles_simd::<T, NARROW>(&nz, w, bias, out_row, c, first);
+        tiles_simd::<T, 1>(&nz, w, bias, out_row, c, first);
+    }
+    for o in out_row.iter_mut() {
+        *o = act(*o);
+    }
+}
+
+/// Columns `first..` of [`row_simd`] for one chunk of inputs, `W` at a time; returns the first
+/// column not computed.
+#[inline(always)]
+fn tiles_simd<T: Scalar, const W: usize>(
+    nz: &Nonzero<'_, T>,
+    w: &[T],
+    bias: Option<&[T]>,
+    out_row: &mut [T],
+    first: usize,
+    first_chunk: bool,
+) -> usize {
+    let cols = out_row.len();
+    let mut c = first;
+    while let Some(out) = out_row.get_mut(c..).and_then(|o| o.first_chunk_mut::<W>()) {
+        let mut acc = if first_chunk {
+            bias_tile::<T, W>(bias, c)
+        } else {
+            *out
+        };
+        for (k, xk) in nz.iter() {
+            let tile = w.get(k * cols + c..).and_then(|r| r.first_chunk::<W>());
+            if let Some(w_tile) = tile {
+                for (a, &wv) in acc.iter_mut().zip(w_tile) {
+                    *a += xk * wv;
+                }
+            }
+        }
+        *out = acc;
+        c += W;
+    }
+    c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn both(x: &[f32], w: &[f32], b: &[f32], inner: usize, cols: usize) -> [[f32; 40]; 2] {
+        let rows = x.len() / inner;
+        let mut out = [[0.0f32; 40]; 2];
+        for (shape, o) in out.iter_mut().enumerate() {
+            for r in 0..rows {
+                let x_row = &x[r * inner..(r + 1) * inner];
+                let out_row = &mut o[r * cols..(r + 1) * cols];
+                if shape == 0 {
+                    row_branching(x_row, w, Some(b), out_row, |v| v);
+                } else {
+                    row_simd(x_row, w, Some(b), out_row, |v| v);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn both_shapes_give_the_same_bits() {
+        // 2 rows, 37 inputs (two chunks), 19 columns (a wide tile, a narrow one, the rest);
+        // zeros, a negative zero, infinite and nan weights behind zero inputs.
+        let (inner, cols) = (37, 19);
+        let mut x = [0.0f32; 74];
+        for (i, v) in x.iter_mut().enumerate() {
+            *v = match (i % inner) % 5 {
+                0 => 0.0,
+                1 => -0.0,
+                _ => (i as f32 * 0.37).sin(),
+            };
+        }
+        let mut w = [0.0f32; 37 * 19];
+        for (i, v) in w.iter_mut().enumerate() {
+            *v = (i as f32 * 0.11).cos() * 3.0;
+        }
+        w[0] = f32::INFINITY; // row 0: x[0] is zero
+        w[cols + 3] = f32::NAN; // row 1: x[1] is -0
+        let b: [f32; 19] = core::array::from_fn(|i| i as f32 - 9.0);
+        let [a, s] = both(&x, &w, &b, inner, cols);
+        for (p, q) in a.iter().zip(&s) {
+            assert_eq!(p.to_bits(), q.to_bits());
+        }
+        assert!(a.iter().all(|v| v.is_finite()));
+    }
+}

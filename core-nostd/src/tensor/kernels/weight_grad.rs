@@ -1,0 +1,328 @@
+//! The gradient of a product's right operand (a layer's weights), `grad_b += a^T g`, and the
+//! SGD update from it when it is an outer product.
+
+use super::nonzero::{Nonzero, CHUNK};
+use super::{all_finite, NARROW, SIMD, WIDE};
+use crate::scalar::{strong_mul, Scalar};
+
+/// `grad_b += a^T * g`: the gradient of `b` in `out = a (rows x inner) * b (inner x cols)`,
+/// `g` being `out`'s gradient. `grad_b[k][j]` accumulates `a[r][k] * g[r][j]` over `r` in
+/// increasing order, each tile of `grad_b` in registers while the rows go by; a zero
+/// `g[r][j]` contributes nothing, whatever `a` holds (strong zeros).
+///
+/// ```
+/// use safegrad::tensor::kernels::add_matmul_grad_b;
+///
+/// let mut grad = [0.0f32; 2];
+/// add_matmul_grad_b(&[0.0, 3.0], &[f32::NAN], &mut grad, 1, 2);
+/// assert_eq!(grad[0], 0.0); // zero upstream gradient: a strong zero
+/// assert!(grad[1].is_nan()); // 3 * nan
+/// ```
+pub fn add_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: usize, cols: usize) {
+    matmul_grad_b::<T, false>(g, a, grad_b, inner, cols);
+}
+
+/// `grad_b = a^T * g`: [`add_matmul_grad_b`] into a buffer that need not be zeroed first
+/// (each entry starts from `+0`). Zeros of the result may be of either sign.
+///
+/// ```
+/// use safegrad::tensor::kernels::set_matmul_grad_b;
+///
+/// let mut grad = [7.0f32; 4]; // whatever was there
+/// set_matmul_grad_b(&[1.0, 2.0], &[3.0, 0.0], &mut grad, 2, 2);
+/// assert_eq!(grad, [3.0, 6.0, 0.0, 0.0]);
+/// ```
+pub fn set_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: usize, cols: usize) {
+    matmul_grad_b::<T, true>(g, a, grad_b, inner, cols);
+}
+
+fn matmul_grad_b<T: Scalar, const SET: bool>(
+    g: &[T],
+    a: &[T],
+    grad_b: &mut [T],
+    inner: usize,
+    cols: usize,
+) {
+    if inner == 0 || cols == 0 {
+        return;
+    }
+    let rows = (g.len() / cols).min(a.len() / inner);
+    let (Some(g), Some(a), Some(grad_b)) = (
+        g.get(..rows * cols),
+        a.get(..rows * inner),
+        grad_b.get_mut(..inner.saturating_mul(cols)),
+    ) else {
+        return;
+    };
+    if !all_finite(a) {
+        grad_b_strong::<T, SET>(g, a, grad_b, inner, cols);
+        return;
+    }
+    // With a finite `a`, a zero `g[r][j]` gives a `±0` term, which changes no sum but in the
+    // sign of a zero: every term is added, without a branch.
+    // Two rows of `grad_b` at a time share the loads of `g`.
+    let mut pairs = grad_b.chunks_exact_mut(2 * cols);
+    for (p, gb_rows) in (&mut pairs).enumerate() {
+        let (gb0, gb1) = gb_rows.split_at_mut(cols);
+        let j = pair_tile::<T, WIDE, SET>((gb0, gb1), g, a, 2 * p, inner, 0);
+        let j = pair_tile::<T, NARROW, SET>((gb0, gb1), g, a, 2 * p, inner, j);
+        pair_tile::<T, 1, SET>((gb0, gb1), g, a, 2 * p, inner, j);
+    }
+    let k = inner - inner % 2;
+    if let Some(gb_row) = pairs.into_remainder().get_mut(..cols) {
+        let terms = || a.iter().skip(k).step_by(inner).copied().enumerate();
+        grad_b_tiles::<T, SET, _>(gb_row, g, terms, true);
+    }
+}
+
+/// Columns `first..` of rows `k` and `k + 1` of [`matmul_grad_b`], `W` at a time; returns
+/// the first column not done.
+#[inline(always)]
+fn pair_tile<T: Scalar, const W: usize, const SET: bool>(
+    (gb0, gb1): (&mut [T], &mut [T]),
+    g: &[T],
+    a: &[T],
+    k: usize,
+    inner: usize,
+    first: usize,
+) -> usize {
+    let cols = gb0.len();
+    let mut j = first;
+    while let (Some(out0), Some(out1)) = (
+        gb0.get_mut(j..).and_then(|o| o.first_chunk_mut::<W>()),
+        gb1.get_mut(j..).and_then(|o| o.first_chunk_mut::<W>()),
+    ) {
+        let (mut acc0, mut acc1) = if SET {
+            ([T::ZERO; W], [T::ZERO; W])
+        } else {
+            (*out0, *out1)
+        };
+        let a_pairs = a
+            .chunks_exact(inner)
+            .filter_map(|row| row.get(k..).and_then(|r| r.first_chunk::<2>()));
+        for (g_row, &[x0, x1]) in g.chunks_exact(cols).zip(a_pairs) {
+            let Some(g_tile) = g_row.get(j..).and_then(|s| s.first_chunk::<W>()) else {
+                continue;
+            };
+            for ((o0, o1), &gv) in acc0.iter_mut().zip(acc1.iter_mut()).zip(g_tile) {
+                *o0 += x0 * gv;
+                *o1 += x1 * gv;
+            }
+        }
+        *out0 = acc0;
+        *out1 = acc1;
+        j += W;
+    }
+    j
+}
+
+/// Row `k` of the weight gradient from the contributing `(r, a[r][k])` pairs `terms` gives,
+/// tile by tile; the row starts from `+0` if `SET` and this is the first run of terms.
+#[inline(always)]
+fn grad_b_tiles<T: Scalar, const SET: bool, I: Iterator<Item = (usize, T)>>(
+    gb_row: &mut [T],
+    g: &[T],
+    terms: impl Fn() -> I,
+    first: bool,
+) {
+    let cols = gb_row.len();
+    let j = grad_b_tile::<T, WIDE, SET, I>(gb_row, g, &terms, 0, first, cols);
+    let j = grad_b_tile::<T, NARROW, SET, I>(gb_row, g, &terms, j, first, cols);
+    grad_b_tile::<T, 1, SET, I>(gb_row, g, &terms, j, first, cols);
+}
+
+#[inline(always)]
+fn grad_b_tile<T: Scalar, const W: usize, const SET: bool, I: Iterator<Item = (usize, T)>>(
+    gb_row: &mut [T],
+    g: &[T],
+    terms: &impl Fn() -> I,
+    first_col: usize,
+    first: bool,
+    cols: usize,
+) -> usize {
+    let mut j = first_col;
+    while let Some(out) = gb_row.get_mut(j..).and_then(|o| o.first_chunk_mut::<W>()) {
+        let mut acc = if SET && first { [T::ZERO; W] } else { *out };
+        for (r, x) in terms() {
+            if let Some(g_tile) = g.get(r * cols + j..).and_then(|s| s.first_chunk::<W>()) {
+                for (o, &gv) in acc.iter_mut().zip(g_tile) {
+                    *o += x * gv;
+                }
+            }
+        }
+        *out = acc;
+        j += W;
+    }
+    j
+}
+
+/// [`matmul_grad_b`] when some `a[r][k]` is infinite or `nan`: term by term, strong zeros.
+#[cold]
+#[inline(never)]
+fn grad_b_strong<T: Scalar, const SET: bool>(
+    g: &[T],
+    a: &[T],
+    grad_b: &mut [T],
+    inner: usize,
+    cols: usize,
+) {
+    for (k, gb_row) in grad_b.chunks_exact_mut(cols).enumerate() {
+        if SET {
+            gb_row.fill(T::ZERO);
+        }
+        for (g_row, &x) in g.chunks_exact(cols).zip(a.iter().skip(k).step_by(inner)) {
+            for (o, &gv) in gb_row.iter_mut().zip(g_row) {
+                *o += strong_mul(gv, x);
+            }
+        }
+    }
+}
+
+/// `values[k][j] -= x[k] * c[j]` with `c[j] = rate(g[j])`: plain SGD on a weight whose
+/// gradient is the outer product `x^T g` (the weights of a layer trained on one sample, `x`
+/// its input row, `g` its output gradient, `rate` `|g| lr * g`), without writing the gradient
+/// out. A row whose `x[k]` is zero (its gradient a row of zeros, `g` being finite) is left
+/// alone, which after a ReLU is about half of the rows; with `x[k]` infinite or `nan`, the
+/// terms whose `g[j]` is zero contribute nothing (strong zeros). With `known_finite`, the
+/// caller vouches that `x` and `g` are finite and they are not checked again. The rates are
+/// held in registers 16 at a time.
+///
+/// ```
+/// use safegrad::tensor::kernels::sub_outer;
+///
+/// let mut w = [1.0f32; 4];
+/// sub_outer(&mut w, &[2.0, 0.0], &[1.0, -1.0], false, |g| 0.5 * g);
+/// assert_eq!(w, [0.0, 2.0, 1.0, 1.0]);
+/// ```
+pub fn sub_outer<T: Scalar>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    known_finite: bool,
+    rate: impl Fn(T) -> T,
+) {
+    if g.is_empty() {
+        return;
+    }
+    let g_finite = known_finite || all_finite(g);
+    if !known_finite && !all_finite(x) {
+        sub_outer_strong(values, x, g, &rate, g_finite);
+        return;
+    }
+    if SIMD && g_finite {
+        for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
+            let nz = Nonzero::of(x_chunk, n * CHUNK);
+            let rows = || nz.iter();
+            sub_outer_tiles(values, g, &rate, rows);
+        }
+    } else if g_finite {
+        let j = rows_tile::<T, WIDE, true>(values, x, g, &rate, 0);
+        let j = rows_tile::<T, NARROW, true>(values, x, g, &rate, j);
+        rows_tile::<T, 1, true>(values, x, g, &rate, j);
+    } else {
+        let j = rows_tile::<T, WIDE, false>(values, x, g, &rate, 0);
+        let j = rows_tile::<T, NARROW, false>(values, x, g, &rate, j);
+        rows_tile::<T, 1, false>(values, x, g, &rate, j);
+    }
+}
+
+/// Columns `first..` of [`sub_outer`] row by row with a branch per row (the Cortex-M shape;
+/// rows whose `x[k]` is zero skipped if `SKIP_ZERO_ROWS`), `W` at a time; returns the first
+/// column not done.
+#[inline(always)]
+fn rows_tile<T: Scalar, const W: usize, const SKIP_ZERO_ROWS: bool>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    rate: &impl Fn(T) -> T,
+    first: usize,
+) -> usize {
+    let cols = g.len();
+    let mut j = first;
+    while let Some(g_tile) = g.get(j..).and_then(|s| s.first_chunk::<W>()) {
+        let mut c = [T::ZERO; W];
+        for (c, &gv) in c.iter_mut().zip(g_tile) {
+            *c = rate(gv);
+        }
+        for (v_row, &xk) in values.chunks_exact_mut(cols).zip(x) {
+            if SKIP_ZERO_ROWS && xk == T::ZERO {
+                continue;
+            }
+            let Some(v) = v_row.get_mut(j..).and_then(|s| s.first_chunk_mut::<W>()) else {
+                break;
+            };
+            for (p, &cv) in v.iter_mut().zip(&c) {
+                *p -= xk * cv;
+            }
+        }
+        j += W;
+    }
+    j
+}
+
+/// [`sub_outer`] over the `(k, x[k])` pairs `rows` gives, tile by tile (the SIMD shape).
+#[inline(always)]
+fn sub_outer_tiles<T: Scalar, I: Iterator<Item = (usize, T)>>(
+    values: &mut [T],
+    g: &[T],
+    rate: &impl Fn(T) -> T,
+    rows: impl Fn() -> I,
+) {
+    let j = sub_outer_tile::<T, { 2 * WIDE }, I>(values, g, rate, &rows, 0);
+    let j = sub_outer_tile::<T, WIDE, I>(values, g, rate, &rows, j);
+    let j = sub_outer_tile::<T, NARROW, I>(values, g, rate, &rows, j);
+    sub_outer_tile::<T, 1, I>(values, g, rate, &rows, j);
+}
+
+#[inline(always)]
+fn sub_outer_tile<T: Scalar, const W: usize, I: Iterator<Item = (usize, T)>>(
+    values: &mut [T],
+    g: &[T],
+    rate: &impl Fn(T) -> T,
+    rows: &impl Fn() -> I,
+    first: usize,
+) -> usize {
+    let cols = g.len();
+    let mut j = first;
+    while let Some(g_tile) = g.get(j..).and_then(|s| s.first_chunk::<W>()) {
+        let mut c = [T::ZERO; W];
+        for (c, &gv) in c.iter_mut().zip(g_tile) {
+            *c = rate(gv);
+        }
+        for (k, xk) in rows() {
+            let tile = values
+                .get_mut(k * cols + j..)
+                .and_then(|s| s.first_chunk_mut::<W>());
+            if let Some(v) = tile {
+                for (p, &cv) in v.iter_mut().zip(&c) {
+                    *p -= xk * cv;
+                }
+            }
+        }
+        j += W;
+    }
+    j
+}
+
+/// [`sub_outer`] when some `x[k]` is infinite or `nan`: row by row, and in such a row the
+/// terms whose `g[j]` is zero left out (strong zeros).
+#[cold]
+#[inline(never)]
+fn sub_outer_strong<T: Scalar>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    rate: &impl Fn(T) -> T,
+    g_finite: bool,
+) {
+    for (v_row, &xk) in values.chunks_exact_mut(g.len()).zip(x) {
+        if xk == T::ZERO && g_finite {
+            continue;
+        }
+        for (p, &gv) in v_row.iter_mut().zip(g) {
+            if xk.is_finite() || gv != T::ZERO {
+                *p -= xk * rate(gv);
+            }
+        }
+    }
+}
