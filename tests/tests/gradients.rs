@@ -339,6 +339,66 @@ fn matmul_ref(a: &[f64], b: &[f64], rows: usize, inner: usize, cols: usize) -> V
     out
 }
 
+/// `x (rows x inner) * w (inner x cols) + b`, each output from its bias, over `k` in order,
+/// terms with a zero `x` left out (strong zeros); with `relu`, negative values and zeros
+/// become `+0` (`nan` stays).
+fn linear_ref(x: &[f64], w: &[f64], b: &[f64], inner: usize, relu: bool) -> Vec<f64> {
+    let cols = b.len();
+    let rows = x.len() / inner;
+    let mut out = Vec::with_capacity(rows * cols);
+    for r in 0..rows {
+        for (j, &bj) in b.iter().enumerate() {
+            let mut acc = bj;
+            for k in 0..inner {
+                let xv = x[r * inner + k];
+                if xv != 0.0 {
+                    acc += xv * w[k * cols + j];
+                }
+            }
+            out.push(if relu && acc <= 0.0 { 0.0 } else { acc });
+        }
+    }
+    out
+}
+
+/// The gradient check of `linear` (or `linear_relu`) with `R` rows, 3 inputs and 4 outputs.
+fn check_linear<const R: usize>(
+    relu: bool,
+    [x, w, b]: [&[f64]; 3],
+    weights: &[f64],
+    mode: Upstream,
+) -> Res {
+    let name = if relu { "linear_relu" } else { "linear" };
+    if relu {
+        // Finite differences need a margin from the kink.
+        let pre = linear_ref(x, w, b, 3, false);
+        prop_assume!(pre.iter().all(|v| v.abs() > 1e-3));
+    }
+    let mut tape = Tp::new();
+    let xv = tape.variable(&tensor::<R, 3>(x)).map_err(fail)?;
+    let wv = tape.variable(&tensor::<3, 4>(w)).map_err(fail)?;
+    let bv = tape.variable(&tensor::<1, 4>(b)).map_err(fail)?;
+    let out = if relu {
+        tape.linear_relu(xv, wv, bv)
+    } else {
+        tape.linear(xv, wv, bv)
+    }
+    .map_err(fail)?;
+    let value = tape.value(out).map_err(fail)?;
+    pull_back(&mut tape, out, weights, mode).map_err(fail)?;
+    let grads = [
+        grad_of(&tape, xv)?,
+        grad_of(&tape, wv)?,
+        grad_of(&tape, bv)?,
+    ];
+    let reference = |xs: &[Vec<f64>]| linear_ref(&xs[0], &xs[1], &xs[2], 3, relu);
+    let inputs = [x.to_vec(), w.to_vec(), b.to_vec()];
+    check_values(name, value.as_slice(), &reference(&inputs))?;
+    check_gradients(name, &inputs, &grads, &[true; 3], &|xs| {
+        dot(weights, &reference(xs))
+    })
+}
+
 fn transpose_ref(x: &[f64], rows: usize, cols: usize) -> Vec<f64> {
     (0..cols)
         .flat_map(|c| (0..rows).map(move |r| x[r * cols + c]))
@@ -478,6 +538,30 @@ proptest! {
         };
         let record = |t: &mut Tp, x, r| t.add_row(x, r);
         check_binary::<3, 4, 1, 4, 3, 4>("add_row", &x, &row, &w, m, record, reference)?;
+    }
+
+    #[test]
+    fn fd_linear(
+        x in uniform(6, -3.0, 3.0),
+        w in uniform(12, -3.0, 3.0),
+        b in uniform(4, -3.0, 3.0),
+        weights in weights(8),
+        m in upstream(),
+    ) {
+        check_linear::<2>(false, [&x, &w, &b], &weights, m)?;
+        check_linear::<1>(false, [&x[..3], &w, &b], &weights[..4], m)?;
+    }
+
+    #[test]
+    fn fd_linear_relu(
+        x in uniform(6, -3.0, 3.0),
+        w in uniform(12, -3.0, 3.0),
+        b in uniform(4, -3.0, 3.0),
+        weights in weights(8),
+        m in upstream(),
+    ) {
+        check_linear::<2>(true, [&x, &w, &b], &weights, m)?;
+        check_linear::<1>(true, [&x[..3], &w, &b], &weights[..4], m)?;
     }
 
     #[test]
@@ -1017,6 +1101,52 @@ proptest! {
         if all_zero {
             check_all_zero("matmul", &[("a", ga), ("b", gb)])?;
         }
+    }
+
+    // linear, linear_relu: a zero input contributes nothing to the value, whatever its
+    // weight; a zero seed row i gives a zero row i of dx, a zero seed column j a zero column j
+    // of dW and a zero db[j]; for linear_relu, so does a pre-activation that is not positive.
+    #[test]
+    fn strong_zero_linear(
+        x in specials(6),
+        w in specials(12),
+        b in specials(4),
+        seed in seed_lanes(8),
+        zero_rows in vec(any::<bool>(), 2),
+        zero_cols in vec(any::<bool>(), 4),
+        relu in any::<bool>(),
+        how in delivery(),
+    ) {
+        let name = if relu { "linear_relu" } else { "linear" };
+        let seed: Vec<f64> = seed.iter().enumerate()
+            .map(|(k, &s)| if zero_rows[k / 4] || zero_cols[k % 4] { 0.0 } else { s })
+            .collect();
+        let mut tape = Tp::new();
+        let xv = tape.variable(&tensor::<2, 3>(&x)).map_err(fail)?;
+        let wv = tape.variable(&tensor::<3, 4>(&w)).map_err(fail)?;
+        let bv = tape.variable(&tensor::<1, 4>(&b)).map_err(fail)?;
+        let out = if relu { tape.linear_relu(xv, wv, bv) } else { tape.linear(xv, wv, bv) }
+            .map_err(fail)?;
+        let value = tape.value(out).map_err(fail)?;
+        for (k, (&v, e)) in value.as_slice().iter().zip(linear_ref(&x, &w, &b, 3, relu)).enumerate() {
+            prop_assert!(v == e || (v.is_nan() && e.is_nan()), "{}: value[{}] = {} but {}", name, k, v, e);
+        }
+        deliver(&mut tape, out, &seed, how).map_err(fail)?;
+        // The upstream each output lane passes on: zero where the seed is, and for
+        // linear_relu where the pre-activation is not positive.
+        let pre = linear_ref(&x, &w, &b, 3, false);
+        let through: Vec<f64> = seed.iter().zip(&pre)
+            .map(|(&s, &p)| if s == 0.0 || (relu && (p <= 0.0 || p.is_nan())) { 0.0 } else { 1.0 })
+            .collect();
+        let seed_x: Vec<f64> = (0..6)
+            .map(|k| if (0..4).all(|j| through[(k / 3) * 4 + j] == 0.0) { 0.0 } else { 1.0 })
+            .collect();
+        let seed_w: Vec<f64> = (0..12)
+            .map(|k| if (0..2).all(|i| through[i * 4 + k % 4] == 0.0) { 0.0 } else { 1.0 })
+            .collect();
+        check_zero_lanes(name, &seed_x, &[("x", grad_of(&tape, xv)?)])?;
+        check_zero_lanes(name, &seed_w, &[("weight", grad_of(&tape, wv)?)])?;
+        check_zero_lanes(name, &seed_w[..4], &[("bias", grad_of(&tape, bv)?)])?;
     }
 
     // log_sum_exp: a zero seed for row r gives a zero gradient row r.

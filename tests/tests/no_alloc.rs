@@ -101,6 +101,39 @@ fn a_training_step_allocates_nothing_and_reuses_the_tape() {
 }
 
 #[test]
+fn a_guarded_one_sample_step_with_fused_layers_allocates_nothing() {
+    use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
+    use safegrad::optim::Sgd;
+    use safegrad::train::{step, StepConfig};
+
+    type Model = (LinearRelu<4, 8>, LinearRelu<8, 8>, Linear<8, 3>);
+    let mut tape = Box::new(Mlp::new());
+    let model = Model::build(&mut tape, &mut Init::new(11)).unwrap();
+    let mut sgd = Sgd::new(0.05f32);
+    let samples = [([0.5, -1.0, 2.0, 0.1], 2), ([1.5, 0.3, -0.7, 0.9], 0)];
+    let mut one_step = |tape: &mut Mlp, i: usize| {
+        let (x, label) = samples[i % 2];
+        tape.clear_activations();
+        let x = tape.input(&Tensor::new([x])).unwrap();
+        let z = model.forward(tape, x).unwrap();
+        let loss = tape.softmax_cross_entropy(z, &[label]).unwrap();
+        step(tape, loss, &mut sgd, &StepConfig::default())
+            .unwrap()
+            .loss
+    };
+    let first = one_step(&mut tape, 0) + one_step(&mut tape, 1);
+    let (count, last) = allocations_in(|| {
+        let mut last = first;
+        for i in 0..200 {
+            last = one_step(&mut tape, 2 * i) + one_step(&mut tape, 2 * i + 1);
+        }
+        last
+    });
+    assert_eq!(count, 0, "a guarded step allocated");
+    assert!(last < first * 0.5, "loss {first} -> {last}");
+}
+
+#[test]
 fn the_counter_sees_allocations() {
     let (count, v) = allocations_in(|| vec![1u8; 64]);
     assert!(count >= 1);

@@ -12,6 +12,10 @@
 //! 5. The guarded step: non-finite forward values and gradients are refused, naming the node,
 //!    with the parameters and the optimiser state unchanged bit for bit.
 //! 6. Losses and layer normalisation against closed forms and central differences.
+//! 7. One sample per step, the weight gradients held as outer products: parameters against
+//!    the reference for `LinearRelu` and for `Linear` + `Relu` (bit-identical to each
+//!    other), gradients read from the factors, `keep_grads`, `GradientNotKept`, the exact norm
+//!    of gradients whose squares underflow, and an outer product that overflows.
 //!
 //! Expected values come from formulas, hand arithmetic or plain loops written here, never
 //! from the code under test.
@@ -25,7 +29,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use safegrad::nn::loss::{masked_mean, mse};
 use safegrad::nn::{
-    last_layer_only, Build, Init, LayerNorm, Linear, Module, Relu, Standardize, Train,
+    last_layer_only, Build, Init, LayerNorm, Linear, LinearRelu, Module, Relu, Standardize, Train,
 };
 use safegrad::optim::{clip_factor, global_norm, Adam, Momentum, Optimizer, Sgd};
 use safegrad::train::{step, NonFinite, Phase, StepConfig, StepError};
@@ -118,11 +122,12 @@ struct Reference {
 }
 
 /// Forward, mean stable softmax cross-entropy and manual backprop, in plain loops.
-fn reference(p: &[f64], x: &[[f64; 4]; BATCH], labels: &[usize; BATCH]) -> Reference {
+fn reference(p: &[f64], x: &[[f64; 4]], labels: &[usize]) -> Reference {
+    let batch = x.len();
     let mut loss = 0.0;
     let mut grad = vec![0.0; P];
     let mut min_abs_preactivation = f64::INFINITY;
-    for b in 0..BATCH {
+    for b in 0..batch {
         let mut pre = [0.0; 5];
         let mut h = [0.0; 5];
         for j in 0..5 {
@@ -146,11 +151,11 @@ fn reference(p: &[f64], x: &[[f64; 4]; BATCH], labels: &[usize; BATCH]) -> Refer
         let s: f64 = z.iter().map(|v| (v - m).exp()).sum();
         let t = labels[b];
         loss += s.ln() - (z[t] - m);
-        // d loss / d z = (softmax(z) - onehot(t)) / BATCH
+        // d loss / d z = (softmax(z) - onehot(t)) / batch
         let mut dz = [0.0; 3];
         for c in 0..3 {
             let onehot = if c == t { 1.0 } else { 0.0 };
-            dz[c] = ((z[c] - m).exp() / s - onehot) / BATCH as f64;
+            dz[c] = ((z[c] - m).exp() / s - onehot) / batch as f64;
         }
         for c in 0..3 {
             grad[B2 + c] += dz[c];
@@ -173,7 +178,7 @@ fn reference(p: &[f64], x: &[[f64; 4]; BATCH], labels: &[usize; BATCH]) -> Refer
         }
     }
     Reference {
-        loss: loss / BATCH as f64,
+        loss: loss / batch as f64,
         grad,
         min_abs_preactivation,
     }
@@ -1713,4 +1718,303 @@ fn node_ids_are_what_the_errors_name() {
     let rec = record_one(&mut tape, &model, GOOD[0].0, GOOD[0].1);
     assert_eq!(rec.x.node(), NodeId(4));
     assert_eq!(rec.matmul.node(), NodeId(5));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Part 7: one sample per step (weight gradients held as outer products)
+//
+// With one sample, a layer's weight gradient is the outer product of its input row and its
+// output gradient; a step holds it so and updates from the factors unless asked to keep it.
+// The fused `LinearRelu` layer and `Linear` followed by `Relu` are the same function.
+
+type FusedMlp = (LinearRelu<4, 5>, Linear<5, 3>);
+
+/// Any model of the layout `W1, b1, W2, b2` (4 -> 5 -> 3, ReLU between).
+trait TwoLayer:
+    Module<f64, Var<1, 4>, Output = Var<1, 3>> + Module<f32, Var<1, 4>, Output = Var<1, 3>>
+{
+    fn parameters(&self) -> (Var<4, 5>, Var<1, 5>, Var<5, 3>, Var<1, 3>);
+}
+
+impl TwoLayer for Mlp {
+    fn parameters(&self) -> (Var<4, 5>, Var<1, 5>, Var<5, 3>, Var<1, 3>) {
+        (self.0.weight, self.0.bias, self.2.weight, self.2.bias)
+    }
+}
+
+impl TwoLayer for FusedMlp {
+    fn parameters(&self) -> (Var<4, 5>, Var<1, 5>, Var<5, 3>, Var<1, 3>) {
+        (self.0.weight, self.0.bias, self.1.weight, self.1.bias)
+    }
+}
+
+/// A model on a fresh tape with the closed-form weights.
+fn build_two_layer<T: Scalar, M>() -> (MlpTape<T>, M)
+where
+    M: TwoLayer + Build<T> + Module<T, Var<1, 4>, Output = Var<1, 3>>,
+{
+    let mut tape = MlpTape::<T>::new();
+    let model = M::build(&mut tape, &mut Init::new(7)).expect("build");
+    let p = initial_parameters();
+    let (w1, b1, w2, b2) = model.parameters();
+    tape.set_parameter(w1, &tensor_from(&p[W1..B1]))
+        .expect("W1");
+    tape.set_parameter(b1, &tensor_from(&p[B1..W2]))
+        .expect("b1");
+    tape.set_parameter(w2, &tensor_from(&p[W2..B2]))
+        .expect("W2");
+    tape.set_parameter(b2, &tensor_from(&p[B2..P])).expect("b2");
+    (tape, model)
+}
+
+/// Records sample `i` of the batch on a cleared tape, its loss scaled by `scale`.
+fn record_sample<T: Scalar, M>(tape: &mut MlpTape<T>, model: &M, i: usize, scale: f64) -> Var<1, 1>
+where
+    M: Module<T, Var<1, 4>, Output = Var<1, 3>>,
+{
+    tape.clear_activations();
+    let x = tape
+        .input(&tensor_from::<T, 1, 4>(&batch_inputs()[i]))
+        .expect("input");
+    let z = model.forward(tape, x).expect("forward");
+    let loss = tape.softmax_cross_entropy(z, &[LABELS[i]]).expect("loss");
+    if scale == 1.0 {
+        loss
+    } else {
+        tape.scale(loss, T::from_f64(scale)).expect("scale")
+    }
+}
+
+/// `steps` SGD steps of the reference, one sample each, cycling through the batch.
+fn reference_one_sample_sgd(p: &mut [f64], steps: usize, lr: f64) {
+    let x = batch_inputs();
+    for s in 0..steps {
+        let i = s % BATCH;
+        let r = reference(p, &x[i..=i], &LABELS[i..=i]);
+        assert!(
+            r.min_abs_preactivation > 1e-3,
+            "step {s} sits near a ReLU kink"
+        );
+        for (v, g) in p.iter_mut().zip(&r.grad) {
+            *v -= lr * g;
+        }
+    }
+}
+
+/// `steps` guarded SGD steps of the library, one sample each, cycling through the batch.
+fn one_sample_sgd<T: Scalar, M>(steps: usize, lr: f64, config: &StepConfig<T>) -> (MlpTape<T>, M)
+where
+    M: TwoLayer + Build<T> + Module<T, Var<1, 4>, Output = Var<1, 3>>,
+{
+    let (mut tape, model) = build_two_layer::<T, M>();
+    let mut sgd = Sgd::new(T::from_f64(lr));
+    for s in 0..steps {
+        let loss = record_sample(&mut tape, &model, s % BATCH, 1.0);
+        step(&mut tape, loss, &mut sgd, config).expect("step");
+    }
+    (tape, model)
+}
+
+#[test]
+fn one_sample_steps_match_reference_fused_or_not() {
+    let (steps, lr) = (18, 0.1);
+    let mut expected = initial_parameters();
+    reference_one_sample_sgd(&mut expected, steps, lr);
+    let config = StepConfig::default();
+
+    let (fused, _) = one_sample_sgd::<f64, FusedMlp>(steps, lr, &config);
+    let (plain, _) = one_sample_sgd::<f64, Mlp>(steps, lr, &config);
+    assert_close("fused, f64", fused.parameters(), &expected, 1e-12, 1e-15);
+    assert_eq!(
+        bits(fused.parameters()),
+        bits(plain.parameters()),
+        "fused and plain, f64"
+    );
+
+    let (fused, _) = one_sample_sgd::<f32, FusedMlp>(steps, lr, &StepConfig::default());
+    let (plain, _) = one_sample_sgd::<f32, Mlp>(steps, lr, &StepConfig::default());
+    assert_close(
+        "fused, f32",
+        &to_f64(fused.parameters()),
+        &expected,
+        1e-5,
+        1e-6,
+    );
+    assert_eq!(
+        bits(fused.parameters()),
+        bits(plain.parameters()),
+        "fused and plain, f32"
+    );
+}
+
+#[test]
+fn held_gradients_read_from_their_factors_and_keep_grads_keeps_them() {
+    let (steps, lr) = (5, 0.1);
+    let mut p = initial_parameters();
+    reference_one_sample_sgd(&mut p, steps, lr);
+    let i = steps % BATCH;
+    let r = reference(&p, &batch_inputs()[i..=i], &LABELS[i..=i]);
+
+    let keep = StepConfig {
+        keep_grads: true,
+        ..StepConfig::default()
+    };
+    let (mut kept, model) = one_sample_sgd::<f64, FusedMlp>(steps, lr, &keep);
+    let (mut dropped, _) = one_sample_sgd::<f64, FusedMlp>(steps, lr, &StepConfig::default());
+    assert_eq!(
+        bits(kept.parameters()),
+        bits(dropped.parameters()),
+        "keeping changes no value"
+    );
+    let (w1, b1, w2, b2) = model.parameters();
+
+    // Between the sweep and the update, every gradient reads from the factors.
+    let loss = record_sample(&mut kept, &model, i, 1.0);
+    assert_eq!(kept.backward_for_step(loss), Ok(2), "both layers held");
+    let by_handle = [
+        kept.grad(w1).expect("W1").as_slice().to_vec(),
+        kept.grad(b1).expect("b1").as_slice().to_vec(),
+        kept.grad(w2).expect("W2").as_slice().to_vec(),
+        kept.grad(b2).expect("b2").as_slice().to_vec(),
+    ]
+    .concat();
+    assert_close("held, by handle", &by_handle, &r.grad, 1e-12, 1e-16);
+    assert_eq!(
+        kept.parameter_grads(),
+        Err(TapeError::GradientNotKept { node: w1.node().0 }),
+        "the buffer holds no held gradient yet"
+    );
+    let norm2 = kept.grad_sum_of_squares();
+    assert_close(
+        "sum of squares",
+        &[norm2],
+        &[norm(&r.grad).powi(2)],
+        1e-12,
+        0.0,
+    );
+    kept.write_outer_grads();
+    assert_close(
+        "written",
+        kept.parameter_grads().expect("written"),
+        &r.grad,
+        1e-12,
+        1e-16,
+    );
+
+    // A step that keeps them: the buffer holds the gradients of the step.
+    let loss = record_sample(&mut kept, &model, i, 1.0);
+    let mut sgd = Sgd::new(lr);
+    let report = step(&mut kept, loss, &mut sgd, &keep).expect("step");
+    assert_close("loss", &[report.loss], &[r.loss], 1e-14, 0.0);
+    assert_close("norm", &[report.grad_norm], &[norm(&r.grad)], 1e-12, 0.0);
+    assert_close(
+        "kept",
+        kept.parameter_grads().expect("kept"),
+        &r.grad,
+        1e-12,
+        1e-16,
+    );
+    assert_close(
+        "W2 kept",
+        kept.grad(w2).expect("W2").as_slice(),
+        &r.grad[W2..B2],
+        1e-12,
+        1e-16,
+    );
+
+    // A step that does not: the held gradients are gone, and saying so is an error.
+    let loss = record_sample(&mut dropped, &model, i, 1.0);
+    step(&mut dropped, loss, &mut sgd, &StepConfig::default()).expect("step");
+    assert_eq!(bits(kept.parameters()), bits(dropped.parameters()));
+    let not_kept = |node: NodeId| Err::<(), _>(TapeError::GradientNotKept { node: node.0 });
+    assert_eq!(dropped.parameter_grads().map(|_| ()), not_kept(w1.node()));
+    assert_eq!(dropped.grad(w1).map(|_| ()), not_kept(w1.node()));
+    assert_eq!(dropped.grad(b1).map(|_| ()), not_kept(b1.node()));
+    assert_eq!(dropped.grad(w2).map(|_| ()), not_kept(w2.node()));
+    let w1_node = dropped.node(w1.node()).copied().expect("W1 node");
+    assert!(dropped.grads_of(&w1_node).is_empty());
+    assert!(TapeError::GradientNotKept { node: 0 }
+        .to_string()
+        .contains("keep_grads"));
+
+    // The next sweep starts afresh: a plain backward gives the gradients at the new values.
+    let p_now = to_f64(dropped.parameters());
+    let next = reference(&p_now, &batch_inputs()[i..=i], &LABELS[i..=i]);
+    let loss = record_sample(&mut dropped, &model, i, 1.0);
+    dropped.zero_grad();
+    assert!(dropped
+        .parameter_grads()
+        .expect("zeroed")
+        .iter()
+        .all(|&g| g == 0.0));
+    dropped.backward(loss).expect("backward");
+    assert_close(
+        "after",
+        dropped.parameter_grads().expect("after"),
+        &next.grad,
+        1e-12,
+        1e-16,
+    );
+}
+
+#[test]
+fn tiny_held_gradients_get_an_exact_norm() {
+    // A loss scaled by 1e-30: gradients near 1e-31, whose squares underflow in f32. The
+    // step's norm must still be the reference norm to f32 precision.
+    let scale = 1e-30;
+    let p = initial_parameters();
+    let r = reference(&p, &batch_inputs()[..1], &LABELS[..1]);
+    let (mut tape, model) = build_two_layer::<f32, FusedMlp>();
+    let loss = record_sample(&mut tape, &model, 0, scale);
+    let mut sgd = Sgd::new(0.1f32);
+    let report = step(&mut tape, loss, &mut sgd, &StepConfig::default()).expect("step");
+    let expected = norm(&r.grad) * scale;
+    assert_close(
+        "norm",
+        &[f64::from(report.grad_norm)],
+        &[expected],
+        1e-5,
+        0.0,
+    );
+    assert!(
+        expected * expected < f64::from(f32::MIN_POSITIVE),
+        "the squares underflow in f32"
+    );
+}
+
+#[test]
+fn overflowing_outer_product_is_refused_and_changes_nothing() {
+    // The set-up of `overflowing_gradient_is_refused_and_changes_nothing`, through the fused
+    // layers: the factors of W1's gradient, x = (1e38, 0, 0, 0) and dh = 20, are finite, their
+    // product 2e39 is not.
+    let (mut tape, model) = build_two_layer::<f32, FusedMlp>();
+    let (w1, b1, w2, b2) = model.parameters();
+    tape.set_parameter(w1, &Tensor::full(1e-3)).expect("W1");
+    tape.set_parameter(b1, &Tensor::zeros()).expect("b1");
+    let w2_value = Tensor::<f32, 5, 3>::from_fn(|_, c| if c == 0 { 10.0 } else { -10.0 });
+    tape.set_parameter(w2, &w2_value).expect("W2");
+    tape.set_parameter(b2, &Tensor::zeros()).expect("b2");
+    let before = bits(tape.parameters());
+    let mut sgd = Sgd::new(0.01f32);
+
+    tape.clear_activations();
+    let x = tape
+        .input(&Tensor::new([[1e38, 0.0, 0.0, 0.0]]))
+        .expect("input");
+    let z = model.forward(&mut tape, x).expect("forward");
+    let loss = tape.softmax_cross_entropy(z, &[1]).expect("loss");
+    assert!(tape.scalar(loss).expect("loss").is_finite());
+    assert_eq!(
+        step(&mut tape, loss, &mut sgd, &StepConfig::default()),
+        Err(StepError::NonFinite(NonFinite {
+            node: w1.node(),
+            op: "parameter",
+            phase: Phase::Backward
+        }))
+    );
+    assert_eq!(bits(tape.parameters()), before);
+    // The refused step kept its gradients: W1's row 0 overflowed, W2's did not.
+    let g1 = tape.grad(w1).expect("W1 gradient");
+    assert!((0..5).all(|j| g1.get(0, j) == Some(f32::INFINITY)));
+    assert!(tape.grad(w2).expect("W2 gradient").is_finite());
 }

@@ -326,3 +326,89 @@ fn sub_outer_strong<T: Scalar>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 37 rows (two chunks of inputs) by 53 columns (a double-wide tile, a wide one, a
+    /// narrow one and one left); zero and negative-zero inputs, as after a ReLU.
+    const ROWS: usize = 37;
+    const COLS: usize = 53;
+
+    fn inputs() -> ([f32; ROWS], [f32; COLS], [f32; ROWS * COLS]) {
+        let x = core::array::from_fn(|k| match k % 4 {
+            0 => 0.0,
+            1 => -0.0,
+            _ => (k as f32 * 0.71).sin() * 2.0,
+        });
+        let g = core::array::from_fn(|j| (j as f32 * 0.37).cos() - 0.25);
+        let values = core::array::from_fn(|i| (i as f32 * 0.013).sin());
+        (x, g, values)
+    }
+
+    #[test]
+    fn sub_outer_shapes_give_the_same_bits_as_a_plain_loop() {
+        let (x, g, start) = inputs();
+        let rate = |v: f32| 0.01 * v;
+        // Plain loop: every row with a nonzero input, every column, one rounding per term.
+        let mut expected = start;
+        for (k, &xk) in x.iter().enumerate() {
+            if xk == 0.0 {
+                continue;
+            }
+            for (j, &gj) in g.iter().enumerate() {
+                expected[k * COLS + j] -= xk * rate(gj);
+            }
+        }
+        let mut simd = start;
+        for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
+            let nz = Nonzero::of(x_chunk, n * CHUNK);
+            sub_outer_tiles(&mut simd, &g, &rate, || nz.iter());
+        }
+        let mut branching = start;
+        let j = rows_tile::<f32, WIDE, true>(&mut branching, &x, &g, &rate, 0);
+        let j = rows_tile::<f32, NARROW, true>(&mut branching, &x, &g, &rate, j);
+        assert_eq!(
+            rows_tile::<f32, 1, true>(&mut branching, &x, &g, &rate, j),
+            COLS
+        );
+        let mut public = start;
+        sub_outer(&mut public, &x, &g, false, rate);
+        for (i, e) in expected.iter().enumerate() {
+            assert_eq!(simd[i].to_bits(), e.to_bits(), "SIMD shape, value {i}");
+            assert_eq!(
+                branching[i].to_bits(),
+                e.to_bits(),
+                "branching shape, value {i}"
+            );
+            assert_eq!(public[i].to_bits(), e.to_bits(), "sub_outer, value {i}");
+        }
+    }
+
+    #[test]
+    fn weight_gradient_matches_a_plain_loop_in_order() {
+        // Three rows of a and g: each entry is ((0 + a0 g0) + a1 g1) + a2 g2 in f32.
+        let (x, g, _) = inputs();
+        let a: [f32; 3 * ROWS] = core::array::from_fn(|i| x[i % ROWS] + i as f32 * 0.01);
+        let g3: [f32; 3 * COLS] = core::array::from_fn(|i| g[i % COLS] * (1.0 + i as f32 * 1e-3));
+        let mut expected = [0.0f32; ROWS * COLS];
+        for k in 0..ROWS {
+            for j in 0..COLS {
+                let mut acc = 0.0f32;
+                for r in 0..3 {
+                    acc += a[r * ROWS + k] * g3[r * COLS + j];
+                }
+                expected[k * COLS + j] = acc;
+            }
+        }
+        let mut set = [7.0f32; ROWS * COLS];
+        set_matmul_grad_b(&g3, &a, &mut set, ROWS, COLS);
+        let mut added = [0.0f32; ROWS * COLS];
+        add_matmul_grad_b(&g3, &a, &mut added, ROWS, COLS);
+        for (i, e) in expected.iter().enumerate() {
+            assert_eq!(set[i], *e, "set, value {i}");
+            assert_eq!(added[i], *e, "add, value {i}");
+        }
+    }
+}
