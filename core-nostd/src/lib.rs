@@ -42,6 +42,7 @@ pub mod crc32;
 pub mod dataset;
 pub mod domain;
 pub mod error;
+pub mod fastmath;
 pub mod features;
 pub mod graph;
 pub mod nn;

@@ -1,9 +1,11 @@
 //! The number trait that every tensor, op and tape is generic over.
 //!
 //! Transcendental functions go through [`libm`] explicitly. On a host with `std`, calling
-//! `x.sqrt()` on a concrete `f32` resolves to std's method (the platform's C library), which
+//! `x.exp()` on a concrete `f32` resolves to std's method (the platform's C library), which
 //! can differ from `libm` in the last bit and breaks bit-for-bit parity between the host and
-//! the device. Code generic over [`Scalar`] always reaches the methods below.
+//! the device. Code generic over [`Scalar`] always reaches the methods below. With the
+//! `fast-math` feature, `f32`'s `exp`, `ln` and `sqrt` are [`crate::fastmath`]'s
+//! approximations instead.
 
 use core::fmt::{Debug, Display};
 use core::ops::{Add, AddAssign, Div, Mul, MulAssign, Neg, Sub, SubAssign};
@@ -54,11 +56,11 @@ pub trait Scalar:
     /// The difference between 1 and the next larger value.
     const EPSILON: Self;
 
-    /// `e^self`, through `libm`.
+    /// `e^self`, through `libm` (`f32` with `fast-math`: [`crate::fastmath::exp`]).
     fn exp(self) -> Self;
-    /// Natural logarithm, through `libm`.
+    /// Natural logarithm, through `libm` (`f32` with `fast-math`: [`crate::fastmath::ln`]).
     fn ln(self) -> Self;
-    /// Square root, through `libm`.
+    /// Square root, through `libm` (`f32` with `fast-math`: [`crate::fastmath::sqrt`]).
     fn sqrt(self) -> Self;
     /// Hyperbolic tangent, through `libm`.
     fn tanh(self) -> Self;
@@ -94,15 +96,27 @@ impl Scalar for f32 {
 
     #[inline]
     fn exp(self) -> Self {
-        libm::expf(self)
+        if cfg!(feature = "fast-math") {
+            crate::fastmath::exp(self)
+        } else {
+            libm::expf(self)
+        }
     }
     #[inline]
     fn ln(self) -> Self {
-        libm::logf(self)
+        if cfg!(feature = "fast-math") {
+            crate::fastmath::ln(self)
+        } else {
+            libm::logf(self)
+        }
     }
     #[inline]
     fn sqrt(self) -> Self {
-        libm::sqrtf(self)
+        if cfg!(feature = "fast-math") {
+            crate::fastmath::sqrt(self)
+        } else {
+            libm::sqrtf(self)
+        }
     }
     #[inline]
     fn tanh(self) -> Self {

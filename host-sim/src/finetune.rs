@@ -89,6 +89,10 @@ pub struct FinetuneConfig {
     pub clip_norm: Option<f32>,
     /// What fine-tuning trains.
     pub mode: FinetuneMode,
+    /// Start from this pre-trained checkpoint (the device's asset, say) instead of
+    /// pre-training: then the pre-training curve is empty and the pre-training settings
+    /// are not used.
+    pub pretrained: Option<Vec<u8>>,
 }
 
 impl Default for FinetuneConfig {
@@ -103,6 +107,7 @@ impl Default for FinetuneConfig {
             finetune_lr: 0.05,
             clip_norm: Some(1.0),
             mode: FinetuneMode::LastLayer,
+            pretrained: None,
         }
     }
 }
@@ -275,22 +280,28 @@ pub fn run(
         .0
         .set_statistics(&mut tape, &mean, &std, 1e-6)
         .map_err(|x| e(&x))?;
-    let mut adam = Adam::<f32, MOTION_PARAMETERS>::new(config.pretrain_lr);
-    let schedule = Schedule {
-        epochs: config.pretrain_epochs,
-        seed: config.seed,
-        clip_norm: None,
+    let pretrain_curve = if let Some(pretrained) = &config.pretrained {
+        checkpoint::load(&mut tape, pretrained).map_err(|x| e(&x))?;
+        Vec::new()
+    } else {
+        let mut adam = Adam::<f32, MOTION_PARAMETERS>::new(config.pretrain_lr);
+        let schedule = Schedule {
+            epochs: config.pretrain_epochs,
+            seed: config.seed,
+            clip_norm: None,
+        };
+        let epochs = config.pretrain_epochs;
+        fit(
+            &mut tape,
+            &model,
+            &mut adam,
+            &train_rows,
+            &test_rows,
+            &schedule,
+            &mut |s| progress(Progress::Pretrain(s, epochs)),
+        )?
+        .0
     };
-    let epochs = config.pretrain_epochs;
-    let (pretrain_curve, _) = fit(
-        &mut tape,
-        &model,
-        &mut adam,
-        &train_rows,
-        &test_rows,
-        &schedule,
-        &mut |s| progress(Progress::Pretrain(s, epochs)),
-    )?;
     let pretrain_accuracy = accuracy(&mut tape, &model, &test_rows).map_err(|x| e(&x))?;
     let shifted_accuracy_before = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
     let pretrained_checkpoint = save(&tape)?;

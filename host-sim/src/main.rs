@@ -69,6 +69,10 @@ enum Command {
         /// Write the pre-trained model's checkpoint to this file.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+        /// Start from this pre-trained checkpoint instead of pre-training (e.g.
+        /// firmware/assets/pretrained.sgck, what the device starts from).
+        #[arg(long, value_name = "FILE")]
+        pretrained: Option<PathBuf>,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -675,9 +679,21 @@ fn main() -> ExitCode {
             finetune_lr,
             plot,
             export,
+            pretrained,
             data_dir,
         } => {
+            let pretrained = match pretrained
+                .map(|p| std::fs::read(&p).map_err(|e| format!("cannot read {}: {e}", p.display())))
+            {
+                Some(Err(e)) => {
+                    eprintln!("host-sim: {e}");
+                    return ExitCode::FAILURE;
+                }
+                Some(Ok(bytes)) => Some(bytes),
+                None => None,
+            };
             let config = FinetuneConfig {
+                pretrained,
                 seed,
                 rotation_degrees: rotation,
                 per_class,

@@ -26,11 +26,12 @@ commands:
   bench       the canonical training step on the host: safegrad, a hand-written baseline
               and dfdx 0.13, batch 1 and 32 (--json: one object)
   bench-device  instructions per canonical training step on the emulated Cortex-M4F,
-              safegrad against a hand-written baseline (--json: one object)
+              safegrad against a hand-written baseline, with libm and with fast-math
+              (micromath), and fast-math's largest errors (--json: one object)
   soak        100,000 streamed training steps in the host simulator, faults injected
   qemu-soak   300 streamed training frames on the device, one in 25 damaged
   parity      fine-tune on the host simulator and in QEMU, compare the final parameters
-              bit for bit (CRC-32 of the checkpoint)
+              bit for bit (CRC-32 of the checkpoint); with libm, then with fast-math
   faults      power cut at every byte program and sector erase of a checkpoint save, and
               every single-bit flip of a stored slot (--json: one object)
   exhaustive  the exhaustive check over every finite f32 denominator
@@ -139,11 +140,42 @@ fn qemu() -> Result<String, String> {
     ))
 }
 
+/// Which `exp`, `ln` and `sqrt` a build computes with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Math {
+    /// `libm` (and the FPU's square root on the device): the default.
+    Exact,
+    /// safegrad's `fast-math` feature: micromath's approximations.
+    Fast,
+}
+
+impl Math {
+    /// The cargo arguments that select it for a crate with a `fast-math` feature.
+    fn cargo_args(self) -> &'static [&'static str] {
+        match self {
+            Math::Exact => &[],
+            Math::Fast => &["--features", "fast-math"],
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Math::Exact => "libm",
+            Math::Fast => "fast-math",
+        }
+    }
+}
+
 /// Builds the firmware binary `bin` (release) for the device and returns the ELF's path.
 fn build_firmware_bin(bin: &str) -> Result<PathBuf, String> {
+    build_firmware_with(bin, Math::Exact)
+}
+
+/// [`build_firmware_bin`] with the given math.
+fn build_firmware_with(bin: &str, math: Math) -> Result<PathBuf, String> {
     run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
     cargo_tool("flip-link")?;
-    cargo(&[
+    let mut args = vec![
         "build",
         "-p",
         "firmware",
@@ -152,7 +184,9 @@ fn build_firmware_bin(bin: &str) -> Result<PathBuf, String> {
         FIRMWARE_TARGET,
         "--bin",
         bin,
-    ])?;
+    ];
+    args.extend(math.cargo_args());
+    cargo(&args)?;
     Ok(workspace_root()
         .join("target")
         .join(FIRMWARE_TARGET)
@@ -501,48 +535,112 @@ fn overflow() -> Result<(), String> {
 
 /// The device benchmark: instructions per canonical training step, safegrad against the
 /// hand-written baseline in the same firmware, exact under `-icount`.
-fn bench_device(json: bool) -> Result<(), String> {
-    let elf = build_firmware_bin("stepbench")?;
+/// What the device benchmark measured, in instructions.
+struct StepBench {
+    baseline: u64,
+    safegrad: u64,
+    /// Per call of `exp`, `ln` and `sqrt`.
+    functions: [f64; 3],
+    log: String,
+}
+
+/// Runs the device benchmark built with `math`.
+fn step_bench(math: Math) -> Result<StepBench, String> {
+    let elf = build_firmware_with("stepbench", math)?;
     let run = run_qemu(&elf, &QemuOptions::default())?;
     if run.code != 0 {
         print!("{}", run.log);
         return Err(format!("the device benchmark exited with {}", run.code));
     }
     let per_tick = 40 / (1u64 << ICOUNT_SHIFT);
-    let line = run
-        .log
-        .lines()
-        .find(|l| l.contains("ticks per step"))
-        .ok_or("the benchmark logged no ticks per step")?;
-    let value = |key: &str| -> Result<u64, String> {
-        log_value(line, key)
+    let value = |what: &str, key: &str| -> Result<u64, String> {
+        run.log
+            .lines()
+            .find(|l| l.contains(what))
+            .and_then(|line| log_value(line, key))
             .map(|v| v.trim_end_matches(','))
             .and_then(|v| v.parse().ok())
-            .ok_or(format!("the benchmark logged no `{key}`"))
+            .ok_or(format!("the benchmark logged no `{key}` in `{what}`"))
     };
-    let baseline = value("baseline")? * per_tick;
-    let safegrad = value("safegrad")? * per_tick;
+    let calls = value("function ticks", "per")?;
+    let per_call = |key| -> Result<f64, String> {
+        Ok((value("function ticks", key)? * per_tick) as f64 / calls as f64)
+    };
+    Ok(StepBench {
+        baseline: value("ticks per step", "baseline")? * per_tick,
+        safegrad: value("ticks per step", "safegrad")? * per_tick,
+        functions: [per_call("exp")?, per_call("ln")?, per_call("sqrt")?],
+        log: run.log,
+    })
+}
+
+fn bench_device(json: bool) -> Result<(), String> {
+    let exact = step_bench(Math::Exact)?;
+    let fast = step_bench(Math::Fast)?;
+    let (baseline, safegrad) = (exact.baseline, exact.safegrad);
     let macs = 6724.0;
+    let per_mac = |n: u64| n as f64 / macs;
+    let speedup = safegrad as f64 / fast.safegrad as f64;
+    let functions = |f: &[f64; 3]| {
+        format!(
+            "{{\"exp\":{:.1},\"ln\":{:.1},\"sqrt\":{:.1}}}",
+            f[0], f[1], f[2]
+        )
+    };
     if json {
+        let mut errors_args = vec!["run", "-q", "--release", "-p", "host-sim", "--bin"];
+        errors_args.extend(["fastmath-error", "--", "--json"]);
+        let errors = cargo_output(&errors_args)?;
+        let errors = errors
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("{\"fast_math_max_error\":"))
+            .and_then(|l| l.strip_suffix('}'))
+            .ok_or("fastmath-error printed no fast_math_max_error")?
+            .to_string();
         println!(
-            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2}}}",
-            baseline as f64 / macs,
-            safegrad as f64 / macs,
-            safegrad as f64 / baseline as f64
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}}}}",
+            per_mac(baseline),
+            per_mac(safegrad),
+            safegrad as f64 / baseline as f64,
+            functions(&exact.functions),
+            fast.baseline,
+            fast.safegrad,
+            functions(&fast.functions),
         );
     } else {
-        print!("{}", run.log);
+        print!("{}{}", exact.log, fast.log);
         println!("| Cortex-M4F (QEMU, -icount shift={ICOUNT_SHIFT}) | instructions per step | per multiply-accumulate | ratio to baseline |");
         println!("| --- | --- | --- | --- |");
-        println!(
-            "| hand-written baseline | {baseline} | {:.2} | 1.00 |",
-            baseline as f64 / macs
-        );
-        println!(
-            "| safegrad | {safegrad} | {:.2} | {:.2} |",
-            safegrad as f64 / macs,
-            safegrad as f64 / baseline as f64
-        );
+        let row = |name: &str, n: u64| {
+            println!(
+                "| {name} | {n} | {:.2} | {:.2} |",
+                per_mac(n),
+                n as f64 / baseline as f64
+            );
+        };
+        row("hand-written baseline", baseline);
+        row("safegrad", safegrad);
+        row("hand-written baseline, fast-math", fast.baseline);
+        row("safegrad, fast-math", fast.safegrad);
+        println!("fast-math speed-up of safegrad's step: {speedup:.3}x");
+        println!("| instructions per call | exp | ln | sqrt |");
+        println!("| --- | ---: | ---: | ---: |");
+        for (name, f) in [
+            ("libm", exact.functions),
+            ("fast-math (micromath)", fast.functions),
+        ] {
+            println!("| {name} | {:.1} | {:.1} | {:.1} |", f[0], f[1], f[2]);
+        }
+        cargo(&[
+            "run",
+            "-q",
+            "--release",
+            "-p",
+            "host-sim",
+            "--bin",
+            "fastmath-error",
+        ])?;
     }
     Ok(())
 }
@@ -645,18 +743,19 @@ fn check_assets() -> Result<(), String> {
     Ok(())
 }
 
-fn parity() -> Result<(), String> {
+/// Fine-tunes on the host simulator and on the device with the given math and compares the
+/// fine-tuned parameters' CRC-32. Both start from the device's pre-trained asset: with
+/// `libm` the host pre-trains it again first (`check_assets` has checked that it gives the
+/// same bytes); with fast-math the host loads it, as pre-training is not the device's job.
+fn parity(math: Math) -> Result<(), String> {
     check_assets()?;
-    let json = cargo_output(&[
-        "run",
-        "-q",
-        "--release",
-        "-p",
-        "host-sim",
-        "--",
-        "finetune",
-        "--json",
-    ])?;
+    let mut args = vec!["run", "-q", "--release", "-p", "host-sim"];
+    args.extend(math.cargo_args());
+    args.extend(["--", "finetune", "--json"]);
+    if math == Math::Fast {
+        args.extend(["--pretrained", "firmware/assets/pretrained.sgck"]);
+    }
+    let json = cargo_output(&args)?;
     let host = json
         .lines()
         .last()
@@ -665,7 +764,7 @@ fn parity() -> Result<(), String> {
         .ok_or("host-sim finetune --json printed no finetuned_checkpoint_crc32")?
         .to_string();
     let stream = device_stream()?;
-    let elf = build_firmware()?;
+    let elf = build_firmware_with("firmware", math)?;
     let run = run_qemu(
         &elf,
         &QemuOptions {
@@ -682,13 +781,16 @@ fn parity() -> Result<(), String> {
     let device = log_value(&run.log, "checkpoint crc32")
         .ok_or("the firmware logged no checkpoint crc32")?
         .to_string();
-    println!("host   (x86-64, host-sim finetune): parameters crc32 {host}");
-    println!("device (Cortex-M4F, QEMU mps2-an386, samples over UART, features on the device): parameters crc32 {device}");
+    let label = math.label();
+    println!("host   (x86-64, host-sim finetune, {label}): parameters crc32 {host}");
+    println!("device (Cortex-M4F, QEMU mps2-an386, samples over UART, features on the device, {label}): parameters crc32 {device}");
     if host == device {
-        println!("parity: the fine-tuned parameters are bit-identical");
+        println!("parity ({label}): the fine-tuned parameters are bit-identical");
         Ok(())
     } else {
-        Err("parity: the fine-tuned parameters differ".into())
+        Err(format!(
+            "parity ({label}): the fine-tuned parameters differ"
+        ))
     }
 }
 
@@ -751,7 +853,7 @@ fn cross() -> Result<(), String> {
             "--target",
             target,
             "--features",
-            "defmt",
+            "defmt,fast-math",
         ])?;
     }
     Ok(())
@@ -775,6 +877,7 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
     match command {
         "test" => {
             cargo(&["test", "--workspace"])?;
+            cargo(&["test", "-p", "safegrad", "--features", "fast-math", "--lib"])?;
             cross()?;
             exhaustive()?;
             fuzz()?;
@@ -784,7 +887,8 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
             qemu_soak()?;
             soak()?;
             qemu_command()?;
-            parity()
+            parity(Math::Exact)?;
+            parity(Math::Fast)
         }
         "qemu" => qemu_command(),
         "qemu-test" => qemu_test(),
@@ -795,7 +899,7 @@ fn run(command: &str, json_flag: bool) -> Result<(), String> {
         "bench-device" => bench_device(json_flag),
         "bench" => bench(json_flag),
         "faults" => faults(json_flag),
-        "parity" => parity(),
+        "parity" => parity(Math::Exact).and_then(|()| parity(Math::Fast)),
         "exhaustive" => exhaustive(),
         "cross" => cross(),
         other => Err(format!("unknown command `{other}`\n\n{USAGE}")),

@@ -36,6 +36,37 @@ mod device {
         start.wrapping_sub(end) & 0x00FF_FFFF
     }
 
+    /// Calls of a function [`per_call`] times.
+    const CALLS: u32 = 1000;
+
+    /// Ticks of [`CALLS`] calls of `f` at arguments spread over `(0, 1]`.
+    #[inline(never)]
+    fn per_call(f: fn(f32) -> f32) -> u32 {
+        ticks(|| {
+            for i in 1..=CALLS {
+                core::hint::black_box(f(core::hint::black_box(i as f32 / CALLS as f32)));
+            }
+        })
+    }
+
+    // The functions as `per_call` calls them: scaled to their range, not inlined.
+    #[inline(never)]
+    fn scaled(v: f32) -> f32 {
+        1e3 * v
+    }
+    #[inline(never)]
+    fn exp(v: f32) -> f32 {
+        safegrad::Scalar::exp(-20.0 * v)
+    }
+    #[inline(never)]
+    fn ln(v: f32) -> f32 {
+        safegrad::Scalar::ln(1.0 + 3.0 * v)
+    }
+    #[inline(never)]
+    fn sqrt(v: f32) -> f32 {
+        safegrad::Scalar::sqrt(1e3 * v)
+    }
+
     #[derive(PartialEq)]
     enum Profile {
         Baseline,
@@ -149,6 +180,19 @@ mod device {
             phases[1] / STEPS,
             phases[2] / STEPS,
             phases[3] / STEPS
+        );
+        // exp, ln and sqrt one call at a time (libm, or micromath with `fast-math`).
+        // The loop and the argument alone, subtracted.
+        let empty = per_call(scaled);
+        let exp_ticks = per_call(exp).saturating_sub(empty);
+        let ln_ticks = per_call(ln).saturating_sub(empty);
+        let sqrt_ticks = per_call(sqrt).saturating_sub(empty);
+        defmt::info!(
+            "bench: function ticks per {=u32} calls: exp {=u32}, ln {=u32}, sqrt {=u32}",
+            CALLS,
+            exp_ticks,
+            ln_ticks,
+            sqrt_ticks
         );
         defmt::info!(
             "bench: ticks per step: baseline {=u32}, safegrad {=u32} ({=u32} steps each, {=usize} multiply-accumulates per step)",
