@@ -1,4 +1,4 @@
-//! Linker setup for the bare-metal build only: `memory.x` beside this file, cortex-m-rt's
+//! Linker setup for the bare-metal build only: `memory.x` and `device.x` beside this file, cortex-m-rt's
 //! `link.x` and defmt's `defmt.x`, for the application and the on-target tests. Host builds (the library's tests) link normally.
 
 use std::env;
@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 fn main() {
     println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=device.x");
     println!("cargo:rerun-if-changed=assets");
     if env::var("CARGO_CFG_TARGET_OS").as_deref() != Ok("none") {
         return;

@@ -107,15 +107,9 @@ impl<T: Scalar> Optimizer<T> for Sgd<T> {
         *value -= self.lr * g;
     }
     fn update_slice(&mut self, _: usize, values: &mut [T], grads: &[T], factor: T) {
-        let lr = self.lr;
-        // `g * 1` is `g`: without clipping the multiplication is left out.
-        if factor == T::ONE {
-            kernels::update_each(values, grads, |p, g| p - lr * g);
-        } else {
-            kernels::update_each(values, grads, |p, g| p - lr * (g * factor));
-        }
+        kernels::sgd_update(values, grads, self.lr, factor);
     }
-    /// `p -= x[k] * (lr * g[j])` ([`kernels::sub_outer`]): the same update as from the
+    /// `p -= x[k] * (lr * g[j])` ([`kernels::sgd_outer`]): the same update as from the
     /// gradient `x[k] * g[j]` in exact arithmetic, with one rounding fewer, and no gradient
     /// written.
     fn update_outer(
@@ -126,13 +120,8 @@ impl<T: Scalar> Optimizer<T> for Sgd<T> {
         outer: OuterProduct<'_, T>,
         factor: T,
     ) -> bool {
-        let lr = self.lr;
         let OuterProduct { x, g, finite } = outer;
-        if factor == T::ONE {
-            kernels::sub_outer(values, x, g, finite, |g| lr * g);
-        } else {
-            kernels::sub_outer(values, x, g, finite, |g| lr * (g * factor));
-        }
+        kernels::sgd_outer(values, x, g, finite, self.lr, factor);
         false
     }
     fn state_scalars_per_parameter(&self) -> usize {

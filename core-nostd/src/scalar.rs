@@ -82,6 +82,29 @@ pub trait Scalar:
     fn to_bits_u64(self) -> u64;
     /// The value whose bit pattern is the low [`BYTES`](Self::BYTES) bytes of `bits`.
     fn from_bits_u64(bits: u64) -> Self;
+
+    /// The values as `f32`s when `Self` is `f32`, `None` otherwise: the kernels run their
+    /// `f32` instances, which are compiled in this crate, through it (see
+    /// [`crate::tensor::kernels`]).
+    #[doc(hidden)]
+    #[inline]
+    fn as_f32s(values: &[Self]) -> Option<&[f32]> {
+        let _ = values;
+        None
+    }
+    /// [`as_f32s`](Self::as_f32s), mutable.
+    #[doc(hidden)]
+    #[inline]
+    fn as_f32s_mut(values: &mut [Self]) -> Option<&mut [f32]> {
+        let _ = values;
+        None
+    }
+    /// The value as an `f32` when `Self` is `f32`.
+    #[doc(hidden)]
+    #[inline]
+    fn as_f32(self) -> Option<f32> {
+        None
+    }
 }
 
 impl Scalar for f32 {
@@ -157,6 +180,18 @@ impl Scalar for f32 {
     #[inline]
     fn from_bits_u64(bits: u64) -> Self {
         f32::from_bits(bits as u32)
+    }
+    #[inline]
+    fn as_f32s(values: &[Self]) -> Option<&[f32]> {
+        Some(values)
+    }
+    #[inline]
+    fn as_f32s_mut(values: &mut [Self]) -> Option<&mut [f32]> {
+        Some(values)
+    }
+    #[inline]
+    fn as_f32(self) -> Option<f32> {
+        Some(self)
     }
 }
 

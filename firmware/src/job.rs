@@ -7,7 +7,7 @@ use heapless::Vec;
 use safegrad::checkpoint::{self, CheckpointError};
 use safegrad::dataset::{Dataset, DatasetError};
 use safegrad::features::IMU_FEATURES;
-use safegrad::nn::{last_layer_only, Build, Init, Linear, LinearRelu, Standardize};
+use safegrad::nn::{last_layer_only, Build, Init, InitScheme, Linear, LinearRelu, Standardize};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
 use safegrad::train::{
@@ -177,10 +177,9 @@ pub fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
 /// Records the model on an empty tape: the body frozen, the last layer trainable.
 pub fn build(tape: &mut DeviceTape) -> Result<MotionModel, JobError> {
     let plan = last_layer_only::<3>();
-    Ok(MotionModel::build(
-        tape,
-        &mut Init::new(SEED).with_plan(&plan),
-    )?)
+    // Zeros: a checkpoint fills the parameters before anything uses them.
+    let init = Init::new(SEED).with_scheme(InitScheme::Zeros);
+    Ok(MotionModel::build(tape, &mut init.with_plan(&plan))?)
 }
 
 /// Loads `checkpoint` into the model (refused unless every check passes) and counts the

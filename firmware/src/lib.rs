@@ -7,6 +7,8 @@
 
 pub mod assets;
 pub mod baseline;
+#[cfg(target_os = "none")]
+pub mod board;
 pub mod flash;
 pub mod imu;
 pub mod job;

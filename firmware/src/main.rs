@@ -3,10 +3,10 @@
 //! flash, and exits with its verdict.
 //!
 //! Semihosting arguments choose what it does: `stream` reads the samples from UART0 (raw IMU
-//! windows in `safegrad::wire` frames) instead of the set built into flash; `soak` trains
-//! online, one step per training frame from UART0, until the stream ends; `flash=PATH`
+//! windows in `safegrad::wire` frames) instead of the set built into flash; `flash=PATH`
 //! backs the flash with the host file `PATH`, so that a later boot resumes from the
-//! checkpoint an earlier one saved.
+//! checkpoint an earlier one saved. (The streamed soak test is its own program,
+//! `src/bin/soak.rs`.)
 //!
 //! Built for `thumbv7em-none-eabihf` only; on the host (as part of `cargo test
 //! --workspace`) it compiles to a program that says so.
@@ -21,17 +21,15 @@ fn main() {
 #[cfg(target_os = "none")]
 mod device {
     use core::ffi::CStr;
-    use core::sync::atomic::{AtomicU32, Ordering};
 
-    use cortex_m::peripheral::syst::SystClkSource;
     use cortex_m_rt::{entry, exception, ExceptionFrame};
-    use defmt::Display2Format;
     use defmt_semihosting as _;
     use safegrad::checkpoint;
     use safegrad::dataset::Dataset;
     use semihosting::io::Read as _;
     use static_cell::ConstStaticCell;
 
+    use firmware::board::{exit, per, set_ieee_fpscr, start_ticks, ticks};
     use firmware::flash::{Persist, RamFlash};
     use firmware::job::{self, DeviceTape, Rows, CHECKPOINT_BYTES};
     use firmware::samples::{BuiltIn, Stream};
@@ -73,34 +71,6 @@ mod device {
     static CHECKPOINT: ConstStaticCell<[u8; CHECKPOINT_BYTES]> =
         ConstStaticCell::new([0; CHECKPOINT_BYTES]);
 
-    /// SysTick wraps every 2^24 ticks; the handler counts the wraps.
-    static SYSTICK_WRAPS: AtomicU32 = AtomicU32::new(0);
-    const SYSTICK_RELOAD: u32 = 0x00FF_FFFF;
-
-    #[exception]
-    fn SysTick() {
-        SYSTICK_WRAPS.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Ticks of the core clock since start-up, from SysTick and its wrap count.
-    fn ticks() -> u64 {
-        loop {
-            let wraps = SYSTICK_WRAPS.load(Ordering::Relaxed);
-            let current = cortex_m::peripheral::SYST::get_current();
-            if wraps == SYSTICK_WRAPS.load(Ordering::Relaxed) {
-                let elapsed = u64::from(SYSTICK_RELOAD - current);
-                return u64::from(wraps) * (u64::from(SYSTICK_RELOAD) + 1) + elapsed;
-            }
-        }
-    }
-
-    /// IEEE arithmetic: flush-to-zero and default-NaN off, round to nearest, whatever the
-    /// reset value, so that results match the host bit for bit.
-    fn set_ieee_fpscr() {
-        // SAFETY: writing FPSCR only changes floating-point modes; 0 is a valid value.
-        unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) 0u32) };
-    }
-
     /// The bottom of RAM (`memory.x`). flip-link puts the stack there, below the statics, so
     /// an overflow runs off the end of RAM and faults.
     const RAM_START: usize = 0x2000_0000;
@@ -140,21 +110,15 @@ mod device {
         stack_top() - p
     }
 
-    fn exit(code: i32) -> ! {
-        semihosting::process::exit(code)
-    }
-
     /// What the semihosting arguments ask for.
     struct Options {
         stream: bool,
-        soak: bool,
         flash_path: [u8; 128],
     }
 
     fn options() -> Options {
         let mut o = Options {
             stream: false,
-            soak: false,
             flash_path: [0; 128],
         };
         let Ok(args) = semihosting::experimental::env::args::<256>() else {
@@ -163,7 +127,6 @@ mod device {
         for arg in &args {
             match arg {
                 Ok("stream") => o.stream = true,
-                Ok("soak") => o.soak = true,
                 Ok(a) if a.starts_with("flash=") => {
                     let path = a.as_bytes().get(6..).unwrap_or(&[]);
                     if path.len() < o.flash_path.len() {
@@ -214,9 +177,9 @@ mod device {
                 r.gaps
             );
             if let Some(e) = r.last {
-                defmt::warn!("stream: last refusal: {}", Display2Format(&e));
+                defmt::warn!("stream: last refusal: {}", e);
             }
-            collected.map_err(|e| defmt::error!("stream: {}", defmt::Debug2Format(&e)))
+            collected.map_err(|e| defmt::error!("stream: {}", e))
         } else {
             let (Ok(train), Ok(eval)) = (
                 Dataset::parse(assets::FINETUNE_SET),
@@ -230,52 +193,8 @@ mod device {
         }
     }
 
-    /// Streamed online fine-tuning from UART0 until the stream ends.
-    fn soak(tape: &mut DeviceTape) -> Result<(), JobError> {
-        let model = job::build(tape)?;
-        // SAFETY: UART0 is used by nothing else in this program.
-        let uart = unsafe { CmsdkUart::new(UART0_BASE) };
-        let mut source = Stream::new(uart);
-        let start = ticks();
-        let report = job::soak(tape, &model, assets::PRETRAINED, &mut source);
-        let elapsed = ticks() - start;
-        let r = source.rejected();
-        match report {
-            Ok(s) => {
-                defmt::info!(
-                    "soak: {=u32} streamed training steps, {=u32} refused steps; {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
-                    s.steps,
-                    s.step_errors,
-                    r.frames,
-                    r.crc,
-                    r.values,
-                    r.gaps
-                );
-                defmt::info!(
-                    "soak: tape {=usize} nodes, {=usize} values, {=usize} gradients after every step: {=str}; ticks per sample {=u64}",
-                    s.tape_sizes.0,
-                    s.tape_sizes.1,
-                    s.tape_sizes.2,
-                    if s.grew { "GREW" } else { "no growth" },
-                    elapsed / u64::from(s.steps.max(1))
-                );
-                if s.grew || s.step_errors > 0 {
-                    exit(1)
-                }
-                Ok(())
-            }
-            Err(e) => {
-                defmt::error!("soak: {}", defmt::Debug2Format(&e));
-                exit(1)
-            }
-        }
-    }
-
     fn run() -> Result<(), JobError> {
         let opts = options();
-        if opts.soak {
-            return soak(TAPE.take());
-        }
         let flash = FLASH.take();
         load_image(flash, opts.flash_path);
         let tape = TAPE.take();
@@ -345,20 +264,17 @@ mod device {
             );
         }
         if let Some(why) = r.last_divergence {
-            defmt::warn!(
-                "divergence guard: last rollback because {}",
-                Display2Format(&why)
-            );
+            defmt::warn!("divergence guard: last rollback because {}", why);
         }
         defmt::info!(
-            "ticks per step {=u64} (SysTick, core clock)",
-            r.train_ticks / (r.steps.max(1) as u64)
+            "ticks per step {=u32} (SysTick, core clock)",
+            per(r.train_ticks, r.steps as u32)
         );
         defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
         let signature = checkpoint::shape_signature(tape);
         match SLOTS.save(flash, saved, signature) {
             Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
-            Err(e) => defmt::error!("saving the checkpoint failed: {}", defmt::Debug2Format(&e)),
+            Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
         }
         Ok(())
     }
@@ -368,11 +284,7 @@ mod device {
         set_ieee_fpscr();
         paint_stack();
         if let Some(mut p) = cortex_m::Peripherals::take() {
-            p.SYST.set_clock_source(SystClkSource::Core);
-            p.SYST.set_reload(SYSTICK_RELOAD);
-            p.SYST.clear_current();
-            p.SYST.enable_interrupt();
-            p.SYST.enable_counter();
+            start_ticks(&mut p.SYST);
         }
         defmt::info!("safegrad firmware: fine-tuning on the device");
         let result = run();
@@ -390,7 +302,7 @@ mod device {
         match result {
             Ok(()) => exit(0),
             Err(e) => {
-                defmt::error!("job failed: {}", Display2Format(&e));
+                defmt::error!("job failed: {}", e);
                 exit(1)
             }
         }

@@ -14,6 +14,8 @@ use cortex_m as _;
 use cortex_m_rt as _;
 #[cfg(target_os = "none")]
 use defmt_semihosting as _;
+#[cfg(target_os = "none")]
+use firmware as _; // the interrupt vectors (firmware::board)
 
 #[cfg(target_os = "none")]
 #[panic_handler]

@@ -648,9 +648,10 @@ fn bench_device(json: bool) -> Result<(), String> {
 /// Frames of the device's soak run.
 const SOAK_FRAMES: u64 = 300;
 
-/// A streamed soak on the device: 300 training frames over UART0 (each byte crosses the emulated UART one at a time), one in 25
-/// damaged on purpose; one training step per good frame. Every good frame must train, and
-/// the tape must not grow.
+/// A streamed soak on the device (`firmware/src/bin/soak.rs`): 300 training frames over
+/// UART0 (each byte crosses the emulated UART one at a time), one in 25 damaged on purpose;
+/// one training step per good frame. Every good frame must train, and the tape must not
+/// grow.
 fn qemu_soak() -> Result<(), String> {
     let path = workspace_root().join("target").join("soak-stream.bin");
     let path_str = path.to_string_lossy().into_owned();
@@ -681,13 +682,13 @@ fn qemu_soak() -> Result<(), String> {
         })
         .sum();
     let stream = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let elf = build_firmware()?;
+    let elf = build_firmware_bin("soak")?;
     let run = run_qemu(
         &elf,
         &QemuOptions {
             stream: Some(&stream),
             flash: None,
-            args: &["soak"],
+            args: &[],
             no_icount: true,
         },
     )?;

@@ -17,6 +17,9 @@ pub enum InitScheme {
     /// Glorot and Bengio (2010): `U(-b, b)` with `b = sqrt(6 / (fan_in + fan_out))`
     /// (PyTorch's `xavier_uniform_`).
     XavierUniform,
+    /// Every weight 0, no random draw: for a model whose parameters a checkpoint fills
+    /// next (it leaves the generator and floating-point code alone).
+    Zeros,
 }
 
 impl InitScheme {
@@ -26,6 +29,7 @@ impl InitScheme {
         let denominator = match self {
             Self::KaimingUniform => fan_in,
             Self::XavierUniform => fan_in + fan_out,
+            Self::Zeros => 0,
         };
         if denominator == 0 {
             0.0
@@ -62,9 +66,13 @@ fn build_parameters<
     tape: &mut Tape<T, N, S, G>,
     init: &mut Init<'_>,
 ) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
-    let b = init.scheme.bound(IN, OUT);
-    let rng = &mut init.rng;
-    let w = Tensor::<T, IN, OUT>::from_fn(|_, _| T::from_f64(rng.uniform(-b, b)));
+    let w = if init.scheme == InitScheme::Zeros {
+        Tensor::<T, IN, OUT>::zeros()
+    } else {
+        let b = init.scheme.bound(IN, OUT);
+        let rng = &mut init.rng;
+        Tensor::<T, IN, OUT>::from_fn(|_, _| T::from_f64(rng.uniform(-b, b)))
+    };
     let bias = Tensor::<T, 1, OUT>::zeros();
     Ok(match init.next_train() {
         Train::All => (tape.parameter(&w)?, tape.parameter(&bias)?),

@@ -33,13 +33,14 @@ fn split_grads<'g, T>(
     (g_out, g_in)
 }
 
-/// Adds `f(g, p, q, r)` to each gradient of `target`, lane by lane.
+/// Adds `f(g, p, q, r)` to each gradient of `target`, lane by lane. The local derivative
+/// is called through a `dyn` reference: one copy of the loop serves every elementwise op.
 fn accumulate<T: Scalar>(
     grads: &mut [T],
     out: &Range<usize>,
     target: Range<usize>,
     (p, q, r): (&[T], &[T], &[T]),
-    f: impl Fn(T, T, T, T) -> T,
+    f: &dyn Fn(T, T, T, T) -> T,
 ) {
     let (g_out, g_in) = split_grads(grads, out, target);
     for ((((gi, &g), &pv), &qv), &rv) in g_in.iter_mut().zip(g_out).zip(p).zip(q).zip(r) {
@@ -66,6 +67,7 @@ impl Defer {
 
 /// Adds one node's contribution to the gradients of its inputs (nothing for a node without
 /// gradient, or into an input without one), but those of the parameters `defer` names.
+#[inline(never)]
 pub(super) fn backward_node<T: Scalar>(
     out: &Node<T>,
     nodes: &[Node<T>],
@@ -82,21 +84,21 @@ pub(super) fn backward_node<T: Scalar>(
     match out.op {
         Op::Parameter | Op::Input | Op::Constant | Op::NotZero { .. } => {}
         Op::Add { a, b } => {
-            accumulate(grads, og, s(a), (y, y, y), |g, _, _, _| g);
-            accumulate(grads, og, s(b), (y, y, y), |g, _, _, _| g);
+            accumulate(grads, og, s(a), (y, y, y), &|g, _, _, _| g);
+            accumulate(grads, og, s(b), (y, y, y), &|g, _, _, _| g);
         }
         Op::Sub { a, b } => {
-            accumulate(grads, og, s(a), (y, y, y), |g, _, _, _| g);
-            accumulate(grads, og, s(b), (y, y, y), |g, _, _, _| -g);
+            accumulate(grads, og, s(a), (y, y, y), &|g, _, _, _| g);
+            accumulate(grads, og, s(b), (y, y, y), &|g, _, _, _| -g);
         }
         Op::Mul { a, b } => {
             let (av, bv) = (val(a), val(b));
-            accumulate(grads, og, s(a), (bv, y, y), |g, b, _, _| strong_mul(g, b));
-            accumulate(grads, og, s(b), (av, y, y), |g, a, _, _| strong_mul(g, a));
+            accumulate(grads, og, s(a), (bv, y, y), &|g, b, _, _| strong_mul(g, b));
+            accumulate(grads, og, s(b), (av, y, y), &|g, a, _, _| strong_mul(g, a));
         }
-        Op::Neg { x } => accumulate(grads, og, s(x), (y, y, y), |g, _, _, _| -g),
+        Op::Neg { x } => accumulate(grads, og, s(x), (y, y, y), &|g, _, _, _| -g),
         Op::Scale { x, factor } => {
-            accumulate(grads, og, s(x), (y, y, y), |g, _, _, _| {
+            accumulate(grads, og, s(x), (y, y, y), &|g, _, _, _| {
                 strong_mul(g, factor)
             });
         }
@@ -105,73 +107,75 @@ pub(super) fn backward_node<T: Scalar>(
             kernels::add_relu_grad(g_out, val(x), g_x);
         }
         Op::Tanh { x } => {
-            accumulate(grads, og, s(x), (y, y, y), |g, y, _, _| {
+            accumulate(grads, og, s(x), (y, y, y), &|g, y, _, _| {
                 ops::tanh_grad(g, y)
             });
         }
-        Op::Sigmoid { x } => accumulate(grads, og, s(x), (y, y, y), |g, y, _, _| {
+        Op::Sigmoid { x } => accumulate(grads, og, s(x), (y, y, y), &|g, y, _, _| {
             ops::sigmoid_grad(g, y)
         }),
         Op::Exp { x } => {
-            accumulate(grads, og, s(x), (y, y, y), |g, y, _, _| ops::exp_grad(g, y));
+            accumulate(grads, og, s(x), (y, y, y), &|g, y, _, _| {
+                ops::exp_grad(g, y)
+            });
         }
         Op::Ln { x } => {
-            accumulate(grads, og, s(x), (val(x), y, y), |g, x, _, _| {
+            accumulate(grads, og, s(x), (val(x), y, y), &|g, x, _, _| {
                 ops::ln_grad(g, x)
             });
         }
         Op::Sqrt { x } | Op::SafeSqrt { x, .. } => {
-            accumulate(grads, og, s(x), (y, y, y), |g, y, _, _| {
+            accumulate(grads, og, s(x), (y, y, y), &|g, y, _, _| {
                 ops::sqrt_grad(g, y)
             });
         }
         Op::SafeLn { x, eps } => {
-            accumulate(grads, og, s(x), (val(x), y, y), |g, x, _, _| {
+            accumulate(grads, og, s(x), (val(x), y, y), &|g, x, _, _| {
                 ops::safe_ln_grad(g, x, eps)
             });
         }
         Op::Div { num, den } => {
             let args = (val(num), val(den), y);
-            accumulate(grads, og, s(num), args, |g, n, d, _| {
+            accumulate(grads, og, s(num), args, &|g, n, d, _| {
                 ops::div_grad(g, n, d).0
             });
-            accumulate(grads, og, s(den), args, |g, n, d, _| {
+            accumulate(grads, og, s(den), args, &|g, n, d, _| {
                 ops::div_grad(g, n, d).1
             });
         }
         Op::SafeDiv { num, den, eps } => {
             let args = (val(num), val(den), y);
-            accumulate(grads, og, s(num), args, |g, n, d, _| {
+            accumulate(grads, og, s(num), args, &|g, n, d, _| {
                 ops::safe_div_grad(g, n, d, eps).0
             });
-            accumulate(grads, og, s(den), args, |g, n, d, _| {
+            accumulate(grads, og, s(den), args, &|g, n, d, _| {
                 ops::safe_div_grad(g, n, d, eps).1
             });
         }
         Op::SafeDivSigned { num, den, eps } => {
             let args = (val(num), val(den), y);
-            accumulate(grads, og, s(num), args, |g, n, d, _| {
+            accumulate(grads, og, s(num), args, &|g, n, d, _| {
                 ops::safe_div_signed_grad(g, n, d, eps).0
             });
-            accumulate(grads, og, s(den), args, |g, n, d, _| {
+            accumulate(grads, og, s(den), args, &|g, n, d, _| {
                 ops::safe_div_signed_grad(g, n, d, eps).1
             });
         }
         Op::MaskedDiv { num, den, mask } => {
             let args = (val(num), val(den), val(mask));
-            accumulate(grads, og, s(num), args, |g, n, d, m| {
+            accumulate(grads, og, s(num), args, &|g, n, d, m| {
                 ops::masked_div_grad(g, n, d, m).0
             });
-            accumulate(grads, og, s(den), args, |g, n, d, m| {
+            accumulate(grads, og, s(den), args, &|g, n, d, m| {
                 ops::masked_div_grad(g, n, d, m).1
             });
         }
         Op::Mask { weight, x } => {
             let args = (val(weight), val(x), y);
-            accumulate(grads, og, s(weight), args, |g, w, x, _| {
+            accumulate(grads, og, s(weight), args, &|g, w, x, _| {
                 ops::mask_grad(g, w, x).0
             });
-            accumulate(grads, og, s(x), args, |g, w, x, _| {
+            accumulate(grads, og, s(x), args, &|g, w, x, _| {
                 ops::mask_grad(g, w, x).1
             });
         }
@@ -181,15 +185,15 @@ pub(super) fn backward_node<T: Scalar>(
             on_false,
         } => {
             let args = (val(cond), y, y);
-            accumulate(grads, og, s(on_true), args, |g, c, _, _| {
+            accumulate(grads, og, s(on_true), args, &|g, c, _, _| {
                 ops::select_grad(g, c).0
             });
-            accumulate(grads, og, s(on_false), args, |g, c, _, _| {
+            accumulate(grads, og, s(on_false), args, &|g, c, _, _| {
                 ops::select_grad(g, c).1
             });
         }
         Op::AddRow { x, row } => {
-            accumulate(grads, og, s(x), (y, y, y), |g, _, _, _| g);
+            accumulate(grads, og, s(x), (y, y, y), &|g, _, _, _| g);
             let (g_out, g_row) = split_grads(grads, og, s(row));
             kernels::add_column_sums(g_out, g_row);
         }

@@ -376,13 +376,27 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// Appends an op's node: it carries a gradient when one of its differentiable inputs
     /// does. Each parameter it reads counts one more use.
     fn commit_op<const R: usize, const C: usize>(&mut self, op: Op<T>) -> Result<Var<R, C>> {
+        self.commit_op_shaped(op, R, C).map(|node| self.var(node))
+    }
+
+    /// A handle of the current generation on `node`.
+    const fn var<const R: usize, const C: usize>(&self, node: NodeId) -> Var<R, C> {
+        Var {
+            node,
+            generation: self.generation,
+        }
+    }
+
+    /// [`commit_op`](Self::commit_op) for a `rows x cols` node (one copy of the code for
+    /// every shape).
+    fn commit_op_shaped(&mut self, op: Op<T>, rows: usize, cols: usize) -> Result<NodeId> {
         let inputs = op.differentiable_inputs();
         let with_grad = inputs.iter().flatten().any(|id| {
             self.nodes
                 .get(id.0)
                 .is_some_and(|n: &Node<T>| n.requires_grad())
         });
-        let v = self.commit(op, with_grad, Domain::UNKNOWN)?;
+        let v = self.commit_shaped(op, rows, cols, with_grad, Domain::UNKNOWN)?;
         for id in inputs.into_iter().flatten() {
             if id.0 < self.parameter_nodes {
                 if let Some(n) = self.nodes.get_mut(id.0) {
@@ -393,15 +407,17 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         Ok(v)
     }
 
-    /// Appends the node whose values were written at the reserved slots, with zeroed
-    /// gradient slots if it needs them.
-    fn commit<const R: usize, const C: usize>(
+    /// Appends the `rows x cols` node whose values were written at the reserved slots, with
+    /// zeroed gradient slots if it needs them.
+    fn commit_shaped(
         &mut self,
         op: Op<T>,
+        rows: usize,
+        cols: usize,
         with_grad: bool,
         declared: Domain,
-    ) -> Result<Var<R, C>> {
-        let len = R * C;
+    ) -> Result<NodeId> {
+        let len = rows * cols;
         let grad_len = len * op.grad_slots_per_value();
         let offset = self.reserve(len)?;
         let grad_offset = if with_grad {
@@ -421,8 +437,8 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         self.nodes
             .push(Node {
                 op,
-                rows: R,
-                cols: C,
+                rows,
+                cols,
                 offset,
                 grad_offset,
                 generation: self.generation,
@@ -434,10 +450,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         if grad_offset.is_some() {
             self.grads_used += grad_len;
         }
-        Ok(Var {
-            node: NodeId(index),
-            generation: self.generation,
-        })
+        Ok(NodeId(index))
     }
 
     /// Splits the value buffer at the free slots: the recorded values (read-only) and the
@@ -459,17 +472,32 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         value: &Tensor<T, R, C>,
         declared: Domain,
     ) -> Result<Var<R, C>> {
+        self.leaf_shaped(kind, value.as_slice(), R, C, declared)
+            .map(|node| self.var(node))
+    }
+
+    /// [`leaf`](Self::leaf) for the `rows x cols` values `value` (one copy of the code for
+    /// every shape).
+    fn leaf_shaped(
+        &mut self,
+        kind: Leaf,
+        value: &[T],
+        rows: usize,
+        cols: usize,
+        declared: Domain,
+    ) -> Result<NodeId> {
         let is_parameter = matches!(kind, Leaf::TrainableParameter | Leaf::FrozenParameter);
         if is_parameter && self.nodes.len() != self.parameter_nodes {
             return Err(TapeError::ParameterAfterActivation);
         }
         let with_grad = matches!(kind, Leaf::TrainableParameter | Leaf::Variable);
+        let len = rows * cols;
         if with_grad {
-            self.reserve_grad(R * C)?;
+            self.reserve_grad(len)?;
         }
-        self.reserve(R * C)?;
-        let (_, out) = self.split_for_output(R * C)?;
-        out.copy_from_slice(value.as_slice());
+        self.reserve(len)?;
+        let (_, out) = self.split_for_output(len)?;
+        out.copy_from_slice(value);
         let op = match kind {
             Leaf::TrainableParameter | Leaf::FrozenParameter => Op::Parameter,
             Leaf::Variable | Leaf::Data => Op::Input,
@@ -477,10 +505,10 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         };
         let declared = match kind {
             Leaf::TrainableParameter | Leaf::FrozenParameter => Domain::FINITE,
-            Leaf::Constant => Domain::of_values(value.as_slice()),
+            Leaf::Constant => Domain::of_values(value),
             Leaf::Variable | Leaf::Data => declared,
         };
-        let v = self.commit(op, with_grad, declared)?;
+        let v = self.commit_shaped(op, rows, cols, with_grad, declared)?;
         if is_parameter {
             self.parameter_nodes = self.nodes.len();
             self.parameter_slots = self.used;

@@ -14,6 +14,7 @@ mod device {
     use cortex_m as _; // the critical section defmt's logger takes
     use cortex_m_rt::{entry, exception, ExceptionFrame};
     use defmt_semihosting as _;
+    use firmware as _; // the interrupt vectors (firmware::board)
 
     /// Recursion that the compiler cannot turn into a loop: each frame keeps a buffer
     /// alive across the call.

@@ -16,7 +16,7 @@ use crate::scalar::Scalar;
 /// assert_eq!(out, [13.0, 16.0]);
 /// ```
 pub fn matmul<T: Scalar>(a: &[T], b: &[T], out: &mut [T], inner: usize, cols: usize) {
-    linear_act(a, b, None, out, inner, cols, |v| v);
+    linear(a, b, None, out, inner, cols);
 }
 
 /// `out = x (rows x inner) * w (inner x cols) + bias`, the `1 x cols` bias added to every row
@@ -46,6 +46,22 @@ pub fn linear<T: Scalar>(
     inner: usize,
     cols: usize,
 ) {
+    if let (Some(x), Some(w), Some(out)) = (T::as_f32s(x), T::as_f32s(w), T::as_f32s_mut(out)) {
+        return super::concrete::linear(x, w, bias.and_then(T::as_f32s), out, inner, cols);
+    }
+    linear_body(x, w, bias, out, inner, cols);
+}
+
+/// [`linear`] for any scalar type.
+#[inline(always)]
+pub(super) fn linear_body<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    inner: usize,
+    cols: usize,
+) {
     linear_act(x, w, bias, out, inner, cols, |v| v);
 }
 
@@ -60,6 +76,22 @@ pub fn linear<T: Scalar>(
 /// assert_eq!(out, [13.0, 0.0]);
 /// ```
 pub fn linear_relu<T: Scalar>(
+    x: &[T],
+    w: &[T],
+    bias: Option<&[T]>,
+    out: &mut [T],
+    inner: usize,
+    cols: usize,
+) {
+    if let (Some(x), Some(w), Some(out)) = (T::as_f32s(x), T::as_f32s(w), T::as_f32s_mut(out)) {
+        return super::concrete::linear_relu(x, w, bias.and_then(T::as_f32s), out, inner, cols);
+    }
+    linear_relu_body(x, w, bias, out, inner, cols);
+}
+
+/// [`linear_relu`] for any scalar type.
+#[inline(always)]
+pub(super) fn linear_relu_body<T: Scalar>(
     x: &[T],
     w: &[T],
     bias: Option<&[T]>,

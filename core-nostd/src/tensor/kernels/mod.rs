@@ -32,7 +32,105 @@ mod weight_grad;
 
 pub use forward::{linear, linear_relu, matmul};
 pub use input_grad::add_matmul_grad_a;
-pub use weight_grad::{add_matmul_grad_b, set_matmul_grad_b, sub_outer};
+pub use weight_grad::{add_matmul_grad_b, set_matmul_grad_b, sgd_outer, sub_outer};
+
+/// The `f32` instances of the kernels a training step spends its time in, as concrete
+/// functions of this crate: each public kernel called with `f32` slices runs one of these.
+/// They are compiled with this crate's optimisation settings whatever those of the crate
+/// that calls them, so a firmware built for size (`opt-level = "s"`) still runs full-speed
+/// kernels; and each is compiled once, however many places call it.
+mod concrete {
+    use super::{forward, input_grad, weight_grad};
+
+    #[inline(never)]
+    pub(super) fn linear(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        inner: usize,
+        cols: usize,
+    ) {
+        forward::linear_body(x, w, bias, out, inner, cols);
+    }
+
+    #[inline(never)]
+    pub(super) fn linear_relu(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+        inner: usize,
+        cols: usize,
+    ) {
+        forward::linear_relu_body(x, w, bias, out, inner, cols);
+    }
+
+    #[inline(never)]
+    pub(super) fn add_matmul_grad_a(
+        g: &[f32],
+        b: &[f32],
+        grad_a: &mut [f32],
+        inner: usize,
+        cols: usize,
+    ) {
+        input_grad::add_matmul_grad_a_body(g, b, grad_a, inner, cols);
+    }
+
+    #[inline(never)]
+    pub(super) fn matmul_grad_b(
+        g: &[f32],
+        a: &[f32],
+        grad_b: &mut [f32],
+        inner: usize,
+        cols: usize,
+        set: bool,
+    ) {
+        weight_grad::matmul_grad_b(g, a, grad_b, inner, cols, set);
+    }
+
+    #[inline(never)]
+    pub(super) fn sgd_outer(
+        values: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        known_finite: bool,
+        lr: f32,
+        factor: f32,
+    ) {
+        weight_grad::sgd_outer_body(values, x, g, known_finite, lr, factor);
+    }
+
+    #[inline(never)]
+    pub(super) fn sgd_update(values: &mut [f32], grads: &[f32], lr: f32, factor: f32) {
+        super::sgd_update_body(values, grads, lr, factor);
+    }
+
+    #[inline(never)]
+    pub(super) fn relu_mask(g: &[f32], y: &[f32], out: &mut [f32]) {
+        super::relu_mask_body(g, y, out);
+    }
+
+    #[inline(never)]
+    pub(super) fn add_relu_grad(g: &[f32], x: &[f32], grad: &mut [f32]) {
+        super::add_relu_grad_body(g, x, grad);
+    }
+
+    #[inline(never)]
+    pub(super) fn add_column_sums(x: &[f32], sums: &mut [f32]) {
+        super::add_column_sums_body(x, sums);
+    }
+
+    #[inline(never)]
+    pub(super) fn sum_of_squares(x: &[f32]) -> f32 {
+        super::sum_of_squares_body(x)
+    }
+
+    #[inline(never)]
+    pub(super) fn all_finite(x: &[f32]) -> bool {
+        super::all_finite_body(x)
+    }
+}
 
 /// `true` on targets whose kernels take the SIMD shape (see the module documentation).
 pub const SIMD: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
@@ -41,6 +139,38 @@ pub const SIMD: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64")
 const WIDE: usize = 16;
 /// The tile for what is left of a row after the wide tiles (4 classes, say).
 const NARROW: usize = 4;
+
+/// Plain SGD on a run of parameters, `values[i] -= lr * grads[i]`, or
+/// `lr * (grads[i] * factor)` when `factor` is not 1 (a clipping factor).
+///
+/// ```
+/// use safegrad::tensor::kernels::sgd_update;
+///
+/// let mut p = [1.0f32, 2.0];
+/// sgd_update(&mut p, &[1.0, -2.0], 0.5, 1.0);
+/// assert_eq!(p, [0.5, 3.0]);
+/// ```
+pub fn sgd_update<T: Scalar>(values: &mut [T], grads: &[T], lr: T, factor: T) {
+    if let (Some(v), Some(g), Some(lr), Some(factor)) = (
+        T::as_f32s_mut(values),
+        T::as_f32s(grads),
+        lr.as_f32(),
+        factor.as_f32(),
+    ) {
+        return concrete::sgd_update(v, g, lr, factor);
+    }
+    sgd_update_body(values, grads, lr, factor);
+}
+
+#[inline(always)]
+fn sgd_update_body<T: Scalar>(values: &mut [T], grads: &[T], lr: T, factor: T) {
+    // `g * 1` is `g`: without clipping the multiplication is left out.
+    if factor == T::ONE {
+        update_each(values, grads, |p, g| p - lr * g);
+    } else {
+        update_each(values, grads, |p, g| p - lr * (g * factor));
+    }
+}
 
 /// `values[i] = rule(values[i], grads[i])`, eight at a time: an update rule applied to a run of
 /// parameters (`|p, g| p - lr * g` is plain SGD).
@@ -80,6 +210,14 @@ pub fn update_each<T: Scalar>(values: &mut [T], grads: &[T], rule: impl Fn(T, T)
 /// assert_eq!(out, [2.0, 0.0, 3.0]);
 /// ```
 pub fn relu_mask<T: Scalar>(g: &[T], y: &[T], out: &mut [T]) {
+    if let (Some(g), Some(y), Some(out)) = (T::as_f32s(g), T::as_f32s(y), T::as_f32s_mut(out)) {
+        return concrete::relu_mask(g, y, out);
+    }
+    relu_mask_body(g, y, out);
+}
+
+#[inline(always)]
+fn relu_mask_body<T: Scalar>(g: &[T], y: &[T], out: &mut [T]) {
     let eights = out
         .chunks_exact_mut(8)
         .zip(g.chunks_exact(8))
@@ -108,6 +246,14 @@ pub fn relu_mask<T: Scalar>(g: &[T], y: &[T], out: &mut [T]) {
 /// assert_eq!(grad, [3.0, 1.0, 1.0]);
 /// ```
 pub fn add_relu_grad<T: Scalar>(g: &[T], x: &[T], grad: &mut [T]) {
+    if let (Some(g), Some(x), Some(grad)) = (T::as_f32s(g), T::as_f32s(x), T::as_f32s_mut(grad)) {
+        return concrete::add_relu_grad(g, x, grad);
+    }
+    add_relu_grad_body(g, x, grad);
+}
+
+#[inline(always)]
+fn add_relu_grad_body<T: Scalar>(g: &[T], x: &[T], grad: &mut [T]) {
     let lanes = grad
         .chunks_exact_mut(8)
         .zip(g.chunks_exact(8))
@@ -148,6 +294,14 @@ pub fn add_row<T: Scalar>(x: &[T], row: &[T], out: &mut [T]) {
 /// `sums[c] += x[r][c]` over the rows of `x` in increasing order (the gradient of a
 /// broadcast row, a bias).
 pub fn add_column_sums<T: Scalar>(x: &[T], sums: &mut [T]) {
+    if let (Some(x), Some(sums)) = (T::as_f32s(x), T::as_f32s_mut(sums)) {
+        return concrete::add_column_sums(x, sums);
+    }
+    add_column_sums_body(x, sums);
+}
+
+#[inline(always)]
+fn add_column_sums_body<T: Scalar>(x: &[T], sums: &mut [T]) {
     if sums.is_empty() {
         return;
     }
@@ -202,6 +356,14 @@ pub fn sum<T: Scalar>(x: &[T]) -> T {
 /// assert!(sum_of_squares(&[2e19f32]).is_infinite()); // overflows f32
 /// ```
 pub fn sum_of_squares<T: Scalar>(x: &[T]) -> T {
+    match T::as_f32s(x) {
+        Some(x) => T::from_f64(f64::from(concrete::sum_of_squares(x))),
+        None => sum_of_squares_body(x),
+    }
+}
+
+#[inline(always)]
+fn sum_of_squares_body<T: Scalar>(x: &[T]) -> T {
     let mut lanes = [T::ZERO; 8];
     let mut chunks = x.chunks_exact(8);
     for chunk in &mut chunks {
@@ -228,6 +390,14 @@ pub fn sum_of_squares<T: Scalar>(x: &[T]) -> T {
 /// assert!(!all_finite(&[f32::NAN]));
 /// ```
 pub fn all_finite<T: Scalar>(x: &[T]) -> bool {
+    match T::as_f32s(x) {
+        Some(x) => concrete::all_finite(x),
+        None => all_finite_body(x),
+    }
+}
+
+#[inline(always)]
+fn all_finite_body<T: Scalar>(x: &[T]) -> bool {
     let mut lanes = [T::ZERO; 8];
     let mut chunks = x.chunks_exact(8);
     for chunk in &mut chunks {

@@ -19,7 +19,10 @@ use crate::scalar::{strong_mul, Scalar};
 /// assert!(grad[1].is_nan()); // 3 * nan
 /// ```
 pub fn add_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: usize, cols: usize) {
-    matmul_grad_b::<T, false>(g, a, grad_b, inner, cols);
+    if let (Some(g), Some(a), Some(gb)) = (T::as_f32s(g), T::as_f32s(a), T::as_f32s_mut(grad_b)) {
+        return super::concrete::matmul_grad_b(g, a, gb, inner, cols, false);
+    }
+    matmul_grad_b(g, a, grad_b, inner, cols, false);
 }
 
 /// `grad_b = a^T * g`: [`add_matmul_grad_b`] into a buffer that need not be zeroed first
@@ -33,15 +36,22 @@ pub fn add_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: u
 /// assert_eq!(grad, [3.0, 6.0, 0.0, 0.0]);
 /// ```
 pub fn set_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: usize, cols: usize) {
-    matmul_grad_b::<T, true>(g, a, grad_b, inner, cols);
+    if let (Some(g), Some(a), Some(gb)) = (T::as_f32s(g), T::as_f32s(a), T::as_f32s_mut(grad_b)) {
+        return super::concrete::matmul_grad_b(g, a, gb, inner, cols, true);
+    }
+    matmul_grad_b(g, a, grad_b, inner, cols, true);
 }
 
-fn matmul_grad_b<T: Scalar, const SET: bool>(
+/// [`add_matmul_grad_b`] (`set` false) or [`set_matmul_grad_b`] (`set` true) for any scalar
+/// type.
+#[inline(always)]
+pub(super) fn matmul_grad_b<T: Scalar>(
     g: &[T],
     a: &[T],
     grad_b: &mut [T],
     inner: usize,
     cols: usize,
+    set: bool,
 ) {
     if inner == 0 || cols == 0 {
         return;
@@ -55,36 +65,47 @@ fn matmul_grad_b<T: Scalar, const SET: bool>(
         return;
     };
     if !all_finite(a) {
-        grad_b_strong::<T, SET>(g, a, grad_b, inner, cols);
+        grad_b_strong(g, a, grad_b, inner, cols, set);
         return;
     }
     // With a finite `a`, a zero `g[r][j]` gives a `±0` term, which changes no sum but in the
     // sign of a zero: every term is added, without a branch.
+    if !SIMD {
+        // A row of `grad_b` at a time: a tile of one row fills half of a Cortex-M4F's
+        // registers.
+        for (k, gb_row) in grad_b.chunks_exact_mut(cols).enumerate() {
+            let terms = || a.iter().skip(k).step_by(inner).copied().enumerate();
+            grad_b_tiles(gb_row, g, terms, set);
+        }
+        return;
+    }
     // Two rows of `grad_b` at a time share the loads of `g`.
     let mut pairs = grad_b.chunks_exact_mut(2 * cols);
     for (p, gb_rows) in (&mut pairs).enumerate() {
         let (gb0, gb1) = gb_rows.split_at_mut(cols);
-        let j = pair_tile::<T, WIDE, SET>((gb0, gb1), g, a, 2 * p, inner, 0);
-        let j = pair_tile::<T, NARROW, SET>((gb0, gb1), g, a, 2 * p, inner, j);
-        pair_tile::<T, 1, SET>((gb0, gb1), g, a, 2 * p, inner, j);
+        let j = pair_tile::<T, WIDE>((gb0, gb1), g, a, 2 * p, inner, 0, set);
+        let j = pair_tile::<T, NARROW>((gb0, gb1), g, a, 2 * p, inner, j, set);
+        pair_tile::<T, 1>((gb0, gb1), g, a, 2 * p, inner, j, set);
     }
     let k = inner - inner % 2;
     if let Some(gb_row) = pairs.into_remainder().get_mut(..cols) {
         let terms = || a.iter().skip(k).step_by(inner).copied().enumerate();
-        grad_b_tiles::<T, SET, _>(gb_row, g, terms, true);
+        grad_b_tiles(gb_row, g, terms, set);
     }
 }
 
 /// Columns `first..` of rows `k` and `k + 1` of [`matmul_grad_b`], `W` at a time; returns
 /// the first column not done.
 #[inline(always)]
-fn pair_tile<T: Scalar, const W: usize, const SET: bool>(
+#[allow(clippy::too_many_arguments)]
+fn pair_tile<T: Scalar, const W: usize>(
     (gb0, gb1): (&mut [T], &mut [T]),
     g: &[T],
     a: &[T],
     k: usize,
     inner: usize,
     first: usize,
+    set: bool,
 ) -> usize {
     let cols = gb0.len();
     let mut j = first;
@@ -92,7 +113,7 @@ fn pair_tile<T: Scalar, const W: usize, const SET: bool>(
         gb0.get_mut(j..).and_then(|o| o.first_chunk_mut::<W>()),
         gb1.get_mut(j..).and_then(|o| o.first_chunk_mut::<W>()),
     ) {
-        let (mut acc0, mut acc1) = if SET {
+        let (mut acc0, mut acc1) = if set {
             ([T::ZERO; W], [T::ZERO; W])
         } else {
             (*out0, *out1)
@@ -117,32 +138,32 @@ fn pair_tile<T: Scalar, const W: usize, const SET: bool>(
 }
 
 /// Row `k` of the weight gradient from the contributing `(r, a[r][k])` pairs `terms` gives,
-/// tile by tile; the row starts from `+0` if `SET` and this is the first run of terms.
+/// tile by tile; the row starts from `+0` if `set`.
 #[inline(always)]
-fn grad_b_tiles<T: Scalar, const SET: bool, I: Iterator<Item = (usize, T)>>(
+fn grad_b_tiles<T: Scalar, I: Iterator<Item = (usize, T)>>(
     gb_row: &mut [T],
     g: &[T],
     terms: impl Fn() -> I,
-    first: bool,
+    set: bool,
 ) {
     let cols = gb_row.len();
-    let j = grad_b_tile::<T, WIDE, SET, I>(gb_row, g, &terms, 0, first, cols);
-    let j = grad_b_tile::<T, NARROW, SET, I>(gb_row, g, &terms, j, first, cols);
-    grad_b_tile::<T, 1, SET, I>(gb_row, g, &terms, j, first, cols);
+    let j = grad_b_tile::<T, WIDE, I>(gb_row, g, &terms, 0, set, cols);
+    let j = grad_b_tile::<T, NARROW, I>(gb_row, g, &terms, j, set, cols);
+    grad_b_tile::<T, 1, I>(gb_row, g, &terms, j, set, cols);
 }
 
 #[inline(always)]
-fn grad_b_tile<T: Scalar, const W: usize, const SET: bool, I: Iterator<Item = (usize, T)>>(
+fn grad_b_tile<T: Scalar, const W: usize, I: Iterator<Item = (usize, T)>>(
     gb_row: &mut [T],
     g: &[T],
     terms: &impl Fn() -> I,
     first_col: usize,
-    first: bool,
+    set: bool,
     cols: usize,
 ) -> usize {
     let mut j = first_col;
     while let Some(out) = gb_row.get_mut(j..).and_then(|o| o.first_chunk_mut::<W>()) {
-        let mut acc = if SET && first { [T::ZERO; W] } else { *out };
+        let mut acc = if set { [T::ZERO; W] } else { *out };
         for (r, x) in terms() {
             if let Some(g_tile) = g.get(r * cols + j..).and_then(|s| s.first_chunk::<W>()) {
                 for (o, &gv) in acc.iter_mut().zip(g_tile) {
@@ -159,15 +180,16 @@ fn grad_b_tile<T: Scalar, const W: usize, const SET: bool, I: Iterator<Item = (u
 /// [`matmul_grad_b`] when some `a[r][k]` is infinite or `nan`: term by term, strong zeros.
 #[cold]
 #[inline(never)]
-fn grad_b_strong<T: Scalar, const SET: bool>(
+fn grad_b_strong<T: Scalar>(
     g: &[T],
     a: &[T],
     grad_b: &mut [T],
     inner: usize,
     cols: usize,
+    set: bool,
 ) {
     for (k, gb_row) in grad_b.chunks_exact_mut(cols).enumerate() {
-        if SET {
+        if set {
             gb_row.fill(T::ZERO);
         }
         for (g_row, &x) in g.chunks_exact(cols).zip(a.iter().skip(k).step_by(inner)) {
@@ -209,28 +231,75 @@ pub fn sub_outer<T: Scalar>(
         sub_outer_strong(values, x, g, &rate, g_finite);
         return;
     }
-    if SIMD && g_finite {
+    if !g_finite {
+        // Every term is computed (a zero `x[k]` meets an infinite or `nan` rate).
+        sub_outer_strong(values, x, g, &rate, false);
+    } else if SIMD {
         for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
             let nz = Nonzero::of(x_chunk, n * CHUNK);
             let rows = || nz.iter();
             sub_outer_tiles(values, g, &rate, rows);
         }
-    } else if g_finite {
-        let j = rows_tile::<T, WIDE, true>(values, x, g, &rate, 0);
-        let j = rows_tile::<T, NARROW, true>(values, x, g, &rate, j);
-        rows_tile::<T, 1, true>(values, x, g, &rate, j);
     } else {
-        let j = rows_tile::<T, WIDE, false>(values, x, g, &rate, 0);
-        let j = rows_tile::<T, NARROW, false>(values, x, g, &rate, j);
-        rows_tile::<T, 1, false>(values, x, g, &rate, j);
+        let j = rows_tile::<T, WIDE>(values, x, g, &rate, 0);
+        let j = rows_tile::<T, NARROW>(values, x, g, &rate, j);
+        rows_tile::<T, 1>(values, x, g, &rate, j);
     }
 }
 
-/// Columns `first..` of [`sub_outer`] row by row with a branch per row (the Cortex-M shape;
-/// rows whose `x[k]` is zero skipped if `SKIP_ZERO_ROWS`), `W` at a time; returns the first
+/// Plain SGD on a weight whose gradient is the outer product `x^T g`, scaled by `factor`:
+/// [`sub_outer`] with the rate `lr * g[j]`, or `lr * (g[j] * factor)` when `factor` is not 1.
+///
+/// ```
+/// use safegrad::tensor::kernels::sgd_outer;
+///
+/// let mut w = [1.0f32; 4];
+/// sgd_outer(&mut w, &[2.0, 0.0], &[1.0, -1.0], false, 0.5, 1.0);
+/// assert_eq!(w, [0.0, 2.0, 1.0, 1.0]);
+/// ```
+pub fn sgd_outer<T: Scalar>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    known_finite: bool,
+    lr: T,
+    factor: T,
+) {
+    if let (Some(v), Some(x), Some(g), Some(lr), Some(factor)) = (
+        T::as_f32s_mut(values),
+        T::as_f32s(x),
+        T::as_f32s(g),
+        lr.as_f32(),
+        factor.as_f32(),
+    ) {
+        return super::concrete::sgd_outer(v, x, g, known_finite, lr, factor);
+    }
+    sgd_outer_body(values, x, g, known_finite, lr, factor);
+}
+
+/// [`sgd_outer`] for any scalar type.
+#[inline(always)]
+pub(super) fn sgd_outer_body<T: Scalar>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    known_finite: bool,
+    lr: T,
+    factor: T,
+) {
+    // `g * 1` is `g`: without clipping the multiplication is left out.
+    if factor == T::ONE {
+        sub_outer(values, x, g, known_finite, |g| lr * g);
+    } else {
+        sub_outer(values, x, g, known_finite, |g| lr * (g * factor));
+    }
+}
+
+/// Columns `first..` of [`sub_outer`] with a finite `g`, row by row with a branch per row
+/// (the Cortex-M shape; rows whose `x[k]` is zero skipped), `W` at a time; returns the first
 /// column not done.
 #[inline(always)]
-fn rows_tile<T: Scalar, const W: usize, const SKIP_ZERO_ROWS: bool>(
+fn rows_tile<T: Scalar, const W: usize>(
     values: &mut [T],
     x: &[T],
     g: &[T],
@@ -245,7 +314,7 @@ fn rows_tile<T: Scalar, const W: usize, const SKIP_ZERO_ROWS: bool>(
             *c = rate(gv);
         }
         for (v_row, &xk) in values.chunks_exact_mut(cols).zip(x) {
-            if SKIP_ZERO_ROWS && xk == T::ZERO {
+            if xk == T::ZERO {
                 continue;
             }
             let Some(v) = v_row.get_mut(j..).and_then(|s| s.first_chunk_mut::<W>()) else {
@@ -367,12 +436,9 @@ mod tests {
             sub_outer_tiles(&mut simd, &g, &rate, || nz.iter());
         }
         let mut branching = start;
-        let j = rows_tile::<f32, WIDE, true>(&mut branching, &x, &g, &rate, 0);
-        let j = rows_tile::<f32, NARROW, true>(&mut branching, &x, &g, &rate, j);
-        assert_eq!(
-            rows_tile::<f32, 1, true>(&mut branching, &x, &g, &rate, j),
-            COLS
-        );
+        let j = rows_tile::<f32, WIDE>(&mut branching, &x, &g, &rate, 0);
+        let j = rows_tile::<f32, NARROW>(&mut branching, &x, &g, &rate, j);
+        assert_eq!(rows_tile::<f32, 1>(&mut branching, &x, &g, &rate, j), COLS);
         let mut public = start;
         sub_outer(&mut public, &x, &g, false, rate);
         for (i, e) in expected.iter().enumerate() {
