@@ -176,7 +176,7 @@ pub struct StepReport<T> {
 /// of squares ([`Tape::grad_sum_of_squares`]), which is finite exactly when every gradient
 /// is. Only when it is not finite, or so small that squares may have underflowed, are the
 /// gradients read one by one and the norm computed in scaled form ([`global_norm`]).
-#[inline(never)]
+#[cfg_attr(target_os = "none", inline(never))]
 pub fn step<T, O, const N: usize, const S: usize, const G: usize>(
     tape: &mut Tape<T, N, S, G>,
     loss: Var<1, 1>,

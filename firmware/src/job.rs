@@ -124,6 +124,13 @@ pub struct JobReport {
     pub last_divergence: Option<Divergence<f32>>,
     /// Trainable scalars.
     pub trainable: usize,
+    /// Parameters, trainable and frozen.
+    pub parameters: usize,
+    /// Values of one training step's graph besides the parameters: the activations, the
+    /// loss and what its backward keeps.
+    pub activations: usize,
+    /// Scalars of optimiser state.
+    pub optimiser_state: usize,
     /// Clock ticks spent in the training steps.
     pub train_ticks: u64,
     /// Mean loss of the last epoch.
@@ -210,8 +217,10 @@ pub fn run(
 ) -> Result<JobReport, JobError> {
     let correct_before = evaluate_checkpoint(tape, model, pretrained, eval)?;
     // The step's graph is audited once: every step records the same graph.
+    let mut activations = 0;
     if let Some((x, label)) = train.first() {
         audit_step_graph(tape, model, x, *label)?;
+        activations = tape.scalars_used() - tape.parameters().len();
     }
     let mut sgd = Sgd::new(LEARNING_RATE);
     let mut rng = SplitMix64::new(SEED ^ 0x5eed);
@@ -262,6 +271,9 @@ pub fn run(
         rollbacks,
         last_divergence,
         trainable: tape.trainable_len(),
+        parameters: tape.parameters().len(),
+        activations,
+        optimiser_state: tape.trainable_len() * sgd.state_scalars_per_parameter(),
         train_ticks,
         final_loss,
         checkpoint_crc32: crc,

@@ -6,7 +6,6 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod assets;
-pub mod baseline;
 #[cfg(target_os = "none")]
 pub mod board;
 pub mod flash;

@@ -271,6 +271,17 @@ mod device {
             per(r.train_ticks, r.steps as u32)
         );
         defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
+        // What the model needs at the least: parameters, the trainable ones' gradients, one
+        // step's activations and the optimiser state, 4 bytes each.
+        let scalars = r.parameters + r.trainable + r.activations + r.optimiser_state;
+        defmt::info!(
+            "memory minimum {=usize} bytes: {=usize} parameters, {=usize} gradients, {=usize} activation values, {=usize} optimiser scalars",
+            scalars * 4,
+            r.parameters,
+            r.trainable,
+            r.activations,
+            r.optimiser_state
+        );
         let signature = checkpoint::shape_signature(tape);
         match SLOTS.save(flash, saved, signature) {
             Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),

@@ -358,7 +358,13 @@ fn log_value<'a>(log: &'a str, key: &str) -> Option<&'a str> {
 }
 
 /// Flash and static RAM of an ELF, from `llvm-size -A` (rustup's llvm-tools component).
-fn print_sizes(elf: &Path) -> Result<(), String> {
+/// Flash and static RAM of a firmware ELF, bytes.
+struct Sizes {
+    flash: u64,
+    static_ram: u64,
+}
+
+fn print_sizes(elf: &Path) -> Result<Sizes, String> {
     let sysroot = Command::new("rustc")
         .args(["--print", "sysroot"])
         .current_dir(workspace_root())
@@ -399,7 +405,10 @@ fn print_sizes(elf: &Path) -> Result<(), String> {
         size(".data"),
         size(".bss")
     );
-    Ok(())
+    Ok(Sizes {
+        flash,
+        static_ram: ram,
+    })
 }
 
 fn print_instructions(log: &str) {
@@ -419,7 +428,7 @@ fn qemu_command() -> Result<(), String> {
     let elf = build_firmware()?;
     let flash = workspace_root().join("target").join("qemu-flash.bin");
     let _ = std::fs::remove_file(&flash);
-    print_sizes(&elf)?;
+    let _ = print_sizes(&elf)?;
 
     println!("xtask: boot 1: samples streamed over UART0, flash empty");
     let first = run_qemu(
@@ -574,9 +583,41 @@ fn step_bench(math: Math) -> Result<StepBench, String> {
     })
 }
 
+/// The canonical fine-tuning firmware's memory: flash, static RAM and stack high-water mark
+/// (one run on the built-in samples), and the minimum the model needs as the firmware
+/// logs it.
+struct Memory {
+    sizes: Sizes,
+    stack: u64,
+    minimum: u64,
+}
+
+fn firmware_memory() -> Result<Memory, String> {
+    let elf = build_firmware()?;
+    let sizes = print_sizes(&elf)?;
+    let run = run_qemu(&elf, &QemuOptions::default())?;
+    if run.code != 0 {
+        print!("{}", run.log);
+        return Err(format!("the firmware exited with {}", run.code));
+    }
+    let number = |key: &str| -> Result<u64, String> {
+        log_value(&run.log, key)
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("the firmware logged no `{key}`"))
+    };
+    Ok(Memory {
+        sizes,
+        stack: number("stack high-water mark")?,
+        minimum: number("memory minimum")?,
+    })
+}
+
 fn bench_device(json: bool) -> Result<(), String> {
     let exact = step_bench(Math::Exact)?;
     let fast = step_bench(Math::Fast)?;
+    let memory = firmware_memory()?;
+    let ram = memory.sizes.static_ram + memory.stack;
+    let ram_ratio = ram as f64 / memory.minimum as f64;
     let (baseline, safegrad) = (exact.baseline, exact.safegrad);
     let macs = 6724.0;
     let per_mac = |n: u64| n as f64 / macs;
@@ -599,7 +640,7 @@ fn bench_device(json: bool) -> Result<(), String> {
             .ok_or("fastmath-error printed no fast_math_max_error")?
             .to_string();
         println!(
-            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}}}}",
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}}}}",
             per_mac(baseline),
             per_mac(safegrad),
             safegrad as f64 / baseline as f64,
@@ -607,6 +648,10 @@ fn bench_device(json: bool) -> Result<(), String> {
             fast.baseline,
             fast.safegrad,
             functions(&fast.functions),
+            memory.sizes.flash,
+            memory.sizes.static_ram,
+            memory.stack,
+            memory.minimum,
         );
     } else {
         print!("{}{}", exact.log, fast.log);

@@ -67,7 +67,7 @@ impl Defer {
 
 /// Adds one node's contribution to the gradients of its inputs (nothing for a node without
 /// gradient, or into an input without one), but those of the parameters `defer` names.
-#[inline(never)]
+#[cfg_attr(target_os = "none", inline(never))]
 pub(super) fn backward_node<T: Scalar>(
     out: &Node<T>,
     nodes: &[Node<T>],

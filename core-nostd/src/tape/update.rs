@@ -49,7 +49,7 @@ use crate::error::TapeError;
 use crate::graph::Node;
 use crate::optim::{Optimizer, OuterProduct};
 use crate::scalar::Scalar;
-use crate::tensor::kernels::{set_matmul_grad_b, sum_of_squares};
+use crate::tensor::kernels::{self, set_matmul_grad_b, sum_of_squares};
 use crate::tensor::Tensor;
 
 /// Layers one sweep holds the gradients of; further ones get theirs written as any other.
@@ -89,8 +89,9 @@ enum State {
 #[derive(Clone, Debug)]
 pub(crate) struct OuterGrads {
     entries: Vec<Outer, OUTER_CAPACITY>,
-    /// Bit `p` set for each parameter node `p < 64` whose gradient an entry holds.
-    mask: u64,
+    /// Bit `p` set for each parameter node `p < 32` whose gradient an entry holds (a
+    /// 32-bit word, one register on a Cortex-M).
+    mask: u32,
     state: State,
     /// Their factors were found finite by [`Tape::grad_sum_of_squares`].
     finite: bool,
@@ -120,7 +121,7 @@ impl OuterGrads {
     /// `true` when an entry holds parameter node `p`'s gradient.
     #[inline]
     pub(crate) fn holds(&self, p: usize) -> bool {
-        if p < 64 {
+        if p < 32 {
             (self.mask >> p) & 1 != 0
         } else {
             self.find(p).is_some()
@@ -129,7 +130,7 @@ impl OuterGrads {
 
     /// Sets the mask from the entries.
     fn refresh_mask(&mut self) {
-        let bit = |p: usize| if p < 64 { 1u64 << p } else { 0 };
+        let bit = |p: usize| if p < 32 { 1u32 << p } else { 0 };
         self.mask = self
             .entries
             .iter()
@@ -217,14 +218,14 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                 continue;
             }
             if let Some(g) = node.grad_slots().and_then(|s| self.grads.get_mut(s)) {
-                g.fill(T::ZERO);
+                kernels::fill(g, T::ZERO);
             }
         }
         if let Some(g) = self
             .grads
             .get_mut(self.parameter_grad_slots..self.grads_used)
         {
-            g.fill(T::ZERO);
+            kernels::fill(g, T::ZERO);
         }
         if let Some(g) = self.grads.get_mut(seed_slots) {
             g.fill(T::ONE);

@@ -17,7 +17,8 @@ mod device {
     use defmt_semihosting as _;
     use static_cell::ConstStaticCell;
 
-    use firmware::baseline::{on_tape, Mlp, MACS, OUT};
+    use bench_steps::{on_tape, Mlp, MACS, OUT};
+    use firmware as _; // the interrupt vectors (firmware::board)
 
     static TAPE: ConstStaticCell<on_tape::BenchTape> =
         ConstStaticCell::new(on_tape::BenchTape::new());
@@ -109,7 +110,7 @@ mod device {
         };
         let mut sgd = safegrad::optim::Sgd::new(0.01f32);
         let mut base = Mlp::new();
-        let x = firmware::baseline::input();
+        let x = bench_steps::input();
         // The first steps must agree before anything is timed.
         let a = base.step(&x, 0, 0.01);
         let Ok(b) = on_tape::train_step(tape, &model, &mut sgd, 0) else {

@@ -46,8 +46,8 @@ pub fn linear<T: Scalar>(
     inner: usize,
     cols: usize,
 ) {
-    if let (Some(x), Some(w), Some(out)) = (T::as_f32s(x), T::as_f32s(w), T::as_f32s_mut(out)) {
-        return super::concrete::linear(x, w, bias.and_then(T::as_f32s), out, inner, cols);
+    if let (Some(x), Some(w), Some(out)) = (super::f32s(x), super::f32s(w), super::f32s_mut(out)) {
+        return super::concrete::linear(x, w, bias.and_then(super::f32s), out, inner, cols);
     }
     linear_body(x, w, bias, out, inner, cols);
 }
@@ -83,8 +83,8 @@ pub fn linear_relu<T: Scalar>(
     inner: usize,
     cols: usize,
 ) {
-    if let (Some(x), Some(w), Some(out)) = (T::as_f32s(x), T::as_f32s(w), T::as_f32s_mut(out)) {
-        return super::concrete::linear_relu(x, w, bias.and_then(T::as_f32s), out, inner, cols);
+    if let (Some(x), Some(w), Some(out)) = (super::f32s(x), super::f32s(w), super::f32s_mut(out)) {
+        return super::concrete::linear_relu(x, w, bias.and_then(super::f32s), out, inner, cols);
     }
     linear_relu_body(x, w, bias, out, inner, cols);
 }

@@ -34,11 +34,47 @@ pub use forward::{linear, linear_relu, matmul};
 pub use input_grad::add_matmul_grad_a;
 pub use weight_grad::{add_matmul_grad_b, set_matmul_grad_b, sgd_outer, sub_outer};
 
+/// Whether the kernels called with `f32` values run their instances in [`concrete`]: on
+/// bare-metal targets, where a firmware is often built for size. Elsewhere the generic body
+/// is inlined into its caller, where constant shapes specialise it. Both compute the same
+/// operations in the same order.
+const CONCRETE: bool = cfg!(target_os = "none");
+
+/// The values as `f32`s if the kernels run their concrete instances for them.
+#[inline(always)]
+fn f32s<T: Scalar>(values: &[T]) -> Option<&[f32]> {
+    if CONCRETE {
+        T::as_f32s(values)
+    } else {
+        None
+    }
+}
+
+/// [`f32s`], mutable.
+#[inline(always)]
+fn f32s_mut<T: Scalar>(values: &mut [T]) -> Option<&mut [f32]> {
+    if CONCRETE {
+        T::as_f32s_mut(values)
+    } else {
+        None
+    }
+}
+
+/// The value as an `f32` if the kernels run their concrete instances for it.
+#[inline(always)]
+fn f32v<T: Scalar>(value: T) -> Option<f32> {
+    if CONCRETE {
+        value.as_f32()
+    } else {
+        None
+    }
+}
+
 /// The `f32` instances of the kernels a training step spends its time in, as concrete
-/// functions of this crate: each public kernel called with `f32` slices runs one of these.
-/// They are compiled with this crate's optimisation settings whatever those of the crate
-/// that calls them, so a firmware built for size (`opt-level = "s"`) still runs full-speed
-/// kernels; and each is compiled once, however many places call it.
+/// functions of this crate, run on bare-metal targets ([`CONCRETE`]). They are compiled with
+/// this crate's optimisation settings whatever those of the crate that calls them, so a
+/// firmware built for size (`opt-level = "s"`) still runs full-speed kernels; and each is
+/// compiled once, however many places call it.
 mod concrete {
     use super::{forward, input_grad, weight_grad};
 
@@ -122,6 +158,11 @@ mod concrete {
     }
 
     #[inline(never)]
+    pub(super) fn fill(values: &mut [f32], v: f32) {
+        super::fill_body(values, v);
+    }
+
+    #[inline(never)]
     pub(super) fn sum_of_squares(x: &[f32]) -> f32 {
         super::sum_of_squares_body(x)
     }
@@ -151,12 +192,9 @@ const NARROW: usize = 4;
 /// assert_eq!(p, [0.5, 3.0]);
 /// ```
 pub fn sgd_update<T: Scalar>(values: &mut [T], grads: &[T], lr: T, factor: T) {
-    if let (Some(v), Some(g), Some(lr), Some(factor)) = (
-        T::as_f32s_mut(values),
-        T::as_f32s(grads),
-        lr.as_f32(),
-        factor.as_f32(),
-    ) {
+    if let (Some(v), Some(g), Some(lr), Some(factor)) =
+        (f32s_mut(values), f32s(grads), f32v(lr), f32v(factor))
+    {
         return concrete::sgd_update(v, g, lr, factor);
     }
     sgd_update_body(values, grads, lr, factor);
@@ -169,6 +207,34 @@ fn sgd_update_body<T: Scalar>(values: &mut [T], grads: &[T], lr: T, factor: T) {
         update_each(values, grads, |p, g| p - lr * g);
     } else {
         update_each(values, grads, |p, g| p - lr * (g * factor));
+    }
+}
+
+/// Sets every value to `v`, eight at a time (a Cortex-M's `memset` stores a word per loop
+/// iteration; this stores eight).
+///
+/// ```
+/// use safegrad::tensor::kernels::fill;
+///
+/// let mut g = [3.0f32; 11];
+/// fill(&mut g, 0.0);
+/// assert_eq!(g, [0.0; 11]);
+/// ```
+pub fn fill<T: Scalar>(values: &mut [T], v: T) {
+    if let (Some(values), Some(v)) = (f32s_mut(values), f32v(v)) {
+        return concrete::fill(values, v);
+    }
+    fill_body(values, v);
+}
+
+#[inline(always)]
+fn fill_body<T: Scalar>(values: &mut [T], v: T) {
+    let mut chunks = values.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        chunk.copy_from_slice(&[v; 8]);
+    }
+    for x in chunks.into_remainder() {
+        *x = v;
     }
 }
 
@@ -210,7 +276,7 @@ pub fn update_each<T: Scalar>(values: &mut [T], grads: &[T], rule: impl Fn(T, T)
 /// assert_eq!(out, [2.0, 0.0, 3.0]);
 /// ```
 pub fn relu_mask<T: Scalar>(g: &[T], y: &[T], out: &mut [T]) {
-    if let (Some(g), Some(y), Some(out)) = (T::as_f32s(g), T::as_f32s(y), T::as_f32s_mut(out)) {
+    if let (Some(g), Some(y), Some(out)) = (f32s(g), f32s(y), f32s_mut(out)) {
         return concrete::relu_mask(g, y, out);
     }
     relu_mask_body(g, y, out);
@@ -246,7 +312,7 @@ fn relu_mask_body<T: Scalar>(g: &[T], y: &[T], out: &mut [T]) {
 /// assert_eq!(grad, [3.0, 1.0, 1.0]);
 /// ```
 pub fn add_relu_grad<T: Scalar>(g: &[T], x: &[T], grad: &mut [T]) {
-    if let (Some(g), Some(x), Some(grad)) = (T::as_f32s(g), T::as_f32s(x), T::as_f32s_mut(grad)) {
+    if let (Some(g), Some(x), Some(grad)) = (f32s(g), f32s(x), f32s_mut(grad)) {
         return concrete::add_relu_grad(g, x, grad);
     }
     add_relu_grad_body(g, x, grad);
@@ -294,7 +360,7 @@ pub fn add_row<T: Scalar>(x: &[T], row: &[T], out: &mut [T]) {
 /// `sums[c] += x[r][c]` over the rows of `x` in increasing order (the gradient of a
 /// broadcast row, a bias).
 pub fn add_column_sums<T: Scalar>(x: &[T], sums: &mut [T]) {
-    if let (Some(x), Some(sums)) = (T::as_f32s(x), T::as_f32s_mut(sums)) {
+    if let (Some(x), Some(sums)) = (f32s(x), f32s_mut(sums)) {
         return concrete::add_column_sums(x, sums);
     }
     add_column_sums_body(x, sums);
@@ -356,7 +422,7 @@ pub fn sum<T: Scalar>(x: &[T]) -> T {
 /// assert!(sum_of_squares(&[2e19f32]).is_infinite()); // overflows f32
 /// ```
 pub fn sum_of_squares<T: Scalar>(x: &[T]) -> T {
-    match T::as_f32s(x) {
+    match f32s(x) {
         Some(x) => T::from_f64(f64::from(concrete::sum_of_squares(x))),
         None => sum_of_squares_body(x),
     }
@@ -390,7 +456,7 @@ fn sum_of_squares_body<T: Scalar>(x: &[T]) -> T {
 /// assert!(!all_finite(&[f32::NAN]));
 /// ```
 pub fn all_finite<T: Scalar>(x: &[T]) -> bool {
-    match T::as_f32s(x) {
+    match f32s(x) {
         Some(x) => concrete::all_finite(x),
         None => all_finite_body(x),
     }

@@ -19,7 +19,8 @@ use crate::scalar::{strong_mul, Scalar};
 /// assert!(grad[1].is_nan()); // 3 * nan
 /// ```
 pub fn add_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: usize, cols: usize) {
-    if let (Some(g), Some(a), Some(gb)) = (T::as_f32s(g), T::as_f32s(a), T::as_f32s_mut(grad_b)) {
+    if let (Some(g), Some(a), Some(gb)) = (super::f32s(g), super::f32s(a), super::f32s_mut(grad_b))
+    {
         return super::concrete::matmul_grad_b(g, a, gb, inner, cols, false);
     }
     matmul_grad_b(g, a, grad_b, inner, cols, false);
@@ -36,7 +37,8 @@ pub fn add_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: u
 /// assert_eq!(grad, [3.0, 6.0, 0.0, 0.0]);
 /// ```
 pub fn set_matmul_grad_b<T: Scalar>(g: &[T], a: &[T], grad_b: &mut [T], inner: usize, cols: usize) {
-    if let (Some(g), Some(a), Some(gb)) = (T::as_f32s(g), T::as_f32s(a), T::as_f32s_mut(grad_b)) {
+    if let (Some(g), Some(a), Some(gb)) = (super::f32s(g), super::f32s(a), super::f32s_mut(grad_b))
+    {
         return super::concrete::matmul_grad_b(g, a, gb, inner, cols, true);
     }
     matmul_grad_b(g, a, grad_b, inner, cols, true);
@@ -266,11 +268,11 @@ pub fn sgd_outer<T: Scalar>(
     factor: T,
 ) {
     if let (Some(v), Some(x), Some(g), Some(lr), Some(factor)) = (
-        T::as_f32s_mut(values),
-        T::as_f32s(x),
-        T::as_f32s(g),
-        lr.as_f32(),
-        factor.as_f32(),
+        super::f32s_mut(values),
+        super::f32s(x),
+        super::f32s(g),
+        super::f32v(lr),
+        super::f32v(factor),
     ) {
         return super::concrete::sgd_outer(v, x, g, known_finite, lr, factor);
     }
