@@ -26,12 +26,14 @@
 
 use micromath::F32;
 
+// The functions are not `#[inline]`: like `libm`'s, they are compiled in this crate, at its
+// optimisation level, whatever the caller's.
+
 /// Arguments of [`exp`] beyond this magnitude go to `libm` (micromath's result there is not
 /// a normal number).
 const EXP_LIMIT: f32 = 87.0;
 
 /// `e^x`, micromath's approximation for `|x| < 87`; `libm::expf` otherwise.
-#[inline]
 pub fn exp(x: f32) -> f32 {
     if libm::fabsf(x) < EXP_LIMIT {
         F32(x).exp().0
@@ -41,7 +43,6 @@ pub fn exp(x: f32) -> f32 {
 }
 
 /// `ln(x)`, micromath's approximation for positive normal `x`; `libm::logf` otherwise.
-#[inline]
 pub fn ln(x: f32) -> f32 {
     if x.is_normal() && x > 0.0 {
         F32(x).ln().0
@@ -52,7 +53,6 @@ pub fn ln(x: f32) -> f32 {
 
 /// `sqrt(x)`, micromath's approximation for positive normal `x`; the exact square root
 /// otherwise.
-#[inline]
 pub fn sqrt(x: f32) -> f32 {
     if x.is_normal() && x > 0.0 {
         F32(x).sqrt().0

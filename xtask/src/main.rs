@@ -686,6 +686,20 @@ fn bench_device(json: bool) -> Result<(), String> {
             "--bin",
             "fastmath-error",
         ])?;
+        println!("| canonical fine-tuning firmware | bytes |");
+        println!("| --- | ---: |");
+        println!(
+            "| flash (code and read-only data) | {} |",
+            memory.sizes.flash
+        );
+        println!("| static RAM | {} |", memory.sizes.static_ram);
+        println!("| stack high-water mark | {} |", memory.stack);
+        println!("| RAM, static and stack | {ram} |");
+        println!(
+            "| the model's minimum (parameters, gradients, activations, optimiser state) | {} |",
+            memory.minimum
+        );
+        println!("RAM is {ram_ratio:.2}x the model's minimum");
     }
     Ok(())
 }
