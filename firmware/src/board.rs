@@ -5,7 +5,7 @@ use core::sync::atomic::{AtomicU32, Ordering};
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
-use cortex_m_rt::exception;
+use cortex_m_rt::{exception, ExceptionFrame};
 
 /// IEEE arithmetic: flush-to-zero and default-NaN off, round to nearest, whatever the reset
 /// value, so that results match the host bit for bit.
@@ -17,6 +17,24 @@ pub fn set_ieee_fpscr() {
 /// Ends the program (QEMU exits) with `code`.
 pub fn exit(code: i32) -> ! {
     semihosting::process::exit(code)
+}
+
+/// What the programs' panic handlers do: log where, exit with code 2. (The message is left
+/// out: formatting it would bring `core::fmt` into the firmware.)
+pub fn panic_exit(info: &core::panic::PanicInfo) -> ! {
+    if let Some(location) = info.location() {
+        defmt::error!("panic at {=str}:{=u32}", location.file(), location.line());
+    } else {
+        defmt::error!("panic");
+    }
+    exit(2)
+}
+
+/// A fault (a bad address, an undefined instruction) ends the program with code 3.
+#[exception]
+unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
+    defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
+    exit(3)
 }
 
 /// SysTick wraps every 2^24 ticks; its handler counts the wraps.

@@ -22,7 +22,7 @@ fn main() {
 mod device {
     use core::ffi::CStr;
 
-    use cortex_m_rt::{entry, exception, ExceptionFrame};
+    use cortex_m_rt::entry;
     use defmt_semihosting as _;
     use safegrad::checkpoint;
     use safegrad::dataset::Dataset;
@@ -319,19 +319,8 @@ mod device {
         }
     }
 
-    #[exception]
-    unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-        defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
-        exit(3)
-    }
-
     #[panic_handler]
     fn panic(info: &core::panic::PanicInfo) -> ! {
-        if let Some(location) = info.location() {
-            defmt::error!("panic at {=str}:{=u32}", location.file(), location.line());
-        } else {
-            defmt::error!("panic");
-        }
-        exit(2)
+        firmware::board::panic_exit(info)
     }
 }

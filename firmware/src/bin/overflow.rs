@@ -12,9 +12,8 @@ fn main() {
 #[cfg(target_os = "none")]
 mod device {
     use cortex_m as _; // the critical section defmt's logger takes
-    use cortex_m_rt::{entry, exception, ExceptionFrame};
+    use cortex_m_rt::entry;
     use defmt_semihosting as _;
-    use firmware as _; // the interrupt vectors (firmware::board)
 
     /// Recursion that the compiler cannot turn into a loop: each frame keeps a buffer
     /// alive across the call.
@@ -36,14 +35,8 @@ mod device {
         semihosting::process::exit(0)
     }
 
-    #[exception]
-    unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-        defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
-        semihosting::process::exit(3)
-    }
-
     #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        semihosting::process::exit(2)
+    fn panic(info: &core::panic::PanicInfo) -> ! {
+        firmware::board::panic_exit(info)
     }
 }

@@ -11,7 +11,7 @@ fn main() {
 
 #[cfg(target_os = "none")]
 mod device {
-    use cortex_m_rt::{entry, exception, ExceptionFrame};
+    use cortex_m_rt::entry;
     use defmt_semihosting as _;
     use static_cell::ConstStaticCell;
 
@@ -72,14 +72,8 @@ mod device {
         }
     }
 
-    #[exception]
-    unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-        defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
-        exit(3)
-    }
-
     #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        exit(2)
+    fn panic(info: &core::panic::PanicInfo) -> ! {
+        firmware::board::panic_exit(info)
     }
 }

@@ -13,12 +13,11 @@ fn main() {
 #[cfg(target_os = "none")]
 mod device {
     use cortex_m::peripheral::syst::SystClkSource;
-    use cortex_m_rt::{entry, exception, ExceptionFrame};
+    use cortex_m_rt::entry;
     use defmt_semihosting as _;
     use static_cell::ConstStaticCell;
 
     use bench_steps::{on_tape, Mlp, MACS, OUT};
-    use firmware as _; // the interrupt vectors (firmware::board)
 
     static TAPE: ConstStaticCell<on_tape::BenchTape> =
         ConstStaticCell::new(on_tape::BenchTape::new());
@@ -205,14 +204,8 @@ mod device {
         exit(0)
     }
 
-    #[exception]
-    unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-        defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
-        exit(3)
-    }
-
     #[panic_handler]
-    fn panic(_: &core::panic::PanicInfo) -> ! {
-        exit(2)
+    fn panic(info: &core::panic::PanicInfo) -> ! {
+        firmware::board::panic_exit(info)
     }
 }
