@@ -1,6 +1,8 @@
-//! A NOR flash kept in RAM, through `embedded-storage`'s traits, whose image can be
-//! persisted (under QEMU: to a host file via semihosting). Checkpoints go into it through
-//! `safegrad::store`'s two slots.
+//! A NOR flash over a memory-mapped region, through `embedded-storage`'s traits, whose
+//! image can be persisted (under QEMU: to a host file via semihosting). On `mps2-an386` the
+//! region is the end of the code memory where the program sits (`memory.x`'s `STORAGE`),
+//! as a microcontroller's data flash would be; the NOR rules are enforced here. Checkpoints
+//! go into it through `safegrad::store`'s two slots.
 
 use embedded_storage::nor_flash::{
     ErrorType, NorFlash, NorFlashError, NorFlashErrorKind, ReadNorFlash,
@@ -48,39 +50,29 @@ impl Persist for Volatile {
     }
 }
 
-/// NOR flash of `SIZE` bytes in RAM with real NOR rules: erase in 4 KiB sectors to `0xFF`,
-/// program in 4-byte words, and programming only clears bits. Every change is handed to
-/// `P` so that the image survives a reset.
-pub struct RamFlash<P, const SIZE: usize> {
-    image: [u8; SIZE],
+/// NOR flash of `SIZE` bytes over the memory `image` with real NOR rules: erase in 4 KiB
+/// sectors to `0xFF`, program in 4-byte words, and programming only clears bits. Every
+/// change is handed to `P` so that the image survives a reset.
+pub struct RamFlash<'a, P, const SIZE: usize> {
+    image: &'a mut [u8; SIZE],
     persist: P,
 }
 
-impl<P: Persist, const SIZE: usize> RamFlash<P, SIZE> {
+impl<'a, P: Persist, const SIZE: usize> RamFlash<'a, P, SIZE> {
     /// Sector size.
     pub const ERASE: usize = 4096;
     /// Program granularity.
     pub const WORD: usize = 4;
 
-    /// Flash holding `image` (e.g. what a previous boot persisted; all `0xFF` when new).
-    pub const fn new(image: [u8; SIZE], persist: P) -> Self {
+    /// Flash over `image` as it is (e.g. what a previous boot persisted; all `0xFF` when
+    /// new).
+    pub fn new(image: &'a mut [u8; SIZE], persist: P) -> Self {
         Self { image, persist }
     }
 
-    /// The whole image.
+    /// The whole image, memory-mapped: a stored slot can be read in place.
     pub fn image(&self) -> &[u8; SIZE] {
-        &self.image
-    }
-
-    /// The whole image, to restore what a previous boot persisted (no persistence hook is
-    /// called).
-    pub fn image_mut(&mut self) -> &mut [u8; SIZE] {
-        &mut self.image
-    }
-
-    /// Replaces where changes are persisted.
-    pub fn set_persist(&mut self, persist: P) {
-        self.persist = persist;
+        self.image
     }
 
     fn range(
@@ -101,7 +93,7 @@ impl<P: Persist, const SIZE: usize> RamFlash<P, SIZE> {
     }
 
     fn save(&mut self) -> Result<(), FlashError> {
-        if self.persist.persist(&self.image) {
+        if self.persist.persist(&self.image[..]) {
             Ok(())
         } else {
             Err(FlashError::Persist)
@@ -109,11 +101,11 @@ impl<P: Persist, const SIZE: usize> RamFlash<P, SIZE> {
     }
 }
 
-impl<P, const SIZE: usize> ErrorType for RamFlash<P, SIZE> {
+impl<P, const SIZE: usize> ErrorType for RamFlash<'_, P, SIZE> {
     type Error = FlashError;
 }
 
-impl<P: Persist, const SIZE: usize> ReadNorFlash for RamFlash<P, SIZE> {
+impl<P: Persist, const SIZE: usize> ReadNorFlash for RamFlash<'_, P, SIZE> {
     const READ_SIZE: usize = 1;
 
     fn read(&mut self, offset: u32, bytes: &mut [u8]) -> Result<(), FlashError> {
@@ -127,7 +119,7 @@ impl<P: Persist, const SIZE: usize> ReadNorFlash for RamFlash<P, SIZE> {
     }
 }
 
-impl<P: Persist, const SIZE: usize> NorFlash for RamFlash<P, SIZE> {
+impl<P: Persist, const SIZE: usize> NorFlash for RamFlash<'_, P, SIZE> {
     const WRITE_SIZE: usize = 4;
     const ERASE_SIZE: usize = 4096;
 
@@ -167,11 +159,12 @@ impl<P: Persist, const SIZE: usize> NorFlash for RamFlash<P, SIZE> {
 mod tests {
     use super::*;
 
-    type Flash = RamFlash<Volatile, 8192>;
+    type Flash<'a> = RamFlash<'a, Volatile, 8192>;
 
     #[test]
     fn nor_rules_hold() {
-        let mut f = Flash::new([0xFF; 8192], Volatile);
+        let mut image = [0xFF; 8192];
+        let mut f = Flash::new(&mut image, Volatile);
         f.write(0, &[0x0F, 0xF0, 0x00, 0xFF]).unwrap();
         // Clearing more bits is fine; setting one back is not.
         f.write(0, &[0x0E, 0xF0, 0x00, 0xFF]).unwrap();
@@ -191,7 +184,8 @@ mod tests {
     #[test]
     fn checkpoints_round_trip_through_the_two_slots() {
         let slots = safegrad::store::Slots::new(0, 4096);
-        let mut f = Flash::new([0xFF; 8192], Volatile);
+        let mut image = [0xFF; 8192];
+        let mut f = Flash::new(&mut image, Volatile);
         let first: Vec<u8> = (0..3001).map(|i| (i * 7 % 251) as u8).collect();
         let second: Vec<u8> = (0..3001).map(|i| (i * 13 % 253) as u8).collect();
         slots.save(&mut f, &first, 1).unwrap();
@@ -216,7 +210,8 @@ mod tests {
                 true
             }
         }
-        let mut f = RamFlash::<Count, 4096>::new([0xFF; 4096], Count(0, Vec::new()));
+        let mut image = [0xFF; 4096];
+        let mut f = RamFlash::<Count, 4096>::new(&mut image, Count(0, Vec::new()));
         f.erase(0, 4096).unwrap();
         f.write(0, &[1, 2, 3, 4, 5, 6, 7, 8]).unwrap();
         assert_eq!(f.persist.0, 2); // the erase and the write

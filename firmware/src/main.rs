@@ -61,13 +61,18 @@ mod device {
         }
     }
 
-    /// The tape, the flash image and the checkpoint buffer live in statics initialised at
-    /// compile time, not on the stack.
+    /// The tape and the checkpoint buffer live in statics initialised at compile time, not
+    /// on the stack.
     static TAPE: ConstStaticCell<DeviceTape> = ConstStaticCell::new(DeviceTape::new());
-    static FLASH: ConstStaticCell<RamFlash<HostFile, FLASH_BYTES>> = ConstStaticCell::new(
-        // Zeros, so the image sits in .bss rather than in flash; start-up erases it.
-        RamFlash::new([0; FLASH_BYTES], HostFile { path: [0; 128] }),
-    );
+
+    /// The checkpoint flash: `memory.x`'s `STORAGE` region at the end of the code memory,
+    /// not loaded with the program (start-up fills it from the host file, or erases it).
+    fn storage() -> &'static mut [u8; FLASH_BYTES] {
+        #[link_section = ".storage"]
+        static mut STORAGE: [u8; FLASH_BYTES] = [0; FLASH_BYTES];
+        // SAFETY: called once, by `run`, before anything else reaches the region.
+        unsafe { &mut *core::ptr::addr_of_mut!(STORAGE) }
+    }
     static CHECKPOINT: ConstStaticCell<[u8; CHECKPOINT_BYTES]> =
         ConstStaticCell::new([0; CHECKPOINT_BYTES]);
 
@@ -139,10 +144,13 @@ mod device {
         o
     }
 
-    /// Reads the flash image a previous boot persisted, if any, in place.
-    fn load_image(flash: &mut RamFlash<HostFile, FLASH_BYTES>, path: [u8; 128]) {
+    /// The checkpoint flash over `image`, holding what a previous boot persisted to the host
+    /// file at `path`, if any (else erased).
+    fn load_image(
+        image: &'static mut [u8; FLASH_BYTES],
+        path: [u8; 128],
+    ) -> RamFlash<'static, HostFile, FLASH_BYTES> {
         let file = HostFile { path };
-        let image = flash.image_mut();
         image.fill(0xFF);
         if let Some(p) = file.path().filter(|p| !p.is_empty()) {
             if let Ok(mut f) = semihosting::fs::File::open(p) {
@@ -158,7 +166,7 @@ mod device {
                 }
             }
         }
-        flash.set_persist(file);
+        RamFlash::new(image, file)
     }
 
     fn collect_samples(stream: bool) -> Result<(Rows, Rows), ()> {
@@ -195,8 +203,7 @@ mod device {
 
     fn run() -> Result<(), JobError> {
         let opts = options();
-        let flash = FLASH.take();
-        load_image(flash, opts.flash_path);
+        let flash = &mut load_image(storage(), opts.flash_path);
         let tape = TAPE.take();
         let model = job::build(tape)?;
         let Ok((train, eval)) = collect_samples(opts.stream) else {

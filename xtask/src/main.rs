@@ -398,12 +398,13 @@ fn print_sizes(elf: &Path) -> Result<Sizes, String> {
     let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
     let ram = size(".data") + size(".bss") + size(".uninit");
     println!(
-        "xtask: firmware size: flash {flash} bytes (.text {}, .rodata {}, .data {}), static RAM {ram} bytes (.data {}, .bss {})",
+        "xtask: firmware size: flash {flash} bytes (.text {}, .rodata {}, .data {}), static RAM {ram} bytes (.data {}, .bss {}), checkpoint storage {} bytes",
         size(".text"),
         size(".rodata"),
         size(".data"),
         size(".data"),
-        size(".bss")
+        size(".bss"),
+        size(".storage")
     );
     Ok(Sizes {
         flash,
