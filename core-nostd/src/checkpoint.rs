@@ -220,17 +220,119 @@ pub fn save<T: Scalar, const N: usize, const S: usize, const G: usize>(
         needed: len,
         available,
     })?;
-    let (head, rest) = buf.split_at_mut(HEADER_LEN);
-    head.copy_from_slice(&header(tape));
-    let (body, crc_bytes) = rest.split_at_mut(rest.len() - TRAILER_LEN);
-    for (chunk, &p) in body.chunks_exact_mut(T::BYTES).zip(tape.parameters()) {
-        put_le_scalar(chunk, p);
+    Ok(Encoder::new(tape).fill(buf))
+}
+
+/// The CRC-32 a checkpoint of `tape` ends with (it covers every parameter bit), computed
+/// without a buffer for the checkpoint.
+///
+/// ```
+/// use safegrad::checkpoint::{checksum, save};
+/// use safegrad::{Tape, Tensor};
+///
+/// let mut tape = Tape::<f32, 8, 32>::new();
+/// tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
+/// let mut buf = [0u8; 28];
+/// let n = save(&tape, &mut buf)?;
+/// assert_eq!(checksum(&tape).to_le_bytes(), buf[n - 4..n]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn checksum<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+) -> u32 {
+    let mut encoder = Encoder::new(tape);
+    let body_end = encoder.len() - TRAILER_LEN;
+    let mut scratch = [0u8; 64];
+    while encoder.pos < body_end {
+        let want = (body_end - encoder.pos).min(scratch.len());
+        if encoder.fill(scratch.get_mut(..want).unwrap_or(&mut [])) == 0 {
+            break;
+        }
     }
-    let mut crc = Crc32::new();
-    crc.update(head);
-    crc.update(body);
-    crc_bytes.copy_from_slice(&crc.finish().to_le_bytes());
-    Ok(len)
+    encoder.crc.finish()
+}
+
+/// The checkpoint of a tape's parameters as [`save`] writes it, a piece at a time: for
+/// programming flash without a buffer of the whole checkpoint (see
+/// [`Slots::save_from`](crate::store::Slots::save_from)).
+///
+/// ```
+/// use safegrad::checkpoint::{save, Encoder};
+/// use safegrad::{Tape, Tensor};
+///
+/// let mut tape = Tape::<f32, 8, 32>::new();
+/// tape.parameter(&Tensor::new([[1.0, 2.0, 3.0]]))?;
+/// let mut whole = [0u8; 32];
+/// let n = save(&tape, &mut whole)?;
+/// let mut encoder = Encoder::new(&tape);
+/// assert_eq!(encoder.len(), n);
+/// let mut pieces = [0u8; 32];
+/// let first = encoder.fill(&mut pieces[..5]);
+/// let rest = encoder.fill(&mut pieces[5..]);
+/// assert_eq!((first, first + rest), (5, n));
+/// assert_eq!(pieces[..n], whole[..n]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Encoder<'t, T: Scalar, const N: usize, const S: usize, const G: usize> {
+    tape: &'t Tape<T, N, S, G>,
+    header: [u8; HEADER_LEN],
+    crc: Crc32,
+    /// Bytes produced so far.
+    pos: usize,
+}
+
+impl<'t, T: Scalar, const N: usize, const S: usize, const G: usize> Encoder<'t, T, N, S, G> {
+    /// The checkpoint of `tape`'s parameters, from its first byte.
+    pub fn new(tape: &'t Tape<T, N, S, G>) -> Self {
+        Self {
+            tape,
+            header: header(tape),
+            crc: Crc32::new(),
+            pos: 0,
+        }
+    }
+
+    /// Bytes of the whole checkpoint ([`encoded_len`]).
+    pub fn len(&self) -> usize {
+        encoded_len(self.tape)
+    }
+
+    /// `true` for no checkpoint at all (never: a checkpoint has a header).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes the next bytes into `out`; returns how many, fewer than `out.len()` only at
+    /// the end (0 once everything is written).
+    pub fn fill(&mut self, out: &mut [u8]) -> usize {
+        let body_end = HEADER_LEN + self.tape.parameters().len() * T::BYTES;
+        let mut written = 0;
+        for o in out.iter_mut() {
+            let p = self.pos;
+            let byte = if p < HEADER_LEN {
+                self.header.get(p).copied()
+            } else if p < body_end {
+                let (index, at) = ((p - HEADER_LEN) / T::BYTES, (p - HEADER_LEN) % T::BYTES);
+                self.tape.parameters().get(index).map(|&v| {
+                    let mut bytes = [0u8; 8];
+                    put_le_scalar(bytes.get_mut(..T::BYTES).unwrap_or(&mut []), v);
+                    bytes.get(at).copied().unwrap_or(0)
+                })
+            } else {
+                self.crc.finish().to_le_bytes().get(p - body_end).copied()
+            };
+            let Some(byte) = byte else {
+                break;
+            };
+            if p < body_end {
+                self.crc.update(&[byte]);
+            }
+            *o = byte;
+            self.pos += 1;
+            written += 1;
+        }
+        written
+    }
 }
 
 /// Checks `bytes` against `tape`'s model without changing anything; returns the parameter

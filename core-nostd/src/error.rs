@@ -79,6 +79,13 @@ pub enum TapeError {
         /// Number of classes (columns).
         classes: usize,
     },
+    /// A snapshot of the trainable parameters does not have one value per trainable scalar.
+    SnapshotLength {
+        /// Trainable scalars of the tape.
+        expected: usize,
+        /// Values of the snapshot.
+        found: usize,
+    },
 }
 
 impl fmt::Display for TapeError {
@@ -129,6 +136,10 @@ impl fmt::Display for TapeError {
             } => write!(
                 f,
                 "label {label} in row {row} is out of range: the logits have {classes} classes"
+            ),
+            Self::SnapshotLength { expected, found } => write!(
+                f,
+                "a snapshot of the trainable parameters holds {found} values, the tape trains {expected}"
             ),
         }
     }

@@ -82,6 +82,14 @@ pub enum StoreError<E> {
         /// Bytes needed.
         needed: usize,
     },
+    /// A streamed payload ended before the length it was announced with (nothing was
+    /// committed: the slot does not count).
+    ShortPayload {
+        /// Bytes announced.
+        expected: usize,
+        /// Bytes the source gave.
+        produced: usize,
+    },
 }
 
 /// What a slot holds, as read.
@@ -192,6 +200,18 @@ impl Slots {
         }
     }
 
+    /// Where the newest slot whose checks pass keeps its payload: its offset in the flash,
+    /// its length and its sequence number, or `None` if neither slot holds one. On
+    /// memory-mapped flash the payload can then be used in place, without a buffer.
+    pub fn locate<F: NorFlash>(
+        &self,
+        flash: &mut F,
+    ) -> Result<Option<(u32, usize, u32)>, StoreError<F::Error>> {
+        let states = self.states(flash)?;
+        Ok(Self::newest(&states)
+            .map(|(i, seq, len)| (self.offset(i) + SLOT_HEADER as u32, len, seq)))
+    }
+
     /// Loads the newest slot whose checks pass into `buf`: its length and sequence number,
     /// or `None` if neither slot holds one.
     pub fn load<F: NorFlash>(
@@ -220,9 +240,31 @@ impl Slots {
         payload: &[u8],
         signature: u32,
     ) -> Result<u32, StoreError<F::Error>> {
-        if payload.len() > self.capacity() {
+        let mut rest = payload;
+        self.save_from(flash, payload.len(), signature, |out| {
+            let n = out.len().min(rest.len());
+            let (head, tail) = rest.split_at(n);
+            out.get_mut(..n).unwrap_or(&mut []).copy_from_slice(head);
+            rest = tail;
+            n
+        })
+    }
+
+    /// [`save`](Self::save) of a payload of `len` bytes that `fill` produces a piece at a
+    /// time (each call fills its buffer and returns how many bytes it wrote, fewer only at
+    /// the end; [`checkpoint::Encoder::fill`](crate::checkpoint::Encoder::fill) is such a
+    /// source): no buffer of the whole payload. A source that ends early leaves the slot
+    /// uncommitted ([`StoreError::ShortPayload`]).
+    pub fn save_from<F: NorFlash>(
+        &self,
+        flash: &mut F,
+        len: usize,
+        signature: u32,
+        mut fill: impl FnMut(&mut [u8]) -> usize,
+    ) -> Result<u32, StoreError<F::Error>> {
+        if len > self.capacity() {
             return Err(StoreError::TooLarge {
-                len: payload.len(),
+                len,
                 capacity: self.capacity(),
             });
         }
@@ -235,40 +277,48 @@ impl Slots {
         flash
             .erase(at, at + self.slot_size)
             .map_err(StoreError::Flash)?;
-        // Payload first, in whole words; a partial last word padded with 0xFF.
-        let body_at = at + SLOT_HEADER as u32;
-        let word = F::WRITE_SIZE.max(1);
-        let whole = payload.len() - payload.len() % word;
-        let (body, tail) = payload.split_at(whole);
-        if !body.is_empty() {
-            flash.write(body_at, body).map_err(StoreError::Flash)?;
-        }
-        if !tail.is_empty() {
-            let mut last = [0xFFu8; 32];
-            let padded = last.get_mut(..word).unwrap_or(&mut []);
-            padded.iter_mut().zip(tail).for_each(|(d, &s)| *d = s);
-            flash
-                .write(body_at + whole as u32, padded)
-                .map_err(StoreError::Flash)?;
-        }
-        // The header without its commit word, then the commit word.
+        // The header without its commit word; its CRC covers bytes 0..20 and the payload.
         let mut h = [0xFFu8; SLOT_HEADER];
         let (version, seq_bytes) = (VERSION.to_le_bytes(), seq.to_le_bytes());
-        let (sig, len) = (
-            signature.to_le_bytes(),
-            (payload.len() as u32).to_le_bytes(),
-        );
+        let (sig, len_bytes) = (signature.to_le_bytes(), (len as u32).to_le_bytes());
         let fields = SLOT_MAGIC
             .iter()
             .chain(&version)
             .chain(&[0xFF, 0xFF])
             .chain(&seq_bytes)
             .chain(&sig)
-            .chain(&len);
+            .chain(&len_bytes);
         h.iter_mut().zip(fields).for_each(|(d, &s)| *d = s);
         let mut crc = Crc32::new();
         crc.update(h.get(..20).unwrap_or(&[]));
-        crc.update(payload);
+        // The payload first, in pieces of whole words; a partial last word padded with 0xFF.
+        let word = F::WRITE_SIZE.clamp(1, 32);
+        let mut piece = [0xFFu8; 64];
+        let piece_len = piece.len() - piece.len() % word;
+        let mut done = 0;
+        while done < len {
+            let want = (len - done).min(piece_len);
+            let buf = piece.get_mut(..want).unwrap_or(&mut []);
+            let got = fill(buf);
+            if got != want {
+                return Err(StoreError::ShortPayload {
+                    expected: len,
+                    produced: done + got.min(want),
+                });
+            }
+            crc.update(buf);
+            let padded = want.div_ceil(word) * word;
+            if let Some(pad) = piece.get_mut(want..padded) {
+                pad.fill(0xFF);
+            }
+            flash
+                .write(
+                    at + (SLOT_HEADER + done) as u32,
+                    piece.get(..padded).unwrap_or(&[]),
+                )
+                .map_err(StoreError::Flash)?;
+            done += want;
+        }
         if let Some(c) = h.get_mut(20..24) {
             c.copy_from_slice(&crc.finish().to_le_bytes());
         }

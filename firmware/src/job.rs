@@ -44,6 +44,8 @@ pub const LEARNING_RATE: f32 = 0.05;
 pub const CLIP_NORM: f32 = 1.0;
 /// Most samples the job holds in RAM per set.
 pub const MAX_SAMPLES: usize = 64;
+/// Trainable scalars: the last layer's weights and biases.
+pub const TRAINABLE: usize = 32 * CLASSES + CLASSES;
 /// Bytes of the model's checkpoint.
 pub const CHECKPOINT_BYTES: usize = 16 + 1764 * 4 + 4;
 
@@ -142,20 +144,26 @@ pub struct JobReport {
 /// Feature rows with their classes, as many as the job holds.
 pub type Rows = Vec<([f32; IMU_FEATURES], usize), MAX_SAMPLES>;
 
-/// Reads `source` to its end: the training rows and the evaluation rows.
-pub fn collect<S: SampleSource>(source: &mut S) -> Result<(Rows, Rows), CollectError<S::Error>> {
-    let (mut train, mut eval) = (Rows::new(), Rows::new());
+/// Reads `source` to its end into `train` and `eval` (emptied first), in place: the rows
+/// take 8.7 KB, which a caller keeps in a static rather than on the stack.
+pub fn collect<S: SampleSource>(
+    source: &mut S,
+    train: &mut Rows,
+    eval: &mut Rows,
+) -> Result<(), CollectError<S::Error>> {
+    train.clear();
+    eval.clear();
     let mut seen = 0;
     while let Some(sample) = source.next_sample().map_err(CollectError::Source)? {
         seen += 1;
         let rows = match sample.purpose {
-            Purpose::Train => &mut train,
-            Purpose::Eval => &mut eval,
+            Purpose::Train => &mut *train,
+            Purpose::Eval => &mut *eval,
         };
         rows.push((sample.features, sample.label))
             .map_err(|_| CollectError::TooMany { found: seen })?;
     }
-    Ok((train, eval))
+    Ok(())
 }
 
 /// Why collecting samples stopped.
@@ -205,7 +213,7 @@ pub fn evaluate_checkpoint(
 /// the host simulator's schedule (the same divergence guard: a refused sample is skipped, a
 /// divergence rolls back to the last good epoch and halves the learning rate); evaluates on
 /// `eval` before and after. `now` reads a clock
-/// in ticks; `checkpoint_out` receives the fine-tuned checkpoint.
+/// in ticks. The fine-tuned model stays in `tape` (`checkpoint::Encoder` writes it out).
 pub fn run(
     tape: &mut DeviceTape,
     model: &MotionModel,
@@ -213,7 +221,6 @@ pub fn run(
     train: &[([f32; IMU_FEATURES], usize)],
     eval: &[([f32; IMU_FEATURES], usize)],
     now: &mut dyn FnMut() -> u64,
-    checkpoint_out: &mut [u8; CHECKPOINT_BYTES],
 ) -> Result<JobReport, JobError> {
     let correct_before = evaluate_checkpoint(tape, model, pretrained, eval)?;
     // The step's graph is audited once: every step records the same graph.
@@ -233,9 +240,10 @@ pub fn run(
     let (mut steps, mut rejected, mut rollbacks) = (0, 0, 0);
     let mut last_divergence = None;
     let mut guard = DivergenceGuard::default();
-    // The last good parameters, to roll back to: the pre-trained model, then the end of
-    // each good epoch. `checkpoint_out` holds them; at the end it holds the result.
-    checkpoint::save(tape, checkpoint_out)?;
+    // The last good trainable parameters, to roll back to: the pre-trained model's, then
+    // those at the end of each good epoch (the frozen ones never change).
+    let mut last_good = [0.0f32; TRAINABLE];
+    tape.snapshot_trainable(&mut last_good)?;
     let start = now();
     for _ in 0..EPOCHS {
         let out = guarded_epoch(
@@ -246,21 +254,17 @@ pub fn run(
         rejected += out.rejected;
         if out.divergence.is_some() {
             last_divergence = out.divergence;
-            checkpoint::load(tape, checkpoint_out)?;
+            tape.restore_trainable(&last_good)?;
             sgd.scale_learning_rate(0.5);
             guard.reset();
             rollbacks += 1;
         } else {
-            checkpoint::save(tape, checkpoint_out)?;
+            tape.snapshot_trainable(&mut last_good)?;
         }
     }
     let train_ticks = now().wrapping_sub(start);
     let correct_after = count_correct(tape, model, eval)?;
-    checkpoint::save(tape, checkpoint_out)?;
-    let crc = checkpoint_out
-        .get(CHECKPOINT_BYTES - 4..)
-        .and_then(|b| <[u8; 4]>::try_from(b).ok())
-        .map_or(0, u32::from_le_bytes);
+    let crc = checkpoint::checksum(tape);
     Ok(JobReport {
         correct_before,
         correct_after,
@@ -353,20 +357,11 @@ mod tests {
         let model = build(&mut tape)?;
         let train = rows(&Dataset::parse(assets::FINETUNE_SET)?)?;
         let eval = rows(&Dataset::parse(assets::EVAL_SET)?)?;
-        let mut out = [0u8; CHECKPOINT_BYTES];
         let mut t = 0u64;
-        run(
-            &mut tape,
-            &model,
-            pretrained,
-            &train,
-            &eval,
-            &mut || {
-                t += 1;
-                t
-            },
-            &mut out,
-        )
+        run(&mut tape, &model, pretrained, &train, &eval, &mut || {
+            t += 1;
+            t
+        })
     }
 
     /// The host's figures for the same job, from `assets/expected.json`.
@@ -411,7 +406,9 @@ mod tests {
         let train = Dataset::parse(assets::FINETUNE_SET).unwrap();
         let eval = Dataset::parse(assets::EVAL_SET).unwrap();
         let mut source = crate::samples::BuiltIn::new(train, eval);
-        let (t, e) = collect(&mut source).unwrap();
+        let (mut t, mut e) = (Rows::new(), Rows::new());
+        e.push(([0.0; IMU_FEATURES], 9)).unwrap(); // emptied first
+        collect(&mut source, &mut t, &mut e).unwrap();
         assert_eq!(t, rows(&train).unwrap());
         assert_eq!(e, rows(&eval).unwrap());
     }
@@ -429,7 +426,6 @@ mod tests {
             bad[3] = f32::NAN;
             train.push((bad, *label)).unwrap();
         }
-        let mut out = [0u8; CHECKPOINT_BYTES];
         let r = run(
             &mut tape,
             &model,
@@ -437,9 +433,14 @@ mod tests {
             &train,
             &eval,
             &mut || 0,
-            &mut out,
         )
         .unwrap();
+        let mut out = [0u8; CHECKPOINT_BYTES];
+        checkpoint::save(&*tape, &mut out).unwrap();
+        assert_eq!(
+            out[CHECKPOINT_BYTES - 4..],
+            r.checkpoint_crc32.to_le_bytes()
+        );
         assert!(r.rejected > 0, "{r:?}");
         assert!(r.rollbacks > 0 && r.last_divergence.is_some(), "{r:?}");
         assert!(matches!(
@@ -458,7 +459,6 @@ mod tests {
         let model = build(&mut tape).unwrap();
         let train = rows(&Dataset::parse(assets::FINETUNE_SET).unwrap()).unwrap();
         let eval = rows(&Dataset::parse(assets::EVAL_SET).unwrap()).unwrap();
-        let mut out = [0u8; CHECKPOINT_BYTES];
         let r = run(
             &mut tape,
             &model,
@@ -466,9 +466,14 @@ mod tests {
             &train,
             &eval,
             &mut || 0,
-            &mut out,
         )
         .unwrap();
+        let mut out = [0u8; CHECKPOINT_BYTES];
+        checkpoint::save(&*tape, &mut out).unwrap();
+        assert_eq!(
+            out[CHECKPOINT_BYTES - 4..],
+            r.checkpoint_crc32.to_le_bytes()
+        );
         // A new boot: a fresh tape, the checkpoint from flash.
         let mut tape = Box::new(DeviceTape::new());
         let model = build(&mut tape).unwrap();

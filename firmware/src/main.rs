@@ -31,7 +31,7 @@ mod device {
 
     use firmware::board::{exit, per, set_ieee_fpscr, start_ticks, ticks};
     use firmware::flash::{Persist, RamFlash};
-    use firmware::job::{self, DeviceTape, Rows, CHECKPOINT_BYTES};
+    use firmware::job::{self, DeviceTape, Rows};
     use firmware::samples::{BuiltIn, Stream};
     use firmware::uart::{CmsdkUart, UART0_BASE};
     use firmware::{assets, job::JobError};
@@ -61,9 +61,11 @@ mod device {
         }
     }
 
-    /// The tape and the checkpoint buffer live in statics initialised at compile time, not
-    /// on the stack.
+    /// The tape and the sample rows live in statics initialised at compile time, not on the
+    /// stack.
     static TAPE: ConstStaticCell<DeviceTape> = ConstStaticCell::new(DeviceTape::new());
+    /// The samples to fine-tune on and to evaluate.
+    static ROWS: ConstStaticCell<(Rows, Rows)> = ConstStaticCell::new((Rows::new(), Rows::new()));
 
     /// The checkpoint flash: `memory.x`'s `STORAGE` region at the end of the code memory,
     /// not loaded with the program (start-up fills it from the host file, or erases it).
@@ -73,15 +75,13 @@ mod device {
         // SAFETY: called once, by `run`, before anything else reaches the region.
         unsafe { &mut *core::ptr::addr_of_mut!(STORAGE) }
     }
-    static CHECKPOINT: ConstStaticCell<[u8; CHECKPOINT_BYTES]> =
-        ConstStaticCell::new([0; CHECKPOINT_BYTES]);
 
     /// The bottom of RAM (`memory.x`). flip-link puts the stack there, below the statics, so
     /// an overflow runs off the end of RAM and faults.
     const RAM_START: usize = 0x2000_0000;
     const PAINT: u32 = 0x5AFE_57AC;
-    /// The stack the fine-tuning run may use; more fails the run (measured: about 42 KB).
-    const STACK_BUDGET: usize = 48 * 1024;
+    /// The stack the fine-tuning run may use; more fails the run (measured: about 9 KB).
+    const STACK_BUDGET: usize = 12 * 1024;
 
     extern "C" {
         /// The initial stack pointer, from the linker (cortex-m-rt, moved by flip-link).
@@ -169,12 +169,13 @@ mod device {
         RamFlash::new(image, file)
     }
 
-    fn collect_samples(stream: bool) -> Result<(Rows, Rows), ()> {
+    /// Reads the samples into `train` and `eval`.
+    fn collect_samples(stream: bool, train: &mut Rows, eval: &mut Rows) -> Result<(), ()> {
         if stream {
             // SAFETY: UART0 is used by nothing else in this program.
             let uart = unsafe { CmsdkUart::new(UART0_BASE) };
             let mut source = Stream::new(uart);
-            let collected = job::collect(&mut source);
+            let collected = job::collect(&mut source, train, eval);
             let r = source.rejected();
             defmt::info!(
                 "stream: {=u32} samples accepted, {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
@@ -189,15 +190,16 @@ mod device {
             }
             collected.map_err(|e| defmt::error!("stream: {}", e))
         } else {
-            let (Ok(train), Ok(eval)) = (
+            let (Ok(train_set), Ok(eval_set)) = (
                 Dataset::parse(assets::FINETUNE_SET),
                 Dataset::parse(assets::EVAL_SET),
             ) else {
                 defmt::error!("the built-in sample set is damaged");
                 return Err(());
             };
-            let mut source = BuiltIn::new(train, eval);
-            job::collect(&mut source).map_err(|_| defmt::error!("built-in set too large"))
+            let mut source = BuiltIn::new(train_set, eval_set);
+            job::collect(&mut source, train, eval)
+                .map_err(|_| defmt::error!("built-in set too large"))
         }
     }
 
@@ -206,9 +208,11 @@ mod device {
         let flash = &mut load_image(storage(), opts.flash_path);
         let tape = TAPE.take();
         let model = job::build(tape)?;
-        let Ok((train, eval)) = collect_samples(opts.stream) else {
+        let (train, eval) = ROWS.take();
+        if collect_samples(opts.stream, train, eval).is_err() {
             exit(1)
-        };
+        }
+        let (train, eval) = (&*train, &*eval);
         defmt::info!(
             "samples: {=usize} to fine-tune on, {=usize} to evaluate ({=str})",
             train.len(),
@@ -220,10 +224,10 @@ mod device {
             }
         );
 
-        // A checkpoint saved by an earlier boot: resume from it.
-        let saved = CHECKPOINT.take();
-        if let Ok(Some((len, seq))) = SLOTS.load(flash, saved) {
-            let stored = saved.get(..len).unwrap_or(&[]);
+        // A checkpoint saved by an earlier boot: resume from it, read in place.
+        if let Ok(Some((at, len, seq))) = SLOTS.locate(flash) {
+            let at = at as usize;
+            let stored = flash.image().get(at..at + len).unwrap_or(&[]);
             if checkpoint::verify(tape, stored).is_ok() {
                 let correct = job::evaluate_checkpoint(tape, &model, stored, &eval)?;
                 defmt::info!(
@@ -237,15 +241,7 @@ mod device {
         }
         defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
 
-        let r = job::run(
-            tape,
-            &model,
-            assets::PRETRAINED,
-            &train,
-            &eval,
-            &mut ticks,
-            saved,
-        )?;
+        let r = job::run(tape, &model, assets::PRETRAINED, &train, &eval, &mut ticks)?;
         defmt::info!(
             "held-out accuracy before fine-tuning: {=usize}/{=usize}",
             r.correct_before,
@@ -289,8 +285,10 @@ mod device {
             r.activations,
             r.optimiser_state
         );
+        // The checkpoint goes to flash a piece at a time, straight from the tape.
         let signature = checkpoint::shape_signature(tape);
-        match SLOTS.save(flash, saved, signature) {
+        let mut encoder = checkpoint::Encoder::new(tape);
+        match SLOTS.save_from(flash, encoder.len(), signature, |out| encoder.fill(out)) {
             Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
             Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
         }

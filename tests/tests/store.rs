@@ -102,3 +102,67 @@ fn a_payload_larger_than_a_slot_is_refused() {
     ));
     assert!(f.image().iter().all(|&b| b == 0xFF), "nothing written");
 }
+
+#[test]
+fn a_streamed_save_writes_what_a_whole_save_writes_and_locate_finds_it() {
+    // A checkpoint produced a piece at a time by its encoder, against the same checkpoint
+    // saved from a buffer: the two flash images are the same byte for byte.
+    let mut tape = safegrad::Tape::<f32, 8, 512>::new();
+    tape.parameter(&safegrad::Tensor::<f32, 13, 7>::from_fn(|r, c| {
+        (r * 7 + c) as f32 * 0.25 - 3.0
+    }))
+    .unwrap();
+    let len = safegrad::checkpoint::encoded_len(&tape);
+    let mut whole = vec![0u8; len];
+    safegrad::checkpoint::save(&tape, &mut whole).unwrap();
+    let signature = safegrad::checkpoint::shape_signature(&tape);
+
+    let mut from_buffer = SimFlash::new(4 * ERASE);
+    slots().save(&mut from_buffer, &whole, signature).unwrap();
+    let mut streamed = SimFlash::new(4 * ERASE);
+    let mut encoder = safegrad::checkpoint::Encoder::new(&tape);
+    let seq = slots()
+        .save_from(&mut streamed, len, signature, |out| encoder.fill(out))
+        .unwrap();
+    assert_eq!(seq, 1);
+    assert_eq!(streamed.image(), from_buffer.image());
+
+    // The payload in place, where `locate` says it is.
+    let (at, found_len, found_seq) = slots().locate(&mut streamed).unwrap().unwrap();
+    assert_eq!((found_len, found_seq), (len, 1));
+    let stored = &streamed.image()[at as usize..at as usize + len];
+    assert_eq!(stored, &whole[..]);
+    assert_eq!(
+        u32::from_le_bytes(whole[len - 4..].try_into().unwrap()),
+        safegrad::checkpoint::checksum(&tape)
+    );
+}
+
+#[test]
+fn a_streamed_payload_that_ends_early_is_not_committed() {
+    let (a, b) = (payload(300, 1), payload(300, 2));
+    let mut f = SimFlash::new(4 * ERASE);
+    slots().save(&mut f, &a, 0).unwrap();
+    // The source gives 200 of the 300 bytes it announced.
+    let mut given = 0;
+    let err = slots()
+        .save_from(&mut f, 300, 0, |out| {
+            let n = out.len().min(200 - given);
+            out[..n].copy_from_slice(&b[given..given + n]);
+            given += n;
+            n
+        })
+        .unwrap_err();
+    assert_eq!(
+        err,
+        StoreError::ShortPayload {
+            expected: 300,
+            produced: 200
+        }
+    );
+    // The first save is still the one that loads.
+    let mut back = vec![0u8; 512];
+    let (len, seq) = slots().load(&mut f, &mut back).unwrap().unwrap();
+    assert_eq!((&back[..len], seq), (&a[..], 1));
+    assert_eq!(slots().states(&mut f).unwrap()[1], SlotState::Empty);
+}

@@ -247,6 +247,66 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
     }
 
+    /// Copies the trainable scalars into `out`, in the order of
+    /// [`update_parameters`](Self::update_parameters): a snapshot to roll back to with
+    /// [`restore_trainable`](Self::restore_trainable), [`trainable_len`](Self::trainable_len)
+    /// values (the frozen parameters never change, so they need no copy).
+    ///
+    /// ```
+    /// use safegrad::{Tape, Tensor};
+    ///
+    /// let mut tape = Tape::<f32, 8, 16>::new();
+    /// let w = tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
+    /// tape.frozen_parameter(&Tensor::new([[5.0]]))?;
+    /// let mut snapshot = [0.0; 2];
+    /// tape.snapshot_trainable(&mut snapshot)?;
+    /// tape.set_parameter(w, &Tensor::new([[9.0, 9.0]]))?;
+    /// tape.restore_trainable(&snapshot)?;
+    /// assert_eq!(tape.value(w)?, Tensor::new([[1.0, 2.0]]));
+    /// assert!(tape.restore_trainable(&[0.0; 3]).is_err()); // not one value per scalar
+    /// # Ok::<(), safegrad::TapeError>(())
+    /// ```
+    pub fn snapshot_trainable(&self, out: &mut [T]) -> Result<()> {
+        let expected = self.trainable_len();
+        if out.len() != expected {
+            return Err(TapeError::SnapshotLength {
+                expected,
+                found: out.len(),
+            });
+        }
+        let params = self.nodes.get(..self.parameter_nodes).unwrap_or(&[]);
+        for node in params {
+            if let (Some(g), Some(values)) = (node.grad_slots(), self.values.get(node.slots())) {
+                if let Some(dst) = out.get_mut(g) {
+                    dst.copy_from_slice(values);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the trainable scalars from a [`snapshot_trainable`](Self::snapshot_trainable);
+    /// a snapshot of another length is refused and changes nothing.
+    pub fn restore_trainable(&mut self, snapshot: &[T]) -> Result<()> {
+        let expected = self.trainable_len();
+        if snapshot.len() != expected {
+            return Err(TapeError::SnapshotLength {
+                expected,
+                found: snapshot.len(),
+            });
+        }
+        let params = self.nodes.get(..self.parameter_nodes).unwrap_or(&[]);
+        for node in params {
+            if let (Some(g), Some(values)) = (node.grad_slots(), self.values.get_mut(node.slots()))
+            {
+                if let Some(src) = snapshot.get(g) {
+                    values.copy_from_slice(src);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The values of a recorded node, flat (empty for a node of another tape).
     pub fn values_of(&self, node: &Node<T>) -> &[T] {
         self.values.get(node.slots()).unwrap_or(&[])
