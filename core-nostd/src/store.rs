@@ -109,6 +109,18 @@ pub enum SlotState {
     Corrupt,
 }
 
+/// Where a stored payload is ([`Slots::locate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Located {
+    /// Offset of the payload's first byte in the flash.
+    pub offset: u32,
+    /// Bytes of payload.
+    pub len: usize,
+    /// The slot's sequence number.
+    pub seq: u32,
+}
+
 /// Two slots of `slot_size` bytes, at `base` and `base + slot_size`; `slot_size` is a
 /// multiple of the flash's erase size.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -200,16 +212,19 @@ impl Slots {
         }
     }
 
-    /// Where the newest slot whose checks pass keeps its payload: its offset in the flash,
-    /// its length and its sequence number, or `None` if neither slot holds one. On
-    /// memory-mapped flash the payload can then be used in place, without a buffer.
+    /// Where the newest slot whose checks pass keeps its payload, or `None` if neither slot
+    /// holds one. On memory-mapped flash the payload can then be used in place, without a
+    /// buffer.
     pub fn locate<F: NorFlash>(
         &self,
         flash: &mut F,
-    ) -> Result<Option<(u32, usize, u32)>, StoreError<F::Error>> {
+    ) -> Result<Option<Located>, StoreError<F::Error>> {
         let states = self.states(flash)?;
-        Ok(Self::newest(&states)
-            .map(|(i, seq, len)| (self.offset(i) + SLOT_HEADER as u32, len, seq)))
+        Ok(Self::newest(&states).map(|(i, seq, len)| Located {
+            offset: self.offset(i) + SLOT_HEADER as u32,
+            len,
+            seq,
+        }))
     }
 
     /// Loads the newest slot whose checks pass into `buf`: its length and sequence number,

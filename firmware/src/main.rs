@@ -225,11 +225,11 @@ mod device {
         );
 
         // A checkpoint saved by an earlier boot: resume from it, read in place.
-        if let Ok(Some((at, len, seq))) = SLOTS.locate(flash) {
-            let at = at as usize;
-            let stored = flash.image().get(at..at + len).unwrap_or(&[]);
+        if let Ok(Some(slot)) = SLOTS.locate(flash) {
+            let (at, seq) = (slot.offset as usize, slot.seq);
+            let stored = flash.image().get(at..at + slot.len).unwrap_or(&[]);
             if checkpoint::verify(tape, stored).is_ok() {
-                let correct = job::evaluate_checkpoint(tape, &model, stored, &eval)?;
+                let correct = job::evaluate_checkpoint(tape, &model, stored, eval)?;
                 defmt::info!(
                     "resumed from the checkpoint in flash (save {=u32}): held-out accuracy {=usize}/{=usize}",
                     seq,
@@ -241,7 +241,7 @@ mod device {
         }
         defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
 
-        let r = job::run(tape, &model, assets::PRETRAINED, &train, &eval, &mut ticks)?;
+        let r = job::run(tape, &model, assets::PRETRAINED, train, eval, &mut ticks)?;
         defmt::info!(
             "held-out accuracy before fine-tuning: {=usize}/{=usize}",
             r.correct_before,

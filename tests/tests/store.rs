@@ -128,9 +128,10 @@ fn a_streamed_save_writes_what_a_whole_save_writes_and_locate_finds_it() {
     assert_eq!(streamed.image(), from_buffer.image());
 
     // The payload in place, where `locate` says it is.
-    let (at, found_len, found_seq) = slots().locate(&mut streamed).unwrap().unwrap();
-    assert_eq!((found_len, found_seq), (len, 1));
-    let stored = &streamed.image()[at as usize..at as usize + len];
+    let slot = slots().locate(&mut streamed).unwrap().unwrap();
+    assert_eq!((slot.len, slot.seq), (len, 1));
+    let at = slot.offset as usize;
+    let stored = &streamed.image()[at..at + len];
     assert_eq!(stored, &whole[..]);
     assert_eq!(
         u32::from_le_bytes(whole[len - 4..].try_into().unwrap()),
