@@ -119,6 +119,16 @@ pub enum CheckpointError {
         /// Index of the first such parameter.
         index: usize,
     },
+    /// A frozen parameter of the tape is read in place
+    /// ([`Tape::read_frozen_in_place`](crate::Tape::read_frozen_in_place)) and the
+    /// checkpoint holds another value for it.
+    InPlaceMismatch {
+        /// Index of the first differing value among all parameter scalars.
+        index: usize,
+    },
+    /// The checkpoint's parameters cannot be read in place: they are not aligned for the
+    /// scalar type, or the target is not little-endian.
+    NotInPlace,
 }
 
 impl fmt::Display for CheckpointError {
@@ -160,6 +170,14 @@ impl fmt::Display for CheckpointError {
             Self::NonFinite { index } => {
                 write!(f, "checkpoint parameter {index} is not finite")
             }
+            Self::InPlaceMismatch { index } => write!(
+                f,
+                "checkpoint parameter {index} belongs to a frozen parameter read in place and differs from it"
+            ),
+            Self::NotInPlace => write!(
+                f,
+                "checkpoint parameters cannot be read in place: not aligned for the scalar type, or not a little-endian target"
+            ),
         }
     }
 }
@@ -186,14 +204,14 @@ pub fn shape_signature<T: Scalar, const N: usize, const S: usize, const G: usize
 pub fn encoded_len<T: Scalar, const N: usize, const S: usize, const G: usize>(
     tape: &Tape<T, N, S, G>,
 ) -> usize {
-    HEADER_LEN + tape.parameters().len() * T::BYTES + TRAILER_LEN
+    HEADER_LEN + tape.parameter_len() * T::BYTES + TRAILER_LEN
 }
 
 fn header<T: Scalar, const N: usize, const S: usize, const G: usize>(
     tape: &Tape<T, N, S, G>,
 ) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    let count = tape.parameters().len() as u32;
+    let count = tape.parameter_len() as u32;
     let version = FORMAT_VERSION.to_le_bytes();
     let signature = shape_signature(tape).to_le_bytes();
     let count = count.to_le_bytes();
@@ -279,6 +297,9 @@ pub struct Encoder<'t, T: Scalar, const N: usize, const S: usize, const G: usize
     crc: Crc32,
     /// Bytes produced so far.
     pos: usize,
+    /// The parameter node the last value came from, and the index of its first scalar.
+    node: usize,
+    node_start: usize,
 }
 
 impl<'t, T: Scalar, const N: usize, const S: usize, const G: usize> Encoder<'t, T, N, S, G> {
@@ -289,6 +310,8 @@ impl<'t, T: Scalar, const N: usize, const S: usize, const G: usize> Encoder<'t, 
             header: header(tape),
             crc: Crc32::new(),
             pos: 0,
+            node: 0,
+            node_start: 0,
         }
     }
 
@@ -304,8 +327,28 @@ impl<'t, T: Scalar, const N: usize, const S: usize, const G: usize> Encoder<'t, 
 
     /// Writes the next bytes into `out`; returns how many, fewer than `out.len()` only at
     /// the end (0 once everything is written).
+    /// Parameter scalar `index` in recording order, found from the node of the last one.
+    fn parameter(&mut self, index: usize) -> Option<T> {
+        let nodes = self.tape.parameter_nodes();
+        if index < self.node_start {
+            (self.node, self.node_start) = (0, 0);
+        }
+        loop {
+            let node = nodes.get(self.node)?;
+            if index < self.node_start + node.len() {
+                return self
+                    .tape
+                    .values_of(node)
+                    .get(index - self.node_start)
+                    .copied();
+            }
+            self.node_start += node.len();
+            self.node += 1;
+        }
+    }
+
     pub fn fill(&mut self, out: &mut [u8]) -> usize {
-        let body_end = HEADER_LEN + self.tape.parameters().len() * T::BYTES;
+        let body_end = HEADER_LEN + self.tape.parameter_len() * T::BYTES;
         let mut written = 0;
         for o in out.iter_mut() {
             let p = self.pos;
@@ -313,7 +356,7 @@ impl<'t, T: Scalar, const N: usize, const S: usize, const G: usize> Encoder<'t, 
                 self.header.get(p).copied()
             } else if p < body_end {
                 let (index, at) = ((p - HEADER_LEN) / T::BYTES, (p - HEADER_LEN) % T::BYTES);
-                self.tape.parameters().get(index).map(|&v| {
+                self.parameter(index).map(|v| {
                     let mut bytes = [0u8; 8];
                     put_le_scalar(bytes.get_mut(..T::BYTES).unwrap_or(&mut []), v);
                     bytes.get(at).copied().unwrap_or(0)
@@ -341,6 +384,45 @@ pub fn verify<'b, T: Scalar, const N: usize, const S: usize, const G: usize>(
     tape: &Tape<T, N, S, G>,
     bytes: &'b [u8],
 ) -> Result<&'b [u8], CheckpointError> {
+    check_header::<T>(bytes)?;
+    let (signature, expected_signature) = (le_u32(bytes, 8), shape_signature(tape));
+    if signature != expected_signature {
+        return Err(CheckpointError::ShapeSignature {
+            found: signature,
+            expected: expected_signature,
+        });
+    }
+    let (count, expected_count) = (le_u32(bytes, 12), tape.parameter_len() as u32);
+    if count != expected_count {
+        return Err(CheckpointError::ParameterCount {
+            found: count,
+            expected: expected_count,
+        });
+    }
+    let body = check_body::<T>(bytes, encoded_len(tape))?;
+    // Frozen parameters read in place cannot take the checkpoint's values: they must hold
+    // them already.
+    let mut start = 0;
+    for node in tape.parameter_nodes() {
+        if tape.is_in_place(node) {
+            let stored = body.get(start * T::BYTES..).unwrap_or(&[]);
+            let values = tape.values_of(node);
+            let differs = values
+                .iter()
+                .zip(stored.chunks_exact(T::BYTES))
+                .position(|(&v, b)| !same_bits(v, le_scalar(b)));
+            if let Some(k) = differs {
+                return Err(CheckpointError::InPlaceMismatch { index: start + k });
+            }
+        }
+        start += node.len();
+    }
+    Ok(body)
+}
+
+/// The checks of a checkpoint's header that need no tape: length, magic, version, scalar
+/// size.
+fn check_header<T: Scalar>(bytes: &[u8]) -> Result<(), CheckpointError> {
     if bytes.len() < HEADER_LEN + TRAILER_LEN {
         return Err(CheckpointError::Truncated { len: bytes.len() });
     }
@@ -360,21 +442,12 @@ pub fn verify<'b, T: Scalar, const N: usize, const S: usize, const G: usize>(
             expected: T::BYTES as u8,
         });
     }
-    let (signature, expected_signature) = (le_u32(bytes, 8), shape_signature(tape));
-    if signature != expected_signature {
-        return Err(CheckpointError::ShapeSignature {
-            found: signature,
-            expected: expected_signature,
-        });
-    }
-    let (count, expected_count) = (le_u32(bytes, 12), tape.parameters().len() as u32);
-    if count != expected_count {
-        return Err(CheckpointError::ParameterCount {
-            found: count,
-            expected: expected_count,
-        });
-    }
-    let expected_len = encoded_len(tape);
+    Ok(())
+}
+
+/// The checks of a checkpoint of `expected_len` bytes after its header: length, CRC, finite
+/// values. Returns the parameters' bytes.
+fn check_body<T: Scalar>(bytes: &[u8], expected_len: usize) -> Result<&[u8], CheckpointError> {
     if bytes.len() != expected_len {
         return Err(CheckpointError::Length {
             expected: expected_len,
@@ -399,6 +472,62 @@ pub fn verify<'b, T: Scalar, const N: usize, const S: usize, const G: usize>(
     Ok(body)
 }
 
+/// `true` when `a` and `b` encode to the same bytes.
+fn same_bits<T: Scalar>(a: T, b: T) -> bool {
+    let (mut x, mut y) = ([0u8; 8], [0u8; 8]);
+    put_le_scalar(x.get_mut(..T::BYTES).unwrap_or(&mut []), a);
+    put_le_scalar(y.get_mut(..T::BYTES).unwrap_or(&mut []), b);
+    x == y
+}
+
+/// The parameters of the checkpoint `bytes`, read in place, for
+/// [`Tape::read_frozen_in_place`](crate::Tape::read_frozen_in_place): on a microcontroller, a
+/// checkpoint in flash whose frozen layers then need no RAM. Everything [`verify`] checks
+/// without a tape is checked (magic, version, scalar size, length, CRC, finite values);
+/// [`load`] checks the rest (the model's shapes) when it fills the trainable parameters.
+/// [`CheckpointError::NotInPlace`] if the parameters are not aligned for `T` (keep the
+/// checkpoint at an address aligned for it) or the target is not little-endian.
+///
+/// ```
+/// use safegrad::checkpoint::{load, parameters_in_place, save};
+/// use safegrad::nn::{Build, Init, Linear, Train};
+/// use safegrad::Tape;
+///
+/// type Model = (Linear<4, 8>, Linear<8, 2>);
+/// let mut trained = Tape::<f32, 8, 64>::new();
+/// Model::build(&mut trained, &mut Init::new(1))?;
+/// // A checkpoint in flash: 4-byte aligned, alive for the whole program.
+/// #[repr(C, align(4))]
+/// struct Flash([u8; 252]);
+/// let flash: &'static mut Flash = Box::leak(Box::new(Flash([0; 252])));
+/// save(&trained, &mut flash.0)?;
+/// let flash: &'static Flash = flash;
+///
+/// // The first layer frozen and read in place: only the second takes value slots.
+/// let mut tape = Tape::<f32, 8, 32>::new();
+/// tape.read_frozen_in_place(parameters_in_place(&flash.0)?)?;
+/// Model::build(&mut tape, &mut Init::new(2).with_plan(&[Train::Frozen]))?;
+/// load(&mut tape, &flash.0)?;
+/// assert_eq!(tape.parameters().len(), 8 * 2 + 2);
+/// assert_eq!(tape.parameter_len(), trained.parameter_len());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn parameters_in_place<T: Scalar + bytemuck::Pod>(
+    bytes: &'static [u8],
+) -> Result<&'static [T], CheckpointError> {
+    check_header::<T>(bytes)?;
+    let count = le_u32(bytes, 12) as usize;
+    let expected_len = count
+        .checked_mul(T::BYTES)
+        .and_then(|b| b.checked_add(HEADER_LEN + TRAILER_LEN))
+        .ok_or(CheckpointError::Truncated { len: bytes.len() })?;
+    let body = check_body::<T>(bytes, expected_len)?;
+    if !cfg!(target_endian = "little") {
+        return Err(CheckpointError::NotInPlace);
+    }
+    bytemuck::try_cast_slice(body).map_err(|_| CheckpointError::NotInPlace)
+}
+
 /// Restores every parameter of `tape` from `bytes`, after [`verify`] accepted them; on any
 /// error the parameters are unchanged.
 pub fn load<T: Scalar, const N: usize, const S: usize, const G: usize>(
@@ -406,12 +535,9 @@ pub fn load<T: Scalar, const N: usize, const S: usize, const G: usize>(
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
     let body = verify(tape, bytes)?;
-    for (p, chunk) in tape
-        .parameters_mut()
-        .iter_mut()
-        .zip(body.chunks_exact(T::BYTES))
-    {
-        *p = le_scalar(chunk);
-    }
+    tape.set_held_parameters(|i| {
+        body.get(i * T::BYTES..(i + 1) * T::BYTES)
+            .map_or(T::ZERO, le_scalar)
+    });
     Ok(())
 }

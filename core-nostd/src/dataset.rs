@@ -288,3 +288,63 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
         (0..self.len).filter_map(move |i| self.get(i))
     }
 }
+
+/// Labelled rows the training loops read by index ([`train::epoch`](crate::train::epoch),
+/// [`train::guarded_epoch`](crate::train::guarded_epoch),
+/// [`train::count_correct`](crate::train::count_correct)): rows in RAM (a slice or a
+/// `heapless::Vec`) or a [`Dataset`] read in place from flash, which takes no RAM.
+///
+/// ```
+/// use safegrad::dataset::{encode, Dataset, Samples};
+///
+/// let rows = [([1.0f32, 2.0], 0), ([3.0, 4.0], 1)];
+/// let mut buf = [0u8; 64];
+/// let n = encode(&rows, 2, &mut buf)?;
+/// let set = Dataset::<f32, 2>::parse(&buf[..n])?;
+/// assert_eq!(Samples::len(&set), Samples::len(&rows[..]));
+/// assert_eq!(Samples::row(&set, 1), Samples::row(&rows[..], 1));
+/// assert_eq!(Samples::row(&set, 2), None);
+/// # Ok::<(), safegrad::dataset::DatasetError>(())
+/// ```
+pub trait Samples<T, const F: usize> {
+    /// Number of rows.
+    fn len(&self) -> usize;
+
+    /// `true` without rows.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Row `i`: its features and its class, or `None` past the end.
+    fn row(&self, i: usize) -> Option<([T; F], usize)>;
+}
+
+impl<T: Copy, const F: usize> Samples<T, F> for [([T; F], usize)] {
+    fn len(&self) -> usize {
+        <[_]>::len(self)
+    }
+
+    fn row(&self, i: usize) -> Option<([T; F], usize)> {
+        self.get(i).copied()
+    }
+}
+
+impl<T: Copy, const F: usize, const K: usize> Samples<T, F> for heapless::Vec<([T; F], usize), K> {
+    fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    fn row(&self, i: usize) -> Option<([T; F], usize)> {
+        self.as_slice().get(i).copied()
+    }
+}
+
+impl<T: Scalar, const F: usize> Samples<T, F> for Dataset<'_, T, F> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn row(&self, i: usize) -> Option<([T; F], usize)> {
+        self.get(i)
+    }
+}

@@ -79,6 +79,28 @@ pub enum TapeError {
         /// Number of classes (columns).
         classes: usize,
     },
+    /// A frozen parameter read in place lies beyond the end of the values given to
+    /// [`Tape::read_frozen_in_place`](crate::Tape::read_frozen_in_place).
+    InPlaceRange {
+        /// One past the last value the parameter needs.
+        needed: usize,
+        /// Values given.
+        available: usize,
+    },
+    /// [`Tape::read_frozen_in_place`](crate::Tape::read_frozen_in_place) after parameters
+    /// were recorded: the values it gives are indexed from the first parameter.
+    InPlaceAfterParameters,
+    /// A value given to [`Tape::read_frozen_in_place`](crate::Tape::read_frozen_in_place)
+    /// is not finite.
+    InPlaceNonFinite {
+        /// Its index.
+        index: usize,
+    },
+    /// The node is a frozen parameter read in place: its values cannot be changed.
+    ReadOnly {
+        /// Index of the node.
+        node: usize,
+    },
     /// A snapshot of the trainable parameters does not have one value per trainable scalar.
     SnapshotLength {
         /// Trainable scalars of the tape.
@@ -136,6 +158,22 @@ impl fmt::Display for TapeError {
             } => write!(
                 f,
                 "label {label} in row {row} is out of range: the logits have {classes} classes"
+            ),
+            Self::InPlaceRange { needed, available } => write!(
+                f,
+                "a frozen parameter read in place needs values up to {needed}, {available} were given"
+            ),
+            Self::InPlaceAfterParameters => write!(
+                f,
+                "read_frozen_in_place must come before the first parameter is recorded"
+            ),
+            Self::InPlaceNonFinite { index } => write!(
+                f,
+                "value {index} of the frozen parameters to read in place is not finite"
+            ),
+            Self::ReadOnly { node } => write!(
+                f,
+                "node #{node} is a frozen parameter read in place: its values cannot be changed"
             ),
             Self::SnapshotLength { expected, found } => write!(
                 f,

@@ -33,6 +33,7 @@
 
 use core::fmt;
 
+use crate::dataset::Samples;
 use crate::domain::{audit, first_non_finite, AuditError, Finding};
 use crate::error::TapeError;
 use crate::graph::NodeId;
@@ -341,6 +342,7 @@ where
 pub fn count_correct<
     T,
     M,
+    D,
     const N: usize,
     const S: usize,
     const G: usize,
@@ -349,15 +351,19 @@ pub fn count_correct<
 >(
     tape: &mut Tape<T, N, S, G>,
     model: &M,
-    data: &[([T; IN], usize)],
+    data: &D,
 ) -> Result<usize, TapeError>
 where
     T: Scalar,
     M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    D: Samples<T, IN> + ?Sized,
 {
     let mut correct = 0;
-    for (x, label) in data {
-        if predict(tape, model, x)? == *label {
+    for i in 0..data.len() {
+        let Some((x, label)) = data.row(i) else {
+            continue;
+        };
+        if predict(tape, model, &x)? == label {
             correct += 1;
         }
     }
@@ -429,6 +435,7 @@ pub fn epoch<
     T,
     M,
     O,
+    D,
     const N: usize,
     const S: usize,
     const G: usize,
@@ -438,7 +445,7 @@ pub fn epoch<
     tape: &mut Tape<T, N, S, G>,
     model: &M,
     optimizer: &mut O,
-    data: &[([T; IN], usize)],
+    data: &D,
     order: &mut [usize],
     rng: &mut SplitMix64,
     config: &StepConfig<T>,
@@ -447,14 +454,15 @@ where
     T: Scalar,
     M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
     O: Optimizer<T>,
+    D: Samples<T, IN> + ?Sized,
 {
     rng.shuffle(order);
     let mut total = T::ZERO;
     for &i in order.iter() {
-        let Some((x, label)) = data.get(i) else {
+        let Some((x, label)) = data.row(i) else {
             continue;
         };
-        let loss = record_loss(tape, model, x, *label)?;
+        let loss = record_loss(tape, model, &x, label)?;
         total += step(tape, loss, optimizer, config)?.loss;
     }
     Ok(total / T::from_usize(order.len().max(1)))
@@ -616,6 +624,7 @@ pub fn guarded_epoch<
     T,
     M,
     O,
+    D,
     const N: usize,
     const S: usize,
     const G: usize,
@@ -625,7 +634,7 @@ pub fn guarded_epoch<
     tape: &mut Tape<T, N, S, G>,
     model: &M,
     optimizer: &mut O,
-    data: &[([T; IN], usize)],
+    data: &D,
     order: &mut [usize],
     rng: &mut SplitMix64,
     config: &StepConfig<T>,
@@ -635,6 +644,7 @@ where
     T: Scalar,
     M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
     O: Optimizer<T>,
+    D: Samples<T, IN> + ?Sized,
 {
     rng.shuffle(order);
     let mut out = GuardedEpoch {
@@ -645,10 +655,10 @@ where
     };
     let mut total = T::ZERO;
     for &i in order.iter() {
-        let Some((x, label)) = data.get(i) else {
+        let Some((x, label)) = data.row(i) else {
             continue;
         };
-        let loss = record_loss(tape, model, x, *label)?;
+        let loss = record_loss(tape, model, &x, label)?;
         match step(tape, loss, optimizer, config) {
             Ok(report) => {
                 total += report.loss;

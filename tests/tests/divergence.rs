@@ -40,7 +40,14 @@ fn a_loss_that_runs_away_is_caught_and_rolled_back() {
     let mut losses = Vec::new();
     for _ in 0..5 {
         let out = guarded_epoch(
-            &mut tape, &model, &mut sgd, &data, &mut order, &mut rng, &config, &mut guard,
+            &mut tape,
+            &model,
+            &mut sgd,
+            &data[..],
+            &mut order,
+            &mut rng,
+            &config,
+            &mut guard,
         )
         .unwrap();
         assert_eq!(out.divergence, None);
@@ -53,7 +60,14 @@ fn a_loss_that_runs_away_is_caught_and_rolled_back() {
     // A learning rate far too large: the epoch's loss rises above the bound.
     sgd.scale_learning_rate(2000.0);
     let out = guarded_epoch(
-        &mut tape, &model, &mut sgd, &data, &mut order, &mut rng, &config, &mut guard,
+        &mut tape,
+        &model,
+        &mut sgd,
+        &data[..],
+        &mut order,
+        &mut rng,
+        &config,
+        &mut guard,
     )
     .unwrap();
     let Some(Divergence::LossRise { loss, average }) = out.divergence else {
@@ -87,7 +101,7 @@ fn non_finite_samples_in_a_row_are_a_divergence_and_change_nothing() {
         &mut tape,
         &model,
         &mut sgd,
-        &bad,
+        &bad[..],
         &mut order,
         &mut rng,
         &StepConfig::default(),
@@ -115,7 +129,7 @@ fn an_occasional_bad_sample_is_skipped_without_a_divergence() {
         &mut tape,
         &model,
         &mut sgd,
-        &data,
+        &data[..],
         &mut order,
         &mut rng,
         &StepConfig::default(),

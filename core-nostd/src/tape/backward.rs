@@ -4,6 +4,7 @@
 
 use core::ops::Range;
 
+use super::Values;
 use crate::graph::{Node, NodeId, Op};
 use crate::ops;
 use crate::scalar::{strong_mul, Scalar};
@@ -71,7 +72,7 @@ impl Defer {
 pub(super) fn backward_node<T: Scalar>(
     out: &Node<T>,
     nodes: &[Node<T>],
-    values: &[T],
+    values: Values<'_, T>,
     grads: &mut [T],
     defer: Defer,
 ) {

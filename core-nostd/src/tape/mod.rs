@@ -47,6 +47,7 @@ pub mod update;
 use update::OuterGrads;
 
 use core::fmt;
+use core::ops::Range;
 use heapless::Vec;
 
 use crate::error::TapeError;
@@ -74,16 +75,23 @@ impl<const R: usize, const C: usize> Var<R, C> {
 /// A recorded graph of at most `N` nodes, `S` scalar values and `G` scalar gradients.
 ///
 /// Its size is `S + G` scalars plus `N` small nodes, fixed at compile time; put a large tape
-/// in a `static` or on a task's stack with room for it.
+/// in a `static` or on a task's stack with room for it. Frozen parameters can instead be read
+/// in place, from flash ([`read_frozen_in_place`](Self::read_frozen_in_place)): they then
+/// take no value slots.
 pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
     nodes: Vec<Node<T>, N>,
     values: [T; S],
     grads: [T; G],
+    /// The values frozen parameters are read from in place; a node's value slots from `S`
+    /// on index into it (from `S + k` for the value at `k`).
+    in_place: &'static [T],
     used: usize,
     grads_used: usize,
     parameter_nodes: usize,
     parameter_slots: usize,
     parameter_grad_slots: usize,
+    /// Scalars of every parameter, those read in place included.
+    parameter_len: usize,
     generation: u32,
     /// Weights whose gradient is not in the buffer (see [`update`]).
     outer: OuterGrads,
@@ -114,6 +122,34 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> fmt::Debug for T
 
 pub(crate) type Result<V> = core::result::Result<V, TapeError>;
 
+/// The values of a tape's nodes: value slots below `split` are in `local` (the tape's
+/// buffer), slots from `split` on in `in_place` (frozen parameters read in place).
+#[derive(Clone, Copy)]
+pub(crate) struct Values<'a, T> {
+    local: &'a [T],
+    in_place: &'a [T],
+    split: usize,
+}
+
+impl<'a, T> Values<'a, T> {
+    /// The values of a tape whose whole value buffer is `buffer`.
+    pub(crate) const fn new(buffer: &'a [T], in_place: &'a [T]) -> Self {
+        Self {
+            local: buffer,
+            in_place,
+            split: buffer.len(),
+        }
+    }
+
+    /// The values of the value slots `slots`, if they are all there.
+    pub(crate) fn get(&self, slots: Range<usize>) -> Option<&'a [T]> {
+        match slots.start.checked_sub(self.split) {
+            Some(at) => self.in_place.get(at..at + slots.len()),
+            None => self.local.get(slots),
+        }
+    }
+}
+
 /// How a leaf is recorded.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Leaf {
@@ -132,15 +168,63 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             nodes: Vec::new(),
             values: [T::ZERO; S],
             grads: [T::ZERO; G],
+            in_place: &[],
             used: 0,
             grads_used: 0,
             parameter_nodes: 0,
             parameter_slots: 0,
             parameter_grad_slots: 0,
+            parameter_len: 0,
             generation: 0,
             outer: OuterGrads::new(),
             swept: false,
         }
+    }
+
+    /// Makes the frozen parameters recorded from now on read their values in place from
+    /// `params` instead of copying them into the tape: on a microcontroller, `params` is the
+    /// parameter block of a checkpoint in flash
+    /// ([`checkpoint::parameters_in_place`](crate::checkpoint::parameters_in_place)), and the
+    /// frozen layers then take no RAM. `params` holds every parameter of the model, trainable
+    /// and frozen, in recording order: a frozen parameter reads the values at its position
+    /// (the values its builder passes are not used); trainable parameters are held in the
+    /// tape as usual (a checkpoint load fills them). Call it before recording any parameter;
+    /// non-finite values are refused.
+    ///
+    /// ```
+    /// use safegrad::{Tape, Tensor};
+    ///
+    /// static PARAMS: [f32; 6] = [1.0, 2.0, 3.0, 4.0, 0.5, -0.5];
+    /// let mut tape = Tape::<f32, 8, 16>::new();
+    /// tape.read_frozen_in_place(&PARAMS)?;
+    /// let w = tape.frozen_parameter(&Tensor::<f32, 2, 2>::zeros())?; // PARAMS[0..4]
+    /// let b = tape.parameter(&Tensor::new([[0.0, 0.0]]))?; // held: PARAMS[4..6] unused
+    /// assert_eq!(tape.value(w)?, Tensor::new([[1.0, 2.0], [3.0, 4.0]]));
+    /// assert_eq!((tape.parameters().len(), tape.parameter_len()), (2, 6));
+    /// assert!(tape.set_parameter(w, &Tensor::zeros()).is_err()); // read-only
+    /// # let _ = b;
+    /// # Ok::<(), safegrad::TapeError>(())
+    /// ```
+    pub fn read_frozen_in_place(&mut self, params: &'static [T]) -> Result<()> {
+        if self.parameter_nodes > 0 {
+            return Err(TapeError::InPlaceAfterParameters);
+        }
+        if let Some(index) = params.iter().position(|v| !v.is_finite()) {
+            return Err(TapeError::InPlaceNonFinite { index });
+        }
+        self.in_place = params;
+        Ok(())
+    }
+
+    /// `true` for a frozen parameter read in place (see
+    /// [`read_frozen_in_place`](Self::read_frozen_in_place)).
+    pub const fn is_in_place(&self, node: &Node<T>) -> bool {
+        node.offset >= S
+    }
+
+    /// The values of every node, those read in place included.
+    pub(crate) fn view(&self) -> Values<'_, T> {
+        Values::new(&self.values, self.in_place)
     }
 
     // -- bookkeeping ------------------------------------------------------------------------
@@ -188,17 +272,43 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         self.outer.clear();
     }
 
-    /// All parameter values, trainable and frozen, in recording order, flat (what a
-    /// checkpoint stores).
+    /// The parameter values the tape holds, trainable and frozen, in recording order, flat.
+    /// Without frozen parameters read in place, these are all of them (what a checkpoint
+    /// stores); those read in place are not among them.
     pub fn parameters(&self) -> &[T] {
         self.values.get(..self.parameter_slots).unwrap_or(&[])
     }
 
-    /// All parameter values, mutable (what a checkpoint restores).
+    /// The parameter values the tape holds, mutable.
     pub fn parameters_mut(&mut self) -> &mut [T] {
         self.values
             .get_mut(..self.parameter_slots)
             .unwrap_or(&mut [])
+    }
+
+    /// Scalars of every parameter, trainable and frozen, those read in place included (what
+    /// a checkpoint stores).
+    pub const fn parameter_len(&self) -> usize {
+        self.parameter_len
+    }
+
+    /// The parameter nodes, in recording order.
+    pub fn parameter_nodes(&self) -> &[Node<T>] {
+        self.nodes.get(..self.parameter_nodes).unwrap_or(&[])
+    }
+
+    /// Sets every parameter the tape holds from `value(i)`, `i` its index among all
+    /// parameter scalars in recording order (those read in place keep their values).
+    pub(crate) fn set_held_parameters(&mut self, mut value: impl FnMut(usize) -> T) {
+        let mut index = 0;
+        for node in self.nodes.get(..self.parameter_nodes).unwrap_or(&[]) {
+            if let Some(values) = self.values.get_mut(node.slots()) {
+                for (k, v) in values.iter_mut().enumerate() {
+                    *v = value(index + k);
+                }
+            }
+            index += node.len();
+        }
     }
 
     /// Number of trainable scalars: the length of [`parameter_grads`](Self::parameter_grads)
@@ -309,7 +419,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
 
     /// The values of a recorded node, flat (empty for a node of another tape).
     pub fn values_of(&self, node: &Node<T>) -> &[T] {
-        self.values.get(node.slots()).unwrap_or(&[])
+        self.view().get(node.slots()).unwrap_or(&[])
     }
 
     /// The gradient of a recorded node, flat (empty for a node without gradient, for a
@@ -331,7 +441,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// The value of a node as a tensor.
     pub fn value<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<Tensor<T, R, C>> {
         let node = self.resolve(v)?;
-        self.values
+        self.view()
             .get(node.slots())
             .and_then(Tensor::from_slice)
             .ok_or(TapeError::UnknownVar { node: v.node.0 })
@@ -340,9 +450,9 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// The value of a `1 x 1` node.
     pub fn scalar(&self, v: Var<1, 1>) -> Result<T> {
         let node = self.resolve(v)?;
-        self.values
-            .get(node.offset)
-            .copied()
+        self.view()
+            .get(node.slots())
+            .and_then(|v| v.first().copied())
             .ok_or(TapeError::UnknownVar { node: v.node.0 })
     }
 
@@ -378,6 +488,9 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         let node = *self.resolve(v)?;
         if v.node.0 >= self.parameter_nodes {
             return Err(TapeError::UnknownVar { node: v.node.0 });
+        }
+        if self.is_in_place(&node) {
+            return Err(TapeError::ReadOnly { node: v.node.0 });
         }
         let dst = self
             .values
@@ -515,7 +628,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
 
     /// Splits the value buffer at the free slots: the recorded values (read-only) and the
     /// `len` slots the next node writes.
-    fn split_for_output(&mut self, len: usize) -> Result<(&[T], &mut [T])> {
+    fn split_for_output(&mut self, len: usize) -> Result<(Values<'_, T>, &mut [T])> {
         let capacity = TapeError::ScalarCapacity {
             capacity: S,
             used: self.used,
@@ -523,6 +636,11 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         };
         let (before, after) = self.values.split_at_mut(self.used);
         let out = after.get_mut(..len).ok_or(capacity)?;
+        let before = Values {
+            local: before,
+            in_place: self.in_place,
+            split: S,
+        };
         Ok((before, out))
     }
 
@@ -552,6 +670,9 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
         let with_grad = matches!(kind, Leaf::TrainableParameter | Leaf::Variable);
         let len = rows * cols;
+        if kind == Leaf::FrozenParameter && !self.in_place.is_empty() {
+            return self.in_place_leaf(rows, cols);
+        }
         if with_grad {
             self.reserve_grad(len)?;
         }
@@ -573,8 +694,38 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             self.parameter_nodes = self.nodes.len();
             self.parameter_slots = self.used;
             self.parameter_grad_slots = self.grads_used;
+            self.parameter_len += len;
         }
         Ok(v)
+    }
+
+    /// Records a `rows x cols` frozen parameter whose values are read in place, at its
+    /// position among all parameter scalars.
+    fn in_place_leaf(&mut self, rows: usize, cols: usize) -> Result<NodeId> {
+        let at = self.parameter_len;
+        let end = at + rows * cols;
+        if end > self.in_place.len() {
+            return Err(TapeError::InPlaceRange {
+                needed: end,
+                available: self.in_place.len(),
+            });
+        }
+        let index = self.nodes.len();
+        self.nodes
+            .push(Node {
+                op: Op::Parameter,
+                rows,
+                cols,
+                offset: S + at,
+                grad_offset: None,
+                generation: self.generation,
+                declared: Domain::FINITE,
+                uses: 0,
+            })
+            .map_err(|_| TapeError::NodeCapacity { capacity: N })?;
+        self.parameter_nodes = self.nodes.len();
+        self.parameter_len = end;
+        Ok(NodeId(index))
     }
 
     // -- leaves -----------------------------------------------------------------------------
@@ -684,7 +835,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             backward::backward_node(
                 node,
                 nodes,
-                &self.values,
+                Values::new(&self.values, self.in_place),
                 &mut self.grads,
                 backward::Defer::NOTHING,
             );

@@ -44,7 +44,7 @@ use core::ops::Range;
 use heapless::Vec;
 
 use super::backward::{backward_node, Defer};
-use super::{Result, Tape, Var};
+use super::{Result, Tape, Values, Var};
 use crate::error::TapeError;
 use crate::graph::Node;
 use crate::optim::{Optimizer, OuterProduct};
@@ -243,7 +243,8 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                     }),
                 None => Defer::NOTHING,
             };
-            backward_node(node, nodes, &self.values, &mut self.grads, defer);
+            let values = Values::new(&self.values, self.in_place);
+            backward_node(node, nodes, values, &mut self.grads, defer);
         }
         Ok(outer.entries.len())
     }
@@ -269,7 +270,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             // Then the held layers, in recording order.
             for o in &self.outer.entries {
                 let factors = factor_slots(&self.nodes, o)
-                    .and_then(|(x, g)| Some((self.values.get(x)?, self.grads.get(g)?)));
+                    .and_then(|(x, g)| Some((self.view().get(x)?, self.grads.get(g)?)));
                 let Some((x, g)) = factors else {
                     total += T::INFINITY;
                     continue;
@@ -296,7 +297,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             let Some((xs, gs)) = factor_slots(&self.nodes, o) else {
                 continue;
             };
-            let Some(x) = self.values.get(xs) else {
+            let Some(x) = Values::new(&self.values, self.in_place).get(xs) else {
                 continue;
             };
             // The parameters' gradient slots lie before the linear node's.
@@ -356,7 +357,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
         let (xs, gs) = factor_slots(&self.nodes, o).ok_or(not_kept)?;
         let (x, g) = (
-            self.values.get(xs).ok_or(not_kept)?,
+            self.view().get(xs).ok_or(not_kept)?,
             self.grads.get(gs).ok_or(not_kept)?,
         );
         match part {
