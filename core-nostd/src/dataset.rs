@@ -37,6 +37,7 @@ use core::marker::PhantomData;
 use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
 use crate::crc32::Crc32;
 use crate::scalar::Scalar;
+use embedded_storage::nor_flash::NorFlash;
 
 /// The four bytes a data set starts with.
 pub const MAGIC: [u8; 4] = *b"SGDS";
@@ -135,6 +136,22 @@ pub const fn encoded_len<T: Scalar, const F: usize>(rows: usize) -> usize {
     HEADER + rows * (2 + F * T::BYTES) + TRAILER
 }
 
+/// The header of a data set of `rows` rows.
+fn header<T: Scalar, const F: usize>(classes: u16, rows: u32) -> [u8; HEADER] {
+    let mut h = [0u8; HEADER];
+    let (version, features) = (VERSION.to_le_bytes(), (F as u16).to_le_bytes());
+    let (classes, rows) = (classes.to_le_bytes(), rows.to_le_bytes());
+    let fields = MAGIC
+        .iter()
+        .chain(&version)
+        .chain(&[T::BYTES as u8, 0])
+        .chain(&features)
+        .chain(&classes)
+        .chain(&rows);
+    h.iter_mut().zip(fields).for_each(|(d, &s)| *d = s);
+    h
+}
+
 /// Writes `rows` (features and class) into `out`; returns the length.
 pub fn encode<T: Scalar, const F: usize>(
     rows: &[([T; F], usize)],
@@ -146,22 +163,7 @@ pub fn encode<T: Scalar, const F: usize>(
         .get_mut(..needed)
         .ok_or(DatasetError::BufferTooSmall { needed })?;
     let (head, rest) = buf.split_at_mut(HEADER);
-    head.get_mut(..4).unwrap_or(&mut []).copy_from_slice(&MAGIC);
-    head.get_mut(4..6)
-        .unwrap_or(&mut [])
-        .copy_from_slice(&VERSION.to_le_bytes());
-    head.get_mut(6..8)
-        .unwrap_or(&mut [])
-        .copy_from_slice(&[T::BYTES as u8, 0]);
-    head.get_mut(8..10)
-        .unwrap_or(&mut [])
-        .copy_from_slice(&(F as u16).to_le_bytes());
-    head.get_mut(10..12)
-        .unwrap_or(&mut [])
-        .copy_from_slice(&classes.to_le_bytes());
-    head.get_mut(12..16)
-        .unwrap_or(&mut [])
-        .copy_from_slice(&(rows.len() as u32).to_le_bytes());
+    head.copy_from_slice(&header::<T, F>(classes, rows.len() as u32));
     let (body, crc) = rest.split_at_mut(rest.len() - TRAILER);
     for (row, (chunk, (x, label))) in body
         .chunks_exact_mut(2 + F * T::BYTES)
@@ -346,5 +348,252 @@ impl<T: Scalar, const F: usize> Samples<T, F> for Dataset<'_, T, F> {
 
     fn row(&self, i: usize) -> Option<([T; F], usize)> {
         self.get(i)
+    }
+}
+
+/// Why a [`Recorder`] refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum RecordError<E> {
+    /// The flash failed.
+    Flash(E),
+    /// The region is not whole erase sectors at a sector boundary, or the flash's write
+    /// size does not divide 32 bytes.
+    Region,
+    /// The region is full: it holds this many rows.
+    Full {
+        /// Rows it holds.
+        rows: usize,
+    },
+    /// A class outside `0..classes`; nothing was written.
+    Label {
+        /// The class given.
+        label: usize,
+        /// Classes of the set.
+        classes: u16,
+    },
+    /// A feature is not finite; nothing was written.
+    NonFinite {
+        /// Its index in the row.
+        feature: usize,
+    },
+}
+
+impl<E: fmt::Debug> fmt::Display for RecordError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flash(e) => write!(f, "flash error while recording samples: {e:?}"),
+            Self::Region => write!(
+                f,
+                "the sample region is not whole erase sectors, or the flash's write size does not divide 32 bytes"
+            ),
+            Self::Full { rows } => write!(f, "the sample region is full ({rows} rows)"),
+            Self::Label { label, classes } => {
+                write!(f, "class {label} is out of range: the set has {classes}")
+            }
+            Self::NonFinite { feature } => write!(f, "feature {feature} is not finite"),
+        }
+    }
+}
+
+/// Bytes a [`Recorder`] gathers before it programs them.
+const PIECE: usize = 32;
+
+/// Records a data set into a region of NOR flash a row at a time (samples logged as they
+/// arrive, then trained on for several epochs without holding them in RAM), in the format
+/// [`Dataset::parse`] reads in place. [`finish`](Self::finish) writes the header and the
+/// CRC; until then the region does not parse, so a set cut short by a reset is refused,
+/// not half used.
+///
+/// ```
+/// # use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
+/// # struct Ram([u8; 1024]);
+/// # impl ErrorType for Ram { type Error = NorFlashErrorKind; }
+/// # impl ReadNorFlash for Ram {
+/// #     const READ_SIZE: usize = 1;
+/// #     fn read(&mut self, at: u32, out: &mut [u8]) -> Result<(), Self::Error> {
+/// #         let at = at as usize;
+/// #         out.copy_from_slice(&self.0[at..at + out.len()]);
+/// #         Ok(())
+/// #     }
+/// #     fn capacity(&self) -> usize { self.0.len() }
+/// # }
+/// # impl NorFlash for Ram {
+/// #     const WRITE_SIZE: usize = 4;
+/// #     const ERASE_SIZE: usize = 512;
+/// #     fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+/// #         self.0[from as usize..to as usize].fill(0xFF);
+/// #         Ok(())
+/// #     }
+/// #     fn write(&mut self, at: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+/// #         for (d, s) in self.0[at as usize..].iter_mut().zip(bytes) { *d &= s; }
+/// #         Ok(())
+/// #     }
+/// # }
+/// use safegrad::dataset::{Dataset, RecordError, Recorder};
+///
+/// let mut flash = Ram([0; 1024]);
+/// let mut rec = Recorder::<f32, 2>::new(&mut flash, 512, 512, 3)?;
+/// rec.push(&mut flash, &[1.0, 2.0], 2)?;
+/// assert!(matches!(rec.push(&mut flash, &[f32::NAN, 0.0], 0), Err(RecordError::NonFinite { feature: 0 })));
+/// rec.push(&mut flash, &[3.0, 4.0], 0)?;
+/// let len = rec.finish(&mut flash)?;
+/// let set = Dataset::<f32, 2>::parse(&flash.0[512..512 + len]).unwrap();
+/// assert_eq!((set.len(), set.get(1)), (2, Some(([3.0, 4.0], 0))));
+/// # Ok::<(), RecordError<NorFlashErrorKind>>(())
+/// ```
+#[derive(Debug)]
+pub struct Recorder<T, const F: usize> {
+    base: u32,
+    capacity: usize,
+    classes: u16,
+    rows: usize,
+    /// Row bytes programmed so far (a multiple of [`PIECE`]).
+    written: usize,
+    /// Row bytes not yet programmed (fewer than a piece), and room for the CRC and the
+    /// padding to a whole word after them.
+    piece: [u8; 2 * PIECE],
+    pending: usize,
+    scalar: PhantomData<T>,
+}
+
+impl<T: Scalar, const F: usize> Recorder<T, F> {
+    const ROW: usize = 2 + F * T::BYTES;
+
+    /// Erases the `capacity` bytes at `base` (whole erase sectors) for a set of rows of
+    /// `classes` classes.
+    pub fn new<Fl: NorFlash>(
+        flash: &mut Fl,
+        base: u32,
+        capacity: usize,
+        classes: u16,
+    ) -> Result<Self, RecordError<Fl::Error>> {
+        let sector = Fl::ERASE_SIZE.max(1);
+        let word = Fl::WRITE_SIZE.max(1);
+        if !(base as usize).is_multiple_of(sector)
+            || !capacity.is_multiple_of(sector)
+            || capacity < HEADER + TRAILER + PIECE
+            || !PIECE.is_multiple_of(word)
+            || !HEADER.is_multiple_of(word)
+        {
+            return Err(RecordError::Region);
+        }
+        flash
+            .erase(base, base + capacity as u32)
+            .map_err(RecordError::Flash)?;
+        Ok(Self {
+            base,
+            capacity,
+            classes,
+            rows: 0,
+            written: 0,
+            piece: [0xFF; 2 * PIECE],
+            pending: 0,
+            scalar: PhantomData,
+        })
+    }
+
+    /// Rows recorded.
+    pub const fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// `true` before the first row.
+    pub const fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// Most rows the region holds.
+    pub const fn max_rows(&self) -> usize {
+        (self.capacity - HEADER - TRAILER - PIECE) / Self::ROW
+    }
+
+    /// Appends the row `(x, label)`; a non-finite feature or a class out of range is refused
+    /// before anything is written.
+    pub fn push<Fl: NorFlash>(
+        &mut self,
+        flash: &mut Fl,
+        x: &[T; F],
+        label: usize,
+    ) -> Result<(), RecordError<Fl::Error>> {
+        if label >= usize::from(self.classes) {
+            return Err(RecordError::Label {
+                label,
+                classes: self.classes,
+            });
+        }
+        if let Some(feature) = x.iter().position(|v| !v.is_finite()) {
+            return Err(RecordError::NonFinite { feature });
+        }
+        if self.rows >= self.max_rows() {
+            return Err(RecordError::Full { rows: self.rows });
+        }
+        let mut bytes = [0u8; 8];
+        self.put(flash, &(label as u16).to_le_bytes())?;
+        for &v in x {
+            let b = bytes.get_mut(..T::BYTES).unwrap_or(&mut []);
+            put_le_scalar(b, v);
+            self.put(flash, b)?;
+        }
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Gathers row bytes, programming each whole piece.
+    fn put<Fl: NorFlash>(
+        &mut self,
+        flash: &mut Fl,
+        bytes: &[u8],
+    ) -> Result<(), RecordError<Fl::Error>> {
+        for &b in bytes {
+            if let Some(slot) = self.piece.get_mut(self.pending) {
+                *slot = b;
+            }
+            self.pending += 1;
+            if self.pending == PIECE {
+                let at = self.base + (HEADER + self.written) as u32;
+                flash
+                    .write(at, self.piece.get(..PIECE).unwrap_or(&[]))
+                    .map_err(RecordError::Flash)?;
+                self.written += PIECE;
+                self.pending = 0;
+                self.piece.fill(0xFF);
+            }
+        }
+        Ok(())
+    }
+
+    /// Programs the last row bytes, the CRC and then the header: the set is complete.
+    /// Returns its length in bytes, for [`Dataset::parse`] over the region.
+    pub fn finish<Fl: NorFlash>(mut self, flash: &mut Fl) -> Result<usize, RecordError<Fl::Error>> {
+        let head = header::<T, F>(self.classes, self.rows as u32);
+        let mut crc = Crc32::new();
+        crc.update(&head);
+        let mut chunk = [0u8; PIECE];
+        let mut done = 0;
+        while done < self.written {
+            let n = (self.written - done).min(PIECE);
+            let buf = chunk.get_mut(..n).unwrap_or(&mut []);
+            flash
+                .read(self.base + (HEADER + done) as u32, buf)
+                .map_err(RecordError::Flash)?;
+            crc.update(buf);
+            done += n;
+        }
+        let pending = self.pending;
+        crc.update(self.piece.get(..pending).unwrap_or(&[]));
+        if let Some(t) = self.piece.get_mut(pending..pending + TRAILER) {
+            t.copy_from_slice(&crc.finish().to_le_bytes());
+        }
+        let word = Fl::WRITE_SIZE.max(1);
+        let tail = (pending + TRAILER).div_ceil(word) * word;
+        flash
+            .write(
+                self.base + (HEADER + self.written) as u32,
+                self.piece.get(..tail).unwrap_or(&[]),
+            )
+            .map_err(RecordError::Flash)?;
+        flash.write(self.base, &head).map_err(RecordError::Flash)?;
+        Ok(HEADER + self.written + pending + TRAILER)
     }
 }

@@ -167,3 +167,69 @@ fn a_streamed_payload_that_ends_early_is_not_committed() {
     assert_eq!((&back[..len], seq), (&a[..], 1));
     assert_eq!(slots().states(&mut f).unwrap()[1], SlotState::Empty);
 }
+
+#[test]
+fn recorded_samples_parse_in_place_for_every_row_count_and_nothing_before_finish() {
+    use safegrad::dataset::{Dataset, RecordError, Recorder};
+
+    let row = |i: usize| -> ([f32; 3], usize) {
+        ([i as f32, -(i as f32) * 0.5, 1.0 / (i as f32 + 1.0)], i % 4)
+    };
+    // 2 + 3 * 4 = 14 bytes a row: the last piece holds every length from 0 to 31 bytes.
+    for n in 0..40 {
+        let mut f = SimFlash::new(2 * ERASE);
+        let mut rec = Recorder::<f32, 3>::new(&mut f, ERASE as u32, ERASE, 4).unwrap();
+        for i in 0..n {
+            let (x, label) = row(i);
+            rec.push(&mut f, &x, label).unwrap();
+        }
+        assert_eq!(rec.len(), n);
+        // Before `finish` the region is no data set.
+        let unfinished = &f.image()[ERASE..ERASE + 16 + 14 * n + 4];
+        assert!(Dataset::<f32, 3>::parse(unfinished).is_err(), "{n} rows");
+        let len = rec.finish(&mut f).unwrap();
+        assert_eq!(len, safegrad::dataset::encoded_len::<f32, 3>(n));
+        let set = Dataset::<f32, 3>::parse(&f.image()[ERASE..ERASE + len]).unwrap();
+        assert_eq!(set.len(), n);
+        assert!(set.iter().eq((0..n).map(row)), "{n} rows");
+        assert!(
+            f.image()[..ERASE].iter().all(|&b| b == 0xFF),
+            "outside the region"
+        );
+    }
+
+    // Refusals write nothing; a full region says so.
+    let mut f = SimFlash::new(ERASE);
+    let mut rec = Recorder::<f32, 3>::new(&mut f, 0, ERASE, 4).unwrap();
+    assert_eq!(
+        rec.push(&mut f, &[0.0, f32::INFINITY, 0.0], 1),
+        Err(RecordError::NonFinite { feature: 1 })
+    );
+    assert_eq!(
+        rec.push(&mut f, &[0.0; 3], 4),
+        Err(RecordError::Label {
+            label: 4,
+            classes: 4
+        })
+    );
+    assert!(f.image().iter().all(|&b| b == 0xFF));
+    let max = rec.max_rows();
+    assert!(max * 14 + 16 + 4 <= ERASE);
+    for i in 0..max {
+        let (x, label) = row(i);
+        rec.push(&mut f, &x, label).unwrap();
+    }
+    assert_eq!(
+        rec.push(&mut f, &[0.0; 3], 0),
+        Err(RecordError::Full { rows: max })
+    );
+    let len = rec.finish(&mut f).unwrap();
+    assert_eq!(
+        Dataset::<f32, 3>::parse(&f.image()[..len]).unwrap().len(),
+        max
+    );
+    assert_eq!(
+        Recorder::<f32, 3>::new(&mut f, 100, ERASE, 4).unwrap_err(),
+        RecordError::Region
+    );
+}
