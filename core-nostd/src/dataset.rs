@@ -138,18 +138,13 @@ pub const fn encoded_len<T: Scalar, const F: usize>(rows: usize) -> usize {
 
 /// The header of a data set of `rows` rows.
 fn header<T: Scalar, const F: usize>(classes: u16, rows: u32) -> [u8; HEADER] {
-    let mut h = [0u8; HEADER];
-    let (version, features) = (VERSION.to_le_bytes(), (F as u16).to_le_bytes());
-    let (classes, rows) = (classes.to_le_bytes(), rows.to_le_bytes());
-    let fields = MAGIC
-        .iter()
-        .chain(&version)
-        .chain(&[T::BYTES as u8, 0])
-        .chain(&features)
-        .chain(&classes)
-        .chain(&rows);
-    h.iter_mut().zip(fields).for_each(|(d, &s)| *d = s);
-    h
+    let [v0, v1] = VERSION.to_le_bytes();
+    let [f0, f1] = (F as u16).to_le_bytes();
+    let [c0, c1] = classes.to_le_bytes();
+    let [r0, r1, r2, r3] = rows.to_le_bytes();
+    let [m0, m1, m2, m3] = MAGIC;
+    let b = T::BYTES as u8;
+    [m0, m1, m2, m3, v0, v1, b, 0, f0, f1, c0, c1, r0, r1, r2, r3]
 }
 
 /// Writes `rows` (features and class) into `out`; returns the length.

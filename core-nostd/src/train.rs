@@ -196,10 +196,7 @@ where
         });
     }
     if config.strict {
-        let report = audit::<T, N, S, G, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
-        if let Some(finding) = report.first_error() {
-            return Err(StepError::Unsafe(*finding));
-        }
+        strict_audit(tape)?;
     }
     let loss_value = tape.scalar(loss)?;
     if !loss_value.is_finite() {
@@ -249,6 +246,18 @@ where
         grad_norm,
         clip_factor: factor,
     })
+}
+
+/// [`StepConfig::strict`]'s audit of the recorded graph: an error-level finding refuses the
+/// step.
+fn strict_audit<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    tape: &Tape<T, N, S, G>,
+) -> Result<(), StepError> {
+    let report = audit::<T, N, S, G, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
+    match report.first_error() {
+        Some(&finding) => Err(StepError::Unsafe(finding)),
+        None => Ok(()),
+    }
 }
 
 /// The first node that feeds `last`, in recording order, with a non-finite value and finite

@@ -3,9 +3,10 @@
 
 use core::fmt;
 
+use embedded_storage::nor_flash::NorFlash;
 use heapless::Vec;
 use safegrad::checkpoint::{self, CheckpointError};
-use safegrad::dataset::{Dataset, DatasetError};
+use safegrad::dataset::{Dataset, DatasetError, RecordError, Recorder, Samples};
 use safegrad::features::IMU_FEATURES;
 use safegrad::nn::{last_layer_only, Build, Init, InitScheme, Linear, LinearRelu, Standardize};
 use safegrad::optim::{Optimizer, Sgd};
@@ -30,9 +31,16 @@ pub type MotionModel = (
     Linear<32, CLASSES>,
 );
 
-/// The tape on the device: 32 nodes, 2304 values (1764 parameters and one batch-1 step's
-/// activations), 256 gradients (the last layer's 132 and the 9 activations after it).
-pub type DeviceTape = Tape<f32, 32, 2304, 256>;
+/// Nodes of the tape: the model's parameters and one batch-1 step's graph.
+pub const TAPE_NODES: usize = 16;
+/// Values the tape holds: the trainable last layer's 132 parameters and one step's
+/// activations (the frozen body is read in place from flash).
+pub const TAPE_VALUES: usize = 254;
+/// Gradients: the last layer's 132 and those of the activations after it (the logits and the
+/// loss).
+pub const TAPE_GRADIENTS: usize = 137;
+/// The tape on the device, sized to the job exactly.
+pub type DeviceTape = Tape<f32, TAPE_NODES, TAPE_VALUES, TAPE_GRADIENTS>;
 
 /// The schedule of `host-sim finetune`'s defaults: the seed its shuffling derives from.
 pub const SEED: u64 = 7;
@@ -141,45 +149,60 @@ pub struct JobReport {
     pub checkpoint_crc32: u32,
 }
 
-/// Feature rows with their classes, as many as the job holds.
+/// Feature rows with their classes, in RAM (the job itself reads its rows in place from
+/// flash, as [`Dataset`]s).
 pub type Rows = Vec<([f32; IMU_FEATURES], usize), MAX_SAMPLES>;
 
-/// Reads `source` to its end into `train` and `eval` (emptied first), in place: the rows
-/// take 8.7 KB, which a caller keeps in a static rather than on the stack.
-pub fn collect<S: SampleSource>(
+/// Where [`record`] logs the samples it reads: two regions of the flash, whole erase
+/// sectors, one for the training set and one for the evaluation set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleLog {
+    /// Offset of the training set's region.
+    pub train: u32,
+    /// Offset of the evaluation set's region.
+    pub eval: u32,
+    /// Bytes of each region.
+    pub capacity: usize,
+}
+
+/// Reads `source` to its end and records its samples into `log`'s regions of `flash`
+/// (erased first), as data sets that [`Dataset::parse`] reads in place: the samples take
+/// flash, not RAM, for the epochs that train on them. Returns the two sets' lengths in
+/// bytes.
+pub fn record<S: SampleSource, F: NorFlash>(
     source: &mut S,
-    train: &mut Rows,
-    eval: &mut Rows,
-) -> Result<(), CollectError<S::Error>> {
-    train.clear();
-    eval.clear();
-    let mut seen = 0;
+    flash: &mut F,
+    log: SampleLog,
+) -> Result<(usize, usize), CollectError<S::Error, F::Error>> {
+    let classes = CLASSES as u16;
+    let mut train = Recorder::<f32, IMU_FEATURES>::new(flash, log.train, log.capacity, classes)
+        .map_err(CollectError::Record)?;
+    let mut eval = Recorder::<f32, IMU_FEATURES>::new(flash, log.eval, log.capacity, classes)
+        .map_err(CollectError::Record)?;
     while let Some(sample) = source.next_sample().map_err(CollectError::Source)? {
-        seen += 1;
-        let rows = match sample.purpose {
-            Purpose::Train => &mut *train,
-            Purpose::Eval => &mut *eval,
+        let set = match sample.purpose {
+            Purpose::Train => &mut train,
+            Purpose::Eval => &mut eval,
         };
-        rows.push((sample.features, sample.label))
-            .map_err(|_| CollectError::TooMany { found: seen })?;
+        set.push(flash, &sample.features, sample.label)
+            .map_err(CollectError::Record)?;
     }
-    Ok(())
+    let train = train.finish(flash).map_err(CollectError::Record)?;
+    let eval = eval.finish(flash).map_err(CollectError::Record)?;
+    Ok((train, eval))
 }
 
 /// Why collecting samples stopped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(target_os = "none", derive(defmt::Format))]
-pub enum CollectError<E> {
+pub enum CollectError<E, F = core::convert::Infallible> {
     /// The source failed.
     Source(E),
-    /// More samples of one purpose than [`MAX_SAMPLES`].
-    TooMany {
-        /// Samples read so far.
-        found: usize,
-    },
+    /// Recording a sample into the flash failed (the region is full, or the flash failed).
+    Record(RecordError<F>),
 }
 
-/// Rows of an embedded data set.
+/// Rows of an embedded data set, in RAM.
 pub fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
     let mut out = Rows::new();
     for row in set.iter() {
@@ -189,8 +212,14 @@ pub fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
     Ok(out)
 }
 
-/// Records the model on an empty tape: the body frozen, the last layer trainable.
-pub fn build(tape: &mut DeviceTape) -> Result<MotionModel, JobError> {
+/// Records the model on an empty tape: the body frozen and read in place from the
+/// parameters of `frozen` (a checkpoint in flash, 4-byte aligned), the last layer trainable
+/// (its values come from the checkpoint [`run`] or [`evaluate_checkpoint`] loads).
+/// (Not inlined on the device: the builders' initial tensors, 4 KB for the 32 x 32 layer,
+/// are on the stack only while it runs.)
+#[cfg_attr(target_os = "none", inline(never))]
+pub fn build(tape: &mut DeviceTape, frozen: &'static [u8]) -> Result<MotionModel, JobError> {
+    tape.read_frozen_in_place(checkpoint::parameters_in_place(frozen)?)?;
     let plan = last_layer_only::<3>();
     // Zeros: a checkpoint fills the parameters before anything uses them.
     let init = Init::new(SEED).with_scheme(InitScheme::Zeros);
@@ -199,11 +228,11 @@ pub fn build(tape: &mut DeviceTape) -> Result<MotionModel, JobError> {
 
 /// Loads `checkpoint` into the model (refused unless every check passes) and counts the
 /// correct predictions on `eval`.
-pub fn evaluate_checkpoint(
+pub fn evaluate_checkpoint<E: Samples<f32, IMU_FEATURES> + ?Sized>(
     tape: &mut DeviceTape,
     model: &MotionModel,
     checkpoint: &[u8],
-    eval: &[([f32; IMU_FEATURES], usize)],
+    eval: &E,
 ) -> Result<usize, JobError> {
     checkpoint::load(tape, checkpoint)?;
     Ok(count_correct(tape, model, eval)?)
@@ -214,24 +243,36 @@ pub fn evaluate_checkpoint(
 /// divergence rolls back to the last good epoch and halves the learning rate); evaluates on
 /// `eval` before and after. `now` reads a clock
 /// in ticks. The fine-tuned model stays in `tape` (`checkpoint::Encoder` writes it out).
-pub fn run(
+#[cfg_attr(target_os = "none", inline(never))]
+pub fn run<D, E>(
     tape: &mut DeviceTape,
     model: &MotionModel,
     pretrained: &[u8],
-    train: &[([f32; IMU_FEATURES], usize)],
-    eval: &[([f32; IMU_FEATURES], usize)],
+    train: &D,
+    eval: &E,
     now: &mut dyn FnMut() -> u64,
-) -> Result<JobReport, JobError> {
+) -> Result<JobReport, JobError>
+where
+    D: Samples<f32, IMU_FEATURES> + ?Sized,
+    E: Samples<f32, IMU_FEATURES> + ?Sized,
+{
+    if train.len() > MAX_SAMPLES {
+        return Err(JobError::TooManySamples { found: train.len() });
+    }
     let correct_before = evaluate_checkpoint(tape, model, pretrained, eval)?;
     // The step's graph is audited once: every step records the same graph.
     let mut activations = 0;
-    if let Some((x, label)) = train.first() {
-        audit_step_graph(tape, model, x, *label)?;
+    if let Some((x, label)) = train.row(0) {
+        audit_step_graph(tape, model, &x, label)?;
         activations = tape.scalars_used() - tape.parameters().len();
     }
     let mut sgd = Sgd::new(LEARNING_RATE);
     let mut rng = SplitMix64::new(SEED ^ 0x5eed);
-    let mut order: Vec<usize, MAX_SAMPLES> = (0..train.len()).collect();
+    let mut order: Vec<usize, MAX_SAMPLES> = Vec::new();
+    for i in 0..train.len() {
+        // At most MAX_SAMPLES rows (checked above).
+        let _ = order.push(i);
+    }
     let config = StepConfig {
         clip_norm: Some(CLIP_NORM),
         ..StepConfig::default()
@@ -275,7 +316,7 @@ pub fn run(
         rollbacks,
         last_divergence,
         trainable: tape.trainable_len(),
-        parameters: tape.parameters().len(),
+        parameters: tape.parameter_len(),
         activations,
         optimiser_state: tape.trainable_len() * sgd.state_scalars_per_parameter(),
         train_ticks,
@@ -354,7 +395,7 @@ mod tests {
 
     fn run_embedded(pretrained: &[u8]) -> Result<JobReport, JobError> {
         let mut tape = Box::new(DeviceTape::new());
-        let model = build(&mut tape)?;
+        let model = build(&mut tape, assets::PRETRAINED)?;
         let train = rows(&Dataset::parse(assets::FINETUNE_SET)?)?;
         let eval = rows(&Dataset::parse(assets::EVAL_SET)?)?;
         let mut t = 0u64;
@@ -378,6 +419,21 @@ mod tests {
     #[test]
     fn the_job_on_the_host_matches_host_sim_bit_for_bit() {
         let r = run_embedded(assets::PRETRAINED).unwrap();
+        // The tape holds the trainable layer and one step's activations, not the frozen
+        // body, which is read in place: it is sized to that exactly.
+        let mut tape = Box::new(DeviceTape::new());
+        let model = build(&mut tape, assets::PRETRAINED).unwrap();
+        let train = Dataset::parse(assets::FINETUNE_SET).unwrap();
+        let (x, label) = train.get(0).unwrap();
+        audit_step_graph(&mut tape, &model, &x, label).unwrap();
+        assert_eq!(
+            (
+                tape.nodes().len(),
+                tape.scalars_used(),
+                tape.gradients_used()
+            ),
+            (TAPE_NODES, TAPE_VALUES, TAPE_GRADIENTS)
+        );
         assert_eq!(
             format!("{:#010x}", r.checkpoint_crc32),
             expected("finetuned_checkpoint_crc32")
@@ -402,21 +458,54 @@ mod tests {
     }
 
     #[test]
-    fn collecting_from_the_built_in_source_gives_the_embedded_rows() {
+    fn recording_the_built_in_source_gives_the_embedded_sets_in_flash() {
+        use crate::flash::{RamFlash, Volatile};
         let train = Dataset::parse(assets::FINETUNE_SET).unwrap();
         let eval = Dataset::parse(assets::EVAL_SET).unwrap();
         let mut source = crate::samples::BuiltIn::new(train, eval);
-        let (mut t, mut e) = (Rows::new(), Rows::new());
-        e.push(([0.0; IMU_FEATURES], 9)).unwrap(); // emptied first
-        collect(&mut source, &mut t, &mut e).unwrap();
-        assert_eq!(t, rows(&train).unwrap());
-        assert_eq!(e, rows(&eval).unwrap());
+        let mut image = Box::new([0u8; 16384]);
+        let mut flash = RamFlash::new(&mut image, Volatile);
+        let log = SampleLog {
+            train: 0,
+            eval: 8192,
+            capacity: 8192,
+        };
+        let (t, e) = record(&mut source, &mut flash, log).unwrap();
+        // The same bytes as the embedded sets: rows, classes, header and CRC.
+        assert_eq!(&flash.image()[..t], assets::FINETUNE_SET);
+        assert_eq!(&flash.image()[8192..8192 + e], assets::EVAL_SET);
+    }
+
+    #[test]
+    fn training_on_rows_in_ram_or_in_flash_is_the_same() {
+        let train = Dataset::parse(assets::FINETUNE_SET).unwrap();
+        let eval = Dataset::parse(assets::EVAL_SET).unwrap();
+        let in_flash = {
+            let mut tape = Box::new(DeviceTape::new());
+            let model = build(&mut tape, assets::PRETRAINED).unwrap();
+            let mut t = 0u64;
+            let mut clock = || {
+                t += 1;
+                t
+            };
+            run(
+                &mut tape,
+                &model,
+                assets::PRETRAINED,
+                &train,
+                &eval,
+                &mut clock,
+            )
+            .unwrap()
+        };
+        let in_ram = run_embedded(assets::PRETRAINED).unwrap();
+        assert_eq!(in_flash, in_ram);
     }
 
     #[test]
     fn non_finite_samples_are_skipped_and_runs_of_them_roll_back() {
         let mut tape = Box::new(DeviceTape::new());
-        let model = build(&mut tape).unwrap();
+        let model = build(&mut tape, assets::PRETRAINED).unwrap();
         let mut train = rows(&Dataset::parse(assets::FINETUNE_SET).unwrap()).unwrap();
         let eval = rows(&Dataset::parse(assets::EVAL_SET).unwrap()).unwrap();
         // Twelve good rows and twelve poisoned ones: each epoch meets runs of three.
@@ -449,14 +538,14 @@ mod tests {
         ));
         // Whatever was rolled back, the model in the checkpoint is finite and loads.
         let mut tape = Box::new(DeviceTape::new());
-        let model = build(&mut tape).unwrap();
+        let model = build(&mut tape, assets::PRETRAINED).unwrap();
         assert!(evaluate_checkpoint(&mut tape, &model, &out, &eval).is_ok());
     }
 
     #[test]
     fn a_fine_tuned_checkpoint_resumes_with_its_accuracy() {
         let mut tape = Box::new(DeviceTape::new());
-        let model = build(&mut tape).unwrap();
+        let model = build(&mut tape, assets::PRETRAINED).unwrap();
         let train = rows(&Dataset::parse(assets::FINETUNE_SET).unwrap()).unwrap();
         let eval = rows(&Dataset::parse(assets::EVAL_SET).unwrap()).unwrap();
         let r = run(
@@ -476,7 +565,7 @@ mod tests {
         );
         // A new boot: a fresh tape, the checkpoint from flash.
         let mut tape = Box::new(DeviceTape::new());
-        let model = build(&mut tape).unwrap();
+        let model = build(&mut tape, assets::PRETRAINED).unwrap();
         let correct = evaluate_checkpoint(&mut tape, &model, &out, &eval).unwrap();
         assert_eq!(correct, r.correct_after);
     }

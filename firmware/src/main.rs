@@ -26,20 +26,29 @@ mod device {
     use defmt_semihosting as _;
     use safegrad::checkpoint;
     use safegrad::dataset::Dataset;
+    use safegrad::features::IMU_FEATURES;
     use semihosting::io::Read as _;
     use static_cell::ConstStaticCell;
 
     use firmware::board::{exit, per, set_ieee_fpscr, start_ticks, ticks};
     use firmware::flash::{Persist, RamFlash};
-    use firmware::job::{self, DeviceTape, Rows};
-    use firmware::samples::{BuiltIn, Stream};
+    use firmware::job::{self, DeviceTape, SampleLog};
+    use firmware::samples::Stream;
     use firmware::uart::{CmsdkUart, UART0_BASE};
     use firmware::{assets, job::JobError};
     use safegrad::store::Slots;
 
-    /// Bytes of flash set aside for checkpoints: two slots (A and B) of two 4 KiB sectors.
-    const FLASH_BYTES: usize = 16384;
+    /// Bytes of flash set aside for data: the checkpoint's two slots (A and B) of two 4 KiB
+    /// sectors, then the streamed samples' two sets of two sectors each.
+    const FLASH_BYTES: usize = 32768;
     const SLOTS: Slots = Slots::new(0, 8192);
+    const SAMPLE_LOG: SampleLog = SampleLog {
+        train: 16384,
+        eval: 24576,
+        capacity: 8192,
+    };
+    type Flash = RamFlash<'static, HostFile, FLASH_BYTES>;
+    type Set<'a> = Dataset<'a, f32, IMU_FEATURES>;
 
     /// The flash image, persisted to a host file through semihosting.
     struct HostFile {
@@ -61,11 +70,8 @@ mod device {
         }
     }
 
-    /// The tape and the sample rows live in statics initialised at compile time, not on the
-    /// stack.
+    /// The tape lives in a static initialised at compile time.
     static TAPE: ConstStaticCell<DeviceTape> = ConstStaticCell::new(DeviceTape::new());
-    /// The samples to fine-tune on and to evaluate.
-    static ROWS: ConstStaticCell<(Rows, Rows)> = ConstStaticCell::new((Rows::new(), Rows::new()));
 
     /// The checkpoint flash: `memory.x`'s `STORAGE` region at the end of the code memory,
     /// not loaded with the program (start-up fills it from the host file, or erases it).
@@ -80,8 +86,8 @@ mod device {
     /// an overflow runs off the end of RAM and faults.
     const RAM_START: usize = 0x2000_0000;
     const PAINT: u32 = 0x5AFE_57AC;
-    /// The stack the fine-tuning run may use; more fails the run (measured: about 9 KB).
-    const STACK_BUDGET: usize = 12 * 1024;
+    /// The stack the fine-tuning run may use; more fails the run.
+    const STACK_BUDGET: usize = 8 * 1024;
 
     extern "C" {
         /// The initial stack pointer, from the linker (cortex-m-rt, moved by flip-link).
@@ -121,6 +127,7 @@ mod device {
         flash_path: [u8; 128],
     }
 
+    #[inline(never)]
     fn options() -> Options {
         let mut o = Options {
             stream: false,
@@ -146,10 +153,8 @@ mod device {
 
     /// The checkpoint flash over `image`, holding what a previous boot persisted to the host
     /// file at `path`, if any (else erased).
-    fn load_image(
-        image: &'static mut [u8; FLASH_BYTES],
-        path: [u8; 128],
-    ) -> RamFlash<'static, HostFile, FLASH_BYTES> {
+    #[inline(never)]
+    fn load_image(image: &'static mut [u8; FLASH_BYTES], path: [u8; 128]) -> Flash {
         let file = HostFile { path };
         image.fill(0xFF);
         if let Some(p) = file.path().filter(|p| !p.is_empty()) {
@@ -169,70 +174,87 @@ mod device {
         RamFlash::new(image, file)
     }
 
-    /// Reads the samples into `train` and `eval`.
-    fn collect_samples(stream: bool, train: &mut Rows, eval: &mut Rows) -> Result<(), ()> {
-        if stream {
-            // SAFETY: UART0 is used by nothing else in this program.
-            let uart = unsafe { CmsdkUart::new(UART0_BASE) };
-            let mut source = Stream::new(uart);
-            let collected = job::collect(&mut source, train, eval);
-            let r = source.rejected();
-            defmt::info!(
-                "stream: {=u32} samples accepted, {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
-                source.accepted(),
-                r.frames,
-                r.crc,
-                r.values,
-                r.gaps
-            );
-            if let Some(e) = r.last {
-                defmt::warn!("stream: last refusal: {}", e);
+    /// Reads the samples streamed over UART0 into the flash's sample log; returns the
+    /// lengths of the two recorded sets. Not inlined: the frame buffers it needs are on the
+    /// stack only while it runs, and only when samples are streamed.
+    #[inline(never)]
+    fn record_stream(flash: &mut Flash) -> Result<(usize, usize), ()> {
+        // SAFETY: UART0 is used by nothing else in this program.
+        let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+        let mut source = Stream::new(uart);
+        let recorded = job::record(&mut source, flash, SAMPLE_LOG);
+        let r = source.rejected();
+        defmt::info!(
+            "stream: {=u32} samples accepted, {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
+            source.accepted(),
+            r.frames,
+            r.crc,
+            r.values,
+            r.gaps
+        );
+        if let Some(e) = r.last {
+            defmt::warn!("stream: last refusal: {}", e);
+        }
+        recorded.map_err(|e| defmt::error!("stream: {}", e))
+    }
+
+    /// The samples to fine-tune on and to evaluate, read in place: the sets built into flash,
+    /// or those `record_stream` logged.
+    #[inline(never)]
+    fn samples(image: &[u8], recorded: Option<(usize, usize)>) -> Result<(Set<'_>, Set<'_>), ()> {
+        let (train, eval) = match recorded {
+            None => (assets::FINETUNE_SET, assets::EVAL_SET),
+            Some((t, e)) => {
+                let at = |base: u32, len: usize| {
+                    image.get(base as usize..base as usize + len).unwrap_or(&[])
+                };
+                (at(SAMPLE_LOG.train, t), at(SAMPLE_LOG.eval, e))
             }
-            collected.map_err(|e| defmt::error!("stream: {}", e))
-        } else {
-            let (Ok(train_set), Ok(eval_set)) = (
-                Dataset::parse(assets::FINETUNE_SET),
-                Dataset::parse(assets::EVAL_SET),
-            ) else {
-                defmt::error!("the built-in sample set is damaged");
-                return Err(());
-            };
-            let mut source = BuiltIn::new(train_set, eval_set);
-            job::collect(&mut source, train, eval)
-                .map_err(|_| defmt::error!("built-in set too large"))
+        };
+        match (Dataset::parse(train), Dataset::parse(eval)) {
+            (Ok(t), Ok(e)) => Ok((t, e)),
+            _ => {
+                defmt::error!("the sample sets are damaged");
+                Err(())
+            }
         }
     }
 
+    #[inline(never)]
     fn run() -> Result<(), JobError> {
         let opts = options();
         let flash = &mut load_image(storage(), opts.flash_path);
         let tape = TAPE.take();
-        let model = job::build(tape)?;
-        let (train, eval) = ROWS.take();
-        if collect_samples(opts.stream, train, eval).is_err() {
+        let model = job::build(tape, assets::PRETRAINED)?;
+        // A checkpoint saved by an earlier boot, if any (before the sample log is written).
+        let resume = SLOTS.locate(flash).ok().flatten();
+        let recorded = match opts.stream {
+            true => Some(record_stream(flash).unwrap_or_else(|()| exit(1))),
+            false => None,
+        };
+        let Ok((train, eval)) = samples(flash.image(), recorded) else {
             exit(1)
-        }
-        let (train, eval) = (&*train, &*eval);
+        };
         defmt::info!(
-            "samples: {=usize} to fine-tune on, {=usize} to evaluate ({=str})",
+            "samples: {=usize} to fine-tune on, {=usize} to evaluate ({=str}, read in place)",
             train.len(),
             eval.len(),
             if opts.stream {
-                "UART stream"
+                "UART stream, logged to flash"
             } else {
                 "built into flash"
             }
         );
 
-        // A checkpoint saved by an earlier boot: resume from it, read in place.
-        if let Ok(Some(slot)) = SLOTS.locate(flash) {
-            let (at, seq) = (slot.offset as usize, slot.seq);
+        // Resume from the checkpoint in flash, read in place.
+        if let Some(slot) = resume {
+            let at = slot.offset as usize;
             let stored = flash.image().get(at..at + slot.len).unwrap_or(&[]);
             if checkpoint::verify(tape, stored).is_ok() {
-                let correct = job::evaluate_checkpoint(tape, &model, stored, eval)?;
+                let correct = job::evaluate_checkpoint(tape, &model, stored, &eval)?;
                 defmt::info!(
                     "resumed from the checkpoint in flash (save {=u32}): held-out accuracy {=usize}/{=usize}",
-                    seq,
+                    slot.seq,
                     correct,
                     eval.len()
                 );
@@ -241,7 +263,15 @@ mod device {
         }
         defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
 
-        let r = job::run(tape, &model, assets::PRETRAINED, train, eval, &mut ticks)?;
+        let r = job::run(tape, &model, assets::PRETRAINED, &train, &eval, &mut ticks)?;
+        report(&r);
+        save(tape, flash);
+        Ok(())
+    }
+
+    /// Logs what the job measured.
+    #[inline(never)]
+    fn report(r: &job::JobReport) {
         defmt::info!(
             "held-out accuracy before fine-tuning: {=usize}/{=usize}",
             r.correct_before,
@@ -285,14 +315,17 @@ mod device {
             r.activations,
             r.optimiser_state
         );
-        // The checkpoint goes to flash a piece at a time, straight from the tape.
+    }
+
+    /// Saves the model to the checkpoint flash a piece at a time, straight from the tape.
+    #[inline(never)]
+    fn save(tape: &DeviceTape, flash: &mut Flash) {
         let signature = checkpoint::shape_signature(tape);
         let mut encoder = checkpoint::Encoder::new(tape);
         match SLOTS.save_from(flash, encoder.len(), signature, |out| encoder.fill(out)) {
             Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
             Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
         }
-        Ok(())
     }
 
     #[entry]

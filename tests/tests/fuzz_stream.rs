@@ -525,7 +525,7 @@ struct Trainer {
 impl Trainer {
     fn new() -> Self {
         let mut tape = Box::new(DeviceTape::new());
-        let model = job::build(&mut tape).expect("the device model records");
+        let model = job::build(&mut tape, PRETRAINED).expect("the device model records");
         checkpoint::load(&mut *tape, PRETRAINED).expect("the pre-trained checkpoint loads");
         let pristine = tape.parameters().to_vec();
         Self {

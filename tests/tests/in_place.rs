@@ -60,6 +60,12 @@ fn training_with_frozen_layers_in_place_matches_training_with_them_held_bit_for_
         .read_frozen_in_place(parameters_in_place(stored).unwrap())
         .unwrap();
     let model = Model::build(&mut *in_place, &mut Init::new(1).with_plan(&plan)).unwrap();
+    // Frozen layers read in place draw no initial values but advance the generator as if
+    // they did: the trainable head starts from the same values either way.
+    let mut fresh = Box::new(Big::new());
+    Model::build(&mut *fresh, &mut Init::new(1).with_plan(&plan)).unwrap();
+    assert_eq!(in_place.parameters(), &fresh.parameters()[PARAMS - 27..]);
+    assert!(in_place.parameters().iter().any(|&v| v != 0.0));
     checkpoint::load(&mut *in_place, stored).unwrap();
 
     // Only the trainable head takes value slots.

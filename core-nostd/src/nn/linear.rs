@@ -66,19 +66,96 @@ fn build_parameters<
     tape: &mut Tape<T, N, S, G>,
     init: &mut Init<'_>,
 ) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
-    let w = if init.scheme == InitScheme::Zeros {
-        Tensor::<T, IN, OUT>::zeros()
+    let train = init.next_train();
+    let zeros = init.scheme == InitScheme::Zeros;
+    if train == Train::Frozen && tape.reads_frozen_in_place() {
+        // The values are read in place: no initial tensors, but the generator advances as
+        // if they were drawn, so that later layers get the same initial values either way.
+        if !zeros {
+            draw_weights(init, IN, OUT, &mut |_, _| {});
+        }
+        return Ok((
+            tape.frozen_parameter_in_place()?,
+            tape.frozen_parameter_in_place()?,
+        ));
+    }
+    // Not inlined, so that the initial tensors are on the stack only while they are
+    // recorded (never for a layer read in place); a zero initialisation is its own function,
+    // so that a build that only uses it carries no generator code.
+    if zeros {
+        held_parameters(tape, train, None)
     } else {
-        let b = init.scheme.bound(IN, OUT);
-        let rng = &mut init.rng;
-        Tensor::<T, IN, OUT>::from_fn(|_, _| T::from_f64(rng.uniform(-b, b)))
+        held_drawn(tape, init, train)
+    }
+}
+
+/// [`held_parameters`] with weights drawn from `init`.
+#[inline(never)]
+fn held_drawn<
+    T: Scalar,
+    const IN: usize,
+    const OUT: usize,
+    const N: usize,
+    const S: usize,
+    const G: usize,
+>(
+    tape: &mut Tape<T, N, S, G>,
+    init: &mut Init<'_>,
+    train: Train,
+) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
+    let mut w = Tensor::<T, IN, OUT>::zeros();
+    let values = w.as_mut_slice();
+    draw_weights(init, IN, OUT, &mut |i, v| {
+        if let Some(w) = values.get_mut(i) {
+            *w = T::from_f64(v);
+        }
+    });
+    held_parameters(tape, train, Some(&w))
+}
+
+/// Records a layer's parameters held in the tape: the weights `w` (zeros if `None`) and a
+/// zero bias, trainable or frozen as `train` says.
+#[inline(never)]
+fn held_parameters<
+    T: Scalar,
+    const IN: usize,
+    const OUT: usize,
+    const N: usize,
+    const S: usize,
+    const G: usize,
+>(
+    tape: &mut Tape<T, N, S, G>,
+    train: Train,
+    w: Option<&Tensor<T, IN, OUT>>,
+) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
+    let zeros;
+    let w = match w {
+        Some(w) => w,
+        None => {
+            zeros = Tensor::<T, IN, OUT>::zeros();
+            &zeros
+        }
     };
     let bias = Tensor::<T, 1, OUT>::zeros();
-    Ok(match init.next_train() {
-        Train::All => (tape.parameter(&w)?, tape.parameter(&bias)?),
-        Train::BiasOnly => (tape.frozen_parameter(&w)?, tape.parameter(&bias)?),
-        Train::Frozen => (tape.frozen_parameter(&w)?, tape.frozen_parameter(&bias)?),
+    Ok(match train {
+        Train::All => (tape.parameter(w)?, tape.parameter(&bias)?),
+        Train::BiasOnly => (tape.frozen_parameter(w)?, tape.parameter(&bias)?),
+        Train::Frozen => (tape.frozen_parameter(w)?, tape.frozen_parameter(&bias)?),
     })
+}
+
+/// Draws the initial weights of a `fan_in x fan_out` layer from `init`, in row-major order,
+/// and passes each to `put` with its index. One copy of the loop serves every shape.
+fn draw_weights(
+    init: &mut Init<'_>,
+    fan_in: usize,
+    fan_out: usize,
+    put: &mut dyn FnMut(usize, f64),
+) {
+    let b = init.scheme.bound(fan_in, fan_out);
+    for i in 0..fan_in * fan_out {
+        put(i, init.rng.uniform(-b, b));
+    }
 }
 
 impl<T: Scalar, const IN: usize, const OUT: usize> Build<T> for Linear<IN, OUT> {

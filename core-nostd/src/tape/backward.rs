@@ -72,7 +72,7 @@ impl Defer {
 pub(super) fn backward_node<T: Scalar>(
     out: &Node<T>,
     nodes: &[Node<T>],
-    values: Values<'_, T>,
+    values: &Values<'_, T>,
     grads: &mut [T],
     defer: Defer,
 ) {

@@ -78,13 +78,11 @@ impl<const R: usize, const C: usize> Var<R, C> {
 /// in a `static` or on a task's stack with room for it. Frozen parameters can instead be read
 /// in place, from flash ([`read_frozen_in_place`](Self::read_frozen_in_place)): they then
 /// take no value slots.
+// `repr(C)`, the bookkeeping first: the fields every op reads sit at small offsets from the
+// tape's address, before the buffers (one load each on a Cortex-M, whatever the buffers'
+// sizes).
+#[repr(C)]
 pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
-    nodes: Vec<Node<T>, N>,
-    values: [T; S],
-    grads: [T; G],
-    /// The values frozen parameters are read from in place; a node's value slots from `S`
-    /// on index into it (from `S + k` for the value at `k`).
-    in_place: &'static [T],
     used: usize,
     grads_used: usize,
     parameter_nodes: usize,
@@ -93,11 +91,18 @@ pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
     /// Scalars of every parameter, those read in place included.
     parameter_len: usize,
     generation: u32,
-    /// Weights whose gradient is not in the buffer (see [`update`]).
-    outer: OuterGrads,
     /// A reverse sweep has run since the activations were last cleared: their gradient
     /// slots hold its gradients (before, they hold those of an earlier graph).
     swept: bool,
+    /// The values frozen parameters are read from in place; a node's value slots from `S`
+    /// on index into it (from `S + k` for the value at `k`). An `Option`, so that a new
+    /// tape is all zero bytes (a `static` one goes to `.bss`, not to flash).
+    in_place: Option<&'static [T]>,
+    /// Weights whose gradient is not in the buffer (see [`update`]).
+    outer: OuterGrads,
+    nodes: Vec<Node<T>, N>,
+    values: [T; S],
+    grads: [T; G],
 }
 
 impl<T: Scalar, const N: usize, const S: usize, const G: usize> Default for Tape<T, N, S, G> {
@@ -142,10 +147,15 @@ impl<'a, T> Values<'a, T> {
     }
 
     /// The values of the value slots `slots`, if they are all there.
+    #[inline(always)]
     pub(crate) fn get(&self, slots: Range<usize>) -> Option<&'a [T]> {
-        match slots.start.checked_sub(self.split) {
-            Some(at) => self.in_place.get(at..at + slots.len()),
-            None => self.local.get(slots),
+        // The tape's own slots first: the common case costs one slice lookup.
+        match self.local.get(slots.clone()) {
+            Some(values) => Some(values),
+            None => {
+                let at = slots.start.checked_sub(self.split)?;
+                self.in_place.get(at..at + slots.len())
+            }
         }
     }
 }
@@ -168,7 +178,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             nodes: Vec::new(),
             values: [T::ZERO; S],
             grads: [T::ZERO; G],
-            in_place: &[],
+            in_place: None,
             used: 0,
             grads_used: 0,
             parameter_nodes: 0,
@@ -212,8 +222,29 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         if let Some(index) = params.iter().position(|v| !v.is_finite()) {
             return Err(TapeError::InPlaceNonFinite { index });
         }
-        self.in_place = params;
+        self.in_place = Some(params);
         Ok(())
+    }
+
+    /// `true` once [`read_frozen_in_place`](Self::read_frozen_in_place) has given the values
+    /// frozen parameters are read from.
+    pub const fn reads_frozen_in_place(&self) -> bool {
+        self.in_place.is_some()
+    }
+
+    /// Records an `R x C` frozen parameter read in place, without an initial value (what
+    /// the layers' builders record for a frozen layer when
+    /// [`reads_frozen_in_place`](Self::reads_frozen_in_place)): the values at its position
+    /// among all parameter scalars. [`TapeError::InPlaceRange`] if they are not there (or
+    /// no values were given).
+    pub fn frozen_parameter_in_place<const R: usize, const C: usize>(
+        &mut self,
+    ) -> Result<Var<R, C>> {
+        if self.nodes.len() != self.parameter_nodes {
+            return Err(TapeError::ParameterAfterActivation);
+        }
+        let params = self.in_place.unwrap_or(&[]);
+        self.in_place_leaf(params, R, C).map(|node| self.var(node))
     }
 
     /// `true` for a frozen parameter read in place (see
@@ -224,7 +255,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
 
     /// The values of every node, those read in place included.
     pub(crate) fn view(&self) -> Values<'_, T> {
-        Values::new(&self.values, self.in_place)
+        Values::new(&self.values, self.in_place.unwrap_or(&[]))
     }
 
     // -- bookkeeping ------------------------------------------------------------------------
@@ -450,10 +481,14 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// The value of a `1 x 1` node.
     pub fn scalar(&self, v: Var<1, 1>) -> Result<T> {
         let node = self.resolve(v)?;
-        self.view()
-            .get(node.slots())
-            .and_then(|v| v.first().copied())
-            .ok_or(TapeError::UnknownVar { node: v.node.0 })
+        let value = match self.values.get(node.offset) {
+            Some(&value) => Some(value),
+            None => self
+                .view()
+                .get(node.slots())
+                .and_then(|v| v.first().copied()),
+        };
+        value.ok_or(TapeError::UnknownVar { node: v.node.0 })
     }
 
     /// The gradient of a node from the last [`backward`](Self::backward) (accumulated over
@@ -628,6 +663,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
 
     /// Splits the value buffer at the free slots: the recorded values (read-only) and the
     /// `len` slots the next node writes.
+    #[inline(always)]
     fn split_for_output(&mut self, len: usize) -> Result<(Values<'_, T>, &mut [T])> {
         let capacity = TapeError::ScalarCapacity {
             capacity: S,
@@ -638,7 +674,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         let out = after.get_mut(..len).ok_or(capacity)?;
         let before = Values {
             local: before,
-            in_place: self.in_place,
+            in_place: self.in_place.unwrap_or(&[]),
             split: S,
         };
         Ok((before, out))
@@ -670,8 +706,8 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
         let with_grad = matches!(kind, Leaf::TrainableParameter | Leaf::Variable);
         let len = rows * cols;
-        if kind == Leaf::FrozenParameter && !self.in_place.is_empty() {
-            return self.in_place_leaf(rows, cols);
+        if let (Leaf::FrozenParameter, Some(params)) = (kind, self.in_place) {
+            return self.in_place_leaf(params, rows, cols);
         }
         if with_grad {
             self.reserve_grad(len)?;
@@ -701,13 +737,13 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
 
     /// Records a `rows x cols` frozen parameter whose values are read in place, at its
     /// position among all parameter scalars.
-    fn in_place_leaf(&mut self, rows: usize, cols: usize) -> Result<NodeId> {
+    fn in_place_leaf(&mut self, params: &[T], rows: usize, cols: usize) -> Result<NodeId> {
         let at = self.parameter_len;
         let end = at + rows * cols;
-        if end > self.in_place.len() {
+        if end > params.len() {
             return Err(TapeError::InPlaceRange {
                 needed: end,
-                available: self.in_place.len(),
+                available: params.len(),
             });
         }
         let index = self.nodes.len();
@@ -831,11 +867,12 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
         self.swept = true;
         let nodes = self.nodes.get(..=output.node.0).unwrap_or(&[]);
+        let values = Values::new(&self.values, self.in_place.unwrap_or(&[]));
         for node in nodes.iter().rev() {
             backward::backward_node(
                 node,
                 nodes,
-                Values::new(&self.values, self.in_place),
+                &values,
                 &mut self.grads,
                 backward::Defer::NOTHING,
             );

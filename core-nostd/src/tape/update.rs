@@ -231,6 +231,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             g.fill(T::ONE);
         }
         self.swept = true;
+        let values = Values::new(&self.values, self.in_place.unwrap_or(&[]));
         for (i, node) in nodes.iter().enumerate().rev() {
             let defer = match node.op.linear_inputs() {
                 Some(_) => outer
@@ -243,8 +244,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                     }),
                 None => Defer::NOTHING,
             };
-            let values = Values::new(&self.values, self.in_place);
-            backward_node(node, nodes, values, &mut self.grads, defer);
+            backward_node(node, nodes, &values, &mut self.grads, defer);
         }
         Ok(outer.entries.len())
     }
@@ -297,7 +297,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             let Some((xs, gs)) = factor_slots(&self.nodes, o) else {
                 continue;
             };
-            let Some(x) = Values::new(&self.values, self.in_place).get(xs) else {
+            let Some(x) = Values::new(&self.values, self.in_place.unwrap_or(&[])).get(xs) else {
                 continue;
             };
             // The parameters' gradient slots lie before the linear node's.

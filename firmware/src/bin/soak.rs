@@ -30,7 +30,7 @@ mod device {
             start_ticks(&mut p.SYST);
         }
         let tape = TAPE.take();
-        let model = match job::build(tape) {
+        let model = match job::build(tape, assets::PRETRAINED) {
             Ok(m) => m,
             Err(e) => {
                 defmt::error!("soak: {}", e);
