@@ -398,7 +398,7 @@ fn print_sizes(elf: &Path) -> Result<Sizes, String> {
     let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
     let ram = size(".data") + size(".bss") + size(".uninit");
     println!(
-        "xtask: firmware size: flash {flash} bytes (.text {}, .rodata {}, .data {}), static RAM {ram} bytes (.data {}, .bss {}), checkpoint storage {} bytes",
+        "xtask: firmware size: flash {flash} bytes (.text {}, .rodata {}, .data {}), static RAM {ram} bytes (.data {}, .bss {}), data flash {} bytes (checkpoints, logged samples)",
         size(".text"),
         size(".rodata"),
         size(".data"),
