@@ -215,8 +215,8 @@ pub fn rows(set: &Dataset<'_, f32, IMU_FEATURES>) -> Result<Rows, JobError> {
 /// Records the model on an empty tape: the body frozen and read in place from the
 /// parameters of `frozen` (a checkpoint in flash, 4-byte aligned), the last layer trainable
 /// (its values come from the checkpoint [`run`] or [`evaluate_checkpoint`] loads).
-/// (Not inlined on the device: the builders' initial tensors, 4 KB for the 32 x 32 layer,
-/// are on the stack only while it runs.)
+/// (Not inlined on the device: the trainable layer's initial tensors are on the stack only
+/// while it runs.)
 #[cfg_attr(target_os = "none", inline(never))]
 pub fn build(tape: &mut DeviceTape, frozen: &'static [u8]) -> Result<MotionModel, JobError> {
     tape.read_frozen_in_place(checkpoint::parameters_in_place(frozen)?)?;

@@ -73,8 +73,9 @@ mod device {
     /// The tape lives in a static initialised at compile time.
     static TAPE: ConstStaticCell<DeviceTape> = ConstStaticCell::new(DeviceTape::new());
 
-    /// The checkpoint flash: `memory.x`'s `STORAGE` region at the end of the code memory,
-    /// not loaded with the program (start-up fills it from the host file, or erases it).
+    /// The data flash (checkpoints, logged samples): `memory.x`'s `STORAGE` region at the end
+    /// of the code memory, not loaded with the program (start-up fills it from the host file,
+    /// or erases it).
     fn storage() -> &'static mut [u8; FLASH_BYTES] {
         #[link_section = ".storage"]
         static mut STORAGE: [u8; FLASH_BYTES] = [0; FLASH_BYTES];
@@ -151,7 +152,7 @@ mod device {
         o
     }
 
-    /// The checkpoint flash over `image`, holding what a previous boot persisted to the host
+    /// The data flash over `image`, holding what a previous boot persisted to the host
     /// file at `path`, if any (else erased).
     #[inline(never)]
     fn load_image(image: &'static mut [u8; FLASH_BYTES], path: [u8; 128]) -> Flash {
@@ -228,9 +229,10 @@ mod device {
         let model = job::build(tape, assets::PRETRAINED)?;
         // A checkpoint saved by an earlier boot, if any (before the sample log is written).
         let resume = SLOTS.locate(flash).ok().flatten();
-        let recorded = match opts.stream {
-            true => Some(record_stream(flash).unwrap_or_else(|()| exit(1))),
-            false => None,
+        let recorded = if opts.stream {
+            Some(record_stream(flash).unwrap_or_else(|()| exit(1)))
+        } else {
+            None
         };
         let Ok((train, eval)) = samples(flash.image(), recorded) else {
             exit(1)
