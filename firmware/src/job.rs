@@ -50,7 +50,8 @@ pub const EPOCHS: usize = 30;
 pub const LEARNING_RATE: f32 = 0.05;
 /// Gradient clipping by global norm.
 pub const CLIP_NORM: f32 = 1.0;
-/// Most samples the job holds in RAM per set.
+/// Most training samples the job takes: its shuffling order, kept in RAM, has room for this
+/// many (the rows themselves are read in place from flash).
 pub const MAX_SAMPLES: usize = 64;
 /// Trainable scalars: the last layer's weights and biases.
 pub const TRAINABLE: usize = 32 * CLASSES + CLASSES;
