@@ -19,9 +19,9 @@
 //!
 //! ```
 //! use safegrad::checkpoint::{encoded_len, load, save, CheckpointError};
-//! use safegrad::{Tape, Tensor};
+//! use safegrad::{Cap, Tape, Tensor};
 //!
-//! let mut tape = Tape::<f32, 8, 32>::new();
+//! let mut tape = Tape::<f32, Cap<8, 32>>::new();
 //! let w = tape.parameter(&Tensor::new([[1.0, 2.0], [3.0, 4.0]]))?;
 //! let mut buf = [0u8; 64];
 //! let n = save(&tape, &mut buf)?;
@@ -42,7 +42,7 @@ use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
 use crate::crc32::Crc32;
 use crate::graph::Op;
 use crate::scalar::Scalar;
-use crate::tape::Tape;
+use crate::tape::{Capacity, Tape};
 
 /// The four bytes a checkpoint starts with.
 pub const MAGIC: [u8; 4] = *b"SGCK";
@@ -186,8 +186,8 @@ impl core::error::Error for CheckpointError {}
 
 /// CRC-32 of the parameter shapes `(rows, columns)` in recording order: two models with the
 /// same layers in the same order have the same signature, whatever is frozen.
-pub fn shape_signature<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+pub fn shape_signature<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
 ) -> u32 {
     let mut crc = Crc32::new();
     for node in tape.nodes() {
@@ -201,14 +201,14 @@ pub fn shape_signature<T: Scalar, const N: usize, const S: usize, const G: usize
 }
 
 /// Bytes [`save`] writes for this tape's parameters.
-pub fn encoded_len<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+pub fn encoded_len<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
 ) -> usize {
     HEADER_LEN + tape.parameter_len() * T::BYTES + TRAILER_LEN
 }
 
-fn header<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+fn header<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
 ) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     let count = tape.parameter_len() as u32;
@@ -228,8 +228,8 @@ fn header<T: Scalar, const N: usize, const S: usize, const G: usize>(
 }
 
 /// Writes the checkpoint of every parameter of `tape` into `out`; returns its length.
-pub fn save<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+pub fn save<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
     out: &mut [u8],
 ) -> Result<usize, CheckpointError> {
     let len = encoded_len(tape);
@@ -246,17 +246,17 @@ pub fn save<T: Scalar, const N: usize, const S: usize, const G: usize>(
 ///
 /// ```
 /// use safegrad::checkpoint::{checksum, save};
-/// use safegrad::{Tape, Tensor};
+/// use safegrad::{Cap, Tape, Tensor};
 ///
-/// let mut tape = Tape::<f32, 8, 32>::new();
+/// let mut tape = Tape::<f32, Cap<8, 32>>::new();
 /// tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
 /// let mut buf = [0u8; 28];
 /// let n = save(&tape, &mut buf)?;
 /// assert_eq!(checksum(&tape).to_le_bytes(), buf[n - 4..n]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn checksum<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+pub fn checksum<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
 ) -> u32 {
     let mut encoder = Encoder::new(tape);
     let body_end = encoder.len() - TRAILER_LEN;
@@ -276,9 +276,9 @@ pub fn checksum<T: Scalar, const N: usize, const S: usize, const G: usize>(
 ///
 /// ```
 /// use safegrad::checkpoint::{save, Encoder};
-/// use safegrad::{Tape, Tensor};
+/// use safegrad::{Cap, Tape, Tensor};
 ///
-/// let mut tape = Tape::<f32, 8, 32>::new();
+/// let mut tape = Tape::<f32, Cap<8, 32>>::new();
 /// tape.parameter(&Tensor::new([[1.0, 2.0, 3.0]]))?;
 /// let mut whole = [0u8; 32];
 /// let n = save(&tape, &mut whole)?;
@@ -291,8 +291,8 @@ pub fn checksum<T: Scalar, const N: usize, const S: usize, const G: usize>(
 /// assert_eq!(pieces[..n], whole[..n]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub struct Encoder<'t, T: Scalar, const N: usize, const S: usize, const G: usize> {
-    tape: &'t Tape<T, N, S, G>,
+pub struct Encoder<'t, T: Scalar, Mem: Capacity> {
+    tape: &'t Tape<T, Mem>,
     header: [u8; HEADER_LEN],
     crc: Crc32,
     /// Bytes produced so far.
@@ -302,9 +302,9 @@ pub struct Encoder<'t, T: Scalar, const N: usize, const S: usize, const G: usize
     node_start: usize,
 }
 
-impl<'t, T: Scalar, const N: usize, const S: usize, const G: usize> Encoder<'t, T, N, S, G> {
+impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
     /// The checkpoint of `tape`'s parameters, from its first byte.
-    pub fn new(tape: &'t Tape<T, N, S, G>) -> Self {
+    pub fn new(tape: &'t Tape<T, Mem>) -> Self {
         Self {
             tape,
             header: header(tape),
@@ -380,8 +380,8 @@ impl<'t, T: Scalar, const N: usize, const S: usize, const G: usize> Encoder<'t, 
 
 /// Checks `bytes` against `tape`'s model without changing anything; returns the parameter
 /// bytes.
-pub fn verify<'b, T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+pub fn verify<'b, T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
     bytes: &'b [u8],
 ) -> Result<&'b [u8], CheckpointError> {
     check_header::<T>(bytes)?;
@@ -491,10 +491,10 @@ fn same_bits<T: Scalar>(a: T, b: T) -> bool {
 /// ```
 /// use safegrad::checkpoint::{load, parameters_in_place, save};
 /// use safegrad::nn::{Build, Init, Linear, Train};
-/// use safegrad::Tape;
+/// use safegrad::{Cap, Tape};
 ///
 /// type Model = (Linear<4, 8>, Linear<8, 2>);
-/// let mut trained = Tape::<f32, 8, 64>::new();
+/// let mut trained = Tape::<f32, Cap<8, 64>>::new();
 /// Model::build(&mut trained, &mut Init::new(1))?;
 /// // A checkpoint in flash: 4-byte aligned, alive for the whole program.
 /// #[repr(C, align(4))]
@@ -504,7 +504,7 @@ fn same_bits<T: Scalar>(a: T, b: T) -> bool {
 /// let flash: &'static Flash = flash;
 ///
 /// // The first layer frozen and read in place: only the second takes value slots.
-/// let mut tape = Tape::<f32, 8, 32>::new();
+/// let mut tape = Tape::<f32, Cap<8, 32>>::new();
 /// tape.read_frozen_in_place(parameters_in_place(&flash.0)?)?;
 /// Model::build(&mut tape, &mut Init::new(2).with_plan(&[Train::Frozen]))?;
 /// load(&mut tape, &flash.0)?;
@@ -530,8 +530,8 @@ pub fn parameters_in_place<T: Scalar + bytemuck::Pod>(
 
 /// Restores every parameter of `tape` from `bytes`, after [`verify`] accepted them; on any
 /// error the parameters are unchanged.
-pub fn load<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &mut Tape<T, N, S, G>,
+pub fn load<T: Scalar, Mem: Capacity>(
+    tape: &mut Tape<T, Mem>,
     bytes: &[u8],
 ) -> Result<(), CheckpointError> {
     let body = verify(tape, bytes)?;

@@ -37,6 +37,7 @@ use core::marker::PhantomData;
 use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
 use crate::crc32::Crc32;
 use crate::scalar::Scalar;
+use crate::train::Samples;
 use embedded_storage::nor_flash::NorFlash;
 
 /// The four bytes a data set starts with.
@@ -286,13 +287,12 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
     }
 }
 
-/// Labelled rows the training loops read by index ([`train::epoch`](crate::train::epoch),
-/// [`train::guarded_epoch`](crate::train::guarded_epoch),
-/// [`train::count_correct`](crate::train::count_correct)): rows in RAM (a slice or a
-/// `heapless::Vec`) or a [`Dataset`] read in place from flash, which takes no RAM.
+/// A data set read in place is a source of training rows: its rows are read by index,
+/// from flash, and take no RAM.
 ///
 /// ```
-/// use safegrad::dataset::{encode, Dataset, Samples};
+/// use safegrad::dataset::{encode, Dataset};
+/// use safegrad::train::Samples;
 ///
 /// let rows = [([1.0f32, 2.0], 0), ([3.0, 4.0], 1)];
 /// let mut buf = [0u8; 64];
@@ -303,39 +303,6 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
 /// assert_eq!(Samples::row(&set, 2), None);
 /// # Ok::<(), safegrad::dataset::DatasetError>(())
 /// ```
-pub trait Samples<T, const F: usize> {
-    /// Number of rows.
-    fn len(&self) -> usize;
-
-    /// `true` without rows.
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// Row `i`: its features and its class, or `None` past the end.
-    fn row(&self, i: usize) -> Option<([T; F], usize)>;
-}
-
-impl<T: Copy, const F: usize> Samples<T, F> for [([T; F], usize)] {
-    fn len(&self) -> usize {
-        <[_]>::len(self)
-    }
-
-    fn row(&self, i: usize) -> Option<([T; F], usize)> {
-        self.get(i).copied()
-    }
-}
-
-impl<T: Copy, const F: usize, const K: usize> Samples<T, F> for heapless::Vec<([T; F], usize), K> {
-    fn len(&self) -> usize {
-        self.as_slice().len()
-    }
-
-    fn row(&self, i: usize) -> Option<([T; F], usize)> {
-        self.as_slice().get(i).copied()
-    }
-}
-
 impl<T: Scalar, const F: usize> Samples<T, F> for Dataset<'_, T, F> {
     fn len(&self) -> usize {
         self.len
@@ -372,6 +339,19 @@ pub enum RecordError<E> {
         /// Its index in the row.
         feature: usize,
     },
+}
+
+impl<E> RecordError<E> {
+    /// The same error with the flash's error converted by `f`.
+    pub fn map_flash<F>(self, f: impl FnOnce(E) -> F) -> RecordError<F> {
+        match self {
+            Self::Flash(e) => RecordError::Flash(f(e)),
+            Self::Region => RecordError::Region,
+            Self::Full { rows } => RecordError::Full { rows },
+            Self::Label { label, classes } => RecordError::Label { label, classes },
+            Self::NonFinite { feature } => RecordError::NonFinite { feature },
+        }
+    }
 }
 
 impl<E: fmt::Debug> fmt::Display for RecordError<E> {

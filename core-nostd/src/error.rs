@@ -1,14 +1,24 @@
-//! The library's error type.
+//! The library's error types: [`TapeError`] for recording and differentiating, and
+//! [`Error`], every error of the crate in one type, so that `?` works in code that records,
+//! trains, loads and saves.
 
 use core::fmt;
+
+use embedded_storage::nor_flash::{NorFlashError, NorFlashErrorKind};
+
+use crate::audit::AuditError;
+use crate::checkpoint::CheckpointError;
+use crate::dataset::{DatasetError, RecordError};
+use crate::store::StoreError;
+use crate::train::StepError;
 
 /// Why recording or differentiating a graph failed. Every variant says what was wrong;
 /// a failed call records nothing and changes no value or gradient.
 ///
 /// ```
-/// use safegrad::{Tape, Tensor, TapeError};
+/// use safegrad::{Cap, Tape, Tensor, TapeError};
 ///
-/// let mut tape = Tape::<f32, 2, 8>::new();
+/// let mut tape = Tape::<f32, Cap<2, 8>>::new();
 /// let a = tape.input(&Tensor::new([[1.0, 2.0]])).unwrap();
 /// let b = tape.exp(a).unwrap();
 /// let err = tape.exp(b).unwrap_err(); // a third node does not fit
@@ -61,12 +71,10 @@ pub enum TapeError {
     /// Parameters must be recorded before any activation, so that clearing activations keeps
     /// them.
     ParameterAfterActivation,
-    /// The gradient of this weight is not in the gradient buffer: a training step computed
-    /// it as the outer product of its layer's input and output gradient and did not keep it
-    /// ([`StepConfig::keep_grads`](crate::train::StepConfig::keep_grads)), or a sweep for a
-    /// step holds it that way ([`Tape::write_outer_grads`](crate::Tape::write_outer_grads)
-    /// writes it).
-    GradientNotKept {
+    /// A training step's update consumed this weight's gradient
+    /// ([`train::step`](crate::train::step)); [`Tape::backward`](crate::Tape::backward)
+    /// computes it again.
+    GradientConsumed {
         /// Index of the weight's node.
         node: usize,
     },
@@ -78,6 +86,15 @@ pub enum TapeError {
         label: usize,
         /// Number of classes (columns).
         classes: usize,
+    },
+    /// An index is not a column of the operand ([`Tape::gather`](crate::Tape::gather)).
+    IndexOutOfRange {
+        /// Row of the operand.
+        row: usize,
+        /// The index given.
+        index: usize,
+        /// Columns of the operand.
+        columns: usize,
     },
     /// A frozen parameter read in place lies beyond the end of the values given to
     /// [`Tape::read_frozen_in_place`](crate::Tape::read_frozen_in_place).
@@ -143,9 +160,9 @@ impl fmt::Display for TapeError {
             Self::UnknownVar { node } => {
                 write!(f, "node #{node} is not a node of this tape with this shape")
             }
-            Self::GradientNotKept { node } => write!(
+            Self::GradientConsumed { node } => write!(
                 f,
-                "the gradient of node #{node} is not in the gradient buffer: the training step did not keep it (StepConfig::keep_grads), or write_outer_grads has not run"
+                "the gradient of node #{node} was consumed by a training step's update; run backward to compute it"
             ),
             Self::ParameterAfterActivation => write!(
                 f,
@@ -158,6 +175,14 @@ impl fmt::Display for TapeError {
             } => write!(
                 f,
                 "label {label} in row {row} is out of range: the logits have {classes} classes"
+            ),
+            Self::IndexOutOfRange {
+                row,
+                index,
+                columns,
+            } => write!(
+                f,
+                "index {index} in row {row} is out of range: the operand has {columns} columns"
             ),
             Self::InPlaceRange { needed, available } => write!(
                 f,
@@ -184,3 +209,98 @@ impl fmt::Display for TapeError {
 }
 
 impl core::error::Error for TapeError {}
+
+/// Every error of the crate, with a `From` conversion from each, so that `?` works in code
+/// that records, trains, loads and saves. Flash errors are kept as their
+/// [`NorFlashErrorKind`].
+///
+/// ```
+/// use safegrad::checkpoint::{self, CheckpointError};
+/// use safegrad::{Cap, Error, Tape, Tensor};
+///
+/// fn load_and_scale(bytes: &[u8]) -> Result<f32, Error> {
+///     let mut tape = Tape::<f32, Cap<4, 8>>::new();
+///     let w = tape.parameter(&Tensor::new([[0.0, 0.0]]))?; // a TapeError
+///     checkpoint::load(&mut tape, bytes)?; // a CheckpointError
+///     Ok(tape.value(w)?.sum())
+/// }
+/// let err = load_and_scale(b"this is not a checkpoint at all").unwrap_err();
+/// assert!(matches!(err, Error::Checkpoint(CheckpointError::Magic { .. })));
+/// assert!(err.to_string().starts_with("not a checkpoint"));
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Error {
+    /// Recording or differentiating failed.
+    Tape(TapeError),
+    /// A training step was refused.
+    Step(StepError),
+    /// A checkpoint was refused.
+    Checkpoint(CheckpointError),
+    /// A data set was refused.
+    Dataset(DatasetError),
+    /// Recording a data set into flash failed.
+    Record(RecordError<NorFlashErrorKind>),
+    /// A checkpoint slot operation failed.
+    Store(StoreError<NorFlashErrorKind>),
+    /// The audit could not report.
+    Audit(AuditError),
+}
+
+impl From<TapeError> for Error {
+    fn from(e: TapeError) -> Self {
+        Self::Tape(e)
+    }
+}
+
+impl From<StepError> for Error {
+    fn from(e: StepError) -> Self {
+        Self::Step(e)
+    }
+}
+
+impl From<CheckpointError> for Error {
+    fn from(e: CheckpointError) -> Self {
+        Self::Checkpoint(e)
+    }
+}
+
+impl From<DatasetError> for Error {
+    fn from(e: DatasetError) -> Self {
+        Self::Dataset(e)
+    }
+}
+
+impl From<AuditError> for Error {
+    fn from(e: AuditError) -> Self {
+        Self::Audit(e)
+    }
+}
+
+impl<E: NorFlashError> From<StoreError<E>> for Error {
+    fn from(e: StoreError<E>) -> Self {
+        Self::Store(e.map_flash(|e| e.kind()))
+    }
+}
+
+impl<E: NorFlashError> From<RecordError<E>> for Error {
+    fn from(e: RecordError<E>) -> Self {
+        Self::Record(e.map_flash(|e| e.kind()))
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tape(e) => write!(f, "{e}"),
+            Self::Step(e) => write!(f, "{e}"),
+            Self::Checkpoint(e) => write!(f, "{e}"),
+            Self::Dataset(e) => write!(f, "{e}"),
+            Self::Record(e) => write!(f, "{e}"),
+            Self::Store(e) => write!(f, "{e}"),
+            Self::Audit(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl core::error::Error for Error {}

@@ -6,6 +6,12 @@
 use core::fmt;
 use core::ops::Range;
 
+use crate::ops::{
+    ArithmeticOp, CrossEntropyOp, ElementwiseOp, GuardedOp, LayerNormOp, LinearOp, OpFamily,
+    ReduceOp, SelectOp,
+};
+use crate::scalar::Scalar;
+
 /// Index of a node in a tape's recording order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
@@ -17,8 +23,10 @@ impl fmt::Display for NodeId {
     }
 }
 
-/// What a node computes. Inputs are the nodes it reads; the guarded forms carry their
-/// guard, so the recorded graph shows which division or logarithm is protected and how.
+/// What a node computes: a leaf, or an op of one of the op families of [`ops`](crate::ops).
+/// Each family (its ops' recording, forward, backward and audit rule) lives in one file
+/// of [`ops`](crate::ops); the guarded forms carry their guard, so the recorded graph shows
+/// which division or logarithm is protected and how.
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Op<T> {
@@ -29,335 +37,88 @@ pub enum Op<T> {
     Input,
     /// A constant, e.g. class labels or a mask (no gradient).
     Constant,
-    /// `a + b`, elementwise.
-    Add {
-        /// Left operand.
-        a: NodeId,
-        /// Right operand.
-        b: NodeId,
-    },
-    /// `a - b`, elementwise.
-    Sub {
-        /// Left operand.
-        a: NodeId,
-        /// Right operand.
-        b: NodeId,
-    },
-    /// `a * b`, elementwise, with IEEE semantics (`0 * inf = nan`).
-    Mul {
-        /// Left operand.
-        a: NodeId,
-        /// Right operand.
-        b: NodeId,
-    },
-    /// `-x`.
-    Neg {
-        /// Operand.
-        x: NodeId,
-    },
-    /// `factor * x`.
-    Scale {
-        /// Operand.
-        x: NodeId,
-        /// The constant factor.
-        factor: T,
-    },
-    /// `x + row` with the `1 x C` row broadcast over the rows of `x`.
-    AddRow {
-        /// The `R x C` operand.
-        x: NodeId,
-        /// The `1 x C` row.
-        row: NodeId,
-    },
-    /// `x * row` elementwise, with the `1 x C` row broadcast over the rows of `x` (a
-    /// per-feature scale).
-    MulRow {
-        /// The `R x C` operand.
-        x: NodeId,
-        /// The `1 x C` row.
-        row: NodeId,
-    },
-    /// Normalisation of each row: `(x - mean) / sqrt(var + eps)`, the variance computed in
-    /// two passes (mean first, then the mean of squared deviations), so it is never negative.
-    LayerNorm {
-        /// Operand.
-        x: NodeId,
-        /// The guard inside the square root.
-        eps: T,
-    },
-    /// A fully connected layer: `x * weight + bias`, the `1 x C` bias added to every row
-    /// (one node for a matrix product and a broadcast addition).
-    Linear {
-        /// The `R x K` input.
-        x: NodeId,
-        /// The `K x C` weights.
-        weight: NodeId,
-        /// The `1 x C` bias.
-        bias: NodeId,
-    },
-    /// A fully connected layer with a ReLU: `max(x * weight + bias, 0)`, one node. Its
-    /// gradient buffer holds, after the gradient of its output, that of the pre-activation
-    /// (the output's where the output is positive, else 0), from which its inputs' follow.
-    LinearRelu {
-        /// The `R x K` input.
-        x: NodeId,
-        /// The `K x C` weights.
-        weight: NodeId,
-        /// The `1 x C` bias.
-        bias: NodeId,
-    },
-    /// Matrix product `a * b`.
-    MatMul {
-        /// Left `R x K` operand.
-        a: NodeId,
-        /// Right `K x C` operand.
-        b: NodeId,
-    },
-    /// Transpose.
-    Transpose {
-        /// Operand.
-        x: NodeId,
-    },
-    /// `max(x, 0)`.
-    Relu {
-        /// Operand.
-        x: NodeId,
-    },
-    /// `tanh(x)`.
-    Tanh {
-        /// Operand.
-        x: NodeId,
-    },
-    /// `1 / (1 + e^-x)`.
-    Sigmoid {
-        /// Operand.
-        x: NodeId,
-    },
-    /// `e^x`.
-    Exp {
-        /// Operand.
-        x: NodeId,
-    },
-    /// Raw `ln(x)`: `-inf` at 0, `nan` below.
-    Ln {
-        /// Operand.
-        x: NodeId,
-    },
-    /// Raw `sqrt(x)`: infinite gradient at 0, `nan` below.
-    Sqrt {
-        /// Operand.
-        x: NodeId,
-    },
-    /// Guarded `ln(x + eps)`.
-    SafeLn {
-        /// Operand.
-        x: NodeId,
-        /// The guard.
-        eps: T,
-    },
-    /// Guarded `sqrt(x + eps)`.
-    SafeSqrt {
-        /// Operand.
-        x: NodeId,
-        /// The guard.
-        eps: T,
-    },
-    /// Sum of all values, a `1 x 1` node.
-    Sum {
-        /// Operand.
-        x: NodeId,
-    },
-    /// Mean of all values, a `1 x 1` node.
-    Mean {
-        /// Operand.
-        x: NodeId,
-    },
-    /// Stable log-sum-exp of each row, an `R x 1` node.
-    LogSumExp {
-        /// Operand.
-        x: NodeId,
-    },
-    /// Mean over rows of the stable softmax cross-entropy, a `1 x 1` node. Its value is
-    /// followed in the tape's buffer by the softmax of each row of the logits, which its
-    /// backward reads.
-    SoftmaxCrossEntropy {
-        /// `R x C` logits.
-        logits: NodeId,
-        /// `R x 1` constant node holding the class of each row.
-        targets: NodeId,
-    },
-    /// Raw `num / den`.
-    Div {
-        /// Numerator.
-        num: NodeId,
-        /// Denominator.
-        den: NodeId,
-    },
-    /// `num / (den + eps)`, TorchLean's `safedivSpec`; safe for `den >= 0` only.
-    SafeDiv {
-        /// Numerator.
-        num: NodeId,
-        /// Denominator.
-        den: NodeId,
-        /// The guard.
-        eps: T,
-    },
-    /// `num / (den + eps * s(den))`, `s = +1` for `den >= 0` else `-1`: finite for every
-    /// finite `den`.
-    SafeDivSigned {
-        /// Numerator.
-        num: NodeId,
-        /// Denominator.
-        den: NodeId,
-        /// The guard.
-        eps: T,
-    },
-    /// `where(mask, num / where(mask, den, 1), 0)`: the denominator is masked before the
-    /// division.
-    MaskedDiv {
-        /// Numerator.
-        num: NodeId,
-        /// Denominator.
-        den: NodeId,
-        /// Nonzero where the division happens.
-        mask: NodeId,
-    },
-    /// `weight * x` with strong zeros: exactly 0 where `weight == 0`.
-    Mask {
-        /// The numeric mask or weight.
-        weight: NodeId,
-        /// Operand.
-        x: NodeId,
-    },
-    /// `on_true` where `cond != 0`, else `on_false`.
-    Select {
-        /// The condition (no gradient).
-        cond: NodeId,
-        /// Taken where `cond != 0`.
-        on_true: NodeId,
-        /// Taken where `cond == 0`.
-        on_false: NodeId,
-    },
-    /// `1` where `x != 0`, else `0` (no gradient).
-    NotZero {
-        /// Operand.
-        x: NodeId,
-    },
+    /// Functions of one operand, lane by lane ([`ops::elementwise`](crate::ops::elementwise)).
+    Elementwise(ElementwiseOp<T>),
+    /// Sums, differences, products and the raw quotient ([`ops::arithmetic`](crate::ops::arithmetic)).
+    Arithmetic(ArithmeticOp),
+    /// Guarded division, logarithm and square root, and masks ([`ops::guarded`](crate::ops::guarded)).
+    Guarded(GuardedOp<T>),
+    /// Choosing between lanes ([`ops::select`](crate::ops::select)).
+    Select(SelectOp),
+    /// Matrix products and fully connected layers ([`ops::linear`](crate::ops::linear)).
+    Linear(LinearOp),
+    /// Reductions ([`ops::reduce`](crate::ops::reduce)).
+    Reduce(ReduceOp),
+    /// Layer normalisation ([`ops::layer_norm`](crate::ops::layer_norm)).
+    LayerNorm(LayerNormOp<T>),
+    /// Softmax and the softmax cross-entropy loss
+    /// ([`ops::cross_entropy`](crate::ops::cross_entropy)).
+    CrossEntropy(CrossEntropyOp),
 }
 
-impl<T> Op<T> {
+/// Runs `$e` with `$f` bound to the family op inside `$op`, or `$leaf` for a leaf.
+macro_rules! by_family {
+    ($op:expr, $f:ident => $e:expr, leaf => $leaf:expr) => {
+        match $op {
+            $crate::graph::Op::Parameter | $crate::graph::Op::Input | $crate::graph::Op::Constant => $leaf,
+            $crate::graph::Op::Elementwise($f) => $e,
+            $crate::graph::Op::Arithmetic($f) => $e,
+            $crate::graph::Op::Guarded($f) => $e,
+            $crate::graph::Op::Select($f) => $e,
+            $crate::graph::Op::Linear($f) => $e,
+            $crate::graph::Op::Reduce($f) => $e,
+            $crate::graph::Op::LayerNorm($f) => $e,
+            $crate::graph::Op::CrossEntropy($f) => $e,
+        }
+    };
+}
+pub(crate) use by_family;
+
+impl<T: Scalar> Op<T> {
     /// A short, stable name of the op (`"safe_div"`, `"matmul"`, ...).
-    pub const fn name(&self) -> &'static str {
-        match self {
+    pub fn name(&self) -> &'static str {
+        by_family!(self, f => OpFamily::<T>::name(f), leaf => match self {
             Op::Parameter => "parameter",
             Op::Input => "input",
-            Op::Constant => "constant",
-            Op::Add { .. } => "add",
-            Op::Sub { .. } => "sub",
-            Op::Mul { .. } => "mul",
-            Op::Neg { .. } => "neg",
-            Op::Scale { .. } => "scale",
-            Op::AddRow { .. } => "add_row",
-            Op::MulRow { .. } => "mul_row",
-            Op::LayerNorm { .. } => "layer_norm",
-            Op::Linear { .. } => "linear",
-            Op::LinearRelu { .. } => "linear_relu",
-            Op::MatMul { .. } => "matmul",
-            Op::Transpose { .. } => "transpose",
-            Op::Relu { .. } => "relu",
-            Op::Tanh { .. } => "tanh",
-            Op::Sigmoid { .. } => "sigmoid",
-            Op::Exp { .. } => "exp",
-            Op::Ln { .. } => "ln",
-            Op::Sqrt { .. } => "sqrt",
-            Op::SafeLn { .. } => "safe_ln",
-            Op::SafeSqrt { .. } => "safe_sqrt",
-            Op::Sum { .. } => "sum",
-            Op::Mean { .. } => "mean",
-            Op::LogSumExp { .. } => "log_sum_exp",
-            Op::SoftmaxCrossEntropy { .. } => "softmax_cross_entropy",
-            Op::Div { .. } => "div",
-            Op::SafeDiv { .. } => "safe_div",
-            Op::SafeDivSigned { .. } => "safe_div_signed",
-            Op::MaskedDiv { .. } => "masked_div",
-            Op::Mask { .. } => "mask",
-            Op::Select { .. } => "select",
-            Op::NotZero { .. } => "not_zero",
-        }
+            _ => "constant",
+        })
     }
 
     /// The nodes this op reads, in operand order (unused slots are `None`).
-    pub const fn inputs(&self) -> [Option<NodeId>; 3] {
-        match *self {
-            Op::Parameter | Op::Input | Op::Constant => [None, None, None],
-            Op::Neg { x }
-            | Op::Scale { x, .. }
-            | Op::Transpose { x }
-            | Op::Relu { x }
-            | Op::Tanh { x }
-            | Op::Sigmoid { x }
-            | Op::Exp { x }
-            | Op::Ln { x }
-            | Op::Sqrt { x }
-            | Op::SafeLn { x, .. }
-            | Op::SafeSqrt { x, .. }
-            | Op::Sum { x }
-            | Op::Mean { x }
-            | Op::LogSumExp { x }
-            | Op::NotZero { x }
-            | Op::LayerNorm { x, .. } => [Some(x), None, None],
-            Op::Add { a, b } | Op::Sub { a, b } | Op::Mul { a, b } | Op::MatMul { a, b } => {
-                [Some(a), Some(b), None]
-            }
-            Op::AddRow { x, row } | Op::MulRow { x, row } => [Some(x), Some(row), None],
-            Op::SoftmaxCrossEntropy { logits, targets } => [Some(logits), Some(targets), None],
-            Op::Div { num, den }
-            | Op::SafeDiv { num, den, .. }
-            | Op::SafeDivSigned { num, den, .. } => [Some(num), Some(den), None],
-            Op::MaskedDiv { num, den, mask } => [Some(num), Some(den), Some(mask)],
-            Op::Linear { x, weight, bias } | Op::LinearRelu { x, weight, bias } => {
-                [Some(x), Some(weight), Some(bias)]
-            }
-            Op::Mask { weight, x } => [Some(weight), Some(x), None],
-            Op::Select {
-                cond,
-                on_true,
-                on_false,
-            } => [Some(cond), Some(on_true), Some(on_false)],
-        }
-    }
-
-    /// `(x, weight, bias)` of a fully connected layer ([`Op::Linear`], [`Op::LinearRelu`]).
-    pub const fn linear_inputs(&self) -> Option<(NodeId, NodeId, NodeId)> {
-        match *self {
-            Op::Linear { x, weight, bias } | Op::LinearRelu { x, weight, bias } => {
-                Some((x, weight, bias))
-            }
-            _ => None,
-        }
-    }
-
-    /// Gradient slots per value: 2 for [`Op::LinearRelu`] (the output's, then the
-    /// pre-activation's), 1 for every other op.
-    pub const fn grad_slots_per_value(&self) -> usize {
-        match self {
-            Op::LinearRelu { .. } => 2,
-            _ => 1,
-        }
+    pub fn inputs(&self) -> [Option<NodeId>; 3] {
+        by_family!(self, f => OpFamily::<T>::inputs(f), leaf => [None; 3])
     }
 
     /// The inputs that receive a gradient: [`inputs`](Self::inputs) without the condition of
     /// a select, the mask of a masked division and the labels of a loss.
-    pub const fn differentiable_inputs(&self) -> [Option<NodeId>; 3] {
-        match *self {
-            Op::NotZero { .. } => [None, None, None],
-            Op::Select {
-                on_true, on_false, ..
-            } => [Some(on_true), Some(on_false), None],
-            Op::MaskedDiv { num, den, .. } => [Some(num), Some(den), None],
-            Op::SoftmaxCrossEntropy { logits, .. } => [Some(logits), None, None],
-            _ => self.inputs(),
+    pub fn differentiable_inputs(&self) -> [Option<NodeId>; 3] {
+        by_family!(self, f => OpFamily::<T>::differentiable_inputs(f), leaf => [None; 3])
+    }
+
+}
+
+impl<T> Op<T> {
+    /// `(x, weight, bias)` of a fully connected layer ([`LinearOp::Linear`],
+    /// [`LinearOp::LinearRelu`]).
+    pub const fn linear_inputs(&self) -> Option<(NodeId, NodeId, NodeId)> {
+        match self {
+            Op::Linear(op) => op.layer_inputs(),
+            _ => None,
         }
+    }
+
+    /// Gradient slots per value: 2 for [`LinearOp::LinearRelu`] (the output's, then the
+    /// pre-activation's), 1 for every other op.
+    pub const fn grad_slots_per_value(&self) -> usize {
+        match self {
+            Op::Linear(LinearOp::LinearRelu { .. }) => 2,
+            _ => 1,
+        }
+    }
+
+    /// `true` for a leaf: a parameter, an input or a constant.
+    pub const fn is_leaf(&self) -> bool {
+        matches!(self, Op::Parameter | Op::Input | Op::Constant)
     }
 }
 
@@ -433,6 +194,15 @@ impl Domain {
         self.non_negative && self.non_zero
     }
 
+    /// Finite if `finite`, nothing else known.
+    pub const fn finite_if(finite: bool) -> Self {
+        Self {
+            finite,
+            non_negative: false,
+            non_zero: false,
+        }
+    }
+
     /// The facts both domains have (the lattice's meet).
     pub const fn meet(self, other: Self) -> Self {
         Self {
@@ -443,7 +213,7 @@ impl Domain {
     }
 
     /// The facts that hold for these particular values (for constants).
-    pub fn of_values<T: crate::Scalar>(values: &[T]) -> Self {
+    pub fn of_values<T: Scalar>(values: &[T]) -> Self {
         let finite = values.iter().all(|v| v.is_finite());
         if !finite {
             return Self::UNKNOWN;

@@ -5,7 +5,7 @@
 //! fixed at compile time, and gradients that stay finite where naive code produces `nan`.
 //!
 //! - [`Tensor<T, R, C>`](Tensor): an `R x C` matrix; a shape mismatch does not compile.
-//! - [`Tape<T, N, S>`](Tape): records up to `N` nodes holding `S` scalars and runs the
+//! - [`Tape<T, Cap<N, S>>`](Tape): records up to `N` nodes holding `S` scalars and runs the
 //!   reverse sweep; a full tape is an [`Err`](TapeError), never a panic.
 //! - Guarded ops are explicit nodes: [`Tape::safe_div`], [`Tape::safe_div_signed`],
 //!   [`Tape::masked_div`], [`Tape::safe_ln`], [`Tape::safe_sqrt`], next to the raw
@@ -14,10 +14,10 @@
 //!   infinite local derivative ([`scalar::strong_mul`]).
 //!
 //! ```
-//! use safegrad::{Tape, Tensor};
+//! use safegrad::{Cap, Tape, Tensor};
 //!
 //! // PyTorch's autograd note: divide by zero, then mask the bad lane.
-//! let mut tape = Tape::<f32, 8, 32>::new();
+//! let mut tape = Tape::<f32, Cap<8, 32>>::new();
 //! let x = tape.variable(&Tensor::new([[1.0, 1.0]]))?;
 //! let den = tape.constant(&Tensor::new([[0.0, 1.0]]))?;
 //! let y = tape.div(x, den)?; // [inf, 1]
@@ -36,11 +36,11 @@
     allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
 )]
 
+pub mod audit;
 mod bytes;
 pub mod checkpoint;
 pub mod crc32;
 pub mod dataset;
-pub mod domain;
 pub mod error;
 pub mod fastmath;
 pub mod features;
@@ -50,16 +50,17 @@ pub mod ops;
 pub mod optim;
 pub mod rng;
 pub mod scalar;
+pub mod session;
 pub mod store;
 pub mod tape;
 pub mod tensor;
 pub mod train;
 pub mod wire;
 
-pub use error::TapeError;
+pub use error::{Error, TapeError};
 pub use graph::{Domain, Node, NodeId, Op};
 pub use scalar::Scalar;
-pub use tape::{Tape, Var};
+pub use tape::{Cap, Capacity, Tape, Var};
 pub use tensor::Tensor;
 
 /// The README's example, compiled and run as a doc test.

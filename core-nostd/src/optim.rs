@@ -3,7 +3,9 @@
 //! An optimiser updates one trainable scalar at a time: [`Optimizer::update`] gets the
 //! scalar's index `i` (into its state), the value and the gradient. Drive it with
 //! [`Tape::update_parameters`](crate::Tape::update_parameters), or let
-//! [`train::step`](crate::train::step) do it with the checks around it.
+//! [`train::step`](crate::train::step) do it with the checks around it. A new rule is a
+//! type that implements [`Optimizer`]; the step knows [`Sgd`] by its type and updates a
+//! weight trained on one sample at a time without forming its gradient.
 //!
 //! ```
 //! use safegrad::optim::{Adam, Optimizer};
@@ -17,9 +19,9 @@
 //! ```
 
 use crate::scalar::Scalar;
-use crate::tensor::kernels;
 
-/// A rule that updates trainable scalars from their gradients.
+/// A rule that updates trainable scalars from their gradients. [`train::step`](crate::train::step)
+/// takes optimisers that own their state (`'static`).
 pub trait Optimizer<T: Scalar> {
     /// How many scalars the state can hold (`usize::MAX` for stateless rules).
     fn capacity(&self) -> usize;
@@ -31,36 +33,6 @@ pub trait Optimizer<T: Scalar> {
     /// state leaves the value unchanged.
     fn update(&mut self, i: usize, value: &mut T, g: T);
 
-    /// Updates the scalars `first..` from their gradients scaled by `factor` (a clipping
-    /// factor, 1 without clipping): the same as [`update`](Self::update) of
-    /// `grads[k] * factor` for each, in order. A rule overrides it with a loop the compiler
-    /// can keep tight.
-    fn update_slice(&mut self, first: usize, values: &mut [T], grads: &[T], factor: T) {
-        for (k, (v, &g)) in values.iter_mut().zip(grads).enumerate() {
-            self.update(first + k, v, g * factor);
-        }
-    }
-
-    /// Updates a block of weights whose gradient is the outer product `x^T g` (`x.len()` rows
-    /// of `g.len()` columns: the weights of a layer trained on one sample at a time, `x` its
-    /// input row and `g` its output gradient), scaled by `factor`. Returns `true` if it wrote
-    /// the gradient into `grads` (as [`kernels::set_matmul_grad_b`] writes it). The default
-    /// writes it, then updates as [`update_slice`](Self::update_slice); a rule that needs
-    /// no gradient per scalar overrides it to update from the factors alone.
-    fn update_outer(
-        &mut self,
-        first: usize,
-        values: &mut [T],
-        grads: &mut [T],
-        outer: OuterProduct<'_, T>,
-        factor: T,
-    ) -> bool {
-        let OuterProduct { x, g, .. } = outer;
-        kernels::set_matmul_grad_b(g, x, grads, x.len(), g.len());
-        self.update_slice(first, values, grads, factor);
-        true
-    }
-
     /// Scalars of optimiser state per trainable scalar (0 for SGD, 2 for Adam).
     fn state_scalars_per_parameter(&self) -> usize;
 
@@ -69,19 +41,6 @@ pub trait Optimizer<T: Scalar> {
 
     /// The learning rate.
     fn learning_rate(&self) -> T;
-}
-
-/// A gradient held as an outer product `x^T g`: the input row `x` of a layer trained on one
-/// sample and its output gradient `g` (see [`Optimizer::update_outer`]).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct OuterProduct<'a, T> {
-    /// The layer's input row: one row of the gradient per value.
-    pub x: &'a [T],
-    /// The layer's output gradient: one column of the gradient per value.
-    pub g: &'a [T],
-    /// Every value of `x` and `g` is known to be finite (the step measured their sums of
-    /// squares), so that kernels need not look for infinite or `nan` values again.
-    pub finite: bool,
 }
 
 /// Plain gradient descent: `p -= lr * g`.
@@ -105,24 +64,6 @@ impl<T: Scalar> Optimizer<T> for Sgd<T> {
     fn begin_step(&mut self) {}
     fn update(&mut self, _: usize, value: &mut T, g: T) {
         *value -= self.lr * g;
-    }
-    fn update_slice(&mut self, _: usize, values: &mut [T], grads: &[T], factor: T) {
-        kernels::sgd_update(values, grads, self.lr, factor);
-    }
-    /// `p -= x[k] * (lr * g[j])` ([`kernels::sgd_outer`]): the same update as from the
-    /// gradient `x[k] * g[j]` in exact arithmetic, with one rounding fewer, and no gradient
-    /// written.
-    fn update_outer(
-        &mut self,
-        _: usize,
-        values: &mut [T],
-        _: &mut [T],
-        outer: OuterProduct<'_, T>,
-        factor: T,
-    ) -> bool {
-        let OuterProduct { x, g, finite } = outer;
-        kernels::sgd_outer(values, x, g, finite, self.lr, factor);
-        false
     }
     fn state_scalars_per_parameter(&self) -> usize {
         0

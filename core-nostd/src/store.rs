@@ -51,6 +51,8 @@
 //! # let _ = SLOT_HEADER;
 //! ```
 
+use core::fmt;
+
 use embedded_storage::nor_flash::NorFlash;
 
 use crate::bytes::le_u32;
@@ -90,6 +92,39 @@ pub enum StoreError<E> {
         /// Bytes the source gave.
         produced: usize,
     },
+}
+
+impl<E> StoreError<E> {
+    /// The same error with the flash's error converted by `f`.
+    pub fn map_flash<F>(self, f: impl FnOnce(E) -> F) -> StoreError<F> {
+        match self {
+            Self::Flash(e) => StoreError::Flash(f(e)),
+            Self::TooLarge { len, capacity } => StoreError::TooLarge { len, capacity },
+            Self::BufferTooSmall { needed } => StoreError::BufferTooSmall { needed },
+            Self::ShortPayload { expected, produced } => {
+                StoreError::ShortPayload { expected, produced }
+            }
+        }
+    }
+}
+
+impl<E: fmt::Debug> fmt::Display for StoreError<E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Flash(e) => write!(f, "flash error in a checkpoint slot: {e:?}"),
+            Self::TooLarge { len, capacity } => write!(
+                f,
+                "a {len}-byte payload does not fit a checkpoint slot ({capacity} bytes after the header)"
+            ),
+            Self::BufferTooSmall { needed } => {
+                write!(f, "the stored payload needs a {needed}-byte buffer")
+            }
+            Self::ShortPayload { expected, produced } => write!(
+                f,
+                "the payload ended after {produced} of the {expected} bytes announced; nothing was committed"
+            ),
+        }
+    }
 }
 
 /// What a slot holds, as read.

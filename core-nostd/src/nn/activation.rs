@@ -1,9 +1,9 @@
 //! Activations as layers without parameters.
 
-use super::{Build, Init, Module};
+use super::{Build, Footprint, Init, LayerShape, Layers, Module};
 use crate::error::TapeError;
 use crate::scalar::Scalar;
-use crate::tape::{Tape, Var};
+use crate::tape::{Capacity, Tape, Var};
 
 /// `max(x, 0)` as a layer.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -19,9 +19,9 @@ pub struct Sigmoid;
 
 impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Relu {
     type Output = Var<B, C>;
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: Var<B, C>,
     ) -> Result<Var<B, C>, TapeError> {
         tape.relu(x)
@@ -30,9 +30,9 @@ impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Relu {
 
 impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Tanh {
     type Output = Var<B, C>;
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: Var<B, C>,
     ) -> Result<Var<B, C>, TapeError> {
         tape.tanh(x)
@@ -41,9 +41,9 @@ impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Tanh {
 
 impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Sigmoid {
     type Output = Var<B, C>;
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: Var<B, C>,
     ) -> Result<Var<B, C>, TapeError> {
         tape.sigmoid(x)
@@ -51,8 +51,8 @@ impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Sigmoid
 }
 
 impl<T: Scalar> Build<T> for Relu {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        _: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        _: &mut Tape<T, Mem>,
         _: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
         Ok(Relu)
@@ -60,8 +60,8 @@ impl<T: Scalar> Build<T> for Relu {
 }
 
 impl<T: Scalar> Build<T> for Tanh {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        _: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        _: &mut Tape<T, Mem>,
         _: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
         Ok(Tanh)
@@ -69,10 +69,22 @@ impl<T: Scalar> Build<T> for Tanh {
 }
 
 impl<T: Scalar> Build<T> for Sigmoid {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        _: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        _: &mut Tape<T, Mem>,
         _: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
         Ok(Sigmoid)
     }
+}
+
+impl Footprint for Relu {
+    const LAYERS: Layers = Layers::one(LayerShape::elementwise(1));
+}
+
+impl Footprint for Tanh {
+    const LAYERS: Layers = Layers::one(LayerShape::elementwise(1));
+}
+
+impl Footprint for Sigmoid {
+    const LAYERS: Layers = Layers::one(LayerShape::elementwise(1));
 }

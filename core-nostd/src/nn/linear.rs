@@ -1,9 +1,9 @@
 //! The fully connected layer.
 
-use super::{Build, Init, Module, Train};
+use super::{Build, Footprint, Init, LayerShape, Layers, Module, Train};
 use crate::error::TapeError;
 use crate::scalar::Scalar;
-use crate::tape::{Tape, Var};
+use crate::tape::{Capacity, Tape, Var};
 use crate::tensor::Tensor;
 
 /// How the weights of a [`Linear`] layer are drawn (biases start at 0).
@@ -39,7 +39,33 @@ impl InitScheme {
     }
 }
 
-/// `y = x W + b`: `IN` inputs, `OUT` outputs; `W` is `IN x OUT`, `b` is `1 x OUT`.
+/// `y = x W + b`: `IN` inputs, `OUT` outputs.
+///
+/// The weights `W` are `IN x OUT`, row-major, and multiply a batch of rows from the right:
+/// `W[i][j]` connects input `i` to output `j`, and output `j`'s weights are column `j`.
+/// PyTorch's `nn.Linear` stores the transpose, `weight[j][i]` of shape `[out, in]`, with
+/// `y = x W^T + b`: [`from_pytorch`](Self::from_pytorch) takes that layout. The bias `b`
+/// is `1 x OUT`. A checkpoint stores `W` then `b`, each row-major.
+///
+/// ```
+/// use safegrad::nn::{Linear, Module, Train};
+/// use safegrad::{Cap, Tape, Tensor};
+///
+/// let mut tape = Tape::<f32, Cap<8, 32>>::new();
+/// // PyTorch: nn.Linear(2, 3).weight is [[1, 0], [0, 1], [1, 1]] (3 x 2).
+/// let torch_weight = Tensor::new([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]);
+/// let layer = Linear::<2, 3>::from_pytorch(
+///     &mut tape,
+///     &torch_weight,
+///     &Tensor::new([[0.5, 0.5, 0.5]]),
+///     Train::All,
+/// )?;
+/// assert_eq!(tape.value(layer.weight)?, torch_weight.transpose()); // IN x OUT here
+/// let x = tape.input(&Tensor::new([[2.0, 3.0]]))?;
+/// let y = layer.forward(&mut tape, x)?;
+/// assert_eq!(tape.value(y)?, Tensor::new([[2.5, 3.5, 5.5]]));
+/// # Ok::<(), safegrad::TapeError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Linear<const IN: usize, const OUT: usize> {
     /// The weights, `IN x OUT`.
@@ -49,8 +75,49 @@ pub struct Linear<const IN: usize, const OUT: usize> {
 }
 
 impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
-    /// Number of parameters, `IN * OUT + OUT`.
-    pub const PARAMETERS: usize = IN * OUT + OUT;
+    /// Records a layer with the given weights (`IN x OUT`, see the layout above) and bias,
+    /// trained as `train` says. Parameters come before every activation.
+    pub fn from_tensors<T: Scalar, Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
+        weight: &Tensor<T, IN, OUT>,
+        bias: &Tensor<T, 1, OUT>,
+        train: Train,
+    ) -> Result<Self, TapeError> {
+        let (weight, bias) = held_parameters(tape, train, Some(weight), Some(bias))?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Records a layer from PyTorch's layout: `weight` is `OUT x IN` (`nn.Linear.weight`),
+    /// transposed here.
+    pub fn from_pytorch<T: Scalar, Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
+        weight: &Tensor<T, OUT, IN>,
+        bias: &Tensor<T, 1, OUT>,
+        train: Train,
+    ) -> Result<Self, TapeError> {
+        Self::from_tensors(tape, &weight.transpose(), bias, train)
+    }
+}
+
+/// The shape of a fully connected layer: `IN * OUT` weights, `OUT` biases, one node.
+const fn dense(input: usize, output: usize, grad_factor: usize) -> LayerShape {
+    LayerShape {
+        weights: input * output,
+        biases: output,
+        fixed: 0,
+        parameter_nodes: 2,
+        planned: true,
+        input: Some(input),
+        output: Some(output),
+        nodes: 1,
+        after_weights: 1,
+        after_biases: 1,
+        grad_factor,
+    }
+}
+
+impl<const IN: usize, const OUT: usize> Footprint for Linear<IN, OUT> {
+    const LAYERS: Layers = Layers::one(dense(IN, OUT, 1));
 }
 
 /// Records the parameters of a fully connected layer: weights drawn from `init`'s scheme,
@@ -59,11 +126,9 @@ fn build_parameters<
     T: Scalar,
     const IN: usize,
     const OUT: usize,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     init: &mut Init<'_>,
 ) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
     let train = init.next_train();
@@ -83,7 +148,7 @@ fn build_parameters<
     // recorded (never for a layer read in place); a zero initialisation is its own function,
     // so that a build that only uses it carries no generator code.
     if zeros {
-        held_parameters(tape, train, None)
+        held_parameters(tape, train, None, None)
     } else {
         held_drawn(tape, init, train)
     }
@@ -95,11 +160,9 @@ fn held_drawn<
     T: Scalar,
     const IN: usize,
     const OUT: usize,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     init: &mut Init<'_>,
     train: Train,
 ) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
@@ -110,23 +173,22 @@ fn held_drawn<
             *w = T::from_f64(v);
         }
     });
-    held_parameters(tape, train, Some(&w))
+    held_parameters(tape, train, Some(&w), None)
 }
 
-/// Records a layer's parameters held in the tape: the weights `w` (zeros if `None`) and a
-/// zero bias, trainable or frozen as `train` says.
+/// Records a layer's parameters held in the tape: the weights `w` and the bias `b` (zeros
+/// if `None`), trainable or frozen as `train` says.
 #[inline(never)]
 fn held_parameters<
     T: Scalar,
     const IN: usize,
     const OUT: usize,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     train: Train,
     w: Option<&Tensor<T, IN, OUT>>,
+    b: Option<&Tensor<T, 1, OUT>>,
 ) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
     let zeros;
     let w = match w {
@@ -136,11 +198,18 @@ fn held_parameters<
             &zeros
         }
     };
-    let bias = Tensor::<T, 1, OUT>::zeros();
+    let zero_bias;
+    let bias = match b {
+        Some(b) => b,
+        None => {
+            zero_bias = Tensor::<T, 1, OUT>::zeros();
+            &zero_bias
+        }
+    };
     Ok(match train {
-        Train::All => (tape.parameter(w)?, tape.parameter(&bias)?),
-        Train::BiasOnly => (tape.frozen_parameter(w)?, tape.parameter(&bias)?),
-        Train::Frozen => (tape.frozen_parameter(w)?, tape.frozen_parameter(&bias)?),
+        Train::All => (tape.parameter(w)?, tape.parameter(bias)?),
+        Train::BiasOnly => (tape.frozen_parameter(w)?, tape.parameter(bias)?),
+        Train::Frozen => (tape.frozen_parameter(w)?, tape.frozen_parameter(bias)?),
     })
 }
 
@@ -159,10 +228,11 @@ fn draw_weights(
 }
 
 impl<T: Scalar, const IN: usize, const OUT: usize> Build<T> for Linear<IN, OUT> {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(1);
         let (weight, bias) = build_parameters(tape, init)?;
         Ok(Self { weight, bias })
     }
@@ -173,9 +243,9 @@ impl<T: Scalar, const B: usize, const IN: usize, const OUT: usize> Module<T, Var
 {
     type Output = Var<B, OUT>;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: Var<B, IN>,
     ) -> Result<Var<B, OUT>, TapeError> {
         tape.linear(x, self.weight, self.bias)
@@ -189,9 +259,9 @@ impl<T: Scalar, const B: usize, const IN: usize, const OUT: usize> Module<T, Var
 ///
 /// ```
 /// use safegrad::nn::{Build, Init, Linear, LinearRelu, Module, Relu};
-/// use safegrad::{Tape, Tensor};
+/// use safegrad::{Cap, Tape, Tensor};
 ///
-/// let mut tape = Tape::<f32, 16, 256>::new();
+/// let mut tape = Tape::<f32, Cap<16, 256>>::new();
 /// let fused = LinearRelu::<4, 3>::build(&mut tape, &mut Init::new(3))?;
 /// let plain = (Linear::<4, 3>::build(&mut tape, &mut Init::new(3))?, Relu);
 /// let x = tape.input(&Tensor::new([[0.5, -1.0, 2.0, 0.25]]))?;
@@ -209,15 +279,40 @@ pub struct LinearRelu<const IN: usize, const OUT: usize> {
 }
 
 impl<const IN: usize, const OUT: usize> LinearRelu<IN, OUT> {
-    /// Number of parameters, `IN * OUT + OUT`.
-    pub const PARAMETERS: usize = IN * OUT + OUT;
+    /// Records a layer with the given weights (`IN x OUT`, as [`Linear`]'s) and bias,
+    /// trained as `train` says.
+    pub fn from_tensors<T: Scalar, Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
+        weight: &Tensor<T, IN, OUT>,
+        bias: &Tensor<T, 1, OUT>,
+        train: Train,
+    ) -> Result<Self, TapeError> {
+        let (weight, bias) = held_parameters(tape, train, Some(weight), Some(bias))?;
+        Ok(Self { weight, bias })
+    }
+
+    /// Records a layer from PyTorch's layout (`weight` is `OUT x IN`), transposed here.
+    pub fn from_pytorch<T: Scalar, Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
+        weight: &Tensor<T, OUT, IN>,
+        bias: &Tensor<T, 1, OUT>,
+        train: Train,
+    ) -> Result<Self, TapeError> {
+        Self::from_tensors(tape, &weight.transpose(), bias, train)
+    }
+}
+
+impl<const IN: usize, const OUT: usize> Footprint for LinearRelu<IN, OUT> {
+    // Its gradient slots hold the output's and then the pre-activation's.
+    const LAYERS: Layers = Layers::one(dense(IN, OUT, 2));
 }
 
 impl<T: Scalar, const IN: usize, const OUT: usize> Build<T> for LinearRelu<IN, OUT> {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(1);
         let (weight, bias) = build_parameters(tape, init)?;
         Ok(Self { weight, bias })
     }
@@ -228,9 +323,9 @@ impl<T: Scalar, const B: usize, const IN: usize, const OUT: usize> Module<T, Var
 {
     type Output = Var<B, OUT>;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: Var<B, IN>,
     ) -> Result<Var<B, OUT>, TapeError> {
         tape.linear_relu(x, self.weight, self.bias)

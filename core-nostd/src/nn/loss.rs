@@ -3,15 +3,15 @@
 
 use crate::error::TapeError;
 use crate::scalar::Scalar;
-use crate::tape::{Tape, Var};
+use crate::tape::{Capacity, Tape, Var};
 
 /// Mean squared error, `mean((prediction - target)^2)`.
 ///
 /// ```
 /// use safegrad::nn::loss::mse;
-/// use safegrad::{Tape, Tensor};
+/// use safegrad::{Cap, Tape, Tensor};
 ///
-/// let mut tape = Tape::<f64, 16, 64>::new();
+/// let mut tape = Tape::<f64, Cap<16, 64>>::new();
 /// let p = tape.variable(&Tensor::new([[1.0, 2.0]]))?;
 /// let t = tape.constant(&Tensor::new([[0.0, 4.0]]))?;
 /// let loss = mse(&mut tape, p, t)?;
@@ -22,13 +22,11 @@ use crate::tape::{Tape, Var};
 /// ```
 pub fn mse<
     T: Scalar,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
     const R: usize,
     const C: usize,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     prediction: Var<R, C>,
     target: Var<R, C>,
 ) -> Result<Var<1, 1>, TapeError> {
@@ -44,9 +42,9 @@ pub fn mse<
 ///
 /// ```
 /// use safegrad::nn::loss::masked_mean;
-/// use safegrad::{Tape, Tensor};
+/// use safegrad::{Cap, Tape, Tensor};
 ///
-/// let mut tape = Tape::<f32, 16, 64>::new();
+/// let mut tape = Tape::<f32, Cap<16, 64>>::new();
 /// let x = tape.variable(&Tensor::new([[3.0, f32::NAN]]))?;
 /// let m = tape.constant(&Tensor::new([[0.0, 0.0]]))?;
 /// let loss = masked_mean(&mut tape, x, m)?;
@@ -57,13 +55,11 @@ pub fn mse<
 /// ```
 pub fn masked_mean<
     T: Scalar,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
     const R: usize,
     const C: usize,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     x: Var<R, C>,
     mask: Var<R, C>,
 ) -> Result<Var<1, 1>, TapeError> {

@@ -7,10 +7,10 @@
 //!
 //! ```
 //! use safegrad::nn::{Build, Init, Linear, Module, Relu, Train};
-//! use safegrad::{Tape, Tensor};
+//! use safegrad::{Cap, Tape, Tensor};
 //!
 //! type Mlp = (Linear<4, 8>, Relu, Linear<8, 3>);
-//! let mut tape = Tape::<f32, 32, 512>::new();
+//! let mut tape = Tape::<f32, Cap<32, 512>>::new();
 //! // Freeze the first layer, train the last one.
 //! let model = Mlp::build(&mut tape, &mut Init::new(7).with_plan(&[Train::Frozen]))?;
 //! let x = tape.input(&Tensor::<f32, 2, 4>::full(0.5))?; // a batch of 2
@@ -25,29 +25,31 @@
 //!
 //! ```compile_fail
 //! use safegrad::nn::{Build, Init, Linear, Module, Relu};
-//! use safegrad::{Tape, Tensor};
+//! use safegrad::{Cap, Tape, Tensor};
 //!
 //! type Broken = (Linear<4, 8>, Relu, Linear<6, 3>);
-//! let mut tape = Tape::<f32, 32, 512>::new();
+//! let mut tape = Tape::<f32, Cap<32, 512>>::new();
 //! let model = Broken::build(&mut tape, &mut Init::new(7)).unwrap();
 //! let x = tape.input(&Tensor::<f32, 1, 4>::zeros()).unwrap();
 //! let _ = model.forward(&mut tape, x);
 //! ```
 
 mod activation;
+mod footprint;
 mod linear;
 pub mod loss;
 mod norm;
 mod sequential;
 
 pub use activation::{Relu, Sigmoid, Tanh};
+pub use footprint::{sizes, Footprint, LayerShape, Layers, Plan, Sizes, MAX_LAYERS};
 pub use linear::{InitScheme, Linear, LinearRelu};
 pub use norm::{LayerNorm, Standardize};
 
 use crate::error::TapeError;
 use crate::rng::SplitMix64;
 use crate::scalar::Scalar;
-use crate::tape::Tape;
+use crate::tape::{Capacity, Tape};
 
 /// A layer or model: records its forward pass for an input `X` (a `Var<B, IN>`).
 pub trait Module<T: Scalar, X> {
@@ -55,18 +57,18 @@ pub trait Module<T: Scalar, X> {
     type Output;
 
     /// Records the forward pass on `tape`.
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: X,
     ) -> Result<Self::Output, TapeError>;
 }
 
 /// A layer or model that can record its parameters on a tape.
-pub trait Build<T: Scalar>: Sized {
+pub trait Build<T: Scalar>: Footprint + Sized {
     /// Records the parameters (initialised from `init`) and returns the handles.
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError>;
 }
@@ -84,16 +86,18 @@ pub enum Train {
     Frozen,
 }
 
-/// How [`Build`] initialises parameters: a seeded generator, a scheme, and a plan that says,
-/// layer by layer (each layer with parameters takes the next entry), what is trained.
-/// Layers past the end of the plan train everything.
+/// How [`Build`] initialises parameters: a seeded generator, a scheme, and a [`Plan`] that
+/// says, layer by layer (each layer with parameters takes the next entry), what is trained.
 #[derive(Clone, Debug)]
 pub struct Init<'a> {
     /// The generator the weights are drawn from.
     pub rng: SplitMix64,
     /// The distribution of the weights.
     pub scheme: InitScheme,
-    plan: &'a [Train],
+    plan: Plan<'a>,
+    /// Layers with parameters of the model being built (its type says; set by the
+    /// outermost build).
+    layers: Option<usize>,
     next: usize,
 }
 
@@ -103,7 +107,8 @@ impl<'a> Init<'a> {
         Self {
             rng: SplitMix64::new(seed),
             scheme: InitScheme::KaimingUniform,
-            plan: &[],
+            plan: Plan::All,
+            layers: None,
             next: 0,
         }
     }
@@ -114,15 +119,24 @@ impl<'a> Init<'a> {
         self
     }
 
-    /// The same with a plan: entry `i` applies to the `i`-th layer with parameters.
-    pub const fn with_plan(mut self, plan: &'a [Train]) -> Self {
-        self.plan = plan;
+    /// The same with a plan: [`Plan::LastLayer`], [`Plan::BiasOnly`], ..., or a list of
+    /// [`Train`] entries (`&[Train]`), entry `i` for the `i`-th layer with parameters.
+    pub fn with_plan(mut self, plan: impl Into<Plan<'a>>) -> Self {
+        self.plan = plan.into();
         self
+    }
+
+    /// Called by a model's [`Build`] before its layers': the model has `layers` layers
+    /// with parameters (the outermost call counts; nested models leave it).
+    pub fn begin(&mut self, layers: usize) {
+        if self.layers.is_none() {
+            self.layers = Some(layers);
+        }
     }
 
     /// The plan's entry for the next layer with parameters.
     pub fn next_train(&mut self) -> Train {
-        let t = self.plan.get(self.next).copied().unwrap_or_default();
+        let t = self.plan.train(self.next, self.layers.unwrap_or(1));
         self.next += 1;
         t
     }

@@ -1,26 +1,69 @@
 //! Normalisation layers.
 
-use super::{Build, Init, Module, Train};
+use super::{Build, Footprint, Init, LayerShape, Layers, Module, Train};
+use crate::ops::layer_norm::DEFAULT_LAYER_NORM_EPS;
 use crate::error::TapeError;
 use crate::scalar::Scalar;
-use crate::tape::{Tape, Var};
+use crate::tape::{Capacity, Tape, Var};
 use crate::tensor::Tensor;
 
 /// Layer normalisation with a learned scale and shift: `gamma * (x - mean) / sqrt(var +
-/// eps) + beta` over each row, `eps = 1e-5`, the variance in two passes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// eps) + beta` over each row, the variance in two passes; `eps` is `1e-5` (PyTorch's
+/// default) unless set with [`with_eps`](Self::with_eps).
+///
+/// ```
+/// use safegrad::nn::{Build, Init, LayerNorm, Module};
+/// use safegrad::{Cap, Tape, Tensor};
+///
+/// let mut tape = Tape::<f64, Cap<16, 64>>::new();
+/// let norm = LayerNorm::<2>::build(&mut tape, &mut Init::new(1))?.with_eps(0.5);
+/// let x = tape.input(&Tensor::new([[1.0, 3.0]]))?; // mean 2, variance 1
+/// let y = norm.forward(&mut tape, x)?;
+/// let expected = 1.0 / 1.5f64.sqrt(); // (3 - 2) / sqrt(1 + 0.5)
+/// assert!((tape.value(y)?.get(0, 1).unwrap() - expected).abs() < 1e-12);
+/// # Ok::<(), safegrad::TapeError>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
 pub struct LayerNorm<const C: usize> {
     /// Per-feature scale, `1 x C`, initially 1.
     pub gamma: Var<1, C>,
     /// Per-feature shift, `1 x C`, initially 0.
     pub beta: Var<1, C>,
+    /// The guard inside the square root.
+    pub eps: f64,
+}
+
+impl<const C: usize> LayerNorm<C> {
+    /// The same layer with another epsilon.
+    pub const fn with_eps(mut self, eps: f64) -> Self {
+        self.eps = eps;
+        self
+    }
+}
+
+impl<const C: usize> Footprint for LayerNorm<C> {
+    const LAYERS: Layers = Layers::one(LayerShape {
+        weights: C,
+        biases: C,
+        fixed: 0,
+        parameter_nodes: 2,
+        planned: true,
+        input: Some(C),
+        output: Some(C),
+        // The normalisation, the scale, the shift.
+        nodes: 3,
+        after_weights: 2,
+        after_biases: 1,
+        grad_factor: 1,
+    });
 }
 
 impl<T: Scalar, const C: usize> Build<T> for LayerNorm<C> {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(1);
         let (ones, zeros) = (Tensor::full(T::ONE), Tensor::zeros());
         let (gamma, beta) = match init.next_train() {
             Train::All => (tape.parameter(&ones)?, tape.parameter(&zeros)?),
@@ -30,19 +73,23 @@ impl<T: Scalar, const C: usize> Build<T> for LayerNorm<C> {
                 tape.frozen_parameter(&zeros)?,
             ),
         };
-        Ok(Self { gamma, beta })
+        Ok(Self {
+            gamma,
+            beta,
+            eps: DEFAULT_LAYER_NORM_EPS,
+        })
     }
 }
 
 impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for LayerNorm<C> {
     type Output = Var<B, C>;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: Var<B, C>,
     ) -> Result<Var<B, C>, TapeError> {
-        let y = tape.layer_norm(x)?;
+        let y = tape.layer_norm_eps(x, T::from_f64(self.eps))?;
         let y = tape.mul_row(y, self.gamma)?;
         tape.add_row(y, self.beta)
     }
@@ -62,9 +109,9 @@ pub struct Standardize<const C: usize> {
 impl<const C: usize> Standardize<C> {
     /// Sets the statistics: `mean` and `std` per feature. A standard deviation below
     /// `min_std` (a constant feature) is replaced by 1, so the feature is only centred.
-    pub fn set_statistics<T: Scalar, const N: usize, const S: usize, const G: usize>(
+    pub fn set_statistics<T: Scalar, Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         mean: &Tensor<T, 1, C>,
         std: &Tensor<T, 1, C>,
         min_std: T,
@@ -76,9 +123,26 @@ impl<const C: usize> Standardize<C> {
     }
 }
 
+impl<const C: usize> Footprint for Standardize<C> {
+    const LAYERS: Layers = Layers::one(LayerShape {
+        weights: 0,
+        biases: 0,
+        fixed: 2 * C,
+        parameter_nodes: 2,
+        planned: false,
+        input: Some(C),
+        output: Some(C),
+        // The shift, the scale.
+        nodes: 2,
+        after_weights: 0,
+        after_biases: 0,
+        grad_factor: 1,
+    });
+}
+
 impl<T: Scalar, const C: usize> Build<T> for Standardize<C> {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         _: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
         Ok(Self {
@@ -91,9 +155,9 @@ impl<T: Scalar, const C: usize> Build<T> for Standardize<C> {
 impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Standardize<C> {
     type Output = Var<B, C>;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: Var<B, C>,
     ) -> Result<Var<B, C>, TapeError> {
         let centred = tape.add_row(x, self.shift)?;

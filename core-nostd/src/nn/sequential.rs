@@ -1,11 +1,12 @@
 //! Models as tuples of layers, run in order: `(A, B)` is `B(A(x))`, and so on up to six
-//! layers. Each impl spells out its chain of output types, so the compiler checks that every
-//! layer accepts what the previous one produces.
+//! layers (a tuple of tuples for more). Each impl spells out its chain of output types, so
+//! the compiler checks that every layer accepts what the previous one produces; a tuple's
+//! [`Footprint`] is its layers' in order.
 
-use super::{Build, Init, Module};
+use super::{Build, Footprint, Init, Layers, Module};
 use crate::error::TapeError;
 use crate::scalar::Scalar;
-use crate::tape::Tape;
+use crate::tape::{Capacity, Tape};
 
 impl<T: Scalar, X, A, B> Module<T, X> for (A, B)
 where
@@ -14,9 +15,9 @@ where
 {
     type Output = B::Output;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: X,
     ) -> Result<Self::Output, TapeError> {
         let x = self.0.forward(tape, x)?;
@@ -25,10 +26,11 @@ where
 }
 
 impl<T: Scalar, A: Build<T>, B: Build<T>> Build<T> for (A, B) {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(Self::LAYERS.planned());
         Ok((A::build(tape, init)?, B::build(tape, init)?))
     }
 }
@@ -41,9 +43,9 @@ where
 {
     type Output = C::Output;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: X,
     ) -> Result<Self::Output, TapeError> {
         let x = self.0.forward(tape, x)?;
@@ -53,10 +55,11 @@ where
 }
 
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>> Build<T> for (A, B, C) {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(Self::LAYERS.planned());
         Ok((
             A::build(tape, init)?,
             B::build(tape, init)?,
@@ -74,9 +77,9 @@ where
 {
     type Output = D::Output;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: X,
     ) -> Result<Self::Output, TapeError> {
         let x = self.0.forward(tape, x)?;
@@ -87,10 +90,11 @@ where
 }
 
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>> Build<T> for (A, B, C, D) {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(Self::LAYERS.planned());
         Ok((
             A::build(tape, init)?,
             B::build(tape, init)?,
@@ -110,9 +114,9 @@ where
 {
     type Output = E::Output;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: X,
     ) -> Result<Self::Output, TapeError> {
         let x = self.0.forward(tape, x)?;
@@ -126,10 +130,11 @@ where
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>, E: Build<T>> Build<T>
     for (A, B, C, D, E)
 {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(Self::LAYERS.planned());
         Ok((
             A::build(tape, init)?,
             B::build(tape, init)?,
@@ -151,9 +156,9 @@ where
 {
     type Output = F::Output;
 
-    fn forward<const N: usize, const S: usize, const G: usize>(
+    fn forward<Mem: Capacity>(
         &self,
-        tape: &mut Tape<T, N, S, G>,
+        tape: &mut Tape<T, Mem>,
         x: X,
     ) -> Result<Self::Output, TapeError> {
         let x = self.0.forward(tape, x)?;
@@ -168,10 +173,11 @@ where
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>, E: Build<T>, F: Build<T>>
     Build<T> for (A, B, C, D, E, F)
 {
-    fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<T, N, S, G>,
+    fn build<Mem: Capacity>(
+        tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
     ) -> Result<Self, TapeError> {
+        init.begin(Self::LAYERS.planned());
         Ok((
             A::build(tape, init)?,
             B::build(tape, init)?,
@@ -181,4 +187,30 @@ impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>, E: Build<T>,
             F::build(tape, init)?,
         ))
     }
+}
+
+impl<A: Footprint, B: Footprint> Footprint for (A, B) {
+    const LAYERS: Layers = Layers::chain(&[A::LAYERS, B::LAYERS]);
+}
+
+impl<A: Footprint, B: Footprint, C: Footprint> Footprint for (A, B, C) {
+    const LAYERS: Layers = Layers::chain(&[A::LAYERS, B::LAYERS, C::LAYERS]);
+}
+
+impl<A: Footprint, B: Footprint, C: Footprint, D: Footprint> Footprint for (A, B, C, D) {
+    const LAYERS: Layers = Layers::chain(&[A::LAYERS, B::LAYERS, C::LAYERS, D::LAYERS]);
+}
+
+impl<A: Footprint, B: Footprint, C: Footprint, D: Footprint, E: Footprint> Footprint
+    for (A, B, C, D, E)
+{
+    const LAYERS: Layers =
+        Layers::chain(&[A::LAYERS, B::LAYERS, C::LAYERS, D::LAYERS, E::LAYERS]);
+}
+
+impl<A: Footprint, B: Footprint, C: Footprint, D: Footprint, E: Footprint, F: Footprint> Footprint
+    for (A, B, C, D, E, F)
+{
+    const LAYERS: Layers =
+        Layers::chain(&[A::LAYERS, B::LAYERS, C::LAYERS, D::LAYERS, E::LAYERS, F::LAYERS]);
 }

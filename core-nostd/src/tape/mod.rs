@@ -1,8 +1,10 @@
 //! The recorded graph (tape) and its reverse sweep.
 //!
-//! A [`Tape<T, N, S, G>`](Tape) holds up to `N` nodes; their values live in one flat buffer
-//! of `S` scalars, and the gradients of the nodes that need one in a second buffer of `G`
-//! scalars (`G = S` unless chosen smaller). Recording an op computes its value and appends
+//! A [`Tape<T, Cap<N, S, G>>`](Tape) holds up to `N` nodes; their values live in one flat
+//! buffer of `S` scalars, and the gradients of the nodes that need one in a second buffer of
+//! `G` scalars (`G = S` unless chosen smaller). The capacities travel as one type,
+//! [`Cap`], so that code generic over a tape names one parameter (`Mem: Capacity`), and a
+//! model's type gives them ([`nn::Footprint`](crate::nn::Footprint)). Recording an op computes its value and appends
 //! a [`Node`] naming the [`Op`] and its inputs; [`Tape::backward`] walks the nodes in
 //! reverse and lets each op add its inputs' gradients. Nothing is allocated: a full tape
 //! returns [`TapeError::NodeCapacity`], [`TapeError::ScalarCapacity`] or
@@ -17,10 +19,10 @@
 //! over calls to [`Tape::backward`] until [`Tape::zero_grad`].
 //!
 //! ```
-//! use safegrad::{Tape, Tensor};
+//! use safegrad::{Cap, Tape, Tensor};
 //!
 //! // loss = sum(relu(x W + b)) for one sample, recorded afresh each step.
-//! let mut tape = Tape::<f32, 16, 64>::new();
+//! let mut tape = Tape::<f32, Cap<16, 64>>::new();
 //! let w = tape.parameter(&Tensor::new([[1.0, -1.0], [0.5, 2.0]]))?;
 //! let b = tape.parameter(&Tensor::new([[0.0, -0.5]]))?;
 //! for _step in 0..3 {
@@ -40,18 +42,19 @@
 //! # Ok::<(), safegrad::TapeError>(())
 //! ```
 
-mod backward;
+mod capacity;
+pub(crate) mod held;
 mod record;
-pub mod update;
+pub(crate) mod sweep;
 
-use update::OuterGrads;
+pub use capacity::{Buffer, Cap, Capacity, NodeStore};
+use held::OuterGrads;
 
 use core::fmt;
 use core::ops::Range;
-use heapless::Vec;
 
 use crate::error::TapeError;
-use crate::graph::{Domain, Node, NodeId, Op};
+use crate::graph::{Domain, Node, NodeId};
 use crate::scalar::Scalar;
 use crate::tensor::Tensor;
 
@@ -72,9 +75,10 @@ impl<const R: usize, const C: usize> Var<R, C> {
     }
 }
 
-/// A recorded graph of at most `N` nodes, `S` scalar values and `G` scalar gradients.
+/// A recorded graph of at most `Mem::NODES` nodes, `Mem::VALUES` scalar values and
+/// `Mem::GRADIENTS` scalar gradients (see [`Capacity`], [`Cap`]).
 ///
-/// Its size is `S + G` scalars plus `N` small nodes, fixed at compile time; put a large tape
+/// Its size is the values and gradients plus the small nodes, fixed at compile time; put a large tape
 /// in a `static` or on a task's stack with room for it. Frozen parameters can instead be read
 /// in place, from flash ([`read_frozen_in_place`](Self::read_frozen_in_place)): they then
 /// take no value slots.
@@ -82,7 +86,7 @@ impl<const R: usize, const C: usize> Var<R, C> {
 // tape's address, before the buffers (one load each on a Cortex-M, whatever the buffers'
 // sizes).
 #[repr(C)]
-pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
+pub struct Tape<T: Scalar, Mem: Capacity> {
     used: usize,
     grads_used: usize,
     parameter_nodes: usize,
@@ -94,32 +98,33 @@ pub struct Tape<T: Scalar, const N: usize, const S: usize, const G: usize = S> {
     /// A reverse sweep has run since the activations were last cleared: their gradient
     /// slots hold its gradients (before, they hold those of an earlier graph).
     swept: bool,
-    /// The values frozen parameters are read from in place; a node's value slots from `S`
-    /// on index into it (from `S + k` for the value at `k`). An `Option`, so that a new
+    /// The values frozen parameters are read from in place; a node's value slots from
+    /// `Mem::VALUES` on index into it (from `VALUES + k` for the value at `k`). An `Option`, so that a new
     /// tape is all zero bytes (a `static` one goes to `.bss`, not to flash).
     in_place: Option<&'static [T]>,
     /// Weights whose gradient is not in the buffer (see [`update`]).
     outer: OuterGrads,
-    nodes: Vec<Node<T>, N>,
-    values: [T; S],
-    grads: [T; G],
+    nodes: Mem::Nodes<T>,
+    values: Mem::Values<T>,
+    grads: Mem::Gradients<T>,
 }
 
-impl<T: Scalar, const N: usize, const S: usize, const G: usize> Default for Tape<T, N, S, G> {
+impl<T: Scalar, Mem: Capacity> Default for Tape<T, Mem> {
     fn default() -> Self {
-        Self::new()
+        let (nodes, values, grads) = Mem::storage();
+        Self::with_storage(nodes, values, grads)
     }
 }
 
-impl<T: Scalar, const N: usize, const S: usize, const G: usize> fmt::Debug for Tape<T, N, S, G> {
+impl<T: Scalar, Mem: Capacity> fmt::Debug for Tape<T, Mem> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Tape")
             .field("nodes", &self.nodes.len())
-            .field("node_capacity", &N)
+            .field("node_capacity", &Mem::NODES)
             .field("scalars", &self.used)
-            .field("scalar_capacity", &S)
+            .field("scalar_capacity", &Mem::VALUES)
             .field("gradients", &self.grads_used)
-            .field("gradient_capacity", &G)
+            .field("gradient_capacity", &Mem::GRADIENTS)
             .field("parameter_nodes", &self.parameter_nodes)
             .finish()
     }
@@ -162,7 +167,7 @@ impl<'a, T> Values<'a, T> {
 
 /// How a leaf is recorded.
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Leaf {
+pub(crate) enum Leaf {
     TrainableParameter,
     FrozenParameter,
     Variable,
@@ -170,14 +175,36 @@ enum Leaf {
     Constant,
 }
 
-impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G> {
+impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, Cap<N, S, G>> {
     /// An empty tape. A `const fn`, so a tape can be a `static` initialised at compile time
-    /// (e.g. in a `static_cell::ConstStaticCell` on a device).
+    /// (e.g. in a `static_cell::ConstStaticCell` on a device); all zero bytes, so a
+    /// `static` one goes to `.bss`, not to flash.
     pub const fn new() -> Self {
         Self {
-            nodes: Vec::new(),
-            values: [T::ZERO; S],
-            grads: [T::ZERO; G],
+            nodes: heapless::Vec::new(),
+            values: Buffer([T::ZERO; S]),
+            grads: Buffer([T::ZERO; G]),
+            in_place: None,
+            used: 0,
+            grads_used: 0,
+            parameter_nodes: 0,
+            parameter_slots: 0,
+            parameter_grad_slots: 0,
+            parameter_len: 0,
+            generation: 0,
+            outer: OuterGrads::new(),
+            swept: false,
+        }
+    }
+}
+
+impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
+    /// An empty tape over the given storage.
+    fn with_storage(nodes: Mem::Nodes<T>, values: Mem::Values<T>, grads: Mem::Gradients<T>) -> Self {
+        Self {
+            nodes,
+            values,
+            grads,
             in_place: None,
             used: 0,
             grads_used: 0,
@@ -202,10 +229,10 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// non-finite values are refused.
     ///
     /// ```
-    /// use safegrad::{Tape, Tensor};
+    /// use safegrad::{Cap, Tape, Tensor};
     ///
     /// static PARAMS: [f32; 6] = [1.0, 2.0, 3.0, 4.0, 0.5, -0.5];
-    /// let mut tape = Tape::<f32, 8, 16>::new();
+    /// let mut tape = Tape::<f32, Cap<8, 16>>::new();
     /// tape.read_frozen_in_place(&PARAMS)?;
     /// let w = tape.frozen_parameter(&Tensor::<f32, 2, 2>::zeros())?; // PARAMS[0..4]
     /// let b = tape.parameter(&Tensor::new([[0.0, 0.0]]))?; // held: PARAMS[4..6] unused
@@ -250,7 +277,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// `true` for a frozen parameter read in place (see
     /// [`read_frozen_in_place`](Self::read_frozen_in_place)).
     pub const fn is_in_place(&self, node: &Node<T>) -> bool {
-        node.offset >= S
+        node.offset >= Mem::VALUES
     }
 
     /// The values of every node, those read in place included.
@@ -278,6 +305,22 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// Gradient slots in use (trainable parameters and the activations that depend on them).
     pub const fn gradients_used(&self) -> usize {
         self.grads_used
+    }
+
+    /// Empties the tape: every node, parameters included, and the values frozen parameters
+    /// were read in place from (handles of the old nodes become stale).
+    pub fn reset(&mut self) {
+        self.nodes.truncate(0);
+        self.in_place = None;
+        self.outer.clear();
+        self.used = 0;
+        self.grads_used = 0;
+        self.parameter_nodes = 0;
+        self.parameter_slots = 0;
+        self.parameter_grad_slots = 0;
+        self.parameter_len = 0;
+        self.swept = false;
+        self.generation = self.generation.wrapping_add(1);
     }
 
     /// Drops every node recorded after the parameters, invalidating their handles. The
@@ -349,10 +392,10 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     }
 
     /// The gradients of the trainable parameters, in recording order;
-    /// [`TapeError::GradientNotKept`] if a training step did not keep some of them.
+    /// [`TapeError::GradientConsumed`] if a training step did not keep some of them.
     pub fn parameter_grads(&self) -> Result<&[T]> {
         if let Some(node) = self.outer.first_node() {
-            return Err(TapeError::GradientNotKept { node });
+            return Err(TapeError::GradientConsumed { node });
         }
         Ok(self.grads.get(..self.parameter_grad_slots).unwrap_or(&[]))
     }
@@ -361,9 +404,9 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// recording order (the index into an optimiser's state).
     ///
     /// ```
-    /// use safegrad::{Tape, Tensor};
+    /// use safegrad::{Cap, Tape, Tensor};
     ///
-    /// let mut tape = Tape::<f32, 8, 16>::new();
+    /// let mut tape = Tape::<f32, Cap<8, 16>>::new();
     /// let w = tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
     /// let frozen = tape.frozen_parameter(&Tensor::new([[5.0]]))?;
     /// let y = tape.mul(w, w)?;
@@ -394,9 +437,9 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// values (the frozen parameters never change, so they need no copy).
     ///
     /// ```
-    /// use safegrad::{Tape, Tensor};
+    /// use safegrad::{Cap, Tape, Tensor};
     ///
-    /// let mut tape = Tape::<f32, 8, 16>::new();
+    /// let mut tape = Tape::<f32, Cap<8, 16>>::new();
     /// let w = tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
     /// tape.frozen_parameter(&Tensor::new([[5.0]]))?;
     /// let mut snapshot = [0.0; 2];
@@ -494,7 +537,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// The gradient of a node from the last [`backward`](Self::backward) (accumulated over
     /// calls, for parameters); [`TapeError::NoGradient`] for a node that carries none. The
     /// gradient of a weight that a step's sweep holds as an outer product is computed from
-    /// its factors; [`TapeError::GradientNotKept`] if the step did not keep it.
+    /// its factors; [`TapeError::GradientConsumed`] if the step did not keep it.
     pub fn grad<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<Tensor<T, R, C>> {
         let node = self.resolve(v)?;
         if v.node.0 < self.parameter_nodes {
@@ -536,7 +579,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     }
 
     /// The node a handle names, checked: recorded, of this generation, of this shape.
-    fn resolve<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<&Node<T>> {
+    pub(crate) fn resolve<const R: usize, const C: usize>(&self, v: Var<R, C>) -> Result<&Node<T>> {
         let index = v.node.0;
         let stale = TapeError::StaleVar { node: index };
         let node = match self.nodes.get(index) {
@@ -553,216 +596,6 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         Ok(node)
     }
 
-    /// Checks that a node of `len` values fits, without recording anything yet; returns the
-    /// start of its value slots.
-    fn reserve(&self, len: usize) -> Result<usize> {
-        if self.nodes.is_full() {
-            return Err(TapeError::NodeCapacity { capacity: N });
-        }
-        match self.used.checked_add(len) {
-            Some(end) if end <= S => Ok(self.used),
-            _ => Err(TapeError::ScalarCapacity {
-                capacity: S,
-                used: self.used,
-                requested: len,
-            }),
-        }
-    }
-
-    /// Checks that `len` more gradient slots fit.
-    fn reserve_grad(&self, len: usize) -> Result<usize> {
-        match self.grads_used.checked_add(len) {
-            Some(end) if end <= G => Ok(self.grads_used),
-            _ => Err(TapeError::GradientCapacity {
-                capacity: G,
-                used: self.grads_used,
-                requested: len,
-            }),
-        }
-    }
-
-    /// Appends an op's node: it carries a gradient when one of its differentiable inputs
-    /// does. Each parameter it reads counts one more use.
-    fn commit_op<const R: usize, const C: usize>(&mut self, op: Op<T>) -> Result<Var<R, C>> {
-        self.commit_op_shaped(op, R, C).map(|node| self.var(node))
-    }
-
-    /// A handle of the current generation on `node`.
-    const fn var<const R: usize, const C: usize>(&self, node: NodeId) -> Var<R, C> {
-        Var {
-            node,
-            generation: self.generation,
-        }
-    }
-
-    /// [`commit_op`](Self::commit_op) for a `rows x cols` node (one copy of the code for
-    /// every shape).
-    fn commit_op_shaped(&mut self, op: Op<T>, rows: usize, cols: usize) -> Result<NodeId> {
-        let inputs = op.differentiable_inputs();
-        let with_grad = inputs.iter().flatten().any(|id| {
-            self.nodes
-                .get(id.0)
-                .is_some_and(|n: &Node<T>| n.requires_grad())
-        });
-        let v = self.commit_shaped(op, rows, cols, with_grad, Domain::UNKNOWN)?;
-        for id in inputs.into_iter().flatten() {
-            if id.0 < self.parameter_nodes {
-                if let Some(n) = self.nodes.get_mut(id.0) {
-                    n.uses = n.uses.saturating_add(1);
-                }
-            }
-        }
-        Ok(v)
-    }
-
-    /// Appends the `rows x cols` node whose values were written at the reserved slots, with
-    /// zeroed gradient slots if it needs them.
-    fn commit_shaped(
-        &mut self,
-        op: Op<T>,
-        rows: usize,
-        cols: usize,
-        with_grad: bool,
-        declared: Domain,
-    ) -> Result<NodeId> {
-        let len = rows * cols;
-        let grad_len = len * op.grad_slots_per_value();
-        let offset = self.reserve(len)?;
-        let grad_offset = if with_grad {
-            let g = self.reserve_grad(grad_len)?;
-            // A parameter's gradient accumulates from zero; an activation's is zeroed by the
-            // sweep that computes it.
-            if matches!(op, Op::Parameter) {
-                if let Some(slots) = self.grads.get_mut(g..g + len) {
-                    slots.fill(T::ZERO);
-                }
-            }
-            Some(g)
-        } else {
-            None
-        };
-        let index = self.nodes.len();
-        self.nodes
-            .push(Node {
-                op,
-                rows,
-                cols,
-                offset,
-                grad_offset,
-                generation: self.generation,
-                declared,
-                uses: 0,
-            })
-            .map_err(|_| TapeError::NodeCapacity { capacity: N })?;
-        self.used = offset + len;
-        if grad_offset.is_some() {
-            self.grads_used += grad_len;
-        }
-        Ok(NodeId(index))
-    }
-
-    /// Splits the value buffer at the free slots: the recorded values (read-only) and the
-    /// `len` slots the next node writes.
-    #[inline(always)]
-    fn split_for_output(&mut self, len: usize) -> Result<(Values<'_, T>, &mut [T])> {
-        let capacity = TapeError::ScalarCapacity {
-            capacity: S,
-            used: self.used,
-            requested: len,
-        };
-        let (before, after) = self.values.split_at_mut(self.used);
-        let out = after.get_mut(..len).ok_or(capacity)?;
-        let before = Values {
-            local: before,
-            in_place: self.in_place.unwrap_or(&[]),
-            split: S,
-        };
-        Ok((before, out))
-    }
-
-    fn leaf<const R: usize, const C: usize>(
-        &mut self,
-        kind: Leaf,
-        value: &Tensor<T, R, C>,
-        declared: Domain,
-    ) -> Result<Var<R, C>> {
-        self.leaf_shaped(kind, value.as_slice(), R, C, declared)
-            .map(|node| self.var(node))
-    }
-
-    /// [`leaf`](Self::leaf) for the `rows x cols` values `value` (one copy of the code for
-    /// every shape).
-    fn leaf_shaped(
-        &mut self,
-        kind: Leaf,
-        value: &[T],
-        rows: usize,
-        cols: usize,
-        declared: Domain,
-    ) -> Result<NodeId> {
-        let is_parameter = matches!(kind, Leaf::TrainableParameter | Leaf::FrozenParameter);
-        if is_parameter && self.nodes.len() != self.parameter_nodes {
-            return Err(TapeError::ParameterAfterActivation);
-        }
-        let with_grad = matches!(kind, Leaf::TrainableParameter | Leaf::Variable);
-        let len = rows * cols;
-        if let (Leaf::FrozenParameter, Some(params)) = (kind, self.in_place) {
-            return self.in_place_leaf(params, rows, cols);
-        }
-        if with_grad {
-            self.reserve_grad(len)?;
-        }
-        self.reserve(len)?;
-        let (_, out) = self.split_for_output(len)?;
-        out.copy_from_slice(value);
-        let op = match kind {
-            Leaf::TrainableParameter | Leaf::FrozenParameter => Op::Parameter,
-            Leaf::Variable | Leaf::Data => Op::Input,
-            Leaf::Constant => Op::Constant,
-        };
-        let declared = match kind {
-            Leaf::TrainableParameter | Leaf::FrozenParameter => Domain::FINITE,
-            Leaf::Constant => Domain::of_values(value),
-            Leaf::Variable | Leaf::Data => declared,
-        };
-        let v = self.commit_shaped(op, rows, cols, with_grad, declared)?;
-        if is_parameter {
-            self.parameter_nodes = self.nodes.len();
-            self.parameter_slots = self.used;
-            self.parameter_grad_slots = self.grads_used;
-            self.parameter_len += len;
-        }
-        Ok(v)
-    }
-
-    /// Records a `rows x cols` frozen parameter whose values are read in place, at its
-    /// position among all parameter scalars.
-    fn in_place_leaf(&mut self, params: &[T], rows: usize, cols: usize) -> Result<NodeId> {
-        let at = self.parameter_len;
-        let end = at + rows * cols;
-        if end > params.len() {
-            return Err(TapeError::InPlaceRange {
-                needed: end,
-                available: params.len(),
-            });
-        }
-        let index = self.nodes.len();
-        self.nodes
-            .push(Node {
-                op: Op::Parameter,
-                rows,
-                cols,
-                offset: S + at,
-                grad_offset: None,
-                generation: self.generation,
-                declared: Domain::FINITE,
-                uses: 0,
-            })
-            .map_err(|_| TapeError::NodeCapacity { capacity: N })?;
-        self.parameter_nodes = self.nodes.len();
-        self.parameter_len = end;
-        Ok(NodeId(index))
-    }
 
     // -- leaves -----------------------------------------------------------------------------
 
@@ -868,15 +701,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         self.swept = true;
         let nodes = self.nodes.get(..=output.node.0).unwrap_or(&[]);
         let values = Values::new(&self.values, self.in_place.unwrap_or(&[]));
-        for node in nodes.iter().rev() {
-            backward::backward_node(
-                node,
-                nodes,
-                &values,
-                &mut self.grads,
-                backward::Defer::NOTHING,
-            );
-        }
+        sweep::sweep(nodes, values, &mut self.grads, |_| sweep::Defer::NOTHING);
         Ok(())
     }
 }

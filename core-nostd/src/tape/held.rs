@@ -1,59 +1,66 @@
-//! The reverse sweep and the update of a training step.
+//! Gradients a training step holds as outer products (crate-private: the fast path of
+//! [`train::step`](crate::train::step)).
 //!
 //! A step needs every trainable gradient once, checked and measured before anything changes.
 //! [`Tape::backward_for_step`] runs the sweep of [`Tape::zero_grad`] followed by
 //! [`Tape::backward`] with one difference. The gradient of a weight whose only user is a
-//! one-row [`linear`](Tape::linear) node (a layer trained on one sample at a time) is the
-//! outer product `x^T g` of the layer's input row `x` and its output gradient `g`, and that
-//! of the node's bias, if the node is its only user too, is `g` itself: the sweep *holds*
-//! them in that form instead of writing them out. [`Tape::grad_sum_of_squares`] takes their
-//! sums of squares from the factors (`|x|^2 |g|^2` and `|g|^2`); [`Tape::update_trainable`]
-//! hands the factors to the optimiser ([`Optimizer::update_outer`]), which for plain SGD
-//! updates the weights from them directly. While held, [`Tape::grad`] computes such a
-//! gradient from its factors; [`Tape::write_outer_grads`] writes it into the buffer (as
-//! [`Tape::clear_activations`] and [`Tape::backward`] do first), and
-//! [`Tape::drop_outer_grads`] gives it up, after which reading it is
-//! [`TapeError::GradientNotKept`] until the next sweep or [`Tape::zero_grad`].
-//! [`train::step`](crate::train::step) writes or drops them as
-//! [`StepConfig::keep_grads`](crate::train::StepConfig::keep_grads) says.
-//!
-//! ```
-//! use safegrad::optim::Sgd;
-//! use safegrad::{Tape, Tensor, TapeError};
-//!
-//! let mut tape = Tape::<f32, 16, 64>::new();
-//! let w = tape.parameter(&Tensor::new([[1.0, -1.0], [0.5, 2.0]]))?;
-//! let b = tape.parameter(&Tensor::new([[0.0, 0.0]]))?;
-//! let x = tape.input(&Tensor::new([[3.0, 4.0]]))?;
-//! let y = tape.linear(x, w, b)?;
-//! let loss = tape.sum(y)?;
-//! assert_eq!(tape.backward_for_step(loss)?, 1); // w's gradient is [3, 4]^T [1, 1]
-//! // |x|^2 |g|^2 = 25 * 2 for w, plus |g|^2 = 2 for b.
-//! assert_eq!(tape.grad_sum_of_squares(), 52.0);
-//! assert_eq!(tape.grad(w)?, Tensor::new([[3.0, 3.0], [4.0, 4.0]])); // from the factors
-//! tape.update_trainable(&mut Sgd::new(0.5), 1.0);
-//! assert_eq!(tape.value(w)?, Tensor::new([[-0.5, -2.5], [-1.5, 0.0]]));
-//! assert_eq!(tape.value(b)?, Tensor::new([[-0.5, -0.5]]));
-//! tape.drop_outer_grads();
-//! assert_eq!(tape.grad(w), Err(TapeError::GradientNotKept { node: w.node().0 }));
-//! # Ok::<(), safegrad::TapeError>(())
-//! ```
+//! one-row fully connected node (a layer trained on one sample at a time) is the outer
+//! product `x^T g` of the layer's input row `x` and its output gradient `g`, and that of the
+//! node's bias, if the node is its only user too, is `g` itself: the sweep *holds* them in
+//! that form instead of writing them out. [`Tape::grad_sum_of_squares`] takes their sums of
+//! squares from the factors (`|x|^2 |g|^2` and `|g|^2`); the step's update reads the factors
+//! ([`Tape::update_trainable`]), and plain SGD updates the weights from them directly. While
+//! held, [`Tape::grad`] computes such a gradient from its factors;
+//! [`Tape::write_outer_grads`] writes it into the buffer (as [`Tape::clear_activations`] and
+//! [`Tape::backward`] do first), and [`Tape::drop_outer_grads`] gives it up (the step's
+//! update consumed it), after which reading it is [`TapeError::GradientConsumed`] until the
+//! next sweep or [`Tape::zero_grad`].
 
 use core::ops::Range;
 
 use heapless::Vec;
 
-use super::backward::{backward_node, Defer};
-use super::{Result, Tape, Values, Var};
+use super::sweep::{sweep, Defer};
+use super::{Capacity, Result, Tape, Values, Var};
 use crate::error::TapeError;
 use crate::graph::Node;
-use crate::optim::{Optimizer, OuterProduct};
 use crate::scalar::Scalar;
 use crate::tensor::kernels::{self, set_matmul_grad_b, sum_of_squares};
 use crate::tensor::Tensor;
 
+/// How a training step updates the trainable parameters from their gradients (an
+/// optimiser, seen by the tape).
+pub(crate) trait Update<T> {
+    /// Updates the scalars `first..` from their gradients scaled by `factor`.
+    fn slice(&mut self, first: usize, values: &mut [T], grads: &[T], factor: T);
+
+    /// Updates a block of weights whose gradient is the outer product `x^T g`, scaled by
+    /// `factor`. Returns `true` if it wrote the gradient into `grads`.
+    fn outer(
+        &mut self,
+        first: usize,
+        values: &mut [T],
+        grads: &mut [T],
+        factors: Factors<'_, T>,
+        factor: T,
+    ) -> bool;
+}
+
+/// A gradient held as an outer product `x^T g`: the input row `x` of a layer trained on one
+/// sample and its output gradient `g`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Factors<'a, T> {
+    /// The layer's input row: one row of the gradient per value.
+    pub(crate) x: &'a [T],
+    /// The layer's output gradient: one column of the gradient per value.
+    pub(crate) g: &'a [T],
+    /// Every value of `x` and `g` is known to be finite (the step measured their sums of
+    /// squares).
+    pub(crate) finite: bool,
+}
+
 /// Layers one sweep holds the gradients of; further ones get theirs written as any other.
-pub const OUTER_CAPACITY: usize = 8;
+pub(crate) const OUTER_CAPACITY: usize = 8;
 
 /// A one-row linear node whose weight's gradient is held as the outer product of its input
 /// row and its output gradient (and its bias's, if held, as the output gradient).
@@ -197,12 +204,12 @@ fn find_outer_products<T>(
     }
 }
 
-impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G> {
+impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
     /// The reverse sweep of a training step: the gradients of [`zero_grad`](Self::zero_grad)
     /// followed by [`backward`](Self::backward), those of the parameters of one-row linear
     /// nodes held as factors (see the [module](self) documentation). Returns how many layers
     /// are held so.
-    pub fn backward_for_step(&mut self, loss: Var<1, 1>) -> Result<usize> {
+    pub(crate) fn backward_for_step(&mut self, loss: Var<1, 1>) -> Result<usize> {
         let out = *self.resolve(loss)?;
         let seed_slots = out
             .grad_slots()
@@ -232,20 +239,18 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
         self.swept = true;
         let values = Values::new(&self.values, self.in_place.unwrap_or(&[]));
-        for (i, node) in nodes.iter().enumerate().rev() {
-            let defer = match node.op.linear_inputs() {
-                Some(_) => outer
-                    .entries
-                    .iter()
-                    .find(|o| o.node == i)
-                    .map_or(Defer::NOTHING, |o| Defer {
-                        weight: true,
-                        bias: o.bias.is_some(),
-                    }),
-                None => Defer::NOTHING,
-            };
-            backward_node(node, nodes, &values, &mut self.grads, defer);
-        }
+        let defer = |i: usize| match nodes.get(i).and_then(|n| n.op.linear_inputs()) {
+            Some(_) => outer
+                .entries
+                .iter()
+                .find(|o| o.node == i)
+                .map_or(Defer::NOTHING, |o| Defer {
+                    weight: true,
+                    bias: o.bias.is_some(),
+                }),
+            None => Defer::NOTHING,
+        };
+        sweep(nodes, values, &mut self.grads, defer);
         Ok(outer.entries.len())
     }
 
@@ -255,7 +260,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// weight's part is `|x|^2 |g|^2` (its sum over the entries up to rounding), a held
     /// bias's `|g|^2`; when the total is finite, so is every factor, and the update need not
     /// check them again.
-    pub fn grad_sum_of_squares(&mut self) -> T {
+    pub(crate) fn grad_sum_of_squares(&mut self) -> T {
         let mut total = T::ZERO;
         let held = self.outer.is_held();
         for (i, node) in self.nodes.iter().enumerate().take(self.parameter_nodes) {
@@ -289,7 +294,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     /// Writes the gradients held as factors into the gradient buffer, where
     /// [`parameter_grads`](Self::parameter_grads) reads them. Gradients a step did not keep
     /// stay unavailable.
-    pub fn write_outer_grads(&mut self) {
+    pub(crate) fn write_outer_grads(&mut self) {
         if !self.outer.is_held() {
             return;
         }
@@ -301,7 +306,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                 continue;
             };
             // The parameters' gradient slots lie before the linear node's.
-            let (before, after) = self.grads.split_at_mut(gs.start.min(G));
+            let (before, after) = self.grads.split_at_mut(gs.start.min(Mem::GRADIENTS));
             let Some(g) = after.get(..gs.len()) else {
                 continue;
             };
@@ -321,9 +326,9 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
     }
 
     /// Gives up the gradients held as factors (a step that does not keep its gradients):
-    /// reading them is [`TapeError::GradientNotKept`] until the next sweep or
+    /// reading them is [`TapeError::GradientConsumed`] until the next sweep or
     /// [`zero_grad`](Self::zero_grad).
-    pub fn drop_outer_grads(&mut self) {
+    pub(crate) fn drop_outer_grads(&mut self) {
         self.outer.state = State::NotKept;
     }
 
@@ -351,7 +356,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         part: Part,
         p: usize,
     ) -> Result<Tensor<T, R, C>> {
-        let not_kept = TapeError::GradientNotKept { node: p };
+        let not_kept = TapeError::GradientConsumed { node: p };
         if !self.outer.is_held() {
             return Err(not_kept);
         }
@@ -370,16 +375,16 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
         }
     }
 
-    /// Updates every trainable parameter through `optimizer`, node by node in recording
-    /// order, each gradient scaled by `factor` (a clipping factor, 1 without clipping):
-    /// [`Optimizer::update_outer`] for a weight whose gradient is held as an outer product,
-    /// [`Optimizer::update_slice`] for the others (a held bias with its layer's output
-    /// gradient). The index of a scalar in the optimiser's state counts from 0 as in
+    /// Updates every trainable parameter through `rule`, node by node in recording order,
+    /// each gradient scaled by `factor` (a clipping factor, 1 without clipping):
+    /// [`Update::outer`] for a weight whose gradient is held as an outer product,
+    /// [`Update::slice`] for the others (a held bias with its layer's output gradient). The
+    /// index of a scalar in an optimiser's state counts from 0 as in
     /// [`update_parameters`](Self::update_parameters).
-    pub fn update_trainable<O: Optimizer<T>>(&mut self, optimizer: &mut O, factor: T) {
-        let split = self.parameter_slots.min(S);
+    pub(crate) fn update_trainable<U: Update<T>>(&mut self, rule: &mut U, factor: T) {
+        let split = self.parameter_slots.min(Mem::VALUES);
         let (params, activations) = self.values.split_at_mut(split);
-        let grad_split = self.parameter_grad_slots.min(G);
+        let grad_split = self.parameter_grad_slots.min(Mem::GRADIENTS);
         let (param_grads, activation_grads) = self.grads.split_at_mut(grad_split);
         let held = self.outer.is_held();
         let finite = self.outer.finite;
@@ -397,7 +402,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                 params.get_mut(node.slots()),
                 param_grads.get_mut(grad_slots),
             ) {
-                optimizer.update_slice(first, values, grads, factor);
+                rule.slice(first, values, grads, factor);
             }
         }
         for o in self.outer.entries.iter().filter(|_| held) {
@@ -417,8 +422,8 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
                     if let (Some(values), Some(grads)) =
                         (params.get_mut(vs), param_grads.get_mut(gs.clone()))
                     {
-                        let outer = OuterProduct { x, g, finite };
-                        if optimizer.update_outer(gs.start, values, grads, outer, factor) {
+                        let outer = Factors { x, g, finite };
+                        if rule.outer(gs.start, values, grads, outer, factor) {
                             let _ = written.push(o.node);
                         }
                     }
@@ -426,7 +431,7 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, N, S, G>
             }
             if let Some(b) = o.bias.and_then(|b| nodes.get(b)) {
                 if let (Some(gs), Some(values)) = (b.grad_slots(), params.get_mut(b.slots())) {
-                    optimizer.update_slice(gs.start, values, g, factor);
+                    rule.slice(gs.start, values, g, factor);
                 }
             }
         }

@@ -5,9 +5,9 @@
 //! use safegrad::nn::{Build, Init, Linear, Module};
 //! use safegrad::optim::Sgd;
 //! use safegrad::train::{step, StepConfig, StepError};
-//! use safegrad::{Tape, Tensor};
+//! use safegrad::{Cap, Tape, Tensor};
 //!
-//! let mut tape = Tape::<f32, 16, 128>::new();
+//! let mut tape = Tape::<f32, Cap<16, 128>>::new();
 //! let model = Linear::<2, 2>::build(&mut tape, &mut Init::new(1))?;
 //! let mut sgd = Sgd::new(0.1);
 //! let config = StepConfig::default();
@@ -33,15 +33,22 @@
 
 use core::fmt;
 
-use crate::dataset::Samples;
-use crate::domain::{audit, first_non_finite, AuditError, Finding};
+mod epoch;
+mod guard;
+mod samples;
+mod update;
+
+pub use epoch::{epoch, EpochReport, Shuffle};
+pub use guard::{Divergence, DivergenceGuard};
+pub use samples::Samples;
+
+use crate::audit::{audit, first_non_finite, AuditError, Finding};
 use crate::error::TapeError;
 use crate::graph::NodeId;
 use crate::nn::Module;
 use crate::optim::{clip_factor, clip_factor_with_norm, global_norm, Optimizer};
-use crate::rng::SplitMix64;
 use crate::scalar::Scalar;
-use crate::tape::{Tape, Var};
+use crate::tape::{Capacity, Tape, Var};
 use crate::tensor::Tensor;
 
 /// Where a non-finite value was first seen.
@@ -94,6 +101,22 @@ pub enum StepError {
     Unsafe(Finding),
     /// Strict mode: the audit found more than [`STRICT_FINDINGS`] findings.
     Audit(AuditError),
+    /// There are no rows to train on.
+    NoSamples,
+    /// The rollback snapshot has no room for every trainable scalar.
+    SnapshotCapacity {
+        /// Scalars the snapshot holds.
+        capacity: usize,
+        /// Trainable scalars of the model.
+        needed: usize,
+    },
+    /// The shuffling order has no room for every row of the data.
+    SampleCapacity {
+        /// Rows the order holds.
+        capacity: usize,
+        /// Rows of the data.
+        rows: usize,
+    },
     /// The optimiser's state holds fewer scalars than the tape trains.
     OptimizerCapacity {
         /// Scalars the optimiser state holds.
@@ -116,6 +139,15 @@ impl fmt::Display for StepError {
             Self::NonFinite(n) => write!(f, "step refused: {n}"),
             Self::Unsafe(finding) => write!(f, "step refused in strict mode: {finding}"),
             Self::Audit(e) => write!(f, "step refused in strict mode: {e}"),
+            Self::NoSamples => write!(f, "there are no rows to train on"),
+            Self::SnapshotCapacity { capacity, needed } => write!(
+                f,
+                "the rollback snapshot holds {capacity} scalars, the model trains {needed}"
+            ),
+            Self::SampleCapacity { capacity, rows } => write!(
+                f,
+                "{rows} training rows, the shuffling order holds {capacity}"
+            ),
             Self::OptimizerCapacity { capacity, needed } => write!(
                 f,
                 "step refused: the optimiser holds state for {capacity} scalars, the model trains {needed}"
@@ -135,15 +167,9 @@ pub struct StepConfig<T> {
     /// Clip the gradients to this global norm (PyTorch's `clip_grad_norm_`); `None` for no
     /// clipping.
     pub clip_norm: Option<T>,
-    /// Strict mode: audit the recorded graph first ([`crate::domain::audit`]) and refuse to
+    /// Strict mode: audit the recorded graph first ([`crate::audit::audit`]) and refuse to
     /// train on one with an error-level finding.
     pub strict: bool,
-    /// Keep every gradient in the tape's gradient buffer after the step. Without it (the
-    /// default), the gradient of a layer's weights trained on one sample at a time is used
-    /// as the outer product of the layer's input and output gradient and never written out
-    /// (about a third of a step's work for an MLP): reading it afterwards is
-    /// [`TapeError::GradientNotKept`]. A refused step keeps every gradient either way.
-    pub keep_grads: bool,
 }
 
 impl<T> Default for StepConfig<T> {
@@ -151,7 +177,6 @@ impl<T> Default for StepConfig<T> {
         Self {
             clip_norm: None,
             strict: false,
-            keep_grads: false,
         }
     }
 }
@@ -173,20 +198,22 @@ pub struct StepReport<T> {
 /// update through `optimizer`. On any error nothing of the parameters or the optimiser
 /// state has changed.
 ///
-/// The sweep is [`Tape::backward_for_step`]; the check and the global norm come from one sum
-/// of squares ([`Tape::grad_sum_of_squares`]), which is finite exactly when every gradient
-/// is. Only when it is not finite, or so small that squares may have underflowed, are the
+/// The update consumes the gradients: afterwards, the gradient of a weight trained on one
+/// sample at a time reads as [`TapeError::GradientConsumed`] (run
+/// [`Tape::backward`] to compute it); a refused step keeps every gradient. The check and
+/// the global norm come from one sum of squares, which is finite exactly when every gradient
+/// is; only when it is not finite, or so small that squares may have underflowed, are the
 /// gradients read one by one and the norm computed in scaled form ([`global_norm`]).
 #[cfg_attr(target_os = "none", inline(never))]
-pub fn step<T, O, const N: usize, const S: usize, const G: usize>(
-    tape: &mut Tape<T, N, S, G>,
+pub fn step<T, O, Mem: Capacity>(
+    tape: &mut Tape<T, Mem>,
     loss: Var<1, 1>,
     optimizer: &mut O,
     config: &StepConfig<T>,
 ) -> Result<StepReport<T>, StepError>
 where
     T: Scalar,
-    O: Optimizer<T>,
+    O: Optimizer<T> + 'static,
 {
     let needed = tape.trainable_len();
     if optimizer.capacity() < needed {
@@ -235,12 +262,8 @@ where
         (norm, factor)
     };
     optimizer.begin_step();
-    tape.update_trainable(optimizer, factor);
-    if config.keep_grads {
-        tape.write_outer_grads();
-    } else {
-        tape.drop_outer_grads();
-    }
+    tape.update_trainable(&mut update::Rule(optimizer), factor);
+    tape.drop_outer_grads();
     Ok(StepReport {
         loss: loss_value,
         grad_norm,
@@ -250,10 +273,10 @@ where
 
 /// [`StepConfig::strict`]'s audit of the recorded graph: an error-level finding refuses the
 /// step.
-fn strict_audit<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+fn strict_audit<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
 ) -> Result<(), StepError> {
-    let report = audit::<T, N, S, G, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
+    let report = audit::<T, Mem, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
     match report.first_error() {
         Some(&finding) => Err(StepError::Unsafe(finding)),
         None => Ok(()),
@@ -262,8 +285,8 @@ fn strict_audit<T: Scalar, const N: usize, const S: usize, const G: usize>(
 
 /// The first node that feeds `last`, in recording order, with a non-finite value and finite
 /// inputs (see [`first_non_finite`]); `last` if there is none.
-pub fn first_non_finite_value<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+pub fn first_non_finite_value<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
     last: NodeId,
 ) -> NonFinite {
     match first_non_finite(tape, last) {
@@ -284,8 +307,8 @@ pub fn first_non_finite_value<T: Scalar, const N: usize, const S: usize, const G
 }
 
 /// The first node in the reverse sweep from `last` whose gradient is non-finite.
-pub fn first_non_finite_grad<T: Scalar, const N: usize, const S: usize, const G: usize>(
-    tape: &Tape<T, N, S, G>,
+pub fn first_non_finite_grad<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
     last: NodeId,
 ) -> NonFinite {
     let nodes = tape.nodes();
@@ -326,13 +349,11 @@ pub fn argmax<T: Scalar>(values: &[T]) -> usize {
 pub fn predict<
     T,
     M,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
     const IN: usize,
     const OUT: usize,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     model: &M,
     x: &[T; IN],
 ) -> Result<usize, TapeError>
@@ -352,13 +373,11 @@ pub fn count_correct<
     T,
     M,
     D,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
     const IN: usize,
     const OUT: usize,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     model: &M,
     data: &D,
 ) -> Result<usize, TapeError>
@@ -384,13 +403,11 @@ where
 pub fn record_loss<
     T,
     M,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
     const IN: usize,
     const OUT: usize,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     model: &M,
     x: &[T; IN],
     label: usize,
@@ -412,281 +429,24 @@ where
 pub fn audit_step_graph<
     T,
     M,
-    const N: usize,
-    const S: usize,
-    const G: usize,
+    Mem: Capacity,
     const IN: usize,
     const OUT: usize,
 >(
-    tape: &mut Tape<T, N, S, G>,
+    tape: &mut Tape<T, Mem>,
     model: &M,
     x: &[T; IN],
     label: usize,
-) -> Result<crate::domain::Audit<STRICT_FINDINGS>, StepError>
+) -> Result<crate::audit::Audit<STRICT_FINDINGS>, StepError>
 where
     T: Scalar,
     M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
 {
     record_loss(tape, model, x, label)?;
-    let report = audit::<T, N, S, G, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
+    let report = audit::<T, Mem, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
     if let Some(finding) = report.first_error() {
         return Err(StepError::Unsafe(*finding));
     }
     Ok(report)
 }
 
-/// One epoch of batch-1 training: `order` (a permutation of `0..data.len()`, kept by the
-/// caller across epochs) is shuffled with `rng`, then one guarded [`step`] is taken per
-/// sample in that order. Returns the mean loss. The host simulator and the firmware both
-/// train through this function, so their schedules are the same code.
-#[allow(clippy::too_many_arguments)]
-pub fn epoch<
-    T,
-    M,
-    O,
-    D,
-    const N: usize,
-    const S: usize,
-    const G: usize,
-    const IN: usize,
-    const OUT: usize,
->(
-    tape: &mut Tape<T, N, S, G>,
-    model: &M,
-    optimizer: &mut O,
-    data: &D,
-    order: &mut [usize],
-    rng: &mut SplitMix64,
-    config: &StepConfig<T>,
-) -> Result<T, StepError>
-where
-    T: Scalar,
-    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
-    O: Optimizer<T>,
-    D: Samples<T, IN> + ?Sized,
-{
-    rng.shuffle(order);
-    let mut total = T::ZERO;
-    for &i in order.iter() {
-        let Some((x, label)) = data.row(i) else {
-            continue;
-        };
-        let loss = record_loss(tape, model, &x, label)?;
-        total += step(tape, loss, optimizer, config)?.loss;
-    }
-    Ok(total / T::from_usize(order.len().max(1)))
-}
-
-/// Why a [`DivergenceGuard`] stopped training.
-#[derive(Clone, Copy, Debug, PartialEq)]
-#[cfg_attr(feature = "defmt", derive(defmt::Format))]
-pub enum Divergence<T> {
-    /// An epoch's mean loss rose above `factor` times the running average of the epochs
-    /// before it.
-    LossRise {
-        /// The epoch's mean loss.
-        loss: T,
-        /// The running average it was compared with.
-        average: T,
-    },
-    /// Too many steps in a row were refused as non-finite.
-    Rejections {
-        /// Refusals in a row.
-        count: u32,
-    },
-}
-
-impl<T: fmt::Display> fmt::Display for Divergence<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::LossRise { loss, average } => write!(
-                f,
-                "the epoch's mean loss {loss} rose above the bound relative to the running average {average}"
-            ),
-            Self::Rejections { count } => {
-                write!(f, "{count} steps in a row were refused as non-finite")
-            }
-        }
-    }
-}
-
-/// Watches training and says when it runs away.
-///
-/// The bound: after `warmup` epochs, an epoch whose mean loss is above both `factor` times
-/// the exponential moving average of the previous epochs' mean losses (decay `decay`) and
-/// the absolute `floor` is a [`Divergence::LossRise`]. Epoch means are used because the loss
-/// of a single batch-1 step varies too much from sample to sample to be a signal; the floor
-/// keeps a well-trained model, whose average loss is tiny, from calling an ordinary wobble a
-/// divergence. `max_rejections` non-finite refusals in a row are a
-/// [`Divergence::Rejections`], noticed at once. The caller then rolls back to its last good
-/// checkpoint and lowers the learning rate ([`guarded_epoch`] reports it; the host simulator
-/// and the firmware do it).
-///
-/// ```
-/// use safegrad::train::{Divergence, DivergenceGuard};
-///
-/// // Factor 3, floor 1, one epoch of warm-up, 3 refusals in a row, decay 0.5.
-/// let mut guard = DivergenceGuard::<f32>::default();
-/// for loss in [2.0, 1.2, 0.8, 0.9, 0.7] {
-///     assert_eq!(guard.observe_epoch(loss), None);
-/// }
-/// assert!(matches!(guard.observe_epoch(4.0), Some(Divergence::LossRise { .. })));
-/// assert_eq!(guard.observe_rejection(), None);
-/// assert_eq!(guard.observe_rejection(), None);
-/// assert_eq!(guard.observe_rejection(), Some(Divergence::Rejections { count: 3 }));
-/// ```
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct DivergenceGuard<T> {
-    /// An epoch mean above `factor` times the running average is a rise...
-    pub factor: T,
-    /// ... if it is also above this floor.
-    pub floor: T,
-    /// Epochs before the bound applies.
-    pub warmup: u32,
-    /// Non-finite refusals in a row that count as divergence.
-    pub max_rejections: u32,
-    /// Decay of the running average.
-    pub decay: T,
-    average: T,
-    seen: u32,
-    rejections: u32,
-}
-
-impl<T: Scalar> Default for DivergenceGuard<T> {
-    fn default() -> Self {
-        Self::new(T::from_f64(3.0), T::ONE, 1, 3, T::from_f64(0.5))
-    }
-}
-
-impl<T: Scalar> DivergenceGuard<T> {
-    /// A guard with the given bound (`factor`, `floor`), warm-up, refusal limit and decay.
-    pub fn new(factor: T, floor: T, warmup: u32, max_rejections: u32, decay: T) -> Self {
-        Self {
-            factor,
-            floor,
-            warmup,
-            max_rejections,
-            decay,
-            average: T::ZERO,
-            seen: 0,
-            rejections: 0,
-        }
-    }
-
-    /// Forgets what it has seen (after a rollback).
-    pub fn reset(&mut self) {
-        self.average = T::ZERO;
-        self.seen = 0;
-        self.rejections = 0;
-    }
-
-    /// An epoch's mean loss. A rise is not folded into the average.
-    pub fn observe_epoch(&mut self, loss: T) -> Option<Divergence<T>> {
-        if self.seen >= self.warmup && loss > self.factor * self.average && loss > self.floor {
-            return Some(Divergence::LossRise {
-                loss,
-                average: self.average,
-            });
-        }
-        self.average = if self.seen == 0 {
-            loss
-        } else {
-            self.decay * self.average + (T::ONE - self.decay) * loss
-        };
-        self.seen = self.seen.saturating_add(1);
-        None
-    }
-
-    /// An accepted step: ends a run of refusals.
-    pub fn observe_step(&mut self) {
-        self.rejections = 0;
-    }
-
-    /// A step refused as non-finite.
-    pub fn observe_rejection(&mut self) -> Option<Divergence<T>> {
-        self.rejections = self.rejections.saturating_add(1);
-        (self.rejections >= self.max_rejections).then_some(Divergence::Rejections {
-            count: self.rejections,
-        })
-    }
-}
-
-/// What a [`guarded_epoch`] did.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct GuardedEpoch<T> {
-    /// Mean loss of the accepted steps.
-    pub mean_loss: T,
-    /// Steps taken (updates applied).
-    pub steps: usize,
-    /// Samples refused as non-finite (skipped, nothing changed).
-    pub rejected: usize,
-    /// Divergence seen during or at the end of the epoch: roll back and lower the learning
-    /// rate.
-    pub divergence: Option<Divergence<T>>,
-}
-
-/// [`epoch`] with a [`DivergenceGuard`]: a step refused as non-finite skips its sample
-/// (counted) instead of ending the epoch; too many in a row stop the epoch; at its end the
-/// mean loss goes to the guard. Without refusals it computes exactly what [`epoch`] does.
-#[allow(clippy::too_many_arguments)]
-pub fn guarded_epoch<
-    T,
-    M,
-    O,
-    D,
-    const N: usize,
-    const S: usize,
-    const G: usize,
-    const IN: usize,
-    const OUT: usize,
->(
-    tape: &mut Tape<T, N, S, G>,
-    model: &M,
-    optimizer: &mut O,
-    data: &D,
-    order: &mut [usize],
-    rng: &mut SplitMix64,
-    config: &StepConfig<T>,
-    guard: &mut DivergenceGuard<T>,
-) -> Result<GuardedEpoch<T>, StepError>
-where
-    T: Scalar,
-    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
-    O: Optimizer<T>,
-    D: Samples<T, IN> + ?Sized,
-{
-    rng.shuffle(order);
-    let mut out = GuardedEpoch {
-        mean_loss: T::ZERO,
-        steps: 0,
-        rejected: 0,
-        divergence: None,
-    };
-    let mut total = T::ZERO;
-    for &i in order.iter() {
-        let Some((x, label)) = data.row(i) else {
-            continue;
-        };
-        let loss = record_loss(tape, model, &x, label)?;
-        match step(tape, loss, optimizer, config) {
-            Ok(report) => {
-                total += report.loss;
-                out.steps += 1;
-                guard.observe_step();
-            }
-            Err(StepError::NonFinite(_)) => {
-                out.rejected += 1;
-                if let Some(d) = guard.observe_rejection() {
-                    out.divergence = Some(d);
-                    break;
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    out.mean_loss = total / T::from_usize(out.steps.max(1));
-    if out.divergence.is_none() && out.steps > 0 {
-        out.divergence = guard.observe_epoch(out.mean_loss);
-    }
-    Ok(out)
-}

@@ -1,0 +1,635 @@
+//! A fine-tuning session: the model, read in place from its checkpoint, trained under a
+//! schedule with the divergence guard, the rollback and the validation gate inside, and
+//! saved to A/B slots in flash. The host simulator and the firmware both fine-tune through it.
+//!
+//! ```
+//! use safegrad::nn::{Linear, Plan, Relu};
+//! use safegrad::optim::Sgd;
+//! use safegrad::session::{Schedule, Session};
+//! # use safegrad::nn::{Build, Init};
+//! # use safegrad::{checkpoint, Cap, Tape};
+//!
+//! type Model = (Linear<2, 8>, Relu, Linear<8, 2>);
+//! type Work = safegrad::workspace!(f32, Model, Plan::LastLayer);
+//!
+//! // A pre-trained checkpoint; on a device, `safegrad::include_checkpoint!("model.sgck")`.
+//! # let mut tape = Tape::<f32, Cap<8, 64>>::new();
+//! # Model::build(&mut tape, &mut Init::new(3))?;
+//! # let mut bytes = vec![0u8; checkpoint::encoded_len(&tape)];
+//! # checkpoint::save(&tape, &mut bytes)?;
+//! # let words: Vec<u32> = bytes.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+//! # let pretrained: &'static [u8] = bytemuck::cast_slice(Vec::leak(words));
+//! let rows = [([1.0f32, 0.0], 0), ([0.0, 1.0], 1), ([0.9, 0.2], 0), ([0.1, 0.8], 1)];
+//! let mut work = Work::new();
+//! let mut session = Session::<Model, _, _>::from_checkpoint(&mut work, pretrained, Plan::LastLayer)?;
+//! let mut schedule = Schedule::new(Sgd::new(0.1)).epochs(20).clip_norm(1.0).seed(7);
+//! let report = session.fit(&rows[..], &mut schedule)?;
+//! assert_eq!(report.steps, 80);
+//! assert_eq!(session.correct(&rows[..])?, 4);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use embedded_storage::nor_flash::NorFlash;
+
+use crate::checkpoint;
+use crate::error::Error;
+use crate::nn::{Build, Init, InitScheme, Module, Plan};
+use crate::optim::Optimizer;
+use crate::scalar::Scalar;
+use crate::store::Slots;
+use crate::tape::{Cap, Capacity, Tape, Var};
+use crate::train::{
+    audit_step_graph, count_correct, epoch, predict, Divergence, DivergenceGuard, Samples,
+    Shuffle, StepConfig, StepError,
+};
+
+/// The memory a session works in: the tape, room for two copies of the trainable
+/// parameters (the last good epoch's, to roll back to, and those before fitting, for the
+/// validation gate) and the shuffling order of up to `SAMPLES` rows. Its size follows from
+/// the model's type: [`workspace!`](crate::workspace) names it.
+pub struct Workspace<T: Scalar, Mem: Capacity, const TRAINABLE: usize, const SAMPLES: usize = 64> {
+    tape: Tape<T, Mem>,
+    rollback: [T; TRAINABLE],
+    start: [T; TRAINABLE],
+    order: [usize; SAMPLES],
+}
+
+impl<
+        T: Scalar,
+        const N: usize,
+        const S: usize,
+        const G: usize,
+        const TRAINABLE: usize,
+        const SAMPLES: usize,
+    > Workspace<T, Cap<N, S, G>, TRAINABLE, SAMPLES>
+{
+    /// An empty workspace. A `const fn` of zero bytes: a `static` one goes to `.bss`.
+    pub const fn new() -> Self {
+        Self {
+            tape: Tape::new(),
+            rollback: [T::ZERO; TRAINABLE],
+            start: [T::ZERO; TRAINABLE],
+            order: [0; SAMPLES],
+        }
+    }
+}
+
+impl<T: Scalar, Mem: Capacity, const TRAINABLE: usize, const SAMPLES: usize> Default
+    for Workspace<T, Mem, TRAINABLE, SAMPLES>
+{
+    fn default() -> Self {
+        Self {
+            tape: Tape::default(),
+            rollback: [T::ZERO; TRAINABLE],
+            start: [T::ZERO; TRAINABLE],
+            order: [0; SAMPLES],
+        }
+    }
+}
+
+/// The type of the tape one training step of `$model` under `$plan` needs, with the frozen
+/// parameters read in place: `Tape<$scalar, Cap<nodes, values, gradients>>` from
+/// [`nn::sizes`](crate::nn::sizes).
+///
+/// ```
+/// use safegrad::nn::{Linear, Plan, Relu};
+/// use safegrad::tape::Capacity;
+///
+/// type Model = (Linear<8, 16>, Relu, Linear<16, 16>, Relu, Linear<16, 3>);
+/// type DeviceTape = safegrad::tape_for!(f32, Model, Plan::LastLayer);
+/// let tape = DeviceTape::new();
+/// # let _ = tape;
+/// fn capacities<T: safegrad::Scalar, Mem: Capacity>(_: &safegrad::Tape<T, Mem>) -> (usize, usize, usize) {
+///     (Mem::NODES, Mem::VALUES, Mem::GRADIENTS)
+/// }
+/// assert_eq!(capacities(&DeviceTape::new()), (14, 131, 55));
+/// ```
+#[macro_export]
+macro_rules! tape_for {
+    ($scalar:ty, $model:ty, $plan:expr) => {
+        $crate::Tape<
+            $scalar,
+            $crate::Cap<
+                { $crate::nn::sizes::<$model>($plan).nodes },
+                { $crate::nn::sizes::<$model>($plan).values },
+                { $crate::nn::sizes::<$model>($plan).gradients },
+            >,
+        >
+    };
+}
+
+/// The type of the [`Workspace`] a [`Session`] fine-tuning `$model` under `$plan` needs,
+/// sized from the model's type ([`nn::sizes`](crate::nn::sizes)), with room for 64 rows of
+/// training data, or `samples = K`.
+///
+/// ```
+/// use safegrad::nn::{Linear, Plan, Relu};
+///
+/// type Model = (Linear<8, 16>, Relu, Linear<16, 3>);
+/// type Work = safegrad::workspace!(f32, Model, Plan::LastLayer, samples = 256);
+/// static WORK: static_cell::ConstStaticCell<Work> = static_cell::ConstStaticCell::new(Work::new());
+/// # let _ = &WORK;
+/// ```
+#[macro_export]
+macro_rules! workspace {
+    ($scalar:ty, $model:ty, $plan:expr) => {
+        $crate::workspace!($scalar, $model, $plan, samples = 64)
+    };
+    ($scalar:ty, $model:ty, $plan:expr, samples = $samples:expr) => {
+        $crate::session::Workspace<
+            $scalar,
+            $crate::Cap<
+                { $crate::nn::sizes::<$model>($plan).nodes },
+                { $crate::nn::sizes::<$model>($plan).values },
+                { $crate::nn::sizes::<$model>($plan).gradients },
+            >,
+            { $crate::nn::sizes::<$model>($plan).trainable },
+            $samples,
+        >
+    };
+}
+
+/// The bytes of a file, included at build time at an address aligned for any scalar (8
+/// bytes), as `&'static [u8]`: a checkpoint whose parameters a [`Session`] reads in place.
+/// The path is relative to the file that uses the macro, as with `include_bytes!`.
+///
+/// ```
+/// static BYTES: &[u8] = safegrad::include_checkpoint!("../../firmware/assets/pretrained.sgck");
+/// assert_eq!(BYTES.as_ptr() as usize % 8, 0);
+/// assert_eq!(&BYTES[..4], b"SGCK");
+/// ```
+#[macro_export]
+macro_rules! include_checkpoint {
+    ($path:expr) => {{
+        #[repr(C)]
+        struct Aligned<B: ?Sized> {
+            _align: [u64; 0],
+            bytes: B,
+        }
+        static ALIGNED: &Aligned<[u8]> = &Aligned {
+            _align: [],
+            bytes: *include_bytes!($path),
+        };
+        &ALIGNED.bytes
+    }};
+}
+
+/// How [`Session::fit`] trains: the optimiser (its learning rate with it), the number of
+/// epochs and an optional budget of steps, gradient clipping, the seed of the shuffling,
+/// the divergence guard, and an optional validation set that gates the result.
+///
+/// ```
+/// use safegrad::optim::Sgd;
+/// use safegrad::session::Schedule;
+///
+/// let holdout = [([0.5f32, 0.5], 1)];
+/// let schedule = Schedule::new(Sgd::new(0.05))
+///     .epochs(30)
+///     .max_steps(200)
+///     .clip_norm(1.0)
+///     .seed(7)
+///     .validate(&holdout[..]);
+/// assert_eq!(schedule.epochs, 30);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Schedule<'v, T, O, V: ?Sized = NoValidation> {
+    /// The optimiser; a divergence halves its learning rate.
+    pub optimizer: O,
+    /// Passes over the training rows.
+    pub epochs: usize,
+    /// Most rows visited in all (a step each, refused ones included); `None` for no limit.
+    pub max_steps: Option<usize>,
+    /// Clip the gradients to this global norm; `None` for no clipping.
+    pub clip_norm: Option<T>,
+    /// Seed of the shuffling.
+    pub seed: u64,
+    /// The divergence guard: a refused sample is skipped, a divergence rolls back to the
+    /// last good epoch and halves the learning rate.
+    pub guard: DivergenceGuard<T>,
+    /// Audit one step's graph before the first step (every step records the same graph)
+    /// and refuse to train on one with an error-level finding.
+    pub audit: bool,
+    /// Rows the result is checked on: if the model classifies fewer of them correctly after
+    /// fitting than before, the parameters from before are restored.
+    pub validation: Option<&'v V>,
+}
+
+/// No validation set ([`Schedule`]'s default).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NoValidation;
+
+impl<T, const F: usize> Samples<T, F> for NoValidation {
+    fn len(&self) -> usize {
+        0
+    }
+    fn row(&self, _: usize) -> Option<([T; F], usize)> {
+        None
+    }
+}
+
+impl<T: Scalar, O> Schedule<'static, T, O, NoValidation> {
+    /// One epoch with `optimizer`, no clipping, seed 0, the default guard, the audit on, no
+    /// validation.
+    pub fn new(optimizer: O) -> Self {
+        Self {
+            optimizer,
+            epochs: 1,
+            max_steps: None,
+            clip_norm: None,
+            seed: 0,
+            guard: DivergenceGuard::default(),
+            audit: true,
+            validation: None,
+        }
+    }
+}
+
+impl<'v, T: Scalar, O, V: ?Sized> Schedule<'v, T, O, V> {
+    /// The same with `epochs` passes.
+    pub fn epochs(mut self, epochs: usize) -> Self {
+        self.epochs = epochs;
+        self
+    }
+
+    /// The same with a budget of `steps` rows in all.
+    pub fn max_steps(mut self, steps: usize) -> Self {
+        self.max_steps = Some(steps);
+        self
+    }
+
+    /// The same with gradient clipping at global norm `max_norm`.
+    pub fn clip_norm(mut self, max_norm: T) -> Self {
+        self.clip_norm = Some(max_norm);
+        self
+    }
+
+    /// The same with the shuffling seeded by `seed`.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// The same with another divergence guard.
+    pub fn guard(mut self, guard: DivergenceGuard<T>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// The same without the audit before the first step.
+    pub fn without_audit(mut self) -> Self {
+        self.audit = false;
+        self
+    }
+
+    /// The same with a validation set that gates the result (see
+    /// [`validation`](Self::validation)).
+    pub fn validate<'w, W: ?Sized>(self, rows: &'w W) -> Schedule<'w, T, O, W> {
+        Schedule {
+            optimizer: self.optimizer,
+            epochs: self.epochs,
+            max_steps: self.max_steps,
+            clip_norm: self.clip_norm,
+            seed: self.seed,
+            guard: self.guard,
+            audit: self.audit,
+            validation: Some(rows),
+        }
+    }
+}
+
+/// What [`Session::fit`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct FitReport<T> {
+    /// Epochs run.
+    pub epochs: usize,
+    /// Steps taken (updates applied).
+    pub steps: usize,
+    /// Samples refused as non-finite (skipped, nothing changed).
+    pub rejected: usize,
+    /// Times the guard rolled back to the last good epoch and halved the learning rate.
+    pub rollbacks: usize,
+    /// Why it last did.
+    pub last_divergence: Option<Divergence<T>>,
+    /// Mean loss of the last epoch.
+    pub final_loss: T,
+    /// Validation rows classified correctly before and after fitting.
+    pub validation: Option<(usize, usize)>,
+    /// The validation gate restored the parameters from before fitting.
+    pub restored: bool,
+}
+
+/// The end of one epoch of [`Session::fit_observed`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct EpochEnd<T> {
+    /// Epoch, from 1.
+    pub epoch: usize,
+    /// Mean loss of its accepted steps.
+    pub mean_loss: T,
+    /// Steps it took.
+    pub steps: usize,
+    /// Samples it refused as non-finite.
+    pub rejected: usize,
+    /// The guard rolled back at its end, for this reason.
+    pub divergence: Option<Divergence<T>>,
+    /// The learning rate for the next epoch.
+    pub learning_rate: T,
+}
+
+/// What [`Session::fit_observed`] calls at the end of each epoch.
+pub type Observer<'o, T, M, Mem> = dyn FnMut(&EpochEnd<T>, &mut Probe<'_, T, M, Mem>) + 'o;
+
+/// The model as it stands at the end of an epoch, for an observer to evaluate.
+pub struct Probe<'a, T: Scalar, M, Mem: Capacity> {
+    tape: &'a mut Tape<T, Mem>,
+    model: &'a M,
+}
+
+impl<T: Scalar, M, Mem: Capacity> Probe<'_, T, M, Mem> {
+    /// Rows of `data` the model classifies correctly.
+    pub fn correct<D, const IN: usize, const OUT: usize>(&mut self, data: &D) -> Result<usize, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        D: Samples<T, IN> + ?Sized,
+    {
+        Ok(count_correct(self.tape, self.model, data)?)
+    }
+}
+
+/// A model being fine-tuned: its tape, its parameters and the buffers of a [`Workspace`].
+/// See the [module](self) documentation.
+pub struct Session<'w, M, T: Scalar, Mem: Capacity> {
+    tape: &'w mut Tape<T, Mem>,
+    model: M,
+    rollback: &'w mut [T],
+    start: &'w mut [T],
+    order: &'w mut [usize],
+}
+
+impl<'w, M, T, Mem> Session<'w, M, T, Mem>
+where
+    M: Build<T>,
+    T: Scalar,
+    Mem: Capacity,
+{
+    /// Fine-tunes the model stored in `checkpoint` (kept in flash, aligned for `T`:
+    /// [`include_checkpoint!`](crate::include_checkpoint)): the layers `plan` freezes are
+    /// read in place from it and take no RAM, the trainable ones are loaded into the tape.
+    /// The checkpoint is checked (magic, version, length, CRC, shape signature, finite
+    /// values) before anything is used; a refused one is an error and nothing is built.
+    pub fn from_checkpoint<const TRAINABLE: usize, const SAMPLES: usize>(
+        workspace: &'w mut Workspace<T, Mem, TRAINABLE, SAMPLES>,
+        checkpoint: &'static [u8],
+        plan: Plan<'_>,
+    ) -> Result<Self, Error>
+    where
+        T: bytemuck::Pod,
+    {
+        let params = checkpoint::parameters_in_place::<T>(checkpoint)?;
+        let tape = &mut workspace.tape;
+        tape.reset();
+        tape.read_frozen_in_place(params)?;
+        // Zeros: the checkpoint fills every trainable parameter next.
+        let mut init = Init::new(0).with_scheme(InitScheme::Zeros).with_plan(plan);
+        let model = M::build(tape, &mut init)?;
+        checkpoint::load(tape, checkpoint)?;
+        Self::over(workspace, model)
+    }
+
+    /// A new model, every parameter held in the tape and initialised from `init` (its seed,
+    /// scheme and plan): to train from scratch.
+    pub fn new<const TRAINABLE: usize, const SAMPLES: usize>(
+        workspace: &'w mut Workspace<T, Mem, TRAINABLE, SAMPLES>,
+        mut init: Init<'_>,
+    ) -> Result<Self, Error> {
+        workspace.tape.reset();
+        let model = M::build(&mut workspace.tape, &mut init)?;
+        Self::over(workspace, model)
+    }
+
+    /// The session of `model`, built on `workspace`'s tape; its snapshots must hold every
+    /// trainable scalar.
+    fn over<const TRAINABLE: usize, const SAMPLES: usize>(
+        workspace: &'w mut Workspace<T, Mem, TRAINABLE, SAMPLES>,
+        model: M,
+    ) -> Result<Self, Error> {
+        let needed = workspace.tape.trainable_len();
+        if TRAINABLE < needed {
+            return Err(Error::Step(StepError::SnapshotCapacity {
+                capacity: TRAINABLE,
+                needed,
+            }));
+        }
+        let Workspace {
+            tape,
+            rollback,
+            start,
+            order,
+        } = workspace;
+        Ok(Self {
+            tape,
+            model,
+            rollback: rollback.get_mut(..needed).unwrap_or(&mut []),
+            start: start.get_mut(..needed).unwrap_or(&mut []),
+            order,
+        })
+    }
+
+    /// The model's layers (their parameters' handles).
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    /// The tape, for what the session does not do itself.
+    pub fn tape(&mut self) -> &mut Tape<T, Mem> {
+        self.tape
+    }
+
+    /// The tape, read only.
+    pub fn tape_ref(&self) -> &Tape<T, Mem> {
+        self.tape
+    }
+
+    /// The tape and the model together, for the training primitives of
+    /// [`train`](crate::train).
+    pub fn parts(&mut self) -> (&mut Tape<T, Mem>, &M) {
+        (self.tape, &self.model)
+    }
+
+    /// Loads the trainable parameters of a checkpoint of this model (a fine-tuned one from
+    /// flash, say): every check passes or nothing changes. Frozen parameters read in place
+    /// must hold the same values.
+    pub fn load(&mut self, checkpoint: &[u8]) -> Result<(), Error> {
+        checkpoint::load(self.tape, checkpoint)?;
+        Ok(())
+    }
+
+    /// Rows of `data` the model classifies correctly.
+    pub fn correct<D, const IN: usize, const OUT: usize>(&mut self, data: &D) -> Result<usize, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        D: Samples<T, IN> + ?Sized,
+    {
+        Ok(count_correct(self.tape, &self.model, data)?)
+    }
+
+    /// The class the model gives one input row.
+    pub fn predict<const IN: usize, const OUT: usize>(&mut self, x: &[T; IN]) -> Result<usize, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    {
+        Ok(predict(self.tape, &self.model, x)?)
+    }
+
+    /// Trains on `data` under `schedule` (see [`fit_observed`](Self::fit_observed)).
+    pub fn fit<O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+    ) -> Result<FitReport<T>, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
+        self.fit_observed(data, schedule, &mut |_, _| {})
+    }
+
+    /// Trains on `data` under `schedule`, batch 1, and calls `observer` at the end of each
+    /// epoch with what it did and the model as it stands.
+    ///
+    /// Before the first step: the order of the rows is set up (its buffer must hold them
+    /// all), one step's graph is audited (unless the schedule says not to), the validation
+    /// rows are counted and the trainable parameters copied. Each epoch shuffles the rows
+    /// and takes one guarded step per row ([`train::epoch`](crate::train::epoch)); if the
+    /// guard sees a divergence, the parameters go back to the end of the last good epoch,
+    /// the learning rate is halved and the guard starts afresh. After the last epoch (or
+    /// the step budget), a model that classifies fewer validation rows correctly than before
+    /// is replaced by the parameters from before.
+    pub fn fit_observed<O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+        observer: &mut Observer<'_, T, M, Mem>,
+    ) -> Result<FitReport<T>, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
+        let rows = data.len();
+        if rows == 0 {
+            return Err(Error::Step(StepError::NoSamples));
+        }
+        let mut shuffle = Shuffle::new(self.order, rows, schedule.seed)?;
+        shuffle.limit(schedule.max_steps);
+        if schedule.audit {
+            if let Some((x, label)) = data.row(0) {
+                audit_step_graph(self.tape, &self.model, &x, label)?;
+            }
+        }
+        let before = match schedule.validation {
+            Some(v) => Some(count_correct(self.tape, &self.model, v)?),
+            None => None,
+        };
+        self.tape.snapshot_trainable(self.rollback)?;
+        if before.is_some() {
+            self.tape.snapshot_trainable(self.start)?;
+        }
+        let config = StepConfig {
+            clip_norm: schedule.clip_norm,
+            ..StepConfig::default()
+        };
+        let mut guard = schedule.guard;
+        guard.reset();
+        let mut report = FitReport {
+            epochs: 0,
+            steps: 0,
+            rejected: 0,
+            rollbacks: 0,
+            last_divergence: None,
+            final_loss: T::ZERO,
+            validation: None,
+            restored: false,
+        };
+        for n in 1..=schedule.epochs {
+            if shuffle.exhausted() {
+                break;
+            }
+            let out = epoch(
+                self.tape,
+                &self.model,
+                &mut schedule.optimizer,
+                data,
+                &mut shuffle,
+                &config,
+                Some(&mut guard),
+            )?;
+            report.epochs = n;
+            report.final_loss = out.mean_loss;
+            report.steps += out.steps;
+            report.rejected += out.rejected;
+            if out.divergence.is_some() {
+                report.last_divergence = out.divergence;
+                self.tape.restore_trainable(self.rollback)?;
+                schedule.optimizer.scale_learning_rate(T::from_f64(0.5));
+                guard.reset();
+                report.rollbacks += 1;
+            } else {
+                self.tape.snapshot_trainable(self.rollback)?;
+            }
+            let end = EpochEnd {
+                epoch: n,
+                mean_loss: out.mean_loss,
+                steps: out.steps,
+                rejected: out.rejected,
+                divergence: out.divergence,
+                learning_rate: schedule.optimizer.learning_rate(),
+            };
+            observer(
+                &end,
+                &mut Probe {
+                    tape: self.tape,
+                    model: &self.model,
+                },
+            );
+        }
+        if let (Some(before), Some(v)) = (before, schedule.validation) {
+            let mut after = count_correct(self.tape, &self.model, v)?;
+            if after < before {
+                self.tape.restore_trainable(self.start)?;
+                report.restored = true;
+                after = before;
+            }
+            report.validation = Some((before, after));
+        }
+        Ok(report)
+    }
+
+    /// CRC-32 of the model's checkpoint (the value stored at its end): two models with the
+    /// same value have the same parameters, bit for bit.
+    pub fn checkpoint_crc32(&self) -> u32 {
+        checkpoint::checksum(self.tape)
+    }
+
+    /// Bytes of the model's checkpoint.
+    pub fn checkpoint_len(&self) -> usize {
+        checkpoint::encoded_len(self.tape)
+    }
+
+    /// Writes the model's checkpoint into `out`; returns its length.
+    pub fn write_checkpoint(&self, out: &mut [u8]) -> Result<usize, Error> {
+        Ok(checkpoint::save(self.tape, out)?)
+    }
+
+    /// Saves the model's checkpoint into the older of the two `slots` of `flash`, a piece
+    /// at a time, straight from the tape, with the model's shape signature; the newer slot
+    /// is untouched until the new one is complete. Returns the slot's sequence number.
+    pub fn save<F: NorFlash>(&self, flash: &mut F, slots: &Slots) -> Result<u32, Error> {
+        let signature = checkpoint::shape_signature(self.tape);
+        let mut encoder = checkpoint::Encoder::new(self.tape);
+        Ok(slots.save_from(flash, encoder.len(), signature, |out| encoder.fill(out))?)
+    }
+}
