@@ -15,7 +15,7 @@ use safegrad::train::{
     audit_step_graph, count_correct, guarded_epoch, record_loss, step, Divergence, DivergenceGuard,
     StepConfig, StepError,
 };
-use safegrad::{Tape, TapeError};
+use safegrad::{Cap, Tape, TapeError};
 
 use crate::samples::{Purpose, SampleSource};
 
@@ -40,7 +40,7 @@ pub const TAPE_VALUES: usize = 254;
 /// loss).
 pub const TAPE_GRADIENTS: usize = 137;
 /// The tape on the device, sized to the job exactly.
-pub type DeviceTape = Tape<f32, TAPE_NODES, TAPE_VALUES, TAPE_GRADIENTS>;
+pub type DeviceTape = Tape<f32, Cap<TAPE_NODES, TAPE_VALUES, TAPE_GRADIENTS>>;
 
 /// The schedule of `host-sim finetune`'s defaults: the seed its shuffling derives from.
 pub const SEED: u64 = 7;

@@ -9,6 +9,7 @@ fn main() {}
 
 // The runtime (vector table, reset handler), the critical section and the logger.
 #[cfg(target_os = "none")]
+use safegrad::{Cap};
 use cortex_m as _;
 #[cfg(target_os = "none")]
 use cortex_m_rt as _;
@@ -57,7 +58,7 @@ mod tests {
 
     #[test]
     fn softmax_cross_entropy_at_plus_minus_1e4() {
-        let mut t = Tape::<f32, 8, 32>::new();
+        let mut t = Tape::<f32, Cap<8, 32>>::new();
         let z = t.variable(&Tensor::new([[1e4f32, 1e4]])).unwrap();
         let loss = t.softmax_cross_entropy(z, &[0]).unwrap();
         t.backward(loss).unwrap();
@@ -71,14 +72,14 @@ mod tests {
     #[test]
     fn gradients_match_closed_forms() {
         // d/dx (x^2 + 3x) at 2 = 7; sigmoid'(0) = 1/4; tanh'(0) = 1.
-        let mut t = Tape::<f32, 16, 32>::new();
+        let mut t = Tape::<f32, Cap<16, 32>>::new();
         let x = t.variable(&Tensor::new([[2.0f32]])).unwrap();
         let sq = t.mul(x, x).unwrap();
         let lin = t.scale(x, 3.0).unwrap();
         let y = t.add(sq, lin).unwrap();
         t.backward(y).unwrap();
         assert_eq!(t.grad(x).unwrap(), Tensor::new([[7.0]]));
-        let mut t = Tape::<f32, 16, 32>::new();
+        let mut t = Tape::<f32, Cap<16, 32>>::new();
         let x = t.variable(&Tensor::new([[0.0f32, 0.0]])).unwrap();
         let s = t.sigmoid(x).unwrap();
         let th = t.tanh(x).unwrap();
@@ -92,7 +93,7 @@ mod tests {
     fn bugzoo_cases_hold_on_the_device() {
         // PyTorch's note: select(div != 0, x / div, 0) with x = [1, 1], div = [0, 1];
         // PyTorch documents [nan, 1], strong zeros give [0, 1].
-        let mut t = Tape::<f32, 16, 32>::new();
+        let mut t = Tape::<f32, Cap<16, 32>>::new();
         let x = t.variable(&Tensor::new([[1.0f32, 1.0]])).unwrap();
         let div = t.constant(&Tensor::new([[0.0f32, 1.0]])).unwrap();
         let y = t.div(x, div).unwrap();
@@ -103,7 +104,7 @@ mod tests {
         t.backward(loss).unwrap();
         assert_eq!(t.grad(x).unwrap(), Tensor::new([[0.0, 1.0]]));
         // mask(0, safe_div(1e30, 0)): exactly zero gradients.
-        let mut t = Tape::<f32, 16, 32>::new();
+        let mut t = Tape::<f32, Cap<16, 32>>::new();
         let w = t.constant(&Tensor::new([[0.0f32]])).unwrap();
         let num = t.variable(&Tensor::new([[1e30f32]])).unwrap();
         let den = t.variable(&Tensor::new([[0.0f32]])).unwrap();
@@ -124,7 +125,7 @@ mod tests {
         let mut out = [0u8; 8];
         let n = cobs_encode(&[0x11, 0x22, 0x00, 0x33], &mut out).unwrap();
         assert_eq!(&out[..n], &[0x03, 0x11, 0x22, 0x02, 0x33, 0x00]);
-        let mut t = Tape::<f32, 4, 16>::new();
+        let mut t = Tape::<f32, Cap<4, 16>>::new();
         let w = t.parameter(&Tensor::new([[1.5f32, -2.0]])).unwrap();
         let mut buf = [0u8; 64];
         let len = checkpoint::save(&t, &mut buf).unwrap();

@@ -1,7 +1,7 @@
 //! The audit corpus: small graphs drawn from commonly reported `nan` and `inf` problems, each
 //! as a pair of an unsafe member (the code as it was reported) and a safe member (the
 //! documented or usual fix), with the findings the domain audit
-//! ([`safegrad::domain::audit`]) must report for each.
+//! ([`safegrad::audit::audit`]) must report for each.
 //!
 //! Every graph records realistic small values, so it also runs forward: the unsafe members
 //! contain the zero denominator, the zero under a logarithm or square root, or the overflow
@@ -46,13 +46,13 @@
 //! The tape has no broadcast op: a `1 x 1` value is spread over a row with a `mul_row` by a
 //! constant column of ones and a transpose, which keeps the value's domain.
 
-use safegrad::domain::FindingKind::{
+use safegrad::audit::FindingKind::{
     self, DivideThenMask, LnNotPositive, SafeDivNegative, SqrtNotPositive, UnguardedDivision,
 };
-use safegrad::{Domain, Tape, TapeError, Tensor, Var};
+use safegrad::{Cap, Domain, Tape, TapeError, Tensor, Var};
 
 /// The tape every corpus graph is recorded on: 64 nodes, 512 scalars.
-pub type CorpusTape = Tape<f32, 64, 512>;
+pub type CorpusTape = Tape<f32, Cap<64, 512>>;
 
 /// One graph of the corpus.
 #[derive(Clone, Copy, Debug)]

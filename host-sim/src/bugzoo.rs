@@ -7,7 +7,7 @@
 //! computed here by writing the chain rule out by hand with plain `f32` arithmetic, and the
 //! published value where the framework documents one.
 
-use safegrad::{Tape, TapeError, Tensor};
+use safegrad::{Cap, Tape, TapeError, Tensor};
 use serde_json::{json, Map, Value};
 
 use crate::json::{numbers, show_all};
@@ -78,7 +78,7 @@ impl Case {
     }
 }
 
-type CaseTape = Tape<f32, 32, 128>;
+type CaseTape = Tape<f32, Cap<32, 128>>;
 
 fn row<const C: usize>(v: [f32; C]) -> Tensor<f32, 1, C> {
     Tensor::new([v])

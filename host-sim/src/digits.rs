@@ -59,7 +59,7 @@ pub struct DigitsReport {
     /// The trained model's checkpoint.
     pub checkpoint: Vec<u8>,
     /// The domain audit of the training step's graph (it must be clean).
-    pub audit: safegrad::domain::Audit<16>,
+    pub audit: safegrad::audit::Audit<16>,
 }
 
 /// Trains on a seeded 80/20 split (the order of the 1797 images shuffled by `seed`, the

@@ -141,9 +141,9 @@ pub struct FinetuneReport {
     /// The fine-tuned model's checkpoint.
     pub finetuned_checkpoint: Vec<u8>,
     /// The domain audit of the fine-tuning step's graph (it must be clean).
-    pub audit: safegrad::domain::Audit<16>,
+    pub audit: safegrad::audit::Audit<16>,
     /// The domain audit of the pre-training step's graph.
-    pub pretrain_audit: safegrad::domain::Audit<16>,
+    pub pretrain_audit: safegrad::audit::Audit<16>,
     /// The shifted recordings fine-tuning used, as features, in order.
     pub finetune_rows: Vec<([f32; IMU_FEATURES], usize)>,
     /// The shifted held-out recordings, as features.

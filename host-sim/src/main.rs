@@ -472,12 +472,12 @@ fn encode_rows(rows: &[([f32; 16], usize)]) -> Result<Vec<u8>, String> {
 
 /// An audit report as JSON: `{"clean", "findings": [{"node", "op", "kind", "severity",
 /// "message"}]}`.
-fn audit_json<const F: usize>(audit: &safegrad::domain::Audit<F>) -> serde_json::Value {
+fn audit_json<const F: usize>(audit: &safegrad::audit::Audit<F>) -> serde_json::Value {
     let findings: Vec<_> = audit.findings().iter().map(finding_json).collect();
     json!({ "clean": audit.is_clean(), "findings": findings })
 }
 
-fn finding_json(f: &safegrad::domain::Finding) -> serde_json::Value {
+fn finding_json(f: &safegrad::audit::Finding) -> serde_json::Value {
     json!({
         "node": f.node.0,
         "op": f.op,
@@ -602,7 +602,7 @@ fn run_audit(json: bool) -> Result<(), String> {
     for case in &cases {
         let mut tape = Box::new(CorpusTape::new());
         (case.build)(&mut tape).map_err(|e| format!("{}: {e}", case.name))?;
-        let report = safegrad::domain::audit::<_, 64, 512, 512, 16>(&*tape)
+        let report = safegrad::audit::audit::<_, 64, 512, 512, 16>(&*tape)
             .map_err(|e| format!("{}: {e}", case.name))?;
         let kinds: Vec<_> = report.findings().iter().map(|f| f.kind).collect();
         if kinds != case.expected {

@@ -7,11 +7,11 @@ use safegrad::rng::SplitMix64;
 use safegrad::train::{
     audit_step_graph, count_correct, guarded_epoch, DivergenceGuard, StepConfig,
 };
-use safegrad::{Tape, TapeError, Var};
+use safegrad::{Cap, Tape, TapeError, Var};
 
 /// The tape the host uses: room for a model of a few thousand parameters and a batch-1
 /// step. 16 + 2 * 32 KiB on the stack; it lives in a `Box`.
-pub type HostTape = Tape<f32, 64, 8192>;
+pub type HostTape = Tape<f32, Cap<64, 8192>>;
 
 /// A fresh tape on the heap.
 pub fn new_tape() -> Box<HostTape> {
@@ -144,7 +144,7 @@ pub fn audit_step<M, const IN: usize, const OUT: usize>(
     tape: &mut HostTape,
     model: &M,
     row: &([f32; IN], usize),
-) -> Result<safegrad::domain::Audit<16>, String>
+) -> Result<safegrad::audit::Audit<16>, String>
 where
     M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
 {

@@ -16,13 +16,13 @@
 use std::collections::{BTreeMap, HashSet};
 
 use host_sim::audit_corpus::{corpus, CorpusCase, CorpusTape};
-use safegrad::domain::{
+use safegrad::audit::{
     audit, domains, first_non_finite, Audit, AuditError, FindingKind, Provenance, Severity,
 };
-use safegrad::{Domain, NodeId, Op, Tape, TapeError, Tensor};
+use safegrad::{Cap, Domain, NodeId, Op, Tape, TapeError, Tensor};
 
 /// The tape of the rule tests.
-type Small = Tape<f32, 32, 128>;
+type Small = Tape<f32, Cap<32, 128>>;
 
 fn check(tape: &Small) -> Audit<8> {
     audit::<_, 32, 128, 128, 8>(tape).expect("fits the report")

@@ -1,6 +1,6 @@
 //! The divergence guard: refused samples, a loss that runs away, the rollback.
 
-use safegrad::checkpoint;
+use safegrad::{Cap, checkpoint};
 use safegrad::nn::{Build, Init, Linear, Relu};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
@@ -8,7 +8,7 @@ use safegrad::train::{guarded_epoch, Divergence, DivergenceGuard, StepConfig};
 use safegrad::Tape;
 
 type Model = (Linear<2, 8>, Relu, Linear<8, 2>);
-type SmallTape = Tape<f32, 32, 512>;
+type SmallTape = Tape<f32, Cap<32, 512>>;
 
 /// Two classes on either side of the line x0 = x1.
 fn data() -> Vec<([f32; 2], usize)> {

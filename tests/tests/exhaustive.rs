@@ -11,7 +11,7 @@
 //! (or `cargo xtask exhaustive`).
 
 use safegrad::ops::{mask, mask_grad, safe_div_signed, safe_div_signed_grad};
-use safegrad::{Tape, Tensor};
+use safegrad::{Cap, Tape, Tensor};
 
 const EPS: f32 = 1e-6;
 const NUMERATORS: [f32; 4] = [1e20, -1e20, 1.0, 0.0];
@@ -106,7 +106,7 @@ fn tape_agrees_with_the_op_functions_near_zero() {
     ];
     for den0 in dens {
         for (w0, num0) in [(0.0f32, 1e20f32), (1.0, 1e20), (1.0, -1e20)] {
-            let mut t = Tape::<f32, 8, 16>::new();
+            let mut t = Tape::<f32, Cap<8, 16>>::new();
             let w = t.variable(&Tensor::new([[w0]])).unwrap();
             let num = t.variable(&Tensor::new([[num0]])).unwrap();
             let den = t.variable(&Tensor::new([[den0]])).unwrap();

@@ -1,11 +1,11 @@
 //! Gradient memory only where a gradient is needed: frozen parameters, data inputs and
 //! constants carry none, and neither do activations computed from them alone.
 
-use safegrad::{Tape, TapeError, Tensor};
+use safegrad::{Cap, Tape, TapeError, Tensor};
 
 /// A two-layer body (frozen) and a head (trainable), batch 1: `x (1x4) -> 4x3 -> relu -> 3x2`.
-fn fine_tune_tape<const G: usize>() -> Result<(Tape<f64, 32, 256, G>, f64), TapeError> {
-    let mut tape = Tape::<f64, 32, 256, G>::new();
+fn fine_tune_tape<const G: usize>() -> Result<(Tape<f64, Cap<32, 256, G>>, f64), TapeError> {
+    let mut tape = Tape::<f64, Cap<32, 256, G>>::new();
     let w1 = tape.frozen_parameter(&Tensor::<f64, 4, 3>::from_fn(|r, c| {
         0.3 * (r as f64) - 0.2 * (c as f64) + 0.1
     }))?;
@@ -88,7 +88,7 @@ fn the_gradient_buffer_can_be_smaller_than_the_value_buffer() {
 
 #[test]
 fn frozen_parameters_stay_bit_identical_through_training() {
-    let mut tape = Tape::<f32, 16, 64>::new();
+    let mut tape = Tape::<f32, Cap<16, 64>>::new();
     let frozen = tape
         .frozen_parameter(&Tensor::new([[0.3f32, -1.7]]))
         .unwrap();
@@ -114,7 +114,7 @@ fn frozen_parameters_stay_bit_identical_through_training() {
 
 #[test]
 fn backward_from_a_node_without_gradient_is_an_error() {
-    let mut tape = Tape::<f32, 8, 16>::new();
+    let mut tape = Tape::<f32, Cap<8, 16>>::new();
     let x = tape.input(&Tensor::new([[1.0f32]])).unwrap();
     let y = tape.exp(x).unwrap();
     assert_eq!(tape.backward(y), Err(TapeError::NoGradient { node: 1 }));

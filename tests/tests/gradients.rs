@@ -15,10 +15,10 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
-use safegrad::{Scalar, Tape, TapeError, Tensor, Var};
+use safegrad::{Cap, Scalar, Tape, TapeError, Tensor, Var};
 
 /// The tape used by the property tests: room for every graph below.
-type Tp = Tape<f64, 32, 512>;
+type Tp = Tape<f64, Cap<32, 512>>;
 type Res = Result<(), TestCaseError>;
 
 /// Central-difference step, relative to `max(|x|, 1)`.
@@ -1211,7 +1211,7 @@ proptest! {
 // ---------------------------------------------------------------------------------------------
 // Part 3: memory reuse and error paths
 
-type StepTape = Tape<f64, 16, 128>;
+type StepTape = Tape<f64, Cap<16, 128>>;
 
 const W0: [[f64; 4]; 3] = [
     [0.5, -0.25, 0.75, 0.1],
@@ -1295,7 +1295,7 @@ fn a_thousand_steps_reuse_the_same_nodes_and_scalars() -> Result<(), TapeError> 
 
 /// Everything observable about a tape's recorded values and gradients, bit for bit.
 fn snapshot<const N: usize, const S: usize>(
-    tape: &Tape<f64, N, S>,
+    tape: &Tape<f64, Cap<N, S>>,
     vars: &[Var<2, 3>],
 ) -> (usize, usize, Vec<u64>) {
     let mut bits = Vec::new();
@@ -1309,7 +1309,7 @@ fn snapshot<const N: usize, const S: usize>(
 #[test]
 fn node_capacity_is_an_error_that_changes_nothing() -> Result<(), TapeError> {
     let full = TapeError::NodeCapacity { capacity: 4 };
-    let mut tape = Tape::<f64, 4, 64>::new();
+    let mut tape = Tape::<f64, Cap<4, 64>>::new();
     let p = tape.parameter(&Tensor::new([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))?;
     let x = tape.variable(&Tensor::new([[0.5, -1.0, 2.0], [1.5, 0.25, -3.0]]))?;
     let y = tape.mul(p, x)?;
@@ -1331,7 +1331,7 @@ fn node_capacity_is_an_error_that_changes_nothing() -> Result<(), TapeError> {
     }
 
     // A two-node op with room for one node records neither of them.
-    let mut tape = Tape::<f64, 3, 64>::new();
+    let mut tape = Tape::<f64, Cap<3, 64>>::new();
     let z = tape.variable(&Tensor::new([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0]]))?;
     let e = tape.exp(z)?;
     let before = snapshot(&tape, &[z, e]);
@@ -1346,7 +1346,7 @@ fn node_capacity_is_an_error_that_changes_nothing() -> Result<(), TapeError> {
 
 #[test]
 fn scalar_capacity_is_an_error_that_changes_nothing() -> Result<(), TapeError> {
-    let mut tape = Tape::<f64, 16, 14>::new();
+    let mut tape = Tape::<f64, Cap<16, 14>>::new();
     let x = tape.variable(&Tensor::new([[0.5, 1.0, 1.5], [2.0, 2.5, 3.0]]))?; // 6
     let y = tape.exp(x)?; // 12
     tape.backward_with_seed(y, &Tensor::full(2.0))?;
@@ -1405,7 +1405,7 @@ fn scalar_capacity_is_an_error_that_changes_nothing() -> Result<(), TapeError> {
 
 #[test]
 fn stale_handles_are_rejected_after_clear_activations() -> Result<(), TapeError> {
-    let mut tape = Tape::<f64, 8, 64>::new();
+    let mut tape = Tape::<f64, Cap<8, 64>>::new();
     let p = tape.parameter(&Tensor::new([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))?;
     let x = tape.variable(&Tensor::new([[1.0, 1.0, 1.0], [2.0, 2.0, 2.0]]))?;
     let y = tape.mul(p, x)?;
@@ -1442,7 +1442,7 @@ fn stale_handles_are_rejected_after_clear_activations() -> Result<(), TapeError>
 // cleared activation, and the stale activation handle must not name it.
 #[test]
 fn stale_handle_does_not_alias_a_parameter_recorded_after_clear() -> Result<(), TapeError> {
-    let mut tape = Tape::<f64, 8, 64>::new();
+    let mut tape = Tape::<f64, Cap<8, 64>>::new();
     let _p = tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
     let x = tape.variable(&Tensor::new([[10.0, 20.0]]))?;
     tape.clear_activations();
@@ -1455,7 +1455,7 @@ fn stale_handle_does_not_alias_a_parameter_recorded_after_clear() -> Result<(), 
 
 #[test]
 fn out_of_range_label_is_rejected_and_records_nothing() -> Result<(), TapeError> {
-    let mut tape = Tape::<f64, 8, 64>::new();
+    let mut tape = Tape::<f64, Cap<8, 64>>::new();
     let z = tape.variable(&Tensor::new([[1.0, 2.0, 3.0, 4.0], [4.0, 3.0, 2.0, 1.0]]))?;
     let before = (tape.nodes().len(), tape.scalars_used());
     assert_eq!(
@@ -1486,7 +1486,7 @@ fn out_of_range_label_is_rejected_and_records_nothing() -> Result<(), TapeError>
 // check above stays away from the kink.
 #[test]
 fn relu_gradient_at_the_kink_is_zero() -> Result<(), TapeError> {
-    let mut tape = Tape::<f64, 4, 32>::new();
+    let mut tape = Tape::<f64, Cap<4, 32>>::new();
     let x = tape.variable(&Tensor::new([[0.0, -0.0, 1e-300], [-1e-300, 2.0, -2.0]]))?;
     let y = tape.relu(x)?;
     tape.backward_with_seed(y, &Tensor::full(3.0))?;
@@ -1504,7 +1504,7 @@ fn relu_gradient_at_the_kink_is_zero() -> Result<(), TapeError> {
 #[test]
 fn parameter_gradients_accumulate_until_zero_grad() -> Result<(), TapeError> {
     let xs = [[0.5, -1.0, 2.0], [1.5, 0.25, -3.0]];
-    let mut tape = Tape::<f64, 8, 64>::new();
+    let mut tape = Tape::<f64, Cap<8, 64>>::new();
     let p = tape.parameter(&Tensor::new([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))?;
     let x = tape.variable(&Tensor::new(xs))?;
     let y = tape.mul(p, x)?;
@@ -1554,7 +1554,7 @@ fn sce_with_grad<T: Scalar, const R: usize, const C: usize>(
     logits: [[f64; C]; R],
     targets: [usize; R],
 ) -> Result<(f64, Vec<f64>), TapeError> {
-    let mut tape = Tape::<T, 8, 64>::new();
+    let mut tape = Tape::<T, Cap<8, 64>>::new();
     let z = tape.variable(&Tensor::new(logits.map(|row| row.map(T::from_f64))))?;
     let loss = tape.softmax_cross_entropy(z, &targets)?;
     tape.backward(loss)?;
@@ -1568,7 +1568,7 @@ fn sce_with_grad<T: Scalar, const R: usize, const C: usize>(
 }
 
 fn lse_with_grad<T: Scalar, const C: usize>(row: [f64; C]) -> Result<(f64, Vec<f64>), TapeError> {
-    let mut tape = Tape::<T, 8, 64>::new();
+    let mut tape = Tape::<T, Cap<8, 64>>::new();
     let x = tape.variable(&Tensor::new([row.map(T::from_f64)]))?;
     let lse = tape.log_sum_exp(x)?;
     tape.backward(lse)?;

@@ -7,11 +7,11 @@ use safegrad::nn::{last_layer_only, Build, Init};
 use safegrad::nn::{Linear, LinearRelu};
 use safegrad::optim::Sgd;
 use safegrad::train::{record_loss, step, StepConfig};
-use safegrad::{Tape, TapeError, Tensor};
+use safegrad::{Cap, Tape, TapeError, Tensor};
 
 type Model = (LinearRelu<4, 8>, LinearRelu<8, 8>, Linear<8, 3>);
-type Big = Tape<f32, 32, 512>;
-type Small = Tape<f32, 32, 128>;
+type Big = Tape<f32, Cap<32, 512>>;
+type Small = Tape<f32, Cap<32, 128>>;
 
 /// Parameters: 4*8+8 + 8*8+8 + 8*3+3.
 const PARAMS: usize = 40 + 72 + 27;
@@ -185,7 +185,7 @@ fn in_place_values_are_refused_when_misused() {
     static VALUES: [f32; 6] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
     static NAN: [f32; 3] = [1.0, f32::NAN, 0.0];
 
-    let mut tape = Tape::<f32, 8, 16>::new();
+    let mut tape = Tape::<f32, Cap<8, 16>>::new();
     assert_eq!(
         tape.read_frozen_in_place(&NAN),
         Err(TapeError::InPlaceNonFinite { index: 1 })
@@ -196,7 +196,7 @@ fn in_place_values_are_refused_when_misused() {
         Err(TapeError::InPlaceAfterParameters)
     );
 
-    let mut tape = Tape::<f32, 8, 16>::new();
+    let mut tape = Tape::<f32, Cap<8, 16>>::new();
     tape.read_frozen_in_place(&VALUES).unwrap();
     let w = tape
         .frozen_parameter(&Tensor::<f32, 1, 4>::zeros())

@@ -4,7 +4,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 
-use safegrad::{Tape, TapeError, Tensor};
+use safegrad::{Cap, Tape, TapeError, Tensor};
 
 struct Counting;
 
@@ -38,7 +38,7 @@ fn allocations_in<R>(f: impl FnOnce() -> R) -> (usize, R) {
     (ALLOCATIONS.with(Cell::get) - before, r)
 }
 
-type Mlp = Tape<f32, 32, 2048>;
+type Mlp = Tape<f32, Cap<32, 2048>>;
 
 /// One SGD step of a 4-8-3 MLP with ReLU and softmax cross-entropy.
 fn step(

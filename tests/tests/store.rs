@@ -1,5 +1,6 @@
 //! The A/B checkpoint store under power loss and bit flips, on the simulated NOR flash.
 
+use safegrad::{Cap};
 use embedded_storage::nor_flash::NorFlash;
 use host_sim::faults::{self, slots};
 use host_sim::flash_sim::{SimError, SimFlash, ERASE};
@@ -107,7 +108,7 @@ fn a_payload_larger_than_a_slot_is_refused() {
 fn a_streamed_save_writes_what_a_whole_save_writes_and_locate_finds_it() {
     // A checkpoint produced a piece at a time by its encoder, against the same checkpoint
     // saved from a buffer: the two flash images are the same byte for byte.
-    let mut tape = safegrad::Tape::<f32, 8, 512>::new();
+    let mut tape = safegrad::Tape::<f32, Cap<8, 512>>::new();
     tape.parameter(&safegrad::Tensor::<f32, 13, 7>::from_fn(|r, c| {
         (r * 7 + c) as f32 * 0.25 - 3.0
     }))

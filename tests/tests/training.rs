@@ -33,7 +33,7 @@ use safegrad::nn::{
 };
 use safegrad::optim::{clip_factor, global_norm, Adam, Momentum, Optimizer, Sgd};
 use safegrad::train::{step, NonFinite, Phase, StepConfig, StepError};
-use safegrad::{NodeId, Scalar, Tape, TapeError, Tensor, Var};
+use safegrad::{Cap, NodeId, Scalar, Tape, TapeError, Tensor, Var};
 
 // ---------------------------------------------------------------------------------------------
 // Shared helpers
@@ -69,7 +69,7 @@ fn tensor_from<T: Scalar, const R: usize, const C: usize>(v: &[f64]) -> Tensor<T
 // Part 1: the MLP against a plain-loop f64 reference
 
 type Mlp = (Linear<4, 5>, Relu, Linear<5, 3>);
-type MlpTape<T> = Tape<T, 16, 512>;
+type MlpTape<T> = Tape<T, Cap<16, 512>>;
 
 const BATCH: usize = 6;
 const LABELS: [usize; BATCH] = [0, 1, 2, 1, 0, 2];
@@ -461,7 +461,7 @@ fn mlp_f32_matches_f64_reference_loosely() {
 // ---------------------------------------------------------------------------------------------
 // Part 2: the optimisers against hand-computed values on f(p) = p0^2 + 3 p1
 
-type QuadTape<T> = Tape<T, 8, 16>;
+type QuadTape<T> = Tape<T, Cap<8, 16>>;
 
 /// Two trainable `1 x 1` parameters `p0 = 1`, `p1 = 2`.
 fn quad<T: Scalar>() -> (QuadTape<T>, Var<1, 1>, Var<1, 1>) {
@@ -1210,8 +1210,8 @@ fn overflowing_gradient_is_refused_and_changes_nothing() {
 
 /// `p = (1, 1)` trainable, `loss = sum(p * (3e38, -3e38)) = 0`: a finite loss and finite
 /// gradients `(3e38, -3e38)` whose Euclidean norm, `4.24e38`, is beyond `f32::MAX`.
-fn overflowing_norm_tape() -> (Tape<f32, 8, 16>, Var<1, 1>) {
-    let mut tape = Tape::<f32, 8, 16>::new();
+fn overflowing_norm_tape() -> (Tape<f32, Cap<8, 16>>, Var<1, 1>) {
+    let mut tape = Tape::<f32, Cap<8, 16>>::new();
     let p = tape.parameter(&Tensor::new([[1.0, 1.0]])).expect("p");
     let c = tape.constant(&Tensor::new([[3e38, -3e38]])).expect("c");
     let y = tape.mul(p, c).expect("mul");
@@ -1320,7 +1320,7 @@ fn too_small_optimiser_is_refused() {
 // ---------------------------------------------------------------------------------------------
 // Part 6: losses and layer normalisation
 
-type LossTape = Tape<f64, 32, 512>;
+type LossTape = Tape<f64, Cap<32, 512>>;
 
 #[test]
 fn mse_value_and_gradients() {
@@ -1451,7 +1451,7 @@ fn masked_mean_with_all_zero_mask_is_exactly_zero() {
         }
     }
     // The same in f32 with a constant mask.
-    let mut tape = Tape::<f32, 16, 64>::new();
+    let mut tape = Tape::<f32, Cap<16, 64>>::new();
     let xv = tape
         .variable(&Tensor::new([[f32::INFINITY, f32::NAN, -3.0]]))
         .expect("x");
@@ -1514,7 +1514,7 @@ fn layer_norm_forward_matches_two_pass_reference() {
     // In f32, rows with a large mean and a small spread: a one-pass E[x^2] - E[x]^2 would
     // lose every digit of the variance (x^2 ~ 1e6, ulp 0.06, variance ~ 0.03).
     let x32: [f32; 5] = [1000.1, 1000.2, 999.7, 1000.05, 999.95];
-    let mut tape = Tape::<f32, 8, 64>::new();
+    let mut tape = Tape::<f32, Cap<8, 64>>::new();
     let xv = tape.input(&Tensor::new([x32])).expect("x");
     let y = tape.layer_norm(xv).expect("layer_norm");
     let expected = layer_norm_ref(&to_f64(&x32), 5, LN_EPS);

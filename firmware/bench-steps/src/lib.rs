@@ -153,12 +153,12 @@ pub mod on_tape {
     use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
     use safegrad::optim::Sgd;
     use safegrad::train::{step, StepConfig, StepError};
-    use safegrad::{Tape, Tensor};
+    use safegrad::{Cap, Tape, Tensor};
 
     /// The canonical MLP.
     pub type Model = (LinearRelu<IN, H1>, LinearRelu<H1, H2>, Linear<H2, OUT>);
     /// A tape for it at batch 1: 1,732 parameters and their gradients, the activations.
-    pub type BenchTape = Tape<f32, 32, 2048, 2048>;
+    pub type BenchTape = Tape<f32, Cap<32, 2048, 2048>>;
 
     /// Records the model with the benchmark's weights.
     pub fn build(tape: &mut BenchTape) -> Result<Model, safegrad::TapeError> {

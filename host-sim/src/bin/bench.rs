@@ -9,7 +9,7 @@
 //! - `baseline`: the step written by hand in plain Rust (fixed-size arrays, loops, no
 //!   allocation, no tape, no checks);
 //! - `safegrad`: `(Linear<16, 32>, Relu, Linear<32, 32>, Relu, Linear<32, 4>)` on a boxed
-//!   `Tape<f32, 32, 9216>`, each step `clear_activations`, `input`, `forward`,
+//!   `Tape<f32, Cap<32, 9216>>`, each step `clear_activations`, `input`, `forward`,
 //!   `softmax_cross_entropy`, `train::step` with `Sgd` and the default `StepConfig`;
 //! - `dfdx` 0.13 on its CPU device, single-threaded (`RAYON_NUM_THREADS=1`), only with
 //!   `--features peers`.
@@ -26,6 +26,7 @@
 //! cargo run --release -p host-sim --features peers --bin bench [-- --json]
 //! ```
 
+use safegrad::{Cap};
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};

@@ -5,7 +5,7 @@
 use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
 use safegrad::optim::Sgd;
 use safegrad::train::{step, StepConfig};
-use safegrad::{Tape, Tensor};
+use safegrad::{Cap, Tape, Tensor};
 
 use crate::workload::{Batch, Weights, HIDDEN, IN, LR, OUT};
 
@@ -29,7 +29,7 @@ pub const TAPE_SCALARS: usize = 4608;
 pub const TAPE_GRADIENTS: usize = 6 * 1024;
 
 /// A tape sized for batch 32, used for both batch sizes.
-pub type BenchTape = Tape<f32, TAPE_NODES, TAPE_SCALARS, TAPE_GRADIENTS>;
+pub type BenchTape = Tape<f32, Cap<TAPE_NODES, TAPE_SCALARS, TAPE_GRADIENTS>>;
 
 pub struct SafegradMlp<const B: usize> {
     tape: Box<BenchTape>,
