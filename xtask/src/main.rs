@@ -12,77 +12,211 @@ mod process;
 mod qemu;
 mod suite;
 
-use std::env;
 use std::process::ExitCode;
 
-/// The help text: the commands and what each runs.
-const USAGE: &str = "\
-usage: cargo xtask <command>
+use clap::{Arg, ArgAction, Parser, Subcommand};
 
-commands:
-  test        every test: the workspace's tests, the core built for Cortex-M4F and
-              Cortex-M0+, the exhaustive safe_div_signed check (release mode), the
-              on-target tests, the firmware runs under QEMU and the host/device parity
-  qemu        build the firmware and boot it twice on QEMU mps2-an386 (Cortex-M4F): samples
-              streamed over UART0, fine-tuning, checkpoint to flash; then a resume from
-              flash. Prints the decoded defmt log; exits with the firmware's verdict
-  qemu-test   the on-target tests (kernels, gradients, formats) on the emulated Cortex-M4F
-  overflow    a firmware that overflows its stack on purpose: QEMU must stop with a
-              failure code (flip-link puts the stack at the bottom of RAM)
-  fuzz        a million fuzzed byte streams and frames through the parser and the
-              training step (release mode)
-  bench       the canonical training step on the host: safegrad, a hand-written baseline
-              and dfdx 0.13, batch 1 and 32 (--json: one object)
-  bench-device  instructions per canonical training step on the emulated Cortex-M4F,
-              safegrad against a hand-written baseline, with libm and with fast-math
-              (micromath), and fast-math's largest errors (--json: one object)
-  soak        100,000 streamed training steps in the host simulator, faults injected
-  qemu-soak   300 streamed training frames on the device, one in 25 damaged
-  parity      fine-tune on the host simulator and in QEMU, compare the final parameters
-              bit for bit (CRC-32 of the checkpoint); with libm, then with fast-math
-  faults      power cut at every byte program and sector erase of a checkpoint save, and
-              every single-bit flip of a stored slot (--json: one object)
-  exhaustive  the exhaustive check over every finite f32 denominator
-  cross       the core's builds for thumbv7em-none-eabihf and thumbv6m-none-eabi";
+/// The project's build, run and test helpers.
+#[derive(Parser)]
+#[command(bin_name = "cargo xtask", arg_required_else_help = true)]
+struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    command: Command,
+}
 
-/// Runs `command`; `json_flag` selects the JSON report of the commands that have one.
-fn run(command: &str, json_flag: bool) -> Result<(), String> {
+/// xtask's commands.
+///
+/// `--json` is accepted by every command; the ones without a JSON report take it through
+/// [`ignored_json_flag`] and print text all the same.
+#[derive(Subcommand)]
+enum Command {
+    /// Every test, in order, stopping at the first failure.
+    ///
+    /// The workspace's tests, the core built for Cortex-M4F and Cortex-M0+, the exhaustive
+    /// safe_div_signed check (release mode), the fuzz test, the flash fault injection, the
+    /// on-target tests, the firmware runs under QEMU and the host/device parity.
+    #[command(arg = ignored_json_flag())]
+    Test,
+    /// Build the firmware and boot it twice on QEMU mps2-an386 (Cortex-M4F).
+    ///
+    /// Boot 1: samples streamed over UART0, fine-tuning, checkpoint to flash; boot 2: a
+    /// resume from flash. Prints the decoded defmt log; exits with the firmware's verdict.
+    #[command(arg = ignored_json_flag())]
+    Qemu,
+    /// The on-target tests (kernels, gradients, formats) on the emulated Cortex-M4F.
+    #[command(arg = ignored_json_flag())]
+    QemuTest,
+    /// A firmware that overflows its stack on purpose: QEMU must stop with a failure code.
+    ///
+    /// flip-link puts the stack at the bottom of RAM, so the overflow leaves RAM and faults.
+    #[command(arg = ignored_json_flag())]
+    Overflow,
+    /// A million fuzzed byte streams and frames through the parser and the training step
+    /// (release mode).
+    #[command(arg = ignored_json_flag())]
+    Fuzz,
+    /// The canonical training step on the host: safegrad, a hand-written baseline and dfdx 0.13.
+    ///
+    /// Batch 1 and 32, single-threaded, in one run.
+    Bench {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Instructions per canonical training step on the emulated Cortex-M4F.
+    ///
+    /// safegrad against a hand-written baseline, with libm and with fast-math (micromath);
+    /// the instructions per call of exp, ln and sqrt and fast-math's largest errors; the
+    /// fine-tuning firmware's flash, static RAM and stack against the model's minimum.
+    BenchDevice {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// 100,000 streamed training steps in the host simulator, faults injected.
+    #[command(arg = ignored_json_flag())]
+    Soak,
+    /// 300 streamed training frames on the device, one in 25 damaged.
+    ///
+    /// Every good frame must train, and the tape must not grow.
+    #[command(arg = ignored_json_flag())]
+    QemuSoak,
+    /// Fine-tune on the host simulator and in QEMU: the parameters must be bit-identical.
+    ///
+    /// Compares the CRC-32 of the fine-tuned checkpoints; with libm, then with fast-math.
+    #[command(arg = ignored_json_flag())]
+    Parity,
+    /// Power cuts and bit flips on the checkpoint slots of the simulated NOR flash.
+    ///
+    /// A power cut at every byte program and sector erase of a checkpoint save, and every
+    /// single-bit flip of a stored slot.
+    Faults {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The exhaustive check over every finite f32 denominator.
+    #[command(arg = ignored_json_flag())]
+    Exhaustive,
+    /// The core's builds for thumbv7em-none-eabihf and thumbv6m-none-eabi.
+    #[command(arg = ignored_json_flag())]
+    Cross,
+}
+
+/// `--json` for a command that has no JSON report: accepted, left out of its help, and
+/// without effect.
+fn ignored_json_flag() -> Arg {
+    Arg::new("json")
+        .long("json")
+        .action(ArgAction::SetTrue)
+        .hide(true)
+}
+
+/// Runs `command`.
+fn run(command: Command) -> Result<(), String> {
     match command {
-        "test" => suite::every_test(),
-        "qemu" => device::boot_twice(),
-        "qemu-test" => device::ontarget_tests(),
-        "overflow" => device::stack_overflow(),
-        "qemu-soak" => device::soak(),
-        "soak" => host::soak(),
-        "fuzz" => host::fuzz(),
-        "bench-device" => device_bench::bench_device(json_flag),
-        "bench" => host::bench(json_flag),
-        "faults" => host::faults(json_flag),
-        "parity" => parity::host_device_parity(),
-        "exhaustive" => host::exhaustive(),
-        "cross" => host::cross(),
-        other => Err(format!("unknown command `{other}`\n\n{USAGE}")),
+        Command::Test => suite::every_test(),
+        Command::Qemu => device::boot_twice(),
+        Command::QemuTest => device::ontarget_tests(),
+        Command::Overflow => device::stack_overflow(),
+        Command::QemuSoak => device::soak(),
+        Command::Soak => host::soak(),
+        Command::Fuzz => host::fuzz(),
+        Command::BenchDevice { json } => device_bench::bench_device(json),
+        Command::Bench { json } => host::bench(json),
+        Command::Faults { json } => host::faults(json),
+        Command::Parity => parity::host_device_parity(),
+        Command::Exhaustive => host::exhaustive(),
+        Command::Cross => host::cross(),
     }
 }
 
-/// Reads the command (the first argument) and `--json` (anywhere after it), runs the
-/// command and exits with 0, 1 on an error, or 2 without a command.
+/// Parses the command line (clap prints help, or refuses bad arguments with exit code 2),
+/// runs the command and exits with 0, or with 1 after printing the error.
 fn main() -> ExitCode {
-    let args: Vec<String> = env::args().skip(1).collect();
-    let Some(command) = args.first() else {
-        eprintln!("{USAGE}");
-        return ExitCode::from(2);
-    };
-    if command == "-h" || command == "--help" {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let json_flag = args.iter().any(|a| a == "--json");
-    match run(command, json_flag) {
+    let cli = Cli::parse();
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("xtask: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The command line as clap parses it.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+    use clap::CommandFactory;
+
+    /// Parses `args` as they follow `cargo xtask`.
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        Cli::try_parse_from(std::iter::once("xtask").chain(args.iter().copied())).map(|c| c.command)
+    }
+
+    /// clap's own consistency checks of the command line.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    /// `--json` selects the JSON report of bench, bench-device and faults.
+    #[test]
+    fn json_reaches_the_commands_with_a_json_report() {
+        assert!(matches!(
+            parse(&["faults", "--json"]),
+            Ok(Command::Faults { json: true })
+        ));
+        assert!(matches!(
+            parse(&["faults"]),
+            Ok(Command::Faults { json: false })
+        ));
+        assert!(matches!(
+            parse(&["bench", "--json"]),
+            Ok(Command::Bench { json: true })
+        ));
+        assert!(matches!(
+            parse(&["bench-device", "--json"]),
+            Ok(Command::BenchDevice { json: true })
+        ));
+    }
+
+    /// The commands without a JSON report accept `--json` too.
+    #[test]
+    fn every_other_command_accepts_json() {
+        for name in [
+            "test",
+            "qemu",
+            "qemu-test",
+            "overflow",
+            "fuzz",
+            "soak",
+            "qemu-soak",
+            "parity",
+            "exhaustive",
+            "cross",
+        ] {
+            assert!(parse(&[name, "--json"]).is_ok(), "{name} --json");
+        }
+    }
+
+    /// An unknown command, flag or extra argument is an error.
+    #[test]
+    fn unknown_commands_and_flags_are_refused() {
+        assert_eq!(
+            parse(&["bogus"]).err().map(|e| e.kind()),
+            Some(ErrorKind::InvalidSubcommand)
+        );
+        assert_eq!(
+            parse(&["faults", "--bogus"]).err().map(|e| e.kind()),
+            Some(ErrorKind::UnknownArgument)
+        );
+        assert_eq!(
+            parse(&["cross", "extra"]).err().map(|e| e.kind()),
+            Some(ErrorKind::UnknownArgument)
+        );
     }
 }
