@@ -1,0 +1,181 @@
+//! The device benchmark: instructions per canonical training step on the emulated
+//! Cortex-M4F (exact under `-icount`), safegrad against a hand-written baseline in the same
+//! firmware, with `libm` and with fast-math; the cost of `exp`, `ln` and `sqrt`; and the
+//! fine-tuning firmware's memory against the model's minimum.
+
+use crate::firmware::{build_firmware, build_firmware_with, print_sizes, Math, Sizes};
+use crate::process::{cargo, cargo_output};
+use crate::qemu::{log_value, run_qemu, QemuOptions, ICOUNT_SHIFT};
+
+/// Multiply-accumulates of one canonical training step as the benchmarks count them
+/// (`bench_steps::MACS`).
+const MACS_PER_STEP: f64 = 6724.0;
+
+/// What the device benchmark measured, in instructions.
+struct StepBench {
+    /// The hand-written baseline's training step.
+    baseline: u64,
+    /// safegrad's training step.
+    safegrad: u64,
+    /// Per call of `exp`, `ln` and `sqrt`.
+    functions: [f64; 3],
+    /// The benchmark firmware's decoded log.
+    log: String,
+}
+
+/// Runs the device benchmark (`firmware/src/bin/stepbench.rs`) built with `math`.
+fn step_bench(math: Math) -> Result<StepBench, String> {
+    let elf = build_firmware_with("stepbench", math)?;
+    let run = run_qemu(&elf, &QemuOptions::default())?;
+    if run.code != 0 {
+        print!("{}", run.log);
+        return Err(format!("the device benchmark exited with {}", run.code));
+    }
+    let per_tick = 40 / (1u64 << ICOUNT_SHIFT);
+    let value = |what: &str, key: &str| -> Result<u64, String> {
+        run.log
+            .lines()
+            .find(|l| l.contains(what))
+            .and_then(|line| log_value(line, key))
+            .map(|v| v.trim_end_matches(','))
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("the benchmark logged no `{key}` in `{what}`"))
+    };
+    let calls = value("function ticks", "per")?;
+    let per_call = |key| -> Result<f64, String> {
+        Ok((value("function ticks", key)? * per_tick) as f64 / calls as f64)
+    };
+    Ok(StepBench {
+        baseline: value("ticks per step", "baseline")? * per_tick,
+        safegrad: value("ticks per step", "safegrad")? * per_tick,
+        functions: [per_call("exp")?, per_call("ln")?, per_call("sqrt")?],
+        log: run.log,
+    })
+}
+
+/// The canonical fine-tuning firmware's memory, bytes.
+struct Memory {
+    /// Flash and static RAM, from the ELF.
+    sizes: Sizes,
+    /// The stack's high-water mark in one run on the built-in samples, as the firmware logs it.
+    stack: u64,
+    /// The minimum the model needs (parameters, gradients, activations, optimiser state), as
+    /// the firmware logs it.
+    minimum: u64,
+}
+
+/// Builds the fine-tuning firmware, prints its sizes and runs it once on the built-in
+/// samples for its stack high-water mark and the model's minimum.
+fn firmware_memory() -> Result<Memory, String> {
+    let elf = build_firmware()?;
+    let sizes = print_sizes(&elf)?;
+    let run = run_qemu(&elf, &QemuOptions::default())?;
+    if run.code != 0 {
+        print!("{}", run.log);
+        return Err(format!("the firmware exited with {}", run.code));
+    }
+    let number = |key: &str| -> Result<u64, String> {
+        log_value(&run.log, key)
+            .and_then(|v| v.parse().ok())
+            .ok_or(format!("the firmware logged no `{key}`"))
+    };
+    Ok(Memory {
+        sizes,
+        stack: number("stack high-water mark")?,
+        minimum: number("memory minimum")?,
+    })
+}
+
+/// Runs the device benchmark with `libm` and with fast-math and measures the firmware's
+/// memory; prints Markdown tables (and fast-math's largest errors, from host-sim's
+/// `fastmath-error`), or with `json` one JSON object.
+pub fn bench_device(json: bool) -> Result<(), String> {
+    let exact = step_bench(Math::Exact)?;
+    let fast = step_bench(Math::Fast)?;
+    let memory = firmware_memory()?;
+    let ram = memory.sizes.static_ram + memory.stack;
+    let ram_ratio = ram as f64 / memory.minimum as f64;
+    let (baseline, safegrad) = (exact.baseline, exact.safegrad);
+    let per_mac = |n: u64| n as f64 / MACS_PER_STEP;
+    let speedup = safegrad as f64 / fast.safegrad as f64;
+    let functions = |f: &[f64; 3]| {
+        format!(
+            "{{\"exp\":{:.1},\"ln\":{:.1},\"sqrt\":{:.1}}}",
+            f[0], f[1], f[2]
+        )
+    };
+    if json {
+        let mut errors_args = vec!["run", "-q", "--release", "-p", "host-sim", "--bin"];
+        errors_args.extend(["fastmath-error", "--", "--json"]);
+        let errors = cargo_output(&errors_args)?;
+        let errors = errors
+            .lines()
+            .last()
+            .and_then(|l| l.strip_prefix("{\"fast_math_max_error\":"))
+            .and_then(|l| l.strip_suffix('}'))
+            .ok_or("fastmath-error printed no fast_math_max_error")?
+            .to_string();
+        println!(
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}}}}",
+            per_mac(baseline),
+            per_mac(safegrad),
+            safegrad as f64 / baseline as f64,
+            functions(&exact.functions),
+            fast.baseline,
+            fast.safegrad,
+            functions(&fast.functions),
+            memory.sizes.flash,
+            memory.sizes.static_ram,
+            memory.stack,
+            memory.minimum,
+        );
+    } else {
+        print!("{}{}", exact.log, fast.log);
+        println!("| Cortex-M4F (QEMU, -icount shift={ICOUNT_SHIFT}) | instructions per step | per multiply-accumulate | ratio to baseline |");
+        println!("| --- | --- | --- | --- |");
+        let row = |name: &str, n: u64| {
+            println!(
+                "| {name} | {n} | {:.2} | {:.2} |",
+                per_mac(n),
+                n as f64 / baseline as f64
+            );
+        };
+        row("hand-written baseline", baseline);
+        row("safegrad", safegrad);
+        row("hand-written baseline, fast-math", fast.baseline);
+        row("safegrad, fast-math", fast.safegrad);
+        println!("fast-math speed-up of safegrad's step: {speedup:.3}x");
+        println!("| instructions per call | exp | ln | sqrt |");
+        println!("| --- | ---: | ---: | ---: |");
+        for (name, f) in [
+            ("libm", exact.functions),
+            ("fast-math (micromath)", fast.functions),
+        ] {
+            println!("| {name} | {:.1} | {:.1} | {:.1} |", f[0], f[1], f[2]);
+        }
+        cargo(&[
+            "run",
+            "-q",
+            "--release",
+            "-p",
+            "host-sim",
+            "--bin",
+            "fastmath-error",
+        ])?;
+        println!("| canonical fine-tuning firmware | bytes |");
+        println!("| --- | ---: |");
+        println!(
+            "| flash (code and read-only data) | {} |",
+            memory.sizes.flash
+        );
+        println!("| static RAM | {} |", memory.sizes.static_ram);
+        println!("| stack high-water mark | {} |", memory.stack);
+        println!("| RAM, static and stack | {ram} |");
+        println!(
+            "| the model's minimum (parameters, gradients, activations, optimiser state) | {} |",
+            memory.minimum
+        );
+        println!("RAM is {ram_ratio:.2}x the model's minimum");
+    }
+    Ok(())
+}

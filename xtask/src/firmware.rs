@@ -1,0 +1,161 @@
+//! Building the firmware for the device: its binaries and on-target tests, with `libm` or
+//! fast-math, and the sizes of a built ELF.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::process::{cargo, cargo_output, cargo_tool, run_status, workspace_root};
+
+/// The firmware's target.
+pub const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
+
+/// Which `exp`, `ln` and `sqrt` a build computes with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Math {
+    /// `libm` (and the FPU's square root on the device): the default.
+    Exact,
+    /// safegrad's `fast-math` feature: micromath's approximations.
+    Fast,
+}
+
+impl Math {
+    /// The cargo arguments that select it for a crate with a `fast-math` feature.
+    pub fn cargo_args(self) -> &'static [&'static str] {
+        match self {
+            Math::Exact => &[],
+            Math::Fast => &["--features", "fast-math"],
+        }
+    }
+
+    /// Its name in printed reports: `libm` or `fast-math`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Math::Exact => "libm",
+            Math::Fast => "fast-math",
+        }
+    }
+}
+
+/// Makes sure the firmware can be built: the target is installed (`rustup target add`) and
+/// so is its linker, flip-link.
+fn prepare_build() -> Result<(), String> {
+    run_status("rustup", &["target", "add", FIRMWARE_TARGET])?;
+    cargo_tool("flip-link")?;
+    Ok(())
+}
+
+/// Builds the firmware binary `bin` (release) for the device and returns the ELF's path.
+pub fn build_firmware_bin(bin: &str) -> Result<PathBuf, String> {
+    build_firmware_with(bin, Math::Exact)
+}
+
+/// [`build_firmware_bin`] with the given math.
+pub fn build_firmware_with(bin: &str, math: Math) -> Result<PathBuf, String> {
+    prepare_build()?;
+    let mut args = vec![
+        "build",
+        "-p",
+        "firmware",
+        "--release",
+        "--target",
+        FIRMWARE_TARGET,
+        "--bin",
+        bin,
+    ];
+    args.extend(math.cargo_args());
+    cargo(&args)?;
+    Ok(workspace_root()
+        .join("target")
+        .join(FIRMWARE_TARGET)
+        .join("release")
+        .join(bin))
+}
+
+/// Builds the fine-tuning firmware and returns the ELF's path.
+pub fn build_firmware() -> Result<PathBuf, String> {
+    build_firmware_bin("firmware")
+}
+
+/// Builds the on-target tests (`firmware/tests/ontarget.rs`, release) and returns the path
+/// of their ELF, as cargo reports it.
+pub fn build_ontarget_tests() -> Result<PathBuf, String> {
+    prepare_build()?;
+    let json = cargo_output(&[
+        "test",
+        "-p",
+        "firmware",
+        "--release",
+        "--target",
+        FIRMWARE_TARGET,
+        "--test",
+        "ontarget",
+        "--no-run",
+        "--message-format=json",
+    ])?;
+    let elf = json
+        .lines()
+        .filter(|l| l.contains("\"name\":\"ontarget\""))
+        .find_map(|l| l.split("\"executable\":\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("cargo reported no executable for the on-target tests")?;
+    Ok(PathBuf::from(elf))
+}
+
+/// Flash and static RAM of a firmware ELF, bytes.
+pub struct Sizes {
+    /// Code and read-only data: `.vector_table`, `.text`, `.rodata` and `.data`'s initial
+    /// values.
+    pub flash: u64,
+    /// `.data`, `.bss` and `.uninit`.
+    pub static_ram: u64,
+}
+
+/// Measures the ELF's sections with `llvm-size -A` (rustup's llvm-tools component), prints
+/// the `xtask: firmware size: ...` line and returns its flash and static RAM.
+pub fn print_sizes(elf: &Path) -> Result<Sizes, String> {
+    let sysroot = Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    let sysroot = String::from_utf8_lossy(&sysroot.stdout).trim().to_string();
+    let host = Command::new("rustc")
+        .args(["-vV"])
+        .output()
+        .map_err(|e| format!("rustc: {e}"))?;
+    let host = String::from_utf8_lossy(&host.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_string))
+        .ok_or("rustc -vV printed no host")?;
+    let tool = Path::new(&sysroot)
+        .join("lib/rustlib")
+        .join(host)
+        .join("bin/llvm-size");
+    let out = Command::new(&tool)
+        .args(["-A", &elf.to_string_lossy()])
+        .output()
+        .map_err(|e| format!("{}: {e} (rustup component add llvm-tools)", tool.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let size = |name: &str| -> u64 {
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
+    let ram = size(".data") + size(".bss") + size(".uninit");
+    println!(
+        "xtask: firmware size: flash {flash} bytes (.text {}, .rodata {}, .data {}), static RAM {ram} bytes (.data {}, .bss {}), data flash {} bytes (checkpoints, logged samples)",
+        size(".text"),
+        size(".rodata"),
+        size(".data"),
+        size(".data"),
+        size(".bss"),
+        size(".storage")
+    );
+    Ok(Sizes {
+        flash,
+        static_ram: ram,
+    })
+}

@@ -1,0 +1,101 @@
+//! Host/device parity: the same fine-tuning in host-sim on the host and in the firmware on
+//! QEMU must give bit-identical parameters, with `libm` and with fast-math.
+
+use crate::device::device_stream;
+use crate::firmware::{build_firmware_with, Math};
+use crate::process::{cargo_output, workspace_root};
+use crate::qemu::{log_value, run_qemu, QemuOptions};
+
+/// The files of `firmware/assets/` that host-sim's `device-assets` writes.
+const ASSETS: [&str; 4] = [
+    "pretrained.sgck",
+    "finetune.sgds",
+    "eval.sgds",
+    "expected.json",
+];
+
+/// Checks that the firmware's embedded assets are what host-sim produces now.
+fn check_assets() -> Result<(), String> {
+    let fresh = workspace_root().join("target").join("device-assets");
+    let fresh_str = fresh.to_string_lossy().into_owned();
+    cargo_output(&[
+        "run",
+        "-q",
+        "--release",
+        "-p",
+        "host-sim",
+        "--",
+        "device-assets",
+        "--out",
+        &fresh_str,
+    ])?;
+    let committed = workspace_root().join("firmware").join("assets");
+    for name in ASSETS {
+        let a = std::fs::read(fresh.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let b = std::fs::read(committed.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        if a != b {
+            return Err(format!(
+                "firmware/assets/{name} differs from what host-sim writes now; \
+                 regenerate with `cargo run --release -p host-sim -- device-assets`"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fine-tunes on the host simulator and on the device with the given math and compares the
+/// fine-tuned parameters' CRC-32. Both start from the device's pre-trained asset: with
+/// `libm` the host pre-trains it again first (`check_assets` has checked that it gives the
+/// same bytes); with fast-math the host loads it, as pre-training is not the device's job.
+fn parity(math: Math) -> Result<(), String> {
+    check_assets()?;
+    let mut args = vec!["run", "-q", "--release", "-p", "host-sim"];
+    args.extend(math.cargo_args());
+    args.extend(["--", "finetune", "--json"]);
+    if math == Math::Fast {
+        args.extend(["--pretrained", "firmware/assets/pretrained.sgck"]);
+    }
+    let json = cargo_output(&args)?;
+    let host = json
+        .lines()
+        .last()
+        .and_then(|l| l.split("\"finetuned_checkpoint_crc32\":\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("host-sim finetune --json printed no finetuned_checkpoint_crc32")?
+        .to_string();
+    let stream = device_stream()?;
+    let elf = build_firmware_with("firmware", math)?;
+    let run = run_qemu(
+        &elf,
+        &QemuOptions {
+            stream: Some(&stream),
+            flash: None,
+            args: &[],
+            no_icount: false,
+        },
+    )?;
+    if run.code != 0 {
+        print!("{}", run.log);
+        return Err(format!("firmware exited with {}", run.code));
+    }
+    let device = log_value(&run.log, "checkpoint crc32")
+        .ok_or("the firmware logged no checkpoint crc32")?
+        .to_string();
+    let label = math.label();
+    println!("host   (x86-64, host-sim finetune, {label}): parameters crc32 {host}");
+    println!("device (Cortex-M4F, QEMU mps2-an386, samples over UART, features on the device, {label}): parameters crc32 {device}");
+    if host == device {
+        println!("parity ({label}): the fine-tuned parameters are bit-identical");
+        Ok(())
+    } else {
+        Err(format!(
+            "parity ({label}): the fine-tuned parameters differ"
+        ))
+    }
+}
+
+/// [`parity`] with `libm`, then with fast-math.
+pub fn host_device_parity() -> Result<(), String> {
+    parity(Math::Exact)?;
+    parity(Math::Fast)
+}

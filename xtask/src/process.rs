@@ -1,0 +1,109 @@
+//! Running `cargo` and other programs from the workspace root, and finding (or installing)
+//! the tools the firmware runs need: cargo-installed tools and `qemu-system-arm`.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// The workspace's root folder: the parent of xtask's manifest folder.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The `cargo` that runs xtask (`$CARGO`), or `cargo` from PATH.
+fn cargo_bin() -> String {
+    env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
+/// Runs `program` with `args` in the workspace root, its output going to the terminal; an
+/// error if it cannot start or exits with a failure.
+pub fn run_status(program: &str, args: &[&str]) -> Result<(), String> {
+    eprintln!("xtask: {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(workspace_root())
+        .status()
+        .map_err(|e| format!("could not start {program}: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed ({status})", args.join(" ")))
+    }
+}
+
+/// Runs `cargo` with `args` (see [`run_status`]).
+pub fn cargo(args: &[&str]) -> Result<(), String> {
+    run_status(&cargo_bin(), args)
+}
+
+/// Runs `cargo` with `args` in the workspace root and returns what it printed on stdout;
+/// its stderr goes to the terminal.
+pub fn cargo_output(args: &[&str]) -> Result<String, String> {
+    eprintln!("xtask: cargo {}", args.join(" "));
+    let out = Command::new(cargo_bin())
+        .args(args)
+        .current_dir(workspace_root())
+        .stderr(Stdio::inherit())
+        .output()
+        .map_err(|e| format!("could not start cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "`cargo {}` failed ({})",
+            args.join(" "),
+            out.status
+        ));
+    }
+    String::from_utf8(out.stdout).map_err(|e| e.to_string())
+}
+
+/// Whether `program --version` starts, i.e. `program` is on PATH.
+fn on_path(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+/// A cargo-installed tool, found on PATH or in cargo's bin folder, installed if missing.
+pub fn cargo_tool(name: &str) -> Result<String, String> {
+    if on_path(name) {
+        return Ok(name.to_string());
+    }
+    let home = env::var("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|_| env::var("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map_err(|_| "neither CARGO_HOME nor HOME is set".to_string())?;
+    let path = home.join("bin").join(name);
+    if !path.exists() {
+        cargo(&["install", name, "--locked"])
+            .map_err(|e| format!("{e}; install it with `cargo install {name} --locked`"))?;
+    }
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// QEMU for Arm (`qemu-system-arm`), installed with apt when running as root on Debian.
+pub fn qemu_system_arm() -> Result<String, String> {
+    let name = "qemu-system-arm";
+    if on_path(name) {
+        return Ok(name.to_string());
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"));
+    if is_root && on_path("apt-get") {
+        run_status("apt-get", &["update", "-qq"])?;
+        run_status("apt-get", &["install", "-y", "-qq", name])?;
+        if on_path(name) {
+            return Ok(name.to_string());
+        }
+    }
+    Err(format!(
+        "{name} not found; install it with `sudo apt-get install -y {name}` (Debian/Ubuntu)"
+    ))
+}
