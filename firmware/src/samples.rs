@@ -1,6 +1,7 @@
 //! Where the device's samples come from: a [`SampleSource`] yields labelled feature rows,
 //! whatever produced them: a set built into flash ([`BuiltIn`]), raw IMU windows streamed
-//! over a serial line ([`Stream`]), or the IMU itself (see [`crate::imu`]).
+//! over a serial line ([`Stream`]), or the IMU itself ([`Imu`], through the [`mpu6050`]
+//! driver).
 
 use core::fmt;
 
@@ -239,7 +240,7 @@ impl<R: embedded_io::Read> SampleSource for Stream<R> {
 /// rest by [`Imu::calibrate`], since the training data's accelerometer channels do not
 /// contain it. Samples are for training; `purpose` can be changed for evaluation.
 pub struct Imu<I2C, D> {
-    sensor: crate::imu::Mpu6050<I2C>,
+    sensor: mpu6050::Mpu6050<I2C>,
     delay: D,
     gravity: [f32; 3],
     /// The class of the next windows.
@@ -255,7 +256,7 @@ impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> Imu<I2C, D> {
     pub const PERIOD_MS: u32 = 100;
 
     /// A source over an initialised sensor.
-    pub fn new(sensor: crate::imu::Mpu6050<I2C>, delay: D, label: usize) -> Self {
+    pub fn new(sensor: mpu6050::Mpu6050<I2C>, delay: D, label: usize) -> Self {
         Self {
             sensor,
             delay,
@@ -267,10 +268,7 @@ impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> Imu<I2C, D> {
     }
 
     /// Measures gravity as the mean of `readings` accelerations taken at rest, 100 ms apart.
-    pub fn calibrate(
-        &mut self,
-        readings: usize,
-    ) -> Result<[f32; 3], crate::imu::Error<I2C::Error>> {
+    pub fn calibrate(&mut self, readings: usize) -> Result<[f32; 3], mpu6050::Error<I2C::Error>> {
         let mut sum = [0.0f32; 3];
         for _ in 0..readings {
             let s = self.sensor.read()?;
@@ -285,13 +283,13 @@ impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> Imu<I2C, D> {
     }
 
     /// Gives the sensor and the delay back.
-    pub fn release(self) -> (crate::imu::Mpu6050<I2C>, D) {
+    pub fn release(self) -> (mpu6050::Mpu6050<I2C>, D) {
         (self.sensor, self.delay)
     }
 }
 
 impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> SampleSource for Imu<I2C, D> {
-    type Error = crate::imu::Error<I2C::Error>;
+    type Error = mpu6050::Error<I2C::Error>;
 
     fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error> {
         if self.remaining == Some(0) {
@@ -399,9 +397,9 @@ mod tests {
 #[cfg(test)]
 mod imu_tests {
     use super::*;
-    use crate::imu::{Address, Config, Mpu6050};
     use embedded_hal_mock::eh1::delay::NoopDelay;
     use embedded_hal_mock::eh1::i2c::{Mock, Transaction};
+    use mpu6050::{Address, Config, Mpu6050};
 
     const ADDR: u8 = 0x68;
 
