@@ -43,7 +43,6 @@ pub mod crc32;
 pub mod dataset;
 pub mod error;
 pub mod fastmath;
-pub mod features;
 pub mod graph;
 pub mod nn;
 pub mod ops;
@@ -55,7 +54,6 @@ pub mod store;
 pub mod tape;
 pub mod tensor;
 pub mod train;
-pub mod wire;
 
 pub use error::{Error, TapeError};
 pub use graph::{Domain, Node, NodeId, Op};

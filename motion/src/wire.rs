@@ -20,7 +20,7 @@
 //! [`WireError`]. Nothing allocates.
 //!
 //! ```
-//! use safegrad::wire::{encode_frame, parse_packet, FrameDecoder, Kind};
+//! use motion::wire::{encode_frame, parse_packet, FrameDecoder, Kind};
 //!
 //! let values = [1.0f32, -2.5, 0.0, 3.0];
 //! let mut frame = [0u8; 64];
@@ -38,7 +38,7 @@
 
 use core::fmt;
 
-use crate::crc32::Crc32;
+use safegrad::crc32::Crc32;
 
 /// Bytes of a packet's header.
 pub const HEADER_LEN: usize = 6;

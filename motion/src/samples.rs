@@ -6,8 +6,10 @@
 use core::fmt;
 
 use safegrad::dataset::Dataset;
-use safegrad::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
-use safegrad::wire::{parse_packet, FrameDecoder, Kind, WireError};
+
+use crate::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
+use crate::model::CLASSES;
+use crate::wire::{parse_packet, FrameDecoder, Kind, WireError};
 
 /// Samples per channel of a window: 10 s at 10 Hz.
 pub const WINDOW_LEN: usize = 100;
@@ -21,7 +23,7 @@ pub const FRAME_CAPACITY: usize = 2560;
 
 /// What a sample is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(target_os = "none", derive(defmt::Format))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Purpose {
     /// Fine-tune on it.
     Train,
@@ -91,7 +93,7 @@ impl SampleSource for BuiltIn<'_> {
 
 /// Counts of what a [`Stream`] refused, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-#[cfg_attr(target_os = "none", derive(defmt::Format))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Rejected {
     /// Frames refused by the framing or the packet checks.
     pub frames: u32,
@@ -107,7 +109,7 @@ pub struct Rejected {
 
 /// A stream error that ends the stream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[cfg_attr(target_os = "none", derive(defmt::Format))]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum StreamError<E> {
     /// The serial line failed.
     Io(E),
@@ -121,7 +123,7 @@ impl<E: fmt::Debug> fmt::Display for StreamError<E> {
     }
 }
 
-/// Raw IMU windows streamed in [`safegrad::wire`] frames over any `embedded_io::Read`: each
+/// Raw IMU windows streamed in [`wire`](crate::wire) frames over any `embedded_io::Read`: each
 /// good frame becomes a window, then its features, computed on the device. A malformed
 /// frame is refused, counted in [`Rejected`], and the stream resynchronises at the next
 /// frame; the model never sees it.
@@ -199,7 +201,7 @@ impl<R: embedded_io::Read> SampleSource for Stream<R> {
                 continue;
             };
             let checked = frame.and_then(|packet| {
-                parse_packet(packet, WINDOW_VALUES, crate::job::CLASSES, VALUE_BOUND)
+                parse_packet(packet, WINDOW_VALUES, CLASSES, VALUE_BOUND)
                     .map(|m| (m.kind, m.seq, m.label, window_features(m.values())))
             });
             let (kind, seq, label, features) = match checked {
@@ -329,7 +331,7 @@ impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> SampleSource 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use safegrad::wire::encode_frame;
+    use crate::wire::encode_frame;
 
     fn window(seed: f32) -> Vec<f32> {
         (0..WINDOW_VALUES)

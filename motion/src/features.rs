@@ -15,7 +15,7 @@
 //! mounting worthwhile. Standard deviations are population ones, computed in two passes.
 //!
 //! ```
-//! use safegrad::features::{imu_features, IMU_FEATURES};
+//! use motion::features::{imu_features, IMU_FEATURES};
 //!
 //! let mut window = [[0.0f32; 4]; 6];
 //! window[2] = [9.81; 4]; // gravity on z, at rest
@@ -24,13 +24,12 @@
 //! assert_eq!(f.get(0, 4), Some(9.81)); // mean of az
 //! assert_eq!(f.get(0, 5), Some(0.0)); // std of az
 //! assert_eq!(f.get(0, 12), Some(9.81)); // mean |a|
-//! # Ok::<(), safegrad::features::FeatureError>(())
+//! # Ok::<(), motion::features::FeatureError>(())
 //! ```
 
 use core::fmt;
 
-use crate::scalar::Scalar;
-use crate::tensor::Tensor;
+use safegrad::{Scalar, Tensor};
 
 /// Number of features [`imu_features`] computes.
 pub const IMU_FEATURES: usize = 16;

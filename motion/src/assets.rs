@@ -1,0 +1,21 @@
+//! What the firmware embeds, written by `host-sim device-assets`: the pre-trained model and
+//! the shifted fine-tuning and evaluation sets (as features).
+
+/// The pre-trained checkpoint (`safegrad::checkpoint` format), aligned so that the frozen
+/// layers read their parameters from it in place.
+pub static PRETRAINED: &[u8] = safegrad::include_checkpoint!("../assets/pretrained.sgck");
+/// The shifted recordings to fine-tune on, as features (`safegrad::dataset` format).
+pub static FINETUNE_SET: &[u8] = include_bytes!("../assets/finetune.sgds");
+/// The shifted held-out recordings, as features.
+pub static EVAL_SET: &[u8] = include_bytes!("../assets/eval.sgds");
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_checkpoint_is_aligned_for_f32() {
+        assert_eq!(
+            super::PRETRAINED.as_ptr() as usize % core::mem::align_of::<f32>(),
+            0
+        );
+    }
+}

@@ -1,0 +1,414 @@
+//! The fine-tuning job: a [`Session`] on the pre-trained model, fine-tuned on the shifted
+//! samples with [`finetune_schedule`], evaluated before and after. The firmware runs it on
+//! the device; its unit tests run it on the host, bit for bit against `host-sim finetune`.
+
+use embedded_storage::nor_flash::NorFlash;
+use safegrad::dataset::{RecordError, Recorder};
+use safegrad::session::Session;
+use safegrad::train::{record_loss, step, Divergence, Samples, StepConfig};
+use safegrad::{Capacity, Error};
+
+use crate::features::IMU_FEATURES;
+use crate::model::{finetune_schedule, MotionModel, CLASSES, CLIP_NORM, FINETUNE_SIZES, SEED};
+use crate::samples::{Purpose, SampleSource};
+
+/// A fine-tuning session of the motion model.
+pub type MotionSession<'w, Mem> = Session<'w, MotionModel, f32, Mem>;
+
+/// What the job measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct JobReport {
+    /// Correct held-out predictions before fine-tuning.
+    pub correct_before: usize,
+    /// Correct held-out predictions after.
+    pub correct_after: usize,
+    /// Held-out samples.
+    pub eval_samples: usize,
+    /// Fine-tuning samples.
+    pub finetune_samples: usize,
+    /// Training steps taken.
+    pub steps: usize,
+    /// Samples refused as non-finite.
+    pub rejected: usize,
+    /// Times the divergence guard rolled back to the last good parameters and halved the
+    /// learning rate.
+    pub rollbacks: usize,
+    /// Why it last did.
+    pub last_divergence: Option<Divergence<f32>>,
+    /// Trainable scalars.
+    pub trainable: usize,
+    /// Parameters, trainable and frozen.
+    pub parameters: usize,
+    /// Values of one training step's graph besides the parameters: the activations, the
+    /// loss and what its backward keeps.
+    pub activations: usize,
+    /// Scalars of optimiser state (SGD keeps none).
+    pub optimiser_state: usize,
+    /// Clock ticks spent fine-tuning.
+    pub train_ticks: u64,
+    /// Mean loss of the last epoch.
+    pub final_loss: f32,
+    /// CRC-32 of the fine-tuned checkpoint (it covers every parameter bit).
+    pub checkpoint_crc32: u32,
+}
+
+/// Fine-tunes the session's model (as loaded) on `train` with the host simulator's
+/// schedule, and evaluates it on `eval` before and after. `now` reads a clock in ticks. The
+/// fine-tuned model stays in the session ([`Session::save`] writes it to flash).
+pub fn run<Mem, D, E>(
+    session: &mut MotionSession<'_, Mem>,
+    train: &D,
+    eval: &E,
+    now: &mut dyn FnMut() -> u64,
+) -> Result<JobReport, Error>
+where
+    Mem: Capacity,
+    D: Samples<f32, IMU_FEATURES> + ?Sized,
+    E: Samples<f32, IMU_FEATURES> + ?Sized,
+{
+    let correct_before = session.correct(eval)?;
+    let mut schedule = finetune_schedule(SEED);
+    let start = now();
+    let fit = session.fit(train, &mut schedule)?;
+    let train_ticks = now().wrapping_sub(start);
+    let correct_after = session.correct(eval)?;
+    Ok(JobReport {
+        correct_before,
+        correct_after,
+        eval_samples: eval.len(),
+        finetune_samples: train.len(),
+        steps: fit.steps,
+        rejected: fit.rejected,
+        rollbacks: fit.rollbacks,
+        last_divergence: fit.last_divergence,
+        trainable: FINETUNE_SIZES.trainable,
+        parameters: FINETUNE_SIZES.parameters,
+        activations: FINETUNE_SIZES.activations,
+        optimiser_state: 0,
+        train_ticks,
+        final_loss: fit.final_loss,
+        checkpoint_crc32: session.checkpoint_crc32(),
+    })
+}
+
+/// Where [`record`] logs the samples it reads: two regions of the flash, whole erase
+/// sectors, one for the training set and one for the evaluation set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleLog {
+    /// Offset of the training set's region.
+    pub train: u32,
+    /// Offset of the evaluation set's region.
+    pub eval: u32,
+    /// Bytes of each region.
+    pub capacity: usize,
+}
+
+/// Why collecting samples stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum CollectError<E, F = core::convert::Infallible> {
+    /// The source failed.
+    Source(E),
+    /// Recording a sample into the flash failed (the region is full, or the flash failed).
+    Record(RecordError<F>),
+}
+
+/// Reads `source` to its end and records its samples into `log`'s regions of `flash`
+/// (erased first), as data sets that `Dataset::parse` reads in place: the samples take
+/// flash, not RAM, for the epochs that train on them. Returns the two sets' lengths in
+/// bytes.
+pub fn record<S: SampleSource, F: NorFlash>(
+    source: &mut S,
+    flash: &mut F,
+    log: SampleLog,
+) -> Result<(usize, usize), CollectError<S::Error, F::Error>> {
+    let classes = CLASSES as u16;
+    let mut train = Recorder::<f32, IMU_FEATURES>::new(flash, log.train, log.capacity, classes)
+        .map_err(CollectError::Record)?;
+    let mut eval = Recorder::<f32, IMU_FEATURES>::new(flash, log.eval, log.capacity, classes)
+        .map_err(CollectError::Record)?;
+    while let Some(sample) = source.next_sample().map_err(CollectError::Source)? {
+        let set = match sample.purpose {
+            Purpose::Train => &mut train,
+            Purpose::Eval => &mut eval,
+        };
+        set.push(flash, &sample.features, sample.label)
+            .map_err(CollectError::Record)?;
+    }
+    let train = train.finish(flash).map_err(CollectError::Record)?;
+    let eval = eval.finish(flash).map_err(CollectError::Record)?;
+    Ok((train, eval))
+}
+
+/// What a streamed soak run did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct SoakReport {
+    /// Training steps taken: one per good training sample.
+    pub steps: u32,
+    /// Steps refused by the guarded step.
+    pub step_errors: u32,
+    /// Nodes, values and gradients of the tape after the first step.
+    pub tape_sizes: (usize, usize, usize),
+    /// Whether a later step's sizes differed.
+    pub grew: bool,
+}
+
+/// Streamed, online fine-tuning: one guarded training step per training sample as it
+/// arrives from `source`, until the source ends. Evaluation samples are skipped. It checks
+/// that the tape records the same graph every step.
+pub fn soak<Mem: Capacity, S: SampleSource>(
+    session: &mut MotionSession<'_, Mem>,
+    source: &mut S,
+) -> Result<SoakReport, CollectError<S::Error>> {
+    let mut sgd = finetune_schedule(SEED).optimizer;
+    let config = StepConfig {
+        clip_norm: Some(CLIP_NORM),
+        ..StepConfig::default()
+    };
+    let mut report = SoakReport {
+        steps: 0,
+        step_errors: 0,
+        tape_sizes: (0, 0, 0),
+        grew: false,
+    };
+    let (tape, model) = session.parts();
+    while let Some(sample) = source.next_sample().map_err(CollectError::Source)? {
+        if sample.purpose != Purpose::Train {
+            continue;
+        }
+        let recorded = record_loss(tape, model, &sample.features, sample.label);
+        let ok = match recorded {
+            Ok(loss) => step(tape, loss, &mut sgd, &config).is_ok(),
+            Err(_) => false,
+        };
+        if ok {
+            report.steps += 1;
+        } else {
+            report.step_errors += 1;
+        }
+        let sizes = (
+            tape.nodes().len(),
+            tape.scalars_used(),
+            tape.gradients_used(),
+        );
+        if report.tape_sizes == (0, 0, 0) {
+            report.tape_sizes = sizes;
+        } else if sizes != report.tape_sizes {
+            report.grew = true;
+        }
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::assets;
+    use crate::model::{FinetuneWorkspace, FINETUNE_PLAN};
+    use safegrad::checkpoint::CheckpointError;
+    use safegrad::dataset::Dataset;
+
+    type Rows = Vec<([f32; IMU_FEATURES], usize)>;
+
+    fn rows(bytes: &[u8]) -> Rows {
+        Dataset::<f32, IMU_FEATURES>::parse(bytes)
+            .unwrap()
+            .iter()
+            .collect()
+    }
+
+    fn session(work: &mut FinetuneWorkspace) -> MotionSession<'_, impl Capacity> {
+        Session::from_checkpoint(work, assets::PRETRAINED, FINETUNE_PLAN).unwrap()
+    }
+
+    fn run_on<D: Samples<f32, IMU_FEATURES> + ?Sized>(train: &D) -> (JobReport, Vec<u8>) {
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut session = session(&mut work);
+        let eval = rows(assets::EVAL_SET);
+        let mut t = 0u64;
+        let report = run(&mut session, train, &eval[..], &mut || {
+            t += 1;
+            t
+        })
+        .unwrap();
+        let mut out = vec![0u8; session.checkpoint_len()];
+        session.write_checkpoint(&mut out).unwrap();
+        (report, out)
+    }
+
+    /// The host's figures for the same job, from `assets/expected.json`.
+    fn expected(key: &str) -> String {
+        let text = include_str!("../assets/expected.json");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("\"{key}\"")))
+            .unwrap_or_else(|| panic!("{key} in expected.json"));
+        let value = line.split(':').nth(1).unwrap_or("").trim();
+        value.trim_end_matches(',').trim_matches('"').to_string()
+    }
+
+    #[test]
+    fn the_job_on_the_host_matches_host_sim_bit_for_bit() {
+        let (r, _) = run_on(&rows(assets::FINETUNE_SET)[..]);
+        assert_eq!(
+            format!("{:#010x}", r.checkpoint_crc32),
+            expected("finetuned_checkpoint_crc32")
+        );
+        assert_eq!(r.steps.to_string(), expected("finetune_steps"));
+        let after: f64 = expected("shifted_accuracy_after").parse().unwrap();
+        assert_eq!(r.correct_after as f64 / r.eval_samples as f64, after);
+        let before: f64 = expected("shifted_accuracy_before").parse().unwrap();
+        assert_eq!(r.correct_before as f64 / r.eval_samples as f64, before);
+    }
+
+    #[test]
+    fn the_tape_is_sized_to_one_step_exactly() {
+        // The sizes from the model's type are what one step records.
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut session = session(&mut work);
+        let (x, label) = rows(assets::FINETUNE_SET)[0];
+        let (tape, model) = session.parts();
+        record_loss(tape, model, &x, label).unwrap();
+        assert_eq!(
+            (
+                tape.nodes().len(),
+                tape.scalars_used(),
+                tape.gradients_used()
+            ),
+            (
+                FINETUNE_SIZES.nodes,
+                FINETUNE_SIZES.values,
+                FINETUNE_SIZES.gradients
+            )
+        );
+        assert_eq!(tape.trainable_len(), 132);
+        assert_eq!(tape.parameter_len(), FINETUNE_SIZES.parameters);
+    }
+
+    #[test]
+    fn a_damaged_model_is_refused_before_anything_runs() {
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut session = session(&mut work);
+        let before = session.checkpoint_crc32();
+        let mut bad = assets::PRETRAINED.to_vec();
+        bad[100] ^= 0x10;
+        let err = session.load(&bad).unwrap_err();
+        assert!(
+            matches!(err, Error::Checkpoint(CheckpointError::Crc { .. })),
+            "{err}"
+        );
+        assert_eq!(session.checkpoint_crc32(), before, "nothing changed");
+        // The same damage in the checkpoint the session starts from.
+        let words: Vec<u32> = bad
+            .chunks(4)
+            .map(|c| {
+                let mut w = [0u8; 4];
+                w[..c.len()].copy_from_slice(c);
+                u32::from_le_bytes(w)
+            })
+            .collect();
+        let leaked: &'static [u32] = Vec::leak(words);
+        let bytes: &'static [u8] = &bytemuck::cast_slice(leaked)[..bad.len()];
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let refused = Session::<MotionModel, f32, _>::from_checkpoint(&mut *work, bytes, FINETUNE_PLAN);
+        assert!(matches!(
+            refused.err(),
+            Some(Error::Checkpoint(CheckpointError::Crc { .. }))
+        ));
+    }
+
+    #[test]
+    fn recording_the_built_in_source_gives_the_embedded_sets_in_flash() {
+        use embedded_storage::nor_flash::{ErrorType, NorFlashErrorKind, ReadNorFlash};
+        struct Ram(Vec<u8>);
+        impl ErrorType for Ram {
+            type Error = NorFlashErrorKind;
+        }
+        impl ReadNorFlash for Ram {
+            const READ_SIZE: usize = 1;
+            fn read(&mut self, at: u32, out: &mut [u8]) -> Result<(), Self::Error> {
+                out.copy_from_slice(&self.0[at as usize..at as usize + out.len()]);
+                Ok(())
+            }
+            fn capacity(&self) -> usize {
+                self.0.len()
+            }
+        }
+        impl NorFlash for Ram {
+            const WRITE_SIZE: usize = 4;
+            const ERASE_SIZE: usize = 4096;
+            fn erase(&mut self, from: u32, to: u32) -> Result<(), Self::Error> {
+                self.0[from as usize..to as usize].fill(0xFF);
+                Ok(())
+            }
+            fn write(&mut self, at: u32, bytes: &[u8]) -> Result<(), Self::Error> {
+                for (d, s) in self.0[at as usize..].iter_mut().zip(bytes) {
+                    *d &= s;
+                }
+                Ok(())
+            }
+        }
+        let train = Dataset::parse(assets::FINETUNE_SET).unwrap();
+        let eval = Dataset::parse(assets::EVAL_SET).unwrap();
+        let mut source = crate::samples::BuiltIn::new(train, eval);
+        let mut flash = Ram(vec![0xFF; 16384]);
+        let log = SampleLog {
+            train: 0,
+            eval: 8192,
+            capacity: 8192,
+        };
+        let (t, e) = record(&mut source, &mut flash, log).unwrap();
+        // The same bytes as the embedded sets: rows, classes, header and CRC.
+        assert_eq!(&flash.0[..t], assets::FINETUNE_SET);
+        assert_eq!(&flash.0[8192..8192 + e], assets::EVAL_SET);
+    }
+
+    #[test]
+    fn training_on_rows_in_ram_or_in_flash_is_the_same() {
+        let in_flash = run_on(&Dataset::<f32, IMU_FEATURES>::parse(assets::FINETUNE_SET).unwrap());
+        let in_ram = run_on(&rows(assets::FINETUNE_SET)[..]);
+        assert_eq!(in_flash, in_ram);
+    }
+
+    #[test]
+    fn non_finite_samples_are_skipped_and_runs_of_them_roll_back() {
+        let mut train = rows(assets::FINETUNE_SET);
+        // Twelve good rows and twelve poisoned ones: each epoch meets runs of three.
+        let good = train.clone();
+        for (x, label) in good.iter() {
+            let mut bad = *x;
+            bad[3] = f32::NAN;
+            train.push((bad, *label));
+        }
+        let (r, out) = run_on(&train[..]);
+        assert_eq!(
+            out[out.len() - 4..],
+            r.checkpoint_crc32.to_le_bytes()
+        );
+        assert!(r.rejected > 0, "{r:?}");
+        assert!(r.rollbacks > 0 && r.last_divergence.is_some(), "{r:?}");
+        assert!(matches!(
+            r.last_divergence,
+            Some(Divergence::Rejections { count: 3 })
+        ));
+        // Whatever was rolled back, the model in the checkpoint is finite and loads.
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut session = session(&mut work);
+        assert!(session.load(&out).is_ok());
+    }
+
+    #[test]
+    fn a_fine_tuned_checkpoint_resumes_with_its_accuracy() {
+        let (r, out) = run_on(&rows(assets::FINETUNE_SET)[..]);
+        assert_eq!(out.len(), crate::model::CHECKPOINT_BYTES);
+        assert_eq!(out[out.len() - 4..], r.checkpoint_crc32.to_le_bytes());
+        // A new boot: a fresh session, the checkpoint from flash.
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut session = session(&mut work);
+        session.load(&out).unwrap();
+        let eval = rows(assets::EVAL_SET);
+        assert_eq!(session.correct(&eval[..]).unwrap(), r.correct_after);
+    }
+}

@@ -1,0 +1,85 @@
+//! The model, its classes, and the schedule that fine-tunes it: one definition for the host
+//! simulator and the firmware.
+
+use safegrad::nn::{sizes, Linear, LinearRelu, Plan, Sizes, Standardize};
+use safegrad::optim::Sgd;
+use safegrad::session::Schedule;
+
+use crate::features::IMU_FEATURES;
+
+/// Classes of BasicMotions.
+pub const CLASSES: usize = 4;
+/// Their names, in label order.
+pub const CLASS_NAMES: [&str; CLASSES] = ["standing", "running", "walking", "badminton"];
+
+/// The model: the frozen standardisation of the 16 features, then the MLP 16-32-32-4 with
+/// ReLU (each hidden layer a fused linear and ReLU node).
+pub type MotionModel = (
+    Standardize<IMU_FEATURES>,
+    LinearRelu<IMU_FEATURES, 32>,
+    LinearRelu<32, 32>,
+    Linear<32, CLASSES>,
+);
+
+/// What fine-tuning trains on the device: the last layer; the body is frozen and read in
+/// place from the pre-trained checkpoint.
+pub const FINETUNE_PLAN: Plan<'static> = Plan::LastLayer;
+
+/// What one fine-tuning step records and keeps, from the model's type.
+pub const FINETUNE_SIZES: Sizes = sizes::<MotionModel>(FINETUNE_PLAN);
+
+/// Bytes of the model's checkpoint (`f32` parameters).
+pub const CHECKPOINT_BYTES: usize = FINETUNE_SIZES.checkpoint_bytes(4);
+
+/// Most fine-tuning rows the device's workspace orders (the rows themselves are read in
+/// place from flash).
+pub const MAX_SAMPLES: usize = 64;
+
+/// The memory of a fine-tuning session on the device, sized from the model's type.
+pub type FinetuneWorkspace =
+    safegrad::workspace!(f32, MotionModel, FINETUNE_PLAN, samples = MAX_SAMPLES);
+
+/// The seed the host simulator and the firmware use unless told otherwise.
+pub const SEED: u64 = 7;
+/// Fine-tuning epochs.
+pub const EPOCHS: usize = 30;
+/// SGD learning rate of fine-tuning.
+pub const LEARNING_RATE: f32 = 0.05;
+/// Gradient clipping by global norm during fine-tuning.
+pub const CLIP_NORM: f32 = 1.0;
+
+/// The seed fine-tuning shuffles with, derived from the job's seed (pre-training shuffles
+/// with the seed itself).
+pub const fn finetune_seed(seed: u64) -> u64 {
+    seed ^ 0x5eed
+}
+
+/// The fine-tuning schedule: SGD at [`LEARNING_RATE`], [`EPOCHS`] epochs, clipping at
+/// [`CLIP_NORM`], shuffled by [`finetune_seed`].
+pub fn finetune_schedule(seed: u64) -> Schedule<'static, f32, Sgd<f32>> {
+    Schedule::new(Sgd::new(LEARNING_RATE))
+        .epochs(EPOCHS)
+        .clip_norm(CLIP_NORM)
+        .seed(finetune_seed(seed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_device_tape_is_the_step_exactly() {
+        // Counted by hand from the layers: 8 parameter nodes, the input, two standardising
+        // nodes, three layers, the labels and the loss; the last layer's 132 parameters and
+        // 122 activation values; 132 + 4 + 1 gradients.
+        assert_eq!(
+            (
+                FINETUNE_SIZES.nodes,
+                FINETUNE_SIZES.values,
+                FINETUNE_SIZES.gradients
+            ),
+            (16, 254, 137)
+        );
+        assert_eq!(CHECKPOINT_BYTES, 16 + 1764 * 4 + 4);
+    }
+}
