@@ -7,18 +7,20 @@ use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use safegrad::features::IMU_CHANNELS;
+use motion::features::IMU_CHANNELS;
+/// Classes of BasicMotions (the motion model's): 0 Standing, 1 Running, 2 Walking,
+/// 3 Badminton.
+pub use motion::model::CLASSES as MOTION_CLASSES;
+/// Names of the BasicMotions classes, by label.
+pub use motion::model::CLASS_NAMES as MOTION_NAMES;
 
 /// Pixels of a digits image (8 x 8).
 pub const DIGIT_PIXELS: usize = 64;
 /// Classes of the digits data set.
 pub const DIGIT_CLASSES: usize = 10;
-/// Samples per channel of a BasicMotions recording (10 s at 10 Hz).
-pub const MOTION_LEN: usize = 100;
-/// Classes of BasicMotions: 0 Standing, 1 Running, 2 Walking, 3 Badminton.
-pub const MOTION_CLASSES: usize = 4;
-/// Names of the BasicMotions classes, by label.
-pub const MOTION_NAMES: [&str; MOTION_CLASSES] = ["standing", "running", "walking", "badminton"];
+/// Samples per channel of a BasicMotions recording (10 s at 10 Hz): a window of the
+/// device's sample stream.
+pub const MOTION_LEN: usize = motion::samples::WINDOW_LEN;
 
 /// One BasicMotions recording: `ax, ay, az, gx, gy, gz`, 100 samples each.
 pub type MotionWindow = [[f32; MOTION_LEN]; IMU_CHANNELS];

@@ -2,20 +2,19 @@
 
 use std::path::Path;
 
-use safegrad::checkpoint;
-use safegrad::nn::{Build, Init, Linear, Relu};
+use safegrad::nn::{sizes, Init, Linear, Plan, Relu};
 use safegrad::optim::Adam;
 use safegrad::rng::SplitMix64;
+use safegrad::session::{Schedule, Session};
 
 use crate::data::{self, DIGIT_CLASSES, DIGIT_PIXELS};
-use crate::model::{accuracy, fit, new_tape, EpochStats, Schedule};
+use crate::model::{accuracy, audit_step, checkpoint_of, fit, new_workspace, EpochStats};
 
 /// The model: 64 pixels (scaled to `[0, 1]`) -> 64 -> ReLU -> 10 classes.
 pub type DigitsModel = (Linear<DIGIT_PIXELS, 64>, Relu, Linear<64, DIGIT_CLASSES>);
 
 /// Trainable scalars of [`DigitsModel`], the size of the optimiser state.
-pub const DIGITS_PARAMETERS: usize =
-    Linear::<DIGIT_PIXELS, 64>::PARAMETERS + Linear::<64, DIGIT_CLASSES>::PARAMETERS;
+pub const DIGITS_PARAMETERS: usize = sizes::<DigitsModel>(Plan::All).trainable;
 
 /// Settings of the run.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,33 +76,25 @@ pub fn run(
     let test = rows.split_off(rows.len() - test_len.min(rows.len()));
     let train = rows;
 
-    let mut tape = new_tape();
-    let model =
-        DigitsModel::build(&mut tape, &mut Init::new(config.seed)).map_err(|e| e.to_string())?;
-    let mut adam = Adam::<f32, DIGITS_PARAMETERS>::new(config.lr);
-    let schedule = Schedule {
-        epochs: config.epochs,
-        seed: config.seed,
-        clip_norm: None,
-    };
-    let (curve, steps) = fit(
-        &mut tape, &model, &mut adam, &train, &test, &schedule, on_epoch,
-    )
-    .map_err(|e| e.to_string())?;
-    let test_accuracy = accuracy(&mut tape, &model, &test).map_err(|e| e.to_string())?;
+    let e = |err: safegrad::Error| err.to_string();
+    let mut work = new_workspace();
+    let mut session =
+        Session::<DigitsModel, _, _>::new(&mut *work, Init::new(config.seed)).map_err(e)?;
+    let mut schedule = Schedule::new(Adam::<f32, DIGITS_PARAMETERS>::new(config.lr))
+        .epochs(config.epochs)
+        .seed(config.seed);
+    let (curve, steps) = fit(&mut session, &train, &test, &mut schedule, on_epoch).map_err(e)?;
+    let test_accuracy = accuracy(&mut session, &test).map_err(e)?;
     let first = train.first().ok_or("no training images")?;
-    let audit = crate::model::audit_step(&mut tape, &model, first)?;
-    let mut buf = vec![0u8; checkpoint::encoded_len(&*tape)];
-    let n = checkpoint::save(&*tape, &mut buf).map_err(|e| e.to_string())?;
-    buf.truncate(n);
+    let audit = audit_step(&mut session, first).map_err(e)?;
     Ok(DigitsReport {
         train_samples: train.len(),
         test_samples: test.len(),
         test_accuracy,
         steps,
-        trainable_params: tape.trainable_len(),
+        trainable_params: session.tape_ref().trainable_len(),
         curve,
-        checkpoint: buf,
+        checkpoint: checkpoint_of(&session).map_err(e)?,
         audit,
     })
 }

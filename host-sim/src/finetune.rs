@@ -3,31 +3,22 @@
 
 use std::path::Path;
 
-use safegrad::checkpoint;
-use safegrad::features::{imu_features, rotate_imu, IMU_FEATURES};
-use safegrad::nn::{last_layer_only, Build, Init, Linear, LinearRelu, Standardize, Train};
+use motion::features::{imu_features, rotate_imu, IMU_FEATURES};
+pub use motion::model::MotionModel;
+use motion::model::finetune_seed;
+use safegrad::nn::{sizes, Init, Plan};
 use safegrad::optim::{Adam, Optimizer, Sgd};
+use safegrad::session::{Schedule, Session};
 use safegrad::Tensor;
 
 use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
-use crate::model::{accuracy, fit, new_tape, EpochStats, HostTape, Schedule};
-
-/// The model: feature standardisation, then the MLP 16-32-32-4 with ReLU.
-pub type MotionModel = (
-    Standardize<IMU_FEATURES>,
-    LinearRelu<IMU_FEATURES, 32>,
-    LinearRelu<32, 32>,
-    Linear<32, MOTION_CLASSES>,
-);
-
-/// Layers with trainable parameters in [`MotionModel`] (the standardisation takes none).
-pub const TRAINABLE_LAYERS: usize = 3;
+use crate::model::{
+    accuracy, audit_step, checkpoint_of, fit, keep_checkpoint, new_workspace, EpochStats,
+};
 
 /// Trainable scalars of [`MotionModel`] when every layer trains, the size of the
 /// pre-training optimiser's state.
-pub const MOTION_PARAMETERS: usize = LinearRelu::<IMU_FEATURES, 32>::PARAMETERS
-    + LinearRelu::<32, 32>::PARAMETERS
-    + Linear::<32, MOTION_CLASSES>::PARAMETERS;
+pub const MOTION_PARAMETERS: usize = sizes::<MotionModel>(Plan::All).trainable;
 
 /// What is trained during fine-tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,10 +31,10 @@ pub enum FinetuneMode {
 
 impl FinetuneMode {
     /// The training plan for [`MotionModel`].
-    pub fn plan(self) -> [Train; TRAINABLE_LAYERS] {
+    pub fn plan(self) -> Plan<'static> {
         match self {
-            Self::LastLayer => last_layer_only(),
-            Self::BiasOnly => [Train::BiasOnly; TRAINABLE_LAYERS],
+            Self::LastLayer => Plan::LastLayer,
+            Self::BiasOnly => Plan::BiasOnly,
         }
     }
 
@@ -264,6 +255,9 @@ pub fn run(
     progress: &mut dyn FnMut(Progress<'_>),
 ) -> Result<FinetuneReport, String> {
     let e = |err: &dyn std::fmt::Display| err.to_string();
+    if config.per_class == 0 {
+        return Err("--per-class must be at least 1: fine-tuning needs recordings".into());
+    }
     let train = data::load_motions(dir, "train").map_err(|x| e(&x))?;
     let test = data::load_motions(dir, "test").map_err(|x| e(&x))?;
     let rotation = rotation_z(config.rotation_degrees);
@@ -273,80 +267,74 @@ pub fn run(
     let shifted_test = featurize(&test, Some(&rotation))?;
 
     // Pre-training: every layer trained, Adam.
-    let mut tape = new_tape();
-    let model = MotionModel::build(&mut tape, &mut Init::new(config.seed)).map_err(|x| e(&x))?;
-    let (mean, std) = feature_statistics(&train_rows);
-    model
-        .0
-        .set_statistics(&mut tape, &mean, &std, 1e-6)
+    let mut work = new_workspace();
+    let mut session = Session::<MotionModel, _, _>::new(&mut *work, Init::new(config.seed))
         .map_err(|x| e(&x))?;
+    let (mean, std) = feature_statistics(&train_rows);
+    {
+        let (tape, model) = session.parts();
+        model
+            .0
+            .set_statistics(tape, &mean, &std, 1e-6)
+            .map_err(|x| e(&x))?;
+    }
     let pretrain_curve = if let Some(pretrained) = &config.pretrained {
-        checkpoint::load(&mut tape, pretrained).map_err(|x| e(&x))?;
+        session.load(pretrained).map_err(|x| e(&x))?;
         Vec::new()
     } else {
-        let mut adam = Adam::<f32, MOTION_PARAMETERS>::new(config.pretrain_lr);
-        let schedule = Schedule {
-            epochs: config.pretrain_epochs,
-            seed: config.seed,
-            clip_norm: None,
-        };
+        let mut schedule = Schedule::new(Adam::<f32, MOTION_PARAMETERS>::new(config.pretrain_lr))
+            .epochs(config.pretrain_epochs)
+            .seed(config.seed);
         let epochs = config.pretrain_epochs;
         fit(
-            &mut tape,
-            &model,
-            &mut adam,
+            &mut session,
             &train_rows,
             &test_rows,
-            &schedule,
+            &mut schedule,
             &mut |s| progress(Progress::Pretrain(s, epochs)),
-        )?
+        )
+        .map_err(|x| e(&x))?
         .0
     };
-    let pretrain_accuracy = accuracy(&mut tape, &model, &test_rows).map_err(|x| e(&x))?;
-    let shifted_accuracy_before = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
-    let pretrained_checkpoint = save(&tape)?;
+    let pretrain_accuracy = accuracy(&mut session, &test_rows).map_err(|x| e(&x))?;
+    let shifted_accuracy_before = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
+    let pretrained_checkpoint = checkpoint_of(&session).map_err(|x| e(&x))?;
     let first = train_rows.first().ok_or("no training recordings")?;
-    let pretrain_audit = crate::model::audit_step(&mut tape, &model, first)?;
+    let pretrain_audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
 
-    // Fine-tuning: a fresh tape with the body frozen, loaded from the checkpoint as the
-    // device loads it; SGD, batch 1, clipping on.
+    // Fine-tuning: a session on the pre-trained checkpoint, the body frozen and read in
+    // place, as on the device; SGD, batch 1, clipping on.
     let plan = config.mode.plan();
-    let mut tape = new_tape();
-    let model = MotionModel::build(&mut tape, &mut Init::new(config.seed).with_plan(&plan))
-        .map_err(|x| e(&x))?;
-    checkpoint::load(&mut tape, &pretrained_checkpoint).map_err(|x| e(&x))?;
+    let mut work = new_workspace();
+    let mut session = Session::<MotionModel, _, _>::from_checkpoint(
+        &mut *work,
+        keep_checkpoint(&pretrained_checkpoint),
+        plan,
+    )
+    .map_err(|x| e(&x))?;
     let finetune_set = first_per_class(&shifted_train, config.per_class);
-    let mut sgd = Sgd::new(config.finetune_lr);
-    let schedule = Schedule {
-        epochs: config.finetune_epochs,
-        seed: config.seed ^ 0x5eed,
-        clip_norm: config.clip_norm,
-    };
+    let mut schedule = Schedule::new(Sgd::new(config.finetune_lr))
+        .epochs(config.finetune_epochs)
+        .seed(finetune_seed(config.seed));
+    schedule.clip_norm = config.clip_norm;
     let epochs = config.finetune_epochs;
     let (finetune_curve, finetune_steps) = fit(
-        &mut tape,
-        &model,
-        &mut sgd,
+        &mut session,
         &finetune_set,
         &shifted_test,
-        &schedule,
+        &mut schedule,
         &mut |s| progress(Progress::Finetune(s, epochs)),
-    )?;
-    let shifted_accuracy_after = accuracy(&mut tape, &model, &shifted_test).map_err(|x| e(&x))?;
+    )
+    .map_err(|x| e(&x))?;
+    let shifted_accuracy_after = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
     let first = finetune_set.first().ok_or("no fine-tuning samples")?;
-    let audit = crate::model::audit_step(&mut tape, &model, first)?;
-    // The training state of one batch-1 step: record one and count its gradient slots.
-    let gradient_slots = {
-        tape.clear_activations();
-        let (x, label) = finetune_set.first().ok_or("no fine-tuning samples")?;
-        let input = tape.input(&Tensor::new([*x])).map_err(|x| e(&x))?;
-        let logits = safegrad::nn::Module::forward(&model, &mut *tape, input).map_err(|x| e(&x))?;
-        tape.softmax_cross_entropy(logits, &[*label])
-            .map_err(|x| e(&x))?;
-        tape.gradients_used()
-    };
-    let trainable_params = tape.trainable_len();
-    let state_scalars = gradient_slots + trainable_params * sgd.state_scalars_per_parameter();
+    let audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
+    // The training state of one batch-1 step, from the model's type: the gradients of the
+    // trainable parameters and of the activations after them, and the optimiser's state.
+    let step = sizes::<MotionModel>(plan);
+    let trainable_params = step.trainable;
+    let state_scalars =
+        step.gradients + trainable_params * schedule.optimizer.state_scalars_per_parameter();
     Ok(FinetuneReport {
         pretrain_accuracy,
         shifted_accuracy_before,
@@ -355,21 +343,14 @@ pub fn run(
         finetune_samples: finetune_set.len(),
         trainable_params,
         train_state_bytes: state_scalars * std::mem::size_of::<f32>(),
-        model_bytes: std::mem::size_of_val(tape.parameters()),
+        model_bytes: step.parameters * std::mem::size_of::<f32>(),
         pretrain_curve,
         finetune_curve,
         pretrained_checkpoint,
-        finetuned_checkpoint: save(&tape)?,
+        finetuned_checkpoint: checkpoint_of(&session).map_err(|x| e(&x))?,
         audit,
         pretrain_audit,
         finetune_rows: finetune_set,
         shifted_eval_rows: shifted_test,
     })
-}
-
-fn save(tape: &HostTape) -> Result<Vec<u8>, String> {
-    let mut buf = vec![0u8; checkpoint::encoded_len(tape)];
-    let n = checkpoint::save(tape, &mut buf).map_err(|e| e.to_string())?;
-    buf.truncate(n);
-    Ok(buf)
 }

@@ -406,7 +406,7 @@ fn run_device_assets(out: &Path, data_dir: &Path) -> Result<(), String> {
 }
 
 fn run_device_stream(out: &Path, data_dir: &Path) -> Result<(), String> {
-    use safegrad::wire::{encode_frame, Kind};
+    use motion::wire::{encode_frame, Kind};
     let (train, eval) = finetune::shifted_windows(data_dir, &FinetuneConfig::default())?;
     let mut bytes = Vec::new();
     let mut frame = vec![0u8; 8192];
@@ -602,7 +602,7 @@ fn run_audit(json: bool) -> Result<(), String> {
     for case in &cases {
         let mut tape = Box::new(CorpusTape::new());
         (case.build)(&mut tape).map_err(|e| format!("{}: {e}", case.name))?;
-        let report = safegrad::audit::audit::<_, 64, 512, 512, 16>(&*tape)
+        let report = safegrad::audit::audit::<_, _, 16>(&*tape)
             .map_err(|e| format!("{}: {e}", case.name))?;
         let kinds: Vec<_> = report.findings().iter().map(|f| f.kind).collect();
         if kinds != case.expected {

@@ -1,36 +1,37 @@
-//! What the subcommands share: the tape type, evaluation, a training loop with curves.
+//! What the subcommands share: the host's workspace, a checkpoint kept for the whole run,
+//! and fitting with a curve of loss and accuracy per epoch through
+//! [`Session::fit_observed`] (the same loop, rollback and guard as on the device).
 
-use safegrad::checkpoint;
-use safegrad::nn::Module;
+use safegrad::audit::Audit;
+use safegrad::nn::{Build, Module};
 use safegrad::optim::Optimizer;
-use safegrad::rng::SplitMix64;
-use safegrad::train::{
-    audit_step_graph, count_correct, guarded_epoch, DivergenceGuard, StepConfig,
-};
-use safegrad::{Cap, Tape, TapeError, Var};
+use safegrad::session::{Schedule, Session, Workspace};
+use safegrad::train::{audit_step_graph, Samples};
+use safegrad::{Cap, Capacity, Error, Var};
 
-/// The tape the host uses: room for a model of a few thousand parameters and a batch-1
-/// step. 16 + 2 * 32 KiB on the stack; it lives in a `Box`.
-pub type HostTape = Tape<f32, Cap<64, 8192>>;
+/// The host's workspace: room for a model of a few thousand parameters, a batch-1 step and
+/// 2048 training rows. 2 x 32 KiB of tape and 2 x 32 KiB of snapshots; it lives in a `Box`.
+pub type HostWorkspace = Workspace<f32, Cap<64, 8192>, 8192, 2048>;
 
-/// A fresh tape on the heap.
-pub fn new_tape() -> Box<HostTape> {
-    Box::new(HostTape::new())
+/// A session on the host's workspace.
+pub type HostSession<'w, M> = Session<'w, M, f32, Cap<64, 8192>>;
+
+/// A fresh workspace on the heap.
+pub fn new_workspace() -> Box<HostWorkspace> {
+    Box::default()
 }
 
-/// Fraction of `(x, label)` pairs the model classifies correctly.
-pub fn accuracy<M, const IN: usize, const OUT: usize>(
-    tape: &mut HostTape,
-    model: &M,
-    data: &[([f32; IN], usize)],
-) -> Result<f64, TapeError>
-where
-    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
-{
-    if data.is_empty() {
-        return Ok(0.0);
+/// The bytes of a checkpoint at an address aligned for any scalar, kept for the rest of the
+/// run: a session reads its frozen parameters in place, as the device does from flash.
+pub fn keep_checkpoint(bytes: &[u8]) -> &'static [u8] {
+    let mut words = vec![0u64; bytes.len().div_ceil(8)];
+    for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
     }
-    Ok(count_correct(tape, model, data)? as f64 / data.len() as f64)
+    let words: &'static [u64] = Vec::leak(words);
+    &bytemuck::cast_slice(words)[..bytes.len()]
 }
 
 /// One point of a training curve.
@@ -48,105 +49,85 @@ pub struct EpochStats {
     pub rolled_back: bool,
 }
 
-/// The tape's parameters as a checkpoint (the last good state to roll back to).
-pub fn save_parameters(tape: &HostTape) -> Result<Vec<u8>, String> {
-    let mut buf = vec![0u8; checkpoint::encoded_len(tape)];
-    checkpoint::save(tape, &mut buf).map_err(|e| e.to_string())?;
-    Ok(buf)
+/// Fraction of `data` the session's model classifies correctly (0 for no rows).
+pub fn accuracy<M, const IN: usize, const OUT: usize>(
+    session: &mut HostSession<'_, M>,
+    data: &[([f32; IN], usize)],
+) -> Result<f64, Error>
+where
+    M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    if data.is_empty() {
+        return Ok(0.0);
+    }
+    Ok(session.correct(data)? as f64 / data.len() as f64)
 }
 
-/// A schedule: epochs over the training set, in an order shuffled per epoch by `seed`,
-/// one sample per step (batch 1, as on the device), through `safegrad::train::guarded_epoch`.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Schedule {
-    /// Passes over the data.
-    pub epochs: usize,
-    /// Seed of the shuffling.
-    pub seed: u64,
-    /// Gradient clipping by global norm, if any.
-    pub clip_norm: Option<f32>,
-}
-
-/// Trains `model` on `train` with `optimizer`, evaluating on `eval` after every epoch;
-/// `on_epoch` sees each epoch's statistics as they come. The graph of a step is audited once,
-/// before the first step (every step records the same graph): with an error-level finding,
-/// nothing is trained. A [`DivergenceGuard`] watches the steps: a sample refused as
-/// non-finite is skipped; on divergence the parameters roll back to the end of the last
-/// good epoch and the learning rate is halved.
-#[allow(clippy::too_many_arguments)]
+/// Trains the session's model on `train` under `schedule`, evaluating on `eval` after every
+/// epoch: the curve, and the steps taken. `on_epoch` sees each epoch's statistics as they
+/// come; a rollback is reported on standard error.
 pub fn fit<M, O, const IN: usize, const OUT: usize>(
-    tape: &mut HostTape,
-    model: &M,
-    optimizer: &mut O,
+    session: &mut HostSession<'_, M>,
     train: &[([f32; IN], usize)],
     eval: &[([f32; IN], usize)],
-    schedule: &Schedule,
+    schedule: &mut Schedule<'_, f32, O>,
     on_epoch: &mut dyn FnMut(&EpochStats),
-) -> Result<(Vec<EpochStats>, usize), String>
+) -> Result<(Vec<EpochStats>, usize), Error>
 where
-    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
-    O: Optimizer<f32>,
+    M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+    O: Optimizer<f32> + 'static,
 {
-    let mut rng = SplitMix64::new(schedule.seed);
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let config = StepConfig {
-        clip_norm: schedule.clip_norm,
-        ..StepConfig::default()
-    };
-    if let Some((x, label)) = train.first() {
-        audit_step_graph(tape, model, x, *label).map_err(|e| e.to_string())?;
-    }
     let mut curve = Vec::with_capacity(schedule.epochs);
-    let mut guard = DivergenceGuard::default();
-    let mut snapshot = save_parameters(tape)?;
-    let mut steps = 0;
-    for epoch in 1..=schedule.epochs {
-        let out = guarded_epoch(
-            tape, model, optimizer, train, &mut order, &mut rng, &config, &mut guard,
-        )
-        .map_err(|e| e.to_string())?;
-        steps += out.steps;
-        let divergence = match out.divergence {
-            Some(d) => {
-                // Roll back to the last good parameters and halve the learning rate.
-                checkpoint::load(tape, &snapshot).map_err(|e| e.to_string())?;
-                optimizer.scale_learning_rate(0.5);
-                guard.reset();
-                Some(d.to_string())
+    let mut failure = None;
+    let report = session.fit_observed(train, schedule, &mut |end, probe| {
+        let correct = match probe.correct(eval) {
+            Ok(c) => c,
+            Err(e) => {
+                failure.get_or_insert(e);
+                0
             }
-            None => None,
         };
-        if divergence.is_none() {
-            snapshot = save_parameters(tape)?;
-        }
-        let stats = EpochStats {
-            epoch,
-            loss: f64::from(out.mean_loss),
-            accuracy: accuracy(tape, model, eval).map_err(|e| e.to_string())?,
-            rejected: out.rejected,
-            rolled_back: divergence.is_some(),
-        };
-        if let Some(why) = &divergence {
+        if let Some(why) = end.divergence {
             eprintln!(
-                "warning: epoch {epoch}: {why}; rolled back to the last good parameters, learning rate now {}",
-                optimizer.learning_rate()
+                "warning: epoch {}: {why}; rolled back to the last good parameters, learning rate now {}",
+                end.epoch, end.learning_rate
             );
         }
+        let stats = EpochStats {
+            epoch: end.epoch,
+            loss: f64::from(end.mean_loss),
+            accuracy: correct as f64 / Samples::len(eval).max(1) as f64,
+            rejected: end.rejected,
+            rolled_back: end.divergence.is_some(),
+        };
         on_epoch(&stats);
         curve.push(stats);
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
     }
-    Ok((curve, steps))
+    Ok((curve, report.steps))
 }
 
 /// The audit of one training step's graph (forward and loss on `row`), as the training
 /// loop records it; an error-level finding is an error.
-pub fn audit_step<M, const IN: usize, const OUT: usize>(
-    tape: &mut HostTape,
-    model: &M,
+pub fn audit_step<M, Mem: Capacity, const IN: usize, const OUT: usize>(
+    session: &mut Session<'_, M, f32, Mem>,
     row: &([f32; IN], usize),
-) -> Result<safegrad::audit::Audit<16>, String>
+) -> Result<Audit<16>, Error>
 where
-    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+    M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
 {
-    audit_step_graph(tape, model, &row.0, row.1).map_err(|e| e.to_string())
+    let (tape, model) = session.parts();
+    Ok(audit_step_graph(tape, model, &row.0, row.1)?)
+}
+
+/// The model's checkpoint.
+pub fn checkpoint_of<M: Build<f32>, Mem: Capacity>(
+    session: &Session<'_, M, f32, Mem>,
+) -> Result<Vec<u8>, Error> {
+    let mut buf = vec![0u8; session.checkpoint_len()];
+    let n = session.write_checkpoint(&mut buf)?;
+    buf.truncate(n);
+    Ok(buf)
 }

@@ -3,22 +3,22 @@
 //! It checks that nothing grows (the tape records the same graph every step, the frame
 //! buffer is fixed) and that the only refusals are the injected ones.
 
+use motion::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
+use motion::samples::{VALUE_BOUND, WINDOW_VALUES};
+use motion::wire::{encode_frame, parse_packet, FrameDecoder, Kind, WireError};
 use safegrad::checkpoint;
-use safegrad::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
 use safegrad::nn::{Build, Init};
 use safegrad::optim::Sgd;
 use safegrad::rng::SplitMix64;
-use safegrad::train::{record_loss, step, StepConfig, StepError};
-use safegrad::wire::{encode_frame, parse_packet, FrameDecoder, Kind, WireError};
+use safegrad::train::{count_correct, record_loss, step, StepConfig, StepError};
+use safegrad::{Cap, Tape};
 
-use crate::data::{MOTION_CLASSES, MOTION_LEN};
+use crate::data::MOTION_CLASSES;
 use crate::finetune::{self, FinetuneConfig, MotionModel};
-use crate::model::{accuracy, new_tape};
 
-/// Values a streamed window holds.
-const WINDOW_VALUES: usize = IMU_CHANNELS * MOTION_LEN;
-/// The device's bound on a streamed value (see the firmware's sample stream).
-const VALUE_BOUND: f32 = 160.0;
+/// The tape of the soak run: the whole model held in it (the streamed steps train the last
+/// layer through the guarded step directly, without a session).
+type SoakTape = Tape<f32, Cap<64, 8192>>;
 
 /// Faults injected into the stream, one kind per frame chosen for injection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -88,8 +88,8 @@ pub fn run(dir: &std::path::Path, steps: u64, fault_every: u64) -> Result<SoakRe
     let eval = base.shifted_eval_rows.clone();
 
     let plan = config.mode.plan();
-    let mut tape = new_tape();
-    let model = MotionModel::build(&mut tape, &mut Init::new(config.seed).with_plan(&plan))
+    let mut tape = Box::new(SoakTape::new());
+    let model = MotionModel::build(&mut tape, &mut Init::new(config.seed).with_plan(plan))
         .map_err(|e| e.to_string())?;
     checkpoint::load(&mut *tape, &base.pretrained_checkpoint).map_err(|e| e.to_string())?;
     let mut sgd = Sgd::new(config.finetune_lr);
@@ -174,7 +174,7 @@ pub fn run(dir: &std::path::Path, steps: u64, fault_every: u64) -> Result<SoakRe
                     continue;
                 }
             };
-            let mut window = [[0f32; MOTION_LEN]; IMU_CHANNELS];
+            let mut window = [[0f32; motion::samples::WINDOW_LEN]; IMU_CHANNELS];
             for (dst, v) in window.iter_mut().flatten().zip(message.values()) {
                 *dst = v;
             }
@@ -200,7 +200,8 @@ pub fn run(dir: &std::path::Path, steps: u64, fault_every: u64) -> Result<SoakRe
             }
         }
     }
-    report.final_accuracy = accuracy(&mut tape, &model, &eval).map_err(|e| e.to_string())?;
+    let correct = count_correct(&mut *tape, &model, &eval[..]).map_err(|e| e.to_string())?;
+    report.final_accuracy = correct as f64 / eval.len().max(1) as f64;
     Ok(report)
 }
 

@@ -7,7 +7,8 @@ use std::process::Command;
 use host_sim::data::default_dir;
 use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, MotionModel};
 use safegrad::checkpoint;
-use safegrad::nn::{Build, Init};
+use safegrad::nn::Init;
+use safegrad::session::Session;
 
 fn host_sim(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_host-sim"))
@@ -111,9 +112,9 @@ fn finetune_json_has_the_required_fields_and_exports_a_loadable_checkpoint() {
     }
     assert_eq!(v["finetune_steps"], 10 * 12);
     let bytes = std::fs::read(&export).unwrap();
-    let mut tape = host_sim::model::new_tape();
-    let _model = MotionModel::build(&mut tape, &mut Init::new(1)).unwrap();
-    checkpoint::load(&mut tape, &bytes).expect("the exported checkpoint loads");
+    let mut work = host_sim::model::new_workspace();
+    let mut session = Session::<MotionModel, _, _>::new(&mut *work, Init::new(1)).unwrap();
+    session.load(&bytes).expect("the exported checkpoint loads");
 }
 
 #[test]

@@ -4,7 +4,7 @@ use safegrad::{Cap, checkpoint};
 use safegrad::nn::{Build, Init, Linear, Relu};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::SplitMix64;
-use safegrad::train::{guarded_epoch, Divergence, DivergenceGuard, StepConfig};
+use safegrad::train::{epoch, Divergence, DivergenceGuard, Shuffle, StepConfig};
 use safegrad::Tape;
 
 type Model = (Linear<2, 8>, Relu, Linear<8, 2>);
@@ -30,8 +30,8 @@ fn a_loss_that_runs_away_is_caught_and_rolled_back() {
     let mut tape = Box::new(SmallTape::new());
     let model = Model::build(&mut tape, &mut Init::new(1)).unwrap();
     let data = data();
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = SplitMix64::new(9);
+    let mut order = vec![0usize; data.len()];
+    let mut shuffle = Shuffle::new(&mut order, data.len(), 9).unwrap();
     let config = StepConfig::default();
     let mut guard = DivergenceGuard::default();
     let mut sgd = Sgd::new(0.1f32);
@@ -39,15 +39,14 @@ fn a_loss_that_runs_away_is_caught_and_rolled_back() {
     // Healthy epochs: no divergence, the loss goes down.
     let mut losses = Vec::new();
     for _ in 0..5 {
-        let out = guarded_epoch(
+        let out = epoch(
             &mut tape,
             &model,
             &mut sgd,
             &data[..],
-            &mut order,
-            &mut rng,
+            &mut shuffle,
             &config,
-            &mut guard,
+            Some(&mut guard),
         )
         .unwrap();
         assert_eq!(out.divergence, None);
@@ -59,15 +58,14 @@ fn a_loss_that_runs_away_is_caught_and_rolled_back() {
     let good = bits(tape.parameters());
     // A learning rate far too large: the epoch's loss rises above the bound.
     sgd.scale_learning_rate(2000.0);
-    let out = guarded_epoch(
+    let out = epoch(
         &mut tape,
         &model,
         &mut sgd,
         &data[..],
-        &mut order,
-        &mut rng,
+        &mut shuffle,
         &config,
-        &mut guard,
+        Some(&mut guard),
     )
     .unwrap();
     let Some(Divergence::LossRise { loss, average }) = out.divergence else {
@@ -93,19 +91,18 @@ fn non_finite_samples_in_a_row_are_a_divergence_and_change_nothing() {
         ([f32::NAN, f32::NAN], 0),
         ([f32::NEG_INFINITY, 1.0], 1),
     ];
-    let mut order: Vec<usize> = (0..bad.len()).collect();
-    let mut rng = SplitMix64::new(1);
+    let mut order = vec![0usize; bad.len()];
+    let mut shuffle = Shuffle::new(&mut order, bad.len(), 1).unwrap();
     let mut guard = DivergenceGuard::default();
     let mut sgd = Sgd::new(0.1f32);
-    let out = guarded_epoch(
+    let out = epoch(
         &mut tape,
         &model,
         &mut sgd,
         &bad[..],
-        &mut order,
-        &mut rng,
+        &mut shuffle,
         &StepConfig::default(),
-        &mut guard,
+        Some(&mut guard),
     )
     .unwrap();
     assert_eq!(out.steps, 0);
@@ -121,19 +118,18 @@ fn an_occasional_bad_sample_is_skipped_without_a_divergence() {
     let mut data = data();
     data[5].0[0] = f32::NAN;
     data[17].0[1] = f32::NEG_INFINITY;
-    let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = SplitMix64::new(2);
+    let mut order = vec![0usize; data.len()];
+    let mut shuffle = Shuffle::new(&mut order, data.len(), 2).unwrap();
     let mut guard = DivergenceGuard::default();
     let mut sgd = Sgd::new(0.1f32);
-    let out = guarded_epoch(
+    let out = epoch(
         &mut tape,
         &model,
         &mut sgd,
         &data[..],
-        &mut order,
-        &mut rng,
+        &mut shuffle,
         &StepConfig::default(),
-        &mut guard,
+        Some(&mut guard),
     )
     .unwrap();
     assert_eq!((out.steps, out.rejected, out.divergence), (30, 2, None));

@@ -4,7 +4,7 @@
 // The references are plain index loops on purpose, like the textbook formulas.
 #![allow(clippy::needless_range_loop)]
 
-use safegrad::features::{imu_features, rotate_imu, FeatureError, IMU_CHANNELS, IMU_FEATURES};
+use motion::features::{imu_features, rotate_imu, FeatureError, IMU_CHANNELS, IMU_FEATURES};
 use safegrad::Scalar;
 
 const L: usize = 64;

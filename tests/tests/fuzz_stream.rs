@@ -60,9 +60,9 @@ use std::path::{Path, PathBuf};
 use std::sync::LazyLock;
 use std::time::Instant;
 
-use firmware::assets::PRETRAINED;
-use firmware::job::{self, DeviceTape, MotionModel, CLASSES, CLIP_NORM, LEARNING_RATE};
-use firmware::samples::{
+use motion::assets::PRETRAINED;
+use motion::job::{self, DeviceTape, MotionModel, CLASSES, CLIP_NORM, LEARNING_RATE};
+use motion::samples::{
     Purpose, Rejected, Sample, SampleSource, Stream, StreamError, FRAME_CAPACITY, VALUE_BOUND,
     WINDOW_LEN, WINDOW_VALUES,
 };
@@ -71,12 +71,12 @@ use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use safegrad::checkpoint;
-use safegrad::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
+use motion::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
 use safegrad::nn::Module;
 use safegrad::optim::Sgd;
 use safegrad::rng::SplitMix64;
 use safegrad::train::{step, StepConfig, StepError, StepReport};
-use safegrad::wire::{
+use motion::wire::{
     cobs_encode, encode_frame, encode_packet, parse_packet, FrameDecoder, Kind, WireError, CRC_LEN,
     HEADER_LEN,
 };

@@ -26,7 +26,6 @@
 //! cargo run --release -p host-sim --features peers --bin bench [-- --json]
 //! ```
 
-use safegrad::{Cap};
 use std::hint::black_box;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
