@@ -38,7 +38,7 @@
 
 use core::fmt;
 
-use crate::crc32::Crc32;
+use crate::crc32::CRC32;
 
 /// Bytes of a packet's header.
 pub const HEADER_LEN: usize = 6;
@@ -190,7 +190,7 @@ pub fn parse_packet(
     let (body, crc) = packet.split_at(packet.len() - CRC_LEN);
     let mut stored = [0u8; 4];
     stored.copy_from_slice(crc);
-    let (stored, computed) = (u32::from_le_bytes(stored), Crc32::checksum(body));
+    let (stored, computed) = (u32::from_le_bytes(stored), CRC32.checksum(body));
     if stored != computed {
         return Err(WireError::Crc { stored, computed });
     }
@@ -364,7 +364,7 @@ pub fn encode_packet(
     for (dst, v) in data.chunks_exact_mut(4).zip(values) {
         dst.copy_from_slice(&v.to_le_bytes());
     }
-    crc.copy_from_slice(&Crc32::checksum(body).to_le_bytes());
+    crc.copy_from_slice(&CRC32.checksum(body).to_le_bytes());
     Some(len)
 }
 
@@ -498,7 +498,7 @@ mod tests {
         assert_eq!(parse_packet(&p[..n], 2, 4, 10.0).unwrap().kind, Kind::End);
         // An unknown type with a valid CRC.
         p[0] = 9;
-        let crc = Crc32::checksum(&p[..n - 4]).to_le_bytes();
+        let crc = CRC32.checksum(&p[..n - 4]).to_le_bytes();
         p[n - 4..n].copy_from_slice(&crc);
         assert_eq!(
             parse_packet(&p[..n], 2, 4, 10.0),
