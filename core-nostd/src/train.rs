@@ -39,7 +39,7 @@ use crate::error::TapeError;
 use crate::graph::NodeId;
 use crate::nn::Module;
 use crate::optim::{clip_factor, clip_factor_with_norm, global_norm, Optimizer};
-use crate::rng::SplitMix64;
+use crate::rng::{Draw, SplitMix64};
 use crate::scalar::Scalar;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;

@@ -10,7 +10,7 @@ use safegrad::dataset::{Dataset, DatasetError, RecordError, Recorder, Samples};
 use safegrad::features::IMU_FEATURES;
 use safegrad::nn::{last_layer_only, Build, Init, InitScheme, Linear, LinearRelu, Standardize};
 use safegrad::optim::{Optimizer, Sgd};
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{SeedableRng, SplitMix64};
 use safegrad::train::{
     audit_step_graph, count_correct, guarded_epoch, record_loss, step, Divergence, DivergenceGuard,
     StepConfig, StepError,
@@ -268,7 +268,7 @@ where
         activations = tape.scalars_used() - tape.parameters().len();
     }
     let mut sgd = Sgd::new(LEARNING_RATE);
-    let mut rng = SplitMix64::new(SEED ^ 0x5eed);
+    let mut rng = SplitMix64::seed_from_u64(SEED ^ 0x5eed);
     let mut order: Vec<usize, MAX_SAMPLES> = Vec::new();
     for i in 0..train.len() {
         // At most MAX_SAMPLES rows (checked above).

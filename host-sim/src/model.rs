@@ -3,7 +3,7 @@
 use safegrad::checkpoint;
 use safegrad::nn::Module;
 use safegrad::optim::Optimizer;
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{SeedableRng, SplitMix64};
 use safegrad::train::{
     audit_step_graph, count_correct, guarded_epoch, DivergenceGuard, StepConfig,
 };
@@ -87,7 +87,7 @@ where
     M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
     O: Optimizer<f32>,
 {
-    let mut rng = SplitMix64::new(schedule.seed);
+    let mut rng = SplitMix64::seed_from_u64(schedule.seed);
     let mut order: Vec<usize> = (0..train.len()).collect();
     let config = StepConfig {
         clip_norm: schedule.clip_norm,

@@ -3,7 +3,7 @@
 use safegrad::checkpoint;
 use safegrad::nn::{Build, Init, Linear, Relu};
 use safegrad::optim::{Optimizer, Sgd};
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::train::{guarded_epoch, Divergence, DivergenceGuard, StepConfig};
 use safegrad::Tape;
 
@@ -12,7 +12,7 @@ type SmallTape = Tape<f32, 32, 512>;
 
 /// Two classes on either side of the line x0 = x1.
 fn data() -> Vec<([f32; 2], usize)> {
-    let mut rng = SplitMix64::new(3);
+    let mut rng = SplitMix64::seed_from_u64(3);
     (0..32)
         .map(|_| {
             let x = [rng.uniform(-1.0, 1.0) as f32, rng.uniform(-1.0, 1.0) as f32];
@@ -31,7 +31,7 @@ fn a_loss_that_runs_away_is_caught_and_rolled_back() {
     let model = Model::build(&mut tape, &mut Init::new(1)).unwrap();
     let data = data();
     let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = SplitMix64::new(9);
+    let mut rng = SplitMix64::seed_from_u64(9);
     let config = StepConfig::default();
     let mut guard = DivergenceGuard::default();
     let mut sgd = Sgd::new(0.1f32);
@@ -94,7 +94,7 @@ fn non_finite_samples_in_a_row_are_a_divergence_and_change_nothing() {
         ([f32::NEG_INFINITY, 1.0], 1),
     ];
     let mut order: Vec<usize> = (0..bad.len()).collect();
-    let mut rng = SplitMix64::new(1);
+    let mut rng = SplitMix64::seed_from_u64(1);
     let mut guard = DivergenceGuard::default();
     let mut sgd = Sgd::new(0.1f32);
     let out = guarded_epoch(
@@ -122,7 +122,7 @@ fn an_occasional_bad_sample_is_skipped_without_a_divergence() {
     data[5].0[0] = f32::NAN;
     data[17].0[1] = f32::NEG_INFINITY;
     let mut order: Vec<usize> = (0..data.len()).collect();
-    let mut rng = SplitMix64::new(2);
+    let mut rng = SplitMix64::seed_from_u64(2);
     let mut guard = DivergenceGuard::default();
     let mut sgd = Sgd::new(0.1f32);
     let out = guarded_epoch(

@@ -2,6 +2,7 @@
 
 use super::{Build, Init, Module, Train};
 use crate::error::TapeError;
+use crate::rng::Draw;
 use crate::scalar::Scalar;
 use crate::tape::{Tape, Var};
 use crate::tensor::Tensor;
