@@ -39,7 +39,7 @@
 use core::fmt;
 
 use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
-use crate::crc32::Crc32;
+use crate::crc32::{Digest, CRC32};
 use crate::graph::Op;
 use crate::scalar::Scalar;
 use crate::tape::{Capacity, Tape};
@@ -189,7 +189,7 @@ impl core::error::Error for CheckpointError {}
 pub fn shape_signature<T: Scalar, Mem: Capacity>(
     tape: &Tape<T, Mem>,
 ) -> u32 {
-    let mut crc = Crc32::new();
+    let mut crc = CRC32.digest();
     for node in tape.nodes() {
         if matches!(node.op(), Op::Parameter) {
             let (r, c) = node.shape();
@@ -197,7 +197,7 @@ pub fn shape_signature<T: Scalar, Mem: Capacity>(
             crc.update(&(c as u32).to_le_bytes());
         }
     }
-    crc.finish()
+    crc.finalize()
 }
 
 /// Bytes [`save`] writes for this tape's parameters.
@@ -267,7 +267,7 @@ pub fn checksum<T: Scalar, Mem: Capacity>(
             break;
         }
     }
-    encoder.crc.finish()
+    encoder.crc.finalize()
 }
 
 /// The checkpoint of a tape's parameters as [`save`] writes it, a piece at a time: for
@@ -294,7 +294,7 @@ pub fn checksum<T: Scalar, Mem: Capacity>(
 pub struct Encoder<'t, T: Scalar, Mem: Capacity> {
     tape: &'t Tape<T, Mem>,
     header: [u8; HEADER_LEN],
-    crc: Crc32,
+    crc: Digest,
     /// Bytes produced so far.
     pos: usize,
     /// The parameter node the last value came from, and the index of its first scalar.
@@ -308,7 +308,7 @@ impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
         Self {
             tape,
             header: header(tape),
-            crc: Crc32::new(),
+            crc: CRC32.digest(),
             pos: 0,
             node: 0,
             node_start: 0,
@@ -362,7 +362,12 @@ impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
                     bytes.get(at).copied().unwrap_or(0)
                 })
             } else {
-                self.crc.finish().to_le_bytes().get(p - body_end).copied()
+                self.crc
+                    .clone()
+                    .finalize()
+                    .to_le_bytes()
+                    .get(p - body_end)
+                    .copied()
             };
             let Some(byte) = byte else {
                 break;
@@ -457,7 +462,7 @@ fn check_body<T: Scalar>(bytes: &[u8], expected_len: usize) -> Result<&[u8], Che
     let contents = bytes.get(..expected_len - TRAILER_LEN).unwrap_or(&[]);
     let (stored, computed) = (
         le_u32(bytes, expected_len - TRAILER_LEN),
-        Crc32::checksum(contents),
+        CRC32.checksum(contents),
     );
     if stored != computed {
         return Err(CheckpointError::Crc { stored, computed });

@@ -35,7 +35,7 @@ use core::fmt;
 use core::marker::PhantomData;
 
 use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
-use crate::crc32::Crc32;
+use crate::crc32::CRC32;
 use crate::scalar::Scalar;
 use crate::train::Samples;
 use embedded_storage::nor_flash::NorFlash;
@@ -178,10 +178,10 @@ pub fn encode<T: Scalar, const F: usize>(
             put_le_scalar(dst, *v);
         }
     }
-    let mut c = Crc32::new();
+    let mut c = CRC32.digest();
     c.update(head);
     c.update(body);
-    crc.copy_from_slice(&c.finish().to_le_bytes());
+    crc.copy_from_slice(&c.finalize().to_le_bytes());
     Ok(needed)
 }
 
@@ -230,7 +230,7 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
             });
         }
         let contents = bytes.get(..expected - TRAILER).unwrap_or(&[]);
-        let (stored, computed) = (le_u32(bytes, expected - TRAILER), Crc32::checksum(contents));
+        let (stored, computed) = (le_u32(bytes, expected - TRAILER), CRC32.checksum(contents));
         if stored != computed {
             return Err(DatasetError::Crc { stored, computed });
         }
@@ -542,7 +542,7 @@ impl<T: Scalar, const F: usize> Recorder<T, F> {
     /// Returns its length in bytes, for [`Dataset::parse`] over the region.
     pub fn finish<Fl: NorFlash>(mut self, flash: &mut Fl) -> Result<usize, RecordError<Fl::Error>> {
         let head = header::<T, F>(self.classes, self.rows as u32);
-        let mut crc = Crc32::new();
+        let mut crc = CRC32.digest();
         crc.update(&head);
         let mut chunk = [0u8; PIECE];
         let mut done = 0;
@@ -558,7 +558,7 @@ impl<T: Scalar, const F: usize> Recorder<T, F> {
         let pending = self.pending;
         crc.update(self.piece.get(..pending).unwrap_or(&[]));
         if let Some(t) = self.piece.get_mut(pending..pending + TRAILER) {
-            t.copy_from_slice(&crc.finish().to_le_bytes());
+            t.copy_from_slice(&crc.finalize().to_le_bytes());
         }
         let word = Fl::WRITE_SIZE.max(1);
         let tail = (pending + TRAILER).div_ceil(word) * word;

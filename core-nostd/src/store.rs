@@ -56,7 +56,7 @@ use core::fmt;
 use embedded_storage::nor_flash::NorFlash;
 
 use crate::bytes::le_u32;
-use crate::crc32::Crc32;
+use crate::crc32::CRC32;
 
 /// Bytes of a slot's header.
 pub const SLOT_HEADER: usize = 32;
@@ -201,7 +201,7 @@ impl Slots {
         {
             return Ok(SlotState::Corrupt);
         }
-        let mut crc = Crc32::new();
+        let mut crc = CRC32.digest();
         crc.update(h.get(..20).unwrap_or(&[]));
         let mut chunk = [0u8; 64];
         let mut done = 0;
@@ -214,7 +214,7 @@ impl Slots {
             crc.update(part);
             done += n;
         }
-        if crc.finish() != le_u32(&h, 20) {
+        if crc.finalize() != le_u32(&h, 20) {
             return Ok(SlotState::Corrupt);
         }
         Ok(SlotState::Valid {
@@ -339,7 +339,7 @@ impl Slots {
             .chain(&sig)
             .chain(&len_bytes);
         h.iter_mut().zip(fields).for_each(|(d, &s)| *d = s);
-        let mut crc = Crc32::new();
+        let mut crc = CRC32.digest();
         crc.update(h.get(..20).unwrap_or(&[]));
         // The payload first, in pieces of whole words; a partial last word padded with 0xFF.
         let word = F::WRITE_SIZE.clamp(1, 32);
@@ -370,7 +370,7 @@ impl Slots {
             done += want;
         }
         if let Some(c) = h.get_mut(20..24) {
-            c.copy_from_slice(&crc.finish().to_le_bytes());
+            c.copy_from_slice(&crc.finalize().to_le_bytes());
         }
         flash
             .write(at, h.get(..24).unwrap_or(&[]))

@@ -32,7 +32,7 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
 #[defmt_test::tests]
 mod tests {
     use safegrad::checkpoint;
-    use safegrad::crc32::Crc32;
+    use safegrad::crc32::CRC32;
     use safegrad::features::imu_features;
     use safegrad::ops;
     use safegrad::wire::cobs_encode;
@@ -121,7 +121,7 @@ mod tests {
 
     #[test]
     fn crc32_cobs_and_checkpoints() {
-        assert_eq!(Crc32::checksum(b"123456789"), 0xCBF4_3926);
+        assert_eq!(CRC32.checksum(b"123456789"), 0xCBF4_3926);
         let mut out = [0u8; 8];
         let n = cobs_encode(&[0x11, 0x22, 0x00, 0x33], &mut out).unwrap();
         assert_eq!(&out[..n], &[0x03, 0x11, 0x22, 0x02, 0x33, 0x00]);

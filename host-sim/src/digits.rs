@@ -4,7 +4,7 @@ use std::path::Path;
 
 use safegrad::nn::{sizes, Init, Linear, Plan, Relu};
 use safegrad::optim::Adam;
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::session::{Schedule, Session};
 
 use crate::data::{self, DIGIT_CLASSES, DIGIT_PIXELS};
@@ -71,7 +71,7 @@ pub fn run(
     let examples = data::load_digits(dir).map_err(|e| e.to_string())?;
     let mut rows: Vec<([f32; DIGIT_PIXELS], usize)> =
         examples.into_iter().map(|e| (e.x, e.label)).collect();
-    SplitMix64::new(config.seed).shuffle(&mut rows);
+    SplitMix64::seed_from_u64(config.seed).shuffle(&mut rows);
     let test_len = ((rows.len() as f64) * config.test_fraction).round() as usize;
     let test = rows.split_off(rows.len() - test_len.min(rows.len()));
     let train = rows;

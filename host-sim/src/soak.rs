@@ -9,7 +9,7 @@ use motion::wire::{encode_frame, parse_packet, FrameDecoder, Kind, WireError};
 use safegrad::checkpoint;
 use safegrad::nn::{Build, Init};
 use safegrad::optim::Sgd;
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::train::{count_correct, record_loss, step, StepConfig, StepError};
 use safegrad::{Cap, Tape};
 
@@ -100,7 +100,7 @@ pub fn run(dir: &std::path::Path, steps: u64, fault_every: u64) -> Result<SoakRe
 
     let mut decoder = FrameDecoder::<2560>::new();
     let mut frame = vec![0u8; 6000];
-    let mut rng = SplitMix64::new(0x50a6);
+    let mut rng = SplitMix64::seed_from_u64(0x50a6);
     let mut report = SoakReport {
         steps: 0,
         frames: 0,
@@ -214,7 +214,7 @@ pub fn stream(
     fault_every: u64,
 ) -> Result<(Vec<u8>, Faults), String> {
     let (train, _) = finetune::shifted_windows(dir, &FinetuneConfig::default())?;
-    let mut rng = SplitMix64::new(0x50a6);
+    let mut rng = SplitMix64::seed_from_u64(0x50a6);
     let mut injected = Faults::default();
     let mut out = Vec::new();
     let mut frame = vec![0u8; 6000];

@@ -15,9 +15,9 @@
 //! | 6 | `4 n` | the values, `f32`, channel-major |
 //! | end | 4 | CRC-32 of every packet byte before it |
 //!
-//! [`FrameDecoder`] collects bytes into a fixed buffer and decodes COBS in place;
-//! [`parse_packet`] checks a packet and refuses anything malformed with a specific
-//! [`WireError`]. Nothing allocates.
+//! [`FrameDecoder`] collects bytes into a fixed buffer and decodes COBS in place (with the
+//! `cobs` crate); [`parse_packet`] checks a packet and refuses anything malformed with a
+//! specific [`WireError`]. Nothing allocates.
 //!
 //! ```
 //! use motion::wire::{encode_frame, parse_packet, FrameDecoder, Kind};
@@ -38,7 +38,7 @@
 
 use core::fmt;
 
-use safegrad::crc32::Crc32;
+use safegrad::crc32::CRC32;
 
 /// Bytes of a packet's header.
 pub const HEADER_LEN: usize = 6;
@@ -190,7 +190,7 @@ pub fn parse_packet(
     let (body, crc) = packet.split_at(packet.len() - CRC_LEN);
     let mut stored = [0u8; 4];
     stored.copy_from_slice(crc);
-    let (stored, computed) = (u32::from_le_bytes(stored), Crc32::checksum(body));
+    let (stored, computed) = (u32::from_le_bytes(stored), CRC32.checksum(body));
     if stored != computed {
         return Err(WireError::Crc { stored, computed });
     }
@@ -290,59 +290,18 @@ impl<const CAP: usize> FrameDecoder<CAP> {
 }
 
 /// Decodes a COBS frame (without its `0x00` terminator) in place; returns the packet length.
+/// A code byte that points past the end, or an empty frame, is [`WireError::Cobs`];
+/// decoding stops at a `0x00` (which [`FrameDecoder`] never passes on: it ends a frame).
 pub fn cobs_decode_in_place(frame: &mut [u8]) -> Result<usize, WireError> {
-    let n = frame.len();
-    let (mut read, mut write) = (0, 0);
-    while read < n {
-        let code = usize::from(*frame.get(read).ok_or(WireError::Cobs)?);
-        // A block: its code byte, then `code - 1` data bytes, then (unless the code is 0xFF
-        // or the frame ends) an implicit zero.
-        let end = read + code;
-        if code == 0 || end > n {
-            return Err(WireError::Cobs);
-        }
-        read += 1;
-        while read < end {
-            let b = *frame.get(read).ok_or(WireError::Cobs)?;
-            *frame.get_mut(write).ok_or(WireError::Cobs)? = b;
-            read += 1;
-            write += 1;
-        }
-        if code < 0xFF && read < n {
-            *frame.get_mut(write).ok_or(WireError::Cobs)? = 0;
-            write += 1;
-        }
-    }
-    Ok(write)
+    cobs::decode_in_place(frame).map_err(|_| WireError::Cobs)
 }
 
 /// COBS-encodes `packet` into `out` followed by the `0x00` terminator; returns the frame's
 /// length, or `None` if `out` is too small.
 pub fn cobs_encode(packet: &[u8], out: &mut [u8]) -> Option<usize> {
-    let mut code_at = 0;
-    let mut write = 1;
-    let mut code: u8 = 1;
-    for &b in packet {
-        if b == 0 {
-            *out.get_mut(code_at)? = code;
-            code_at = write;
-            write += 1;
-            code = 1;
-        } else {
-            *out.get_mut(write)? = b;
-            write += 1;
-            code += 1;
-            if code == 0xFF {
-                *out.get_mut(code_at)? = code;
-                code_at = write;
-                write += 1;
-                code = 1;
-            }
-        }
-    }
-    *out.get_mut(code_at)? = code;
-    *out.get_mut(write)? = 0;
-    Some(write + 1)
+    let n = cobs::try_encode(packet, out).ok()?;
+    *out.get_mut(n)? = 0;
+    Some(n + 1)
 }
 
 /// Builds a packet (header, values, CRC) into `packet`; returns its length.
@@ -364,7 +323,7 @@ pub fn encode_packet(
     for (dst, v) in data.chunks_exact_mut(4).zip(values) {
         dst.copy_from_slice(&v.to_le_bytes());
     }
-    crc.copy_from_slice(&Crc32::checksum(body).to_le_bytes());
+    crc.copy_from_slice(&CRC32.checksum(body).to_le_bytes());
     Some(len)
 }
 
@@ -424,6 +383,41 @@ mod tests {
         }
     }
 
+    /// Wikipedia's examples around the 254-byte block limit (its examples 7 to 11).
+    #[test]
+    fn cobs_matches_the_published_examples_at_the_block_limit() {
+        let run = |from: u8, to: u8| (from..=to).collect::<Vec<u8>>();
+        let cat = |parts: &[&[u8]]| parts.concat();
+        let cases: [(Vec<u8>, Vec<u8>); 5] = [
+            (run(0x01, 0xFE), cat(&[&[0xFF], &run(0x01, 0xFE), &[0x00]])),
+            (
+                cat(&[&[0x00], &run(0x01, 0xFE)]),
+                cat(&[&[0x01, 0xFF], &run(0x01, 0xFE), &[0x00]]),
+            ),
+            (
+                run(0x01, 0xFF),
+                cat(&[&[0xFF], &run(0x01, 0xFE), &[0x02, 0xFF, 0x00]]),
+            ),
+            (
+                cat(&[&run(0x02, 0xFF), &[0x00]]),
+                cat(&[&[0xFF], &run(0x02, 0xFF), &[0x01, 0x01, 0x00]]),
+            ),
+            (
+                cat(&[&run(0x03, 0xFF), &[0x00, 0x01]]),
+                cat(&[&[0xFE], &run(0x03, 0xFF), &[0x02, 0x01, 0x00]]),
+            ),
+        ];
+        for (packet, frame) in cases {
+            let mut out = [0u8; 300];
+            let n = cobs_encode(&packet, &mut out).unwrap();
+            assert_eq!(&out[..n], &frame[..]);
+            assert!(cobs_encode(&packet, &mut out[..n - 1]).is_none());
+            let mut f = frame[..frame.len() - 1].to_vec();
+            let m = cobs_decode_in_place(&mut f).unwrap();
+            assert_eq!(&f[..m], &packet[..]);
+        }
+    }
+
     #[test]
     fn long_runs_without_zeros_round_trip() {
         let packet: Vec<u8> = (0..600).map(|i| (i % 255 + 1) as u8).collect();
@@ -439,6 +433,7 @@ mod tests {
     fn malformed_input_is_refused_and_the_decoder_resynchronises() {
         let mut bad = [0x05, 0x11];
         assert_eq!(cobs_decode_in_place(&mut bad), Err(WireError::Cobs));
+        assert_eq!(cobs_decode_in_place(&mut []), Err(WireError::Cobs));
         let mut frame = [0u8; 64];
         let n = encode_frame(Kind::Eval, 1, 0, &[1.0, 2.0], &mut frame).unwrap();
         let mut d = FrameDecoder::<64>::new();
@@ -498,7 +493,7 @@ mod tests {
         assert_eq!(parse_packet(&p[..n], 2, 4, 10.0).unwrap().kind, Kind::End);
         // An unknown type with a valid CRC.
         p[0] = 9;
-        let crc = Crc32::checksum(&p[..n - 4]).to_le_bytes();
+        let crc = CRC32.checksum(&p[..n - 4]).to_le_bytes();
         p[n - 4..n].copy_from_slice(&crc);
         assert_eq!(
             parse_packet(&p[..n], 2, 4, 10.0),

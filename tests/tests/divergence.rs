@@ -3,7 +3,7 @@
 use safegrad::{Cap, checkpoint};
 use safegrad::nn::{Build, Init, Linear, Relu};
 use safegrad::optim::{Optimizer, Sgd};
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::train::{epoch, Divergence, DivergenceGuard, Shuffle, StepConfig};
 use safegrad::Tape;
 
@@ -12,7 +12,7 @@ type SmallTape = Tape<f32, Cap<32, 512>>;
 
 /// Two classes on either side of the line x0 = x1.
 fn data() -> Vec<([f32; 2], usize)> {
-    let mut rng = SplitMix64::new(3);
+    let mut rng = SplitMix64::seed_from_u64(3);
     (0..32)
         .map(|_| {
             let x = [rng.uniform(-1.0, 1.0) as f32, rng.uniform(-1.0, 1.0) as f32];

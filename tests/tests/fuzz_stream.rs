@@ -74,7 +74,7 @@ use safegrad::checkpoint;
 use motion::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
 use safegrad::nn::Module;
 use safegrad::optim::Sgd;
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{Draw, Rng, SeedableRng, SplitMix64};
 use safegrad::train::{step, StepConfig, StepError, StepReport};
 use motion::wire::{
     cobs_encode, encode_frame, encode_packet, parse_packet, FrameDecoder, Kind, WireError, CRC_LEN,
@@ -805,7 +805,7 @@ struct Window {
 impl Window {
     /// `n` values (channel-major, 100 per channel), all within the bound.
     fn values(&self, n: usize) -> Vec<f32> {
-        let mut rng = SplitMix64::new(self.seed);
+        let mut rng = SplitMix64::seed_from_u64(self.seed);
         let phases: Vec<f64> = (0..IMU_CHANNELS)
             .map(|_| rng.uniform(0.0, std::f64::consts::TAU))
             .collect();
@@ -1516,7 +1516,7 @@ fn the_regression_corpus_replays_with_its_recorded_outcome() {
 /// The input `index` of the run seeded with `seed`: `any_input` drawn with a ChaCha
 /// generator seeded from both.
 fn nth_input(strategy: &BoxedStrategy<Input>, seed: u64, index: u64) -> Input {
-    let mut mix = SplitMix64::new(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut mix = SplitMix64::seed_from_u64(seed ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03));
     let mut key = [0u8; 32];
     for chunk in key.chunks_exact_mut(8) {
         chunk.copy_from_slice(&mix.next_u64().to_le_bytes());

@@ -138,7 +138,7 @@ fn a_checkpoint_with_other_frozen_values_is_refused_and_changes_nothing() {
     let mut edited = stored.to_vec();
     let at = 16 + (40 + 72 - 1) * 4;
     edited[at..at + 4].copy_from_slice(&1.5f32.to_le_bytes());
-    let crc = safegrad::crc32::Crc32::checksum(&edited[..CHECKPOINT - 4]);
+    let crc = safegrad::crc32::CRC32.checksum(&edited[..CHECKPOINT - 4]);
     edited[CHECKPOINT - 4..].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(
         checkpoint::verify(&*tape, &edited),

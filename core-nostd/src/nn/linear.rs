@@ -2,6 +2,7 @@
 
 use super::{Build, Footprint, Init, LayerShape, Layers, Module, Train};
 use crate::error::TapeError;
+use crate::rng::Draw;
 use crate::scalar::Scalar;
 use crate::tape::{Capacity, Tape, Var};
 use crate::tensor::Tensor;

@@ -47,7 +47,7 @@ pub use linear::{InitScheme, Linear, LinearRelu};
 pub use norm::{LayerNorm, Standardize};
 
 use crate::error::TapeError;
-use crate::rng::SplitMix64;
+use crate::rng::{SeedableRng, SplitMix64};
 use crate::scalar::Scalar;
 use crate::tape::{Capacity, Tape};
 
@@ -103,9 +103,9 @@ pub struct Init<'a> {
 
 impl<'a> Init<'a> {
     /// Kaiming-uniform weights from `seed`, every layer trained.
-    pub const fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         Self {
-            rng: SplitMix64::new(seed),
+            rng: SplitMix64::seed_from_u64(seed),
             scheme: InitScheme::KaimingUniform,
             plan: Plan::All,
             layers: None,

@@ -3,7 +3,7 @@
 use super::{record_loss, step, DivergenceGuard, Samples, StepConfig, StepError};
 use crate::nn::Module;
 use crate::optim::Optimizer;
-use crate::rng::SplitMix64;
+use crate::rng::{Draw, SeedableRng, SplitMix64};
 use crate::scalar::Scalar;
 use crate::tape::{Capacity, Tape, Var};
 
@@ -46,7 +46,7 @@ impl<'a> Shuffle<'a> {
         }
         Ok(Self {
             order,
-            rng: SplitMix64::new(seed),
+            rng: SplitMix64::seed_from_u64(seed),
             budget: None,
         })
     }

@@ -1,7 +1,7 @@
 //! The canonical workload, shared by every implementation: the MLP's shape, its initial
 //! weights and the training batches, all deterministic.
 
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 
 /// Inputs per sample.
 pub const IN: usize = 16;
@@ -60,7 +60,7 @@ impl Weights {
     /// Kaiming-uniform weights (`U(-b, b)`, `b = sqrt(6 / fan_in)`) and small non-zero
     /// biases (`U(-0.1, 0.1)`, so that the bias paths carry values), from SplitMix64.
     pub fn initial() -> Self {
-        let mut rng = SplitMix64::new(WEIGHT_SEED);
+        let mut rng = SplitMix64::seed_from_u64(WEIGHT_SEED);
         let kaiming = |fan_in: usize| (6.0 / fan_in as f64).sqrt();
         let w1 = uniform_matrix(&mut rng, kaiming(IN));
         let b1 = uniform_row(&mut rng, 0.1);
@@ -101,7 +101,7 @@ pub struct Batch<const B: usize> {
 /// The [`BATCHES`] batches of `B` samples: inputs `U(-1, 1)`, classes uniform in `0..4`,
 /// from SplitMix64 (the same for every implementation).
 pub fn batches<const B: usize>() -> Vec<Batch<B>> {
-    let mut rng = SplitMix64::new(DATA_SEED ^ B as u64);
+    let mut rng = SplitMix64::seed_from_u64(DATA_SEED ^ B as u64);
     (0..BATCHES)
         .map(|_| {
             let x = uniform_matrix(&mut rng, 1.0);
