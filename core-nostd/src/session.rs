@@ -154,7 +154,7 @@ macro_rules! workspace {
 /// The path is relative to the file that uses the macro, as with `include_bytes!`.
 ///
 /// ```
-/// static BYTES: &[u8] = safegrad::include_checkpoint!("../../firmware/assets/pretrained.sgck");
+/// static BYTES: &[u8] = safegrad::include_checkpoint!("../../motion/assets/pretrained.sgck");
 /// assert_eq!(BYTES.as_ptr() as usize % 8, 0);
 /// assert_eq!(&BYTES[..4], b"SGCK");
 /// ```

@@ -9,11 +9,13 @@ use safegrad::train::{record_loss, step, Divergence, Samples, StepConfig};
 use safegrad::{Capacity, Error};
 
 use crate::features::IMU_FEATURES;
-use crate::model::{finetune_schedule, MotionModel, CLASSES, CLIP_NORM, FINETUNE_SIZES, SEED};
+use crate::model::{
+    finetune_schedule, FinetuneCapacity, MotionModel, CLASSES, CLIP_NORM, FINETUNE_SIZES, SEED,
+};
 use crate::samples::{Purpose, SampleSource};
 
-/// A fine-tuning session of the motion model.
-pub type MotionSession<'w, Mem> = Session<'w, MotionModel, f32, Mem>;
+/// A fine-tuning session of the motion model (on the device's tape unless told otherwise).
+pub type MotionSession<'w, Mem = FinetuneCapacity> = Session<'w, MotionModel, f32, Mem>;
 
 /// What the job measured.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -219,7 +221,7 @@ mod tests {
             .collect()
     }
 
-    fn session(work: &mut FinetuneWorkspace) -> MotionSession<'_, impl Capacity> {
+    fn session(work: &mut FinetuneWorkspace) -> MotionSession<'_> {
         Session::from_checkpoint(work, assets::PRETRAINED, FINETUNE_PLAN).unwrap()
     }
 

@@ -3,7 +3,8 @@
 
 use safegrad::nn::{sizes, Linear, LinearRelu, Plan, Sizes, Standardize};
 use safegrad::optim::Sgd;
-use safegrad::session::Schedule;
+use safegrad::session::{Schedule, Workspace};
+use safegrad::Cap;
 
 use crate::features::IMU_FEATURES;
 
@@ -35,9 +36,16 @@ pub const CHECKPOINT_BYTES: usize = FINETUNE_SIZES.checkpoint_bytes(4);
 /// place from flash).
 pub const MAX_SAMPLES: usize = 64;
 
+/// The tape of a fine-tuning step, sized from the model's type.
+pub type FinetuneCapacity = Cap<
+    { FINETUNE_SIZES.nodes },
+    { FINETUNE_SIZES.values },
+    { FINETUNE_SIZES.gradients },
+>;
+
 /// The memory of a fine-tuning session on the device, sized from the model's type.
 pub type FinetuneWorkspace =
-    safegrad::workspace!(f32, MotionModel, FINETUNE_PLAN, samples = MAX_SAMPLES);
+    Workspace<f32, FinetuneCapacity, { FINETUNE_SIZES.trainable }, MAX_SAMPLES>;
 
 /// The seed the host simulator and the firmware use unless told otherwise.
 pub const SEED: u64 = 7;

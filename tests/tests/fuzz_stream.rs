@@ -30,8 +30,8 @@
 //!   every valid frame the generator placed intact between `0x00` delimiters (after
 //!   whatever garbage) is recovered with its kind, label and features.
 //! - (c) each accepted sample is recorded and trained on ([`safegrad::train::step`], SGD at
-//!   [`LEARNING_RATE`], clipping at [`CLIP_NORM`]) on a [`DeviceTape`] holding the model of
-//!   [`job::build`] with the pre-trained checkpoint loaded; the step must succeed and leave
+//!   [`LEARNING_RATE`], clipping at [`CLIP_NORM`]) in the device's fine-tuning session on
+//!   the pre-trained checkpoint; the step must succeed and leave
 //!   every parameter finite. Every refused frame long enough to hold a header is also fed,
 //!   as an unchecked receiver would, to the same step (features computed without checks,
 //!   the raw label): the step either refuses, leaving the parameters bit-identical, or
@@ -61,7 +61,11 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use motion::assets::PRETRAINED;
-use motion::job::{self, DeviceTape, MotionModel, CLASSES, CLIP_NORM, LEARNING_RATE};
+use motion::job::MotionSession;
+use motion::model::{
+    FinetuneWorkspace, CLASSES, CLIP_NORM, FINETUNE_PLAN, LEARNING_RATE,
+};
+use safegrad::session::Session;
 use motion::samples::{
     Purpose, Rejected, Sample, SampleSource, Stream, StreamError, FRAME_CAPACITY, VALUE_BOUND,
     WINDOW_LEN, WINDOW_VALUES,
@@ -516,21 +520,19 @@ fn check_stream(
 /// The model on the device's tape with the pre-trained checkpoint, and its parameters as
 /// loaded so that every input starts from them.
 struct Trainer {
-    tape: Box<DeviceTape>,
-    model: MotionModel,
+    session: MotionSession<'static>,
     pristine: Vec<f32>,
     config: StepConfig<f32>,
 }
 
 impl Trainer {
     fn new() -> Self {
-        let mut tape = Box::new(DeviceTape::new());
-        let model = job::build(&mut tape, PRETRAINED).expect("the device model records");
-        checkpoint::load(&mut *tape, PRETRAINED).expect("the pre-trained checkpoint loads");
-        let pristine = tape.parameters().to_vec();
+        let work: &'static mut FinetuneWorkspace = Box::leak(Box::new(FinetuneWorkspace::new()));
+        let mut session = Session::from_checkpoint(work, PRETRAINED, FINETUNE_PLAN)
+            .expect("the pre-trained checkpoint loads");
+        let pristine = session.tape().parameters().to_vec();
         Self {
-            tape,
-            model,
+            session,
             pristine,
             config: StepConfig {
                 clip_norm: Some(CLIP_NORM),
@@ -540,7 +542,10 @@ impl Trainer {
     }
 
     fn reset(&mut self) {
-        self.tape.parameters_mut().copy_from_slice(&self.pristine);
+        self.session
+            .tape()
+            .parameters_mut()
+            .copy_from_slice(&self.pristine);
     }
 
     /// Records input, forward and loss, and takes one guarded SGD step.
@@ -549,10 +554,10 @@ impl Trainer {
         features: &[f32; IMU_FEATURES],
         label: usize,
     ) -> Result<StepReport<f32>, StepError> {
-        let tape = &mut *self.tape;
+        let (tape, model) = self.session.parts();
         tape.clear_activations();
         let x = tape.input(&Tensor::new([*features]))?;
-        let logits = self.model.forward(tape, x)?;
+        let logits = model.forward(tape, x)?;
         let loss = tape.softmax_cross_entropy(logits, &[label])?;
         step(tape, loss, &mut Sgd::new(LEARNING_RATE), &self.config)
     }
@@ -564,9 +569,9 @@ impl Trainer {
         features: &[f32; IMU_FEATURES],
         label: usize,
     ) -> Result<Result<StepReport<f32>, StepError>, String> {
-        let before: Vec<u32> = self.tape.parameters().iter().map(|p| p.to_bits()).collect();
+        let before: Vec<u32> = self.session.tape().parameters().iter().map(|p| p.to_bits()).collect();
         let outcome = self.record_and_step(features, label);
-        let after = self.tape.parameters();
+        let after = self.session.tape_ref().parameters();
         if let Some(i) = after.iter().position(|p| !p.is_finite()) {
             return Err(format!(
                 "parameter {i} is {} after a step ({outcome:?}) on features {features:?}, label {label}",

@@ -14,8 +14,9 @@
 //! 6. Losses and layer normalisation against closed forms and central differences.
 //! 7. One sample per step, the weight gradients held as outer products: parameters against
 //!    the reference for `LinearRelu` and for `Linear` + `Relu` (bit-identical to each
-//!    other), gradients read from the factors, `keep_grads`, `GradientNotKept`, the exact norm
-//!    of gradients whose squares underflow, and an outer product that overflows.
+//!    other), the gradients a step consumes (`GradientConsumed`) and a backward computes
+//!    again, the exact norm of gradients whose squares underflow, and an outer product that
+//!    overflows.
 //!
 //! Expected values come from formulas, hand arithmetic or plain loops written here, never
 //! from the code under test.
@@ -474,7 +475,7 @@ fn quad<T: Scalar>() -> (QuadTape<T>, Var<1, 1>, Var<1, 1>) {
 }
 
 /// One guarded step on `f(p) = p0^2 + 3 p1`; returns the gradient used and the new values.
-fn quad_step<T: Scalar, O: Optimizer<T>>(
+fn quad_step<T: Scalar, O: Optimizer<T> + 'static>(
     tape: &mut QuadTape<T>,
     (p0, p1): (Var<1, 1>, Var<1, 1>),
     optimizer: &mut O,
@@ -1848,109 +1849,48 @@ fn one_sample_steps_match_reference_fused_or_not() {
 }
 
 #[test]
-fn held_gradients_read_from_their_factors_and_keep_grads_keeps_them() {
+fn a_step_consumes_its_gradients_and_backward_computes_them_again() {
     let (steps, lr) = (5, 0.1);
     let mut p = initial_parameters();
     reference_one_sample_sgd(&mut p, steps, lr);
     let i = steps % BATCH;
     let r = reference(&p, &batch_inputs()[i..=i], &LABELS[i..=i]);
 
-    let keep = StepConfig {
-        keep_grads: true,
-        ..StepConfig::default()
-    };
-    let (mut kept, model) = one_sample_sgd::<f64, FusedMlp>(steps, lr, &keep);
-    let (mut dropped, _) = one_sample_sgd::<f64, FusedMlp>(steps, lr, &StepConfig::default());
-    assert_eq!(
-        bits(kept.parameters()),
-        bits(dropped.parameters()),
-        "keeping changes no value"
-    );
-    let (w1, b1, w2, b2) = model.parameters();
+    let (mut tape, model) = one_sample_sgd::<f64, FusedMlp>(steps, lr, &StepConfig::default());
+    let (w1, b1, w2, _) = model.parameters();
 
-    // Between the sweep and the update, every gradient reads from the factors.
-    let loss = record_sample(&mut kept, &model, i, 1.0);
-    assert_eq!(kept.backward_for_step(loss), Ok(2), "both layers held");
-    let by_handle = [
-        kept.grad(w1).expect("W1").as_slice().to_vec(),
-        kept.grad(b1).expect("b1").as_slice().to_vec(),
-        kept.grad(w2).expect("W2").as_slice().to_vec(),
-        kept.grad(b2).expect("b2").as_slice().to_vec(),
-    ]
-    .concat();
-    assert_close("held, by handle", &by_handle, &r.grad, 1e-12, 1e-16);
-    assert_eq!(
-        kept.parameter_grads(),
-        Err(TapeError::GradientNotKept { node: w1.node().0 }),
-        "the buffer holds no held gradient yet"
-    );
-    let norm2 = kept.grad_sum_of_squares();
-    assert_close(
-        "sum of squares",
-        &[norm2],
-        &[norm(&r.grad).powi(2)],
-        1e-12,
-        0.0,
-    );
-    kept.write_outer_grads();
-    assert_close(
-        "written",
-        kept.parameter_grads().expect("written"),
-        &r.grad,
-        1e-12,
-        1e-16,
-    );
-
-    // A step that keeps them: the buffer holds the gradients of the step.
-    let loss = record_sample(&mut kept, &model, i, 1.0);
+    // The step's norm is the reference's; the update consumed the weights' gradients, and
+    // reading them says so.
+    let loss = record_sample(&mut tape, &model, i, 1.0);
     let mut sgd = Sgd::new(lr);
-    let report = step(&mut kept, loss, &mut sgd, &keep).expect("step");
+    let report = step(&mut tape, loss, &mut sgd, &StepConfig::default()).expect("step");
     assert_close("loss", &[report.loss], &[r.loss], 1e-14, 0.0);
     assert_close("norm", &[report.grad_norm], &[norm(&r.grad)], 1e-12, 0.0);
-    assert_close(
-        "kept",
-        kept.parameter_grads().expect("kept"),
-        &r.grad,
-        1e-12,
-        1e-16,
-    );
-    assert_close(
-        "W2 kept",
-        kept.grad(w2).expect("W2").as_slice(),
-        &r.grad[W2..B2],
-        1e-12,
-        1e-16,
-    );
-
-    // A step that does not: the held gradients are gone, and saying so is an error.
-    let loss = record_sample(&mut dropped, &model, i, 1.0);
-    step(&mut dropped, loss, &mut sgd, &StepConfig::default()).expect("step");
-    assert_eq!(bits(kept.parameters()), bits(dropped.parameters()));
-    let not_kept = |node: NodeId| Err::<(), _>(TapeError::GradientNotKept { node: node.0 });
-    assert_eq!(dropped.parameter_grads().map(|_| ()), not_kept(w1.node()));
-    assert_eq!(dropped.grad(w1).map(|_| ()), not_kept(w1.node()));
-    assert_eq!(dropped.grad(b1).map(|_| ()), not_kept(b1.node()));
-    assert_eq!(dropped.grad(w2).map(|_| ()), not_kept(w2.node()));
-    let w1_node = dropped.node(w1.node()).copied().expect("W1 node");
-    assert!(dropped.grads_of(&w1_node).is_empty());
-    assert!(TapeError::GradientNotKept { node: 0 }
+    let consumed = |node: NodeId| Err::<(), _>(TapeError::GradientConsumed { node: node.0 });
+    assert_eq!(tape.parameter_grads().map(|_| ()), consumed(w1.node()));
+    assert_eq!(tape.grad(w1).map(|_| ()), consumed(w1.node()));
+    assert_eq!(tape.grad(b1).map(|_| ()), consumed(b1.node()));
+    assert_eq!(tape.grad(w2).map(|_| ()), consumed(w2.node()));
+    let w1_node = tape.node(w1.node()).copied().expect("W1 node");
+    assert!(tape.grads_of(&w1_node).is_empty());
+    assert!(TapeError::GradientConsumed { node: 0 }
         .to_string()
-        .contains("keep_grads"));
+        .contains("run backward"));
 
     // The next sweep starts afresh: a plain backward gives the gradients at the new values.
-    let p_now = to_f64(dropped.parameters());
+    let p_now = to_f64(tape.parameters());
     let next = reference(&p_now, &batch_inputs()[i..=i], &LABELS[i..=i]);
-    let loss = record_sample(&mut dropped, &model, i, 1.0);
-    dropped.zero_grad();
-    assert!(dropped
+    let loss = record_sample(&mut tape, &model, i, 1.0);
+    tape.zero_grad();
+    assert!(tape
         .parameter_grads()
         .expect("zeroed")
         .iter()
         .all(|&g| g == 0.0));
-    dropped.backward(loss).expect("backward");
+    tape.backward(loss).expect("backward");
     assert_close(
         "after",
-        dropped.parameter_grads().expect("after"),
+        tape.parameter_grads().expect("after"),
         &next.grad,
         1e-12,
         1e-16,
