@@ -186,9 +186,7 @@ impl core::error::Error for CheckpointError {}
 
 /// CRC-32 of the parameter shapes `(rows, columns)` in recording order: two models with the
 /// same layers in the same order have the same signature, whatever is frozen.
-pub fn shape_signature<T: Scalar, Mem: Capacity>(
-    tape: &Tape<T, Mem>,
-) -> u32 {
+pub fn shape_signature<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> u32 {
     let mut crc = CRC32.digest();
     for node in tape.nodes() {
         if matches!(node.op(), Op::Parameter) {
@@ -201,15 +199,11 @@ pub fn shape_signature<T: Scalar, Mem: Capacity>(
 }
 
 /// Bytes [`save`] writes for this tape's parameters.
-pub fn encoded_len<T: Scalar, Mem: Capacity>(
-    tape: &Tape<T, Mem>,
-) -> usize {
+pub fn encoded_len<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> usize {
     HEADER_LEN + tape.parameter_len() * T::BYTES + TRAILER_LEN
 }
 
-fn header<T: Scalar, Mem: Capacity>(
-    tape: &Tape<T, Mem>,
-) -> [u8; HEADER_LEN] {
+fn header<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     let count = tape.parameter_len() as u32;
     let version = FORMAT_VERSION.to_le_bytes();
@@ -255,9 +249,7 @@ pub fn save<T: Scalar, Mem: Capacity>(
 /// assert_eq!(checksum(&tape).to_le_bytes(), buf[n - 4..n]);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
-pub fn checksum<T: Scalar, Mem: Capacity>(
-    tape: &Tape<T, Mem>,
-) -> u32 {
+pub fn checksum<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> u32 {
     let mut encoder = Encoder::new(tape);
     let body_end = encoder.len() - TRAILER_LEN;
     let mut scratch = [0u8; 64];

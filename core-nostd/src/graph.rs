@@ -60,7 +60,9 @@ pub enum Op<T> {
 macro_rules! by_family {
     ($op:expr, $f:ident => $e:expr, leaf => $leaf:expr) => {
         match $op {
-            $crate::graph::Op::Parameter | $crate::graph::Op::Input | $crate::graph::Op::Constant => $leaf,
+            $crate::graph::Op::Parameter
+            | $crate::graph::Op::Input
+            | $crate::graph::Op::Constant => $leaf,
             $crate::graph::Op::Elementwise($f) => $e,
             $crate::graph::Op::Arithmetic($f) => $e,
             $crate::graph::Op::Guarded($f) => $e,
@@ -94,7 +96,6 @@ impl<T: Scalar> Op<T> {
     pub fn differentiable_inputs(&self) -> [Option<NodeId>; 3] {
         by_family!(self, f => OpFamily::<T>::differentiable_inputs(f), leaf => [None; 3])
     }
-
 }
 
 impl<T> Op<T> {

@@ -39,8 +39,8 @@ use crate::scalar::Scalar;
 use crate::store::Slots;
 use crate::tape::{Cap, Capacity, Tape, Var};
 use crate::train::{
-    audit_step_graph, count_correct, epoch, predict, Divergence, DivergenceGuard, Samples,
-    Shuffle, StepConfig, StepError,
+    audit_step_graph, count_correct, epoch, predict, Divergence, DivergenceGuard, Samples, Shuffle,
+    StepConfig, StepError,
 };
 
 /// The memory a session works in: the tape, room for two copies of the trainable
@@ -347,7 +347,10 @@ pub struct Probe<'a, T: Scalar, M, Mem: Capacity> {
 
 impl<T: Scalar, M, Mem: Capacity> Probe<'_, T, M, Mem> {
     /// Rows of `data` the model classifies correctly.
-    pub fn correct<D, const IN: usize, const OUT: usize>(&mut self, data: &D) -> Result<usize, Error>
+    pub fn correct<D, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+    ) -> Result<usize, Error>
     where
         M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
         D: Samples<T, IN> + ?Sized,
@@ -465,7 +468,10 @@ where
     }
 
     /// Rows of `data` the model classifies correctly.
-    pub fn correct<D, const IN: usize, const OUT: usize>(&mut self, data: &D) -> Result<usize, Error>
+    pub fn correct<D, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+    ) -> Result<usize, Error>
     where
         M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
         D: Samples<T, IN> + ?Sized,
@@ -474,7 +480,10 @@ where
     }
 
     /// The class the model gives one input row.
-    pub fn predict<const IN: usize, const OUT: usize>(&mut self, x: &[T; IN]) -> Result<usize, Error>
+    pub fn predict<const IN: usize, const OUT: usize>(
+        &mut self,
+        x: &[T; IN],
+    ) -> Result<usize, Error>
     where
         M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
     {

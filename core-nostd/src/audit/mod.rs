@@ -367,7 +367,8 @@ pub fn audit<T: Scalar, Mem: Capacity, const F: usize>(
     // Which raw nodes are masked away afterwards, and by what.
     let mut masked_by = Mem::per_node::<Option<NodeId>>(None);
     for (i, node) in nodes.iter().enumerate() {
-        let candidates = by_family!(&node.op, op => op.masked_operands(&facts), leaf => [None, None]);
+        let candidates =
+            by_family!(&node.op, op => op.masked_operands(&facts), leaf => [None, None]);
         for raw in candidates
             .iter()
             .flatten()

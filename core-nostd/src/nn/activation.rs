@@ -51,28 +51,19 @@ impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Sigmoid
 }
 
 impl<T: Scalar> Build<T> for Relu {
-    fn build<Mem: Capacity>(
-        _: &mut Tape<T, Mem>,
-        _: &mut Init<'_>,
-    ) -> Result<Self, TapeError> {
+    fn build<Mem: Capacity>(_: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Relu)
     }
 }
 
 impl<T: Scalar> Build<T> for Tanh {
-    fn build<Mem: Capacity>(
-        _: &mut Tape<T, Mem>,
-        _: &mut Init<'_>,
-    ) -> Result<Self, TapeError> {
+    fn build<Mem: Capacity>(_: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Tanh)
     }
 }
 
 impl<T: Scalar> Build<T> for Sigmoid {
-    fn build<Mem: Capacity>(
-        _: &mut Tape<T, Mem>,
-        _: &mut Init<'_>,
-    ) -> Result<Self, TapeError> {
+    fn build<Mem: Capacity>(_: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Sigmoid)
     }
 }

@@ -43,7 +43,10 @@ pub enum Plan<'a> {
 
 impl Plan<'_> {
     /// What the `index`-th of `layers` layers with parameters trains.
-    #[allow(clippy::indexing_slicing, reason = "the index is checked on the line before")]
+    #[allow(
+        clippy::indexing_slicing,
+        reason = "the index is checked on the line before"
+    )]
     pub const fn train(&self, index: usize, layers: usize) -> Train {
         match *self {
             Plan::All => Train::All,
@@ -166,7 +169,10 @@ impl Layers {
             let part = &parts[p];
             let mut i = 0;
             while i < part.len {
-                assert!(out.len < MAX_LAYERS, "a model has at most MAX_LAYERS layers");
+                assert!(
+                    out.len < MAX_LAYERS,
+                    "a model has at most MAX_LAYERS layers"
+                );
                 out.items[out.len] = part.items[i];
                 out.len += 1;
                 i += 1;
@@ -292,7 +298,9 @@ impl Sizes {
     /// Bytes of the model's checkpoint with `scalar_bytes`-byte scalars
     /// ([`checkpoint`](crate::checkpoint)'s header, the parameters and the CRC).
     pub const fn checkpoint_bytes(&self, scalar_bytes: usize) -> usize {
-        crate::checkpoint::HEADER_LEN + self.parameters * scalar_bytes + crate::checkpoint::TRAILER_LEN
+        crate::checkpoint::HEADER_LEN
+            + self.parameters * scalar_bytes
+            + crate::checkpoint::TRAILER_LEN
     }
 }
 
@@ -336,7 +344,8 @@ pub const fn sizes<M: Footprint>(plan: Plan<'_>) -> Sizes {
             Train::BiasOnly => (false, true),
             Train::Frozen => (false, false),
         };
-        let trained = (if weights { layer.weights } else { 0 }) + (if biases { layer.biases } else { 0 });
+        let trained =
+            (if weights { layer.weights } else { 0 }) + (if biases { layer.biases } else { 0 });
         parameters += layer.parameters();
         trainable += trained;
         held_frozen += layer.parameters() - trained;

@@ -123,12 +123,7 @@ impl<const IN: usize, const OUT: usize> Footprint for Linear<IN, OUT> {
 
 /// Records the parameters of a fully connected layer: weights drawn from `init`'s scheme,
 /// biases 0, trained as `init`'s plan says.
-fn build_parameters<
-    T: Scalar,
-    const IN: usize,
-    const OUT: usize,
-    Mem: Capacity,
->(
+fn build_parameters<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>(
     tape: &mut Tape<T, Mem>,
     init: &mut Init<'_>,
 ) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
@@ -157,12 +152,7 @@ fn build_parameters<
 
 /// [`held_parameters`] with weights drawn from `init`.
 #[inline(never)]
-fn held_drawn<
-    T: Scalar,
-    const IN: usize,
-    const OUT: usize,
-    Mem: Capacity,
->(
+fn held_drawn<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>(
     tape: &mut Tape<T, Mem>,
     init: &mut Init<'_>,
     train: Train,
@@ -180,12 +170,7 @@ fn held_drawn<
 /// Records a layer's parameters held in the tape: the weights `w` and the bias `b` (zeros
 /// if `None`), trainable or frozen as `train` says.
 #[inline(never)]
-fn held_parameters<
-    T: Scalar,
-    const IN: usize,
-    const OUT: usize,
-    Mem: Capacity,
->(
+fn held_parameters<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>(
     tape: &mut Tape<T, Mem>,
     train: Train,
     w: Option<&Tensor<T, IN, OUT>>,

@@ -20,12 +20,7 @@ use crate::tape::{Capacity, Tape, Var};
 /// assert_eq!(tape.grad(p)?, Tensor::new([[1.0, -2.0]])); // 2 (p - t) / 2
 /// # Ok::<(), safegrad::TapeError>(())
 /// ```
-pub fn mse<
-    T: Scalar,
-    Mem: Capacity,
-    const R: usize,
-    const C: usize,
->(
+pub fn mse<T: Scalar, Mem: Capacity, const R: usize, const C: usize>(
     tape: &mut Tape<T, Mem>,
     prediction: Var<R, C>,
     target: Var<R, C>,
@@ -53,12 +48,7 @@ pub fn mse<
 /// assert_eq!(tape.grad(x)?, Tensor::new([[0.0, 0.0]]));
 /// # Ok::<(), safegrad::TapeError>(())
 /// ```
-pub fn masked_mean<
-    T: Scalar,
-    Mem: Capacity,
-    const R: usize,
-    const C: usize,
->(
+pub fn masked_mean<T: Scalar, Mem: Capacity, const R: usize, const C: usize>(
     tape: &mut Tape<T, Mem>,
     x: Var<R, C>,
     mask: Var<R, C>,

@@ -1,8 +1,8 @@
 //! Normalisation layers.
 
 use super::{Build, Footprint, Init, LayerShape, Layers, Module, Train};
-use crate::ops::layer_norm::DEFAULT_LAYER_NORM_EPS;
 use crate::error::TapeError;
+use crate::ops::layer_norm::DEFAULT_LAYER_NORM_EPS;
 use crate::scalar::Scalar;
 use crate::tape::{Capacity, Tape, Var};
 use crate::tensor::Tensor;
@@ -141,10 +141,7 @@ impl<const C: usize> Footprint for Standardize<C> {
 }
 
 impl<T: Scalar, const C: usize> Build<T> for Standardize<C> {
-    fn build<Mem: Capacity>(
-        tape: &mut Tape<T, Mem>,
-        _: &mut Init<'_>,
-    ) -> Result<Self, TapeError> {
+    fn build<Mem: Capacity>(tape: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Self {
             shift: tape.frozen_parameter(&Tensor::zeros())?,
             scale: tape.frozen_parameter(&Tensor::full(T::ONE))?,

@@ -204,13 +204,18 @@ impl<A: Footprint, B: Footprint, C: Footprint, D: Footprint> Footprint for (A, B
 impl<A: Footprint, B: Footprint, C: Footprint, D: Footprint, E: Footprint> Footprint
     for (A, B, C, D, E)
 {
-    const LAYERS: Layers =
-        Layers::chain(&[A::LAYERS, B::LAYERS, C::LAYERS, D::LAYERS, E::LAYERS]);
+    const LAYERS: Layers = Layers::chain(&[A::LAYERS, B::LAYERS, C::LAYERS, D::LAYERS, E::LAYERS]);
 }
 
 impl<A: Footprint, B: Footprint, C: Footprint, D: Footprint, E: Footprint, F: Footprint> Footprint
     for (A, B, C, D, E, F)
 {
-    const LAYERS: Layers =
-        Layers::chain(&[A::LAYERS, B::LAYERS, C::LAYERS, D::LAYERS, E::LAYERS, F::LAYERS]);
+    const LAYERS: Layers = Layers::chain(&[
+        A::LAYERS,
+        B::LAYERS,
+        C::LAYERS,
+        D::LAYERS,
+        E::LAYERS,
+        F::LAYERS,
+    ]);
 }

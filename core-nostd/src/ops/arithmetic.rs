@@ -232,7 +232,9 @@ impl<T: Scalar> OpFamily<T> for ArithmeticOp {
                 let (xv, rv) = (b.value(x), b.value(row));
                 let (g_out, g_x) = b.split(x);
                 if !rv.is_empty() {
-                    let rows = g_x.chunks_exact_mut(rv.len()).zip(g_out.chunks_exact(rv.len()));
+                    let rows = g_x
+                        .chunks_exact_mut(rv.len())
+                        .zip(g_out.chunks_exact(rv.len()));
                     for (gx_row, g_row) in rows {
                         for ((gx, &g), &r) in gx_row.iter_mut().zip(g_row).zip(rv) {
                             *gx += strong_mul(g, r);
@@ -242,7 +244,8 @@ impl<T: Scalar> OpFamily<T> for ArithmeticOp {
                 let (g_out, g_row) = b.split(row);
                 if !g_row.is_empty() {
                     let width = g_row.len();
-                    for (g_out_row, x_row) in g_out.chunks_exact(width).zip(xv.chunks_exact(width)) {
+                    for (g_out_row, x_row) in g_out.chunks_exact(width).zip(xv.chunks_exact(width))
+                    {
                         for ((gr, &g), &xval) in g_row.iter_mut().zip(g_out_row).zip(x_row) {
                             *gr += strong_mul(g, xval);
                         }

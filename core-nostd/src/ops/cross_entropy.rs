@@ -218,8 +218,7 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
             if C > 0 {
                 let rows = zv.chunks_exact(C).zip(probabilities.chunks_exact_mut(C));
                 for ((row, p), &target) in rows.zip(targets) {
-                    total +=
-                        softmax_cross_entropy_with_softmax(row, target, p).unwrap_or(T::ZERO);
+                    total += softmax_cross_entropy_with_softmax(row, target, p).unwrap_or(T::ZERO);
                 }
             }
             loss.fill(total / T::from_usize(R));

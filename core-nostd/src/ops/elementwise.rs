@@ -172,10 +172,7 @@ pub fn not_zero<T: Scalar>(x: T) -> T {
 
 // -- recording ------------------------------------------------------------------------------
 
-fn op<T, const R: usize, const C: usize>(
-    x: Var<R, C>,
-    f: fn(NodeId) -> ElementwiseOp<T>,
-) -> Op<T> {
+fn op<T, const R: usize, const C: usize>(x: Var<R, C>, f: fn(NodeId) -> ElementwiseOp<T>) -> Op<T> {
     Op::Elementwise(f(x.node()))
 }
 
@@ -350,9 +347,11 @@ impl<T: Scalar> OpFamily<T> for ElementwiseOp<T> {
     fn finding(&self, facts: &Facts<'_, T>) -> Option<Unproven> {
         let d = facts.domain(self.operand());
         match self {
-            Self::Ln { .. } => {
-                (!d.is_positive()).then_some(Unproven::raw(FindingKind::LnNotPositive, Severity::Error, d))
-            }
+            Self::Ln { .. } => (!d.is_positive()).then_some(Unproven::raw(
+                FindingKind::LnNotPositive,
+                Severity::Error,
+                d,
+            )),
             Self::Sqrt { .. } => {
                 // The forward of a non-negative operand is fine; only the gradient at 0 is not.
                 let severity = if d.non_negative && d.finite {
@@ -360,7 +359,11 @@ impl<T: Scalar> OpFamily<T> for ElementwiseOp<T> {
                 } else {
                     Severity::Error
                 };
-                (!d.is_positive()).then_some(Unproven::raw(FindingKind::SqrtNotPositive, severity, d))
+                (!d.is_positive()).then_some(Unproven::raw(
+                    FindingKind::SqrtNotPositive,
+                    severity,
+                    d,
+                ))
             }
             _ => None,
         }

@@ -475,4 +475,3 @@ impl<T: Scalar> OpFamily<T> for GuardedOp<T> {
         }
     }
 }
-

@@ -190,7 +190,10 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
 
 /// The backward of a fully connected node: its input's gradient, and its parameters' unless
 /// the sweep defers them.
-fn layer_backward<T: Scalar>(b: &mut Backward<'_, '_, T>, (x, weight, bias): (NodeId, NodeId, NodeId)) {
+fn layer_backward<T: Scalar>(
+    b: &mut Backward<'_, '_, T>,
+    (x, weight, bias): (NodeId, NodeId, NodeId),
+) {
     let inner = b.input(x).map_or(0, |n| n.shape().1);
     let cols = b.node().shape().1;
     let out_grad = b.out_grad_slots();

@@ -41,28 +41,28 @@ pub mod reduce;
 pub mod select;
 
 pub use arithmetic::{div_grad, ArithmeticOp};
+pub use cross_entropy::CrossEntropyOp;
 pub use cross_entropy::{
     softmax, softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_grad_from,
     softmax_cross_entropy_with_softmax, softmax_grad,
 };
+pub use elementwise::ElementwiseOp;
 pub use elementwise::{
     exp_grad, ln_grad, not_zero, relu, relu_grad, sigmoid, sigmoid_grad, sqrt_grad, tanh_grad,
 };
+pub use guarded::GuardedOp;
 pub use guarded::{
     guard_sign, mask, mask_grad, masked_div, masked_div_grad, safe_div, safe_div_grad,
     safe_div_signed, safe_div_signed_grad, safe_ln, safe_ln_grad, safe_sqrt,
 };
-pub use layer_norm::{layer_norm, layer_norm_grad, mean_and_inv_std};
-pub use linear::{matmul_grad_a, matmul_grad_b};
-pub use reduce::{log_sum_exp, log_sum_exp_grad, row_argmax};
-pub use select::{select, select_grad};
-pub use cross_entropy::CrossEntropyOp;
-pub use elementwise::ElementwiseOp;
-pub use guarded::GuardedOp;
 pub use layer_norm::LayerNormOp;
+pub use layer_norm::{layer_norm, layer_norm_grad, mean_and_inv_std};
 pub use linear::LinearOp;
+pub use linear::{matmul_grad_a, matmul_grad_b};
 pub use reduce::ReduceOp;
+pub use reduce::{log_sum_exp, log_sum_exp_grad, row_argmax};
 pub use select::SelectOp;
+pub use select::{select, select_grad};
 
 use crate::audit::{Facts, Unproven};
 use crate::graph::{Domain, NodeId};

@@ -218,4 +218,3 @@ impl<T: Scalar> OpFamily<T> for ReduceOp {
         }
     }
 }
-

@@ -200,7 +200,11 @@ impl<T: Scalar, const N: usize, const S: usize, const G: usize> Tape<T, Cap<N, S
 
 impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
     /// An empty tape over the given storage.
-    fn with_storage(nodes: Mem::Nodes<T>, values: Mem::Values<T>, grads: Mem::Gradients<T>) -> Self {
+    fn with_storage(
+        nodes: Mem::Nodes<T>,
+        values: Mem::Values<T>,
+        grads: Mem::Gradients<T>,
+    ) -> Self {
         Self {
             nodes,
             values,
@@ -595,7 +599,6 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         }
         Ok(node)
     }
-
 
     // -- leaves -----------------------------------------------------------------------------
 

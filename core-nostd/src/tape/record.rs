@@ -13,7 +13,9 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
     /// start of its value slots.
     pub(crate) fn reserve(&self, len: usize) -> Result<usize> {
         if self.nodes.is_full() {
-            return Err(TapeError::NodeCapacity { capacity: Mem::NODES });
+            return Err(TapeError::NodeCapacity {
+                capacity: Mem::NODES,
+            });
         }
         match self.used.checked_add(len) {
             Some(end) if end <= Mem::VALUES => Ok(self.used),
@@ -39,7 +41,10 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
 
     /// Appends an op's node: it carries a gradient when one of its differentiable inputs
     /// does. Each parameter it reads counts one more use.
-    pub(crate) fn commit_op<const R: usize, const C: usize>(&mut self, op: Op<T>) -> Result<Var<R, C>> {
+    pub(crate) fn commit_op<const R: usize, const C: usize>(
+        &mut self,
+        op: Op<T>,
+    ) -> Result<Var<R, C>> {
         self.commit_op_shaped(op, R, C).map(|node| self.var(node))
     }
 
@@ -53,7 +58,12 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
 
     /// [`commit_op`](Self::commit_op) for a `rows x cols` node (one copy of the code for
     /// every shape).
-    pub(crate) fn commit_op_shaped(&mut self, op: Op<T>, rows: usize, cols: usize) -> Result<NodeId> {
+    pub(crate) fn commit_op_shaped(
+        &mut self,
+        op: Op<T>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<NodeId> {
         let inputs = op.differentiable_inputs();
         let with_grad = inputs.iter().flatten().any(|id| {
             self.nodes
@@ -109,7 +119,9 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
                 declared,
                 uses: 0,
             })
-            .map_err(|_| TapeError::NodeCapacity { capacity: Mem::NODES })?;
+            .map_err(|_| TapeError::NodeCapacity {
+                capacity: Mem::NODES,
+            })?;
         self.used = offset + len;
         if grad_offset.is_some() {
             self.grads_used += grad_len;
@@ -193,7 +205,12 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
 
     /// Records a `rows x cols` frozen parameter whose values are read in place, at its
     /// position among all parameter scalars.
-    pub(crate) fn in_place_leaf(&mut self, params: &[T], rows: usize, cols: usize) -> Result<NodeId> {
+    pub(crate) fn in_place_leaf(
+        &mut self,
+        params: &[T],
+        rows: usize,
+        cols: usize,
+    ) -> Result<NodeId> {
         let at = self.parameter_len;
         let end = at + rows * cols;
         if end > params.len() {
@@ -214,7 +231,9 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
                 declared: Domain::FINITE,
                 uses: 0,
             })
-            .map_err(|_| TapeError::NodeCapacity { capacity: Mem::NODES })?;
+            .map_err(|_| TapeError::NodeCapacity {
+                capacity: Mem::NODES,
+            })?;
         self.parameter_nodes = self.nodes.len();
         self.parameter_len = end;
         Ok(NodeId(index))
@@ -314,7 +333,12 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
     /// Records an op of one operand whose `R x C` values are followed by `kept` more that
     /// its backward reads (they take value slots, not gradient slots): `f(x, out)` writes
     /// all `R * C + kept`.
-    pub(crate) fn record_with_kept<const RX: usize, const CX: usize, const R: usize, const C: usize>(
+    pub(crate) fn record_with_kept<
+        const RX: usize,
+        const CX: usize,
+        const R: usize,
+        const C: usize,
+    >(
         &mut self,
         op: Op<T>,
         x: Var<RX, CX>,

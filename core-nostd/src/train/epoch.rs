@@ -37,10 +37,9 @@ impl<'a> Shuffle<'a> {
     /// with `seed`; [`StepError::SampleCapacity`] if the buffer is shorter than `rows`.
     pub fn new(buffer: &'a mut [usize], rows: usize, seed: u64) -> Result<Self, StepError> {
         let capacity = buffer.len();
-        let order = buffer.get_mut(..rows).ok_or(StepError::SampleCapacity {
-            capacity,
-            rows,
-        })?;
+        let order = buffer
+            .get_mut(..rows)
+            .ok_or(StepError::SampleCapacity { capacity, rows })?;
         for (i, o) in order.iter_mut().enumerate() {
             *o = i;
         }
@@ -146,7 +145,10 @@ where
             }
             Err(StepError::NonFinite(_)) if guard.is_some() => {
                 out.rejected += 1;
-                if let Some(d) = guard.as_deref_mut().and_then(DivergenceGuard::observe_rejection) {
+                if let Some(d) = guard
+                    .as_deref_mut()
+                    .and_then(DivergenceGuard::observe_rejection)
+                {
                     out.divergence = Some(d);
                     break;
                 }

@@ -137,4 +137,3 @@ impl<T: Scalar> DivergenceGuard<T> {
         })
     }
 }
-

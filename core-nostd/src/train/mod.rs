@@ -273,9 +273,7 @@ where
 
 /// [`StepConfig::strict`]'s audit of the recorded graph: an error-level finding refuses the
 /// step.
-fn strict_audit<T: Scalar, Mem: Capacity>(
-    tape: &Tape<T, Mem>,
-) -> Result<(), StepError> {
+fn strict_audit<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> Result<(), StepError> {
     let report = audit::<T, Mem, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
     match report.first_error() {
         Some(&finding) => Err(StepError::Unsafe(finding)),
@@ -346,13 +344,7 @@ pub fn argmax<T: Scalar>(values: &[T]) -> usize {
 }
 
 /// The class the model gives one input row: forward on a cleared tape, then [`argmax`].
-pub fn predict<
-    T,
-    M,
-    Mem: Capacity,
-    const IN: usize,
-    const OUT: usize,
->(
+pub fn predict<T, M, Mem: Capacity, const IN: usize, const OUT: usize>(
     tape: &mut Tape<T, Mem>,
     model: &M,
     x: &[T; IN],
@@ -369,14 +361,7 @@ where
 }
 
 /// How many `(x, label)` pairs the model classifies correctly.
-pub fn count_correct<
-    T,
-    M,
-    D,
-    Mem: Capacity,
-    const IN: usize,
-    const OUT: usize,
->(
+pub fn count_correct<T, M, D, Mem: Capacity, const IN: usize, const OUT: usize>(
     tape: &mut Tape<T, Mem>,
     model: &M,
     data: &D,
@@ -400,13 +385,7 @@ where
 
 /// Records, on a cleared tape, the forward pass and the softmax cross-entropy of one row
 /// `(x, label)`: the graph every batch-1 training step records.
-pub fn record_loss<
-    T,
-    M,
-    Mem: Capacity,
-    const IN: usize,
-    const OUT: usize,
->(
+pub fn record_loss<T, M, Mem: Capacity, const IN: usize, const OUT: usize>(
     tape: &mut Tape<T, Mem>,
     model: &M,
     x: &[T; IN],
@@ -426,13 +405,7 @@ where
 /// it. Every step of [`epoch`] records the same graph, so auditing it once before training
 /// is as strict as [`StepConfig::strict`] at a fraction of the cost. An error-level finding
 /// is an [`StepError::Unsafe`]; otherwise the audit is returned (warnings included).
-pub fn audit_step_graph<
-    T,
-    M,
-    Mem: Capacity,
-    const IN: usize,
-    const OUT: usize,
->(
+pub fn audit_step_graph<T, M, Mem: Capacity, const IN: usize, const OUT: usize>(
     tape: &mut Tape<T, Mem>,
     model: &M,
     x: &[T; IN],
@@ -450,3 +423,111 @@ where
     Ok(report)
 }
 
+#[cfg(test)]
+mod tests {
+    //! The crate-private fast path of a step: weight gradients held as outer products.
+    //! Checked against the plain reverse sweep ([`Tape::backward`]) on an identical tape,
+    //! which writes every gradient out.
+
+    use super::*;
+    use crate::nn::{Build, Init, Linear, LinearRelu, Relu};
+    use crate::optim::{Adam, Sgd};
+    use crate::tape::Cap;
+
+    type Model = (LinearRelu<3, 4>, Linear<4, 2>);
+    type Plain = (Linear<3, 4>, Relu, Linear<4, 2>);
+    type SmallTape = Tape<f64, Cap<32, 256>>;
+
+    fn loss_of<M>(tape: &mut SmallTape, model: &M, row: usize) -> Var<1, 1>
+    where
+        M: Module<f64, Var<1, 3>, Output = Var<1, 2>>,
+    {
+        let x = [0.5 - row as f64, 0.25 * row as f64, 1.0];
+        record_loss(tape, model, &x, row % 2).unwrap()
+    }
+
+    #[test]
+    fn held_gradients_are_the_swept_ones_until_the_update_consumes_them() {
+        let (mut held, mut swept) = (SmallTape::new(), SmallTape::new());
+        let model = Model::build(&mut held, &mut Init::new(5)).unwrap();
+        let same = Model::build(&mut swept, &mut Init::new(5)).unwrap();
+        let loss = loss_of(&mut held, &model, 1);
+        let reference = loss_of(&mut swept, &same, 1);
+        swept.zero_grad();
+        swept.backward(reference).unwrap();
+
+        assert_eq!(held.backward_for_step(loss), Ok(2), "both layers held");
+        // Read by handle, from the factors.
+        for (w, r) in [(model.0.weight, same.0.weight)] {
+            assert_eq!(held.grad(w).unwrap(), swept.grad(r).unwrap());
+        }
+        assert_eq!(
+            held.grad(model.1.weight).unwrap(),
+            swept.grad(same.1.weight).unwrap()
+        );
+        assert_eq!(
+            held.grad(model.1.bias).unwrap(),
+            swept.grad(same.1.bias).unwrap()
+        );
+        // Not in the buffer yet.
+        assert_eq!(
+            held.parameter_grads(),
+            Err(TapeError::GradientConsumed {
+                node: model.0.weight.node().0
+            })
+        );
+        // The sum of squares from the factors is the buffer's, up to rounding.
+        let expected: f64 = swept.parameter_grads().unwrap().iter().map(|g| g * g).sum();
+        let sum = held.grad_sum_of_squares();
+        assert!(
+            (sum - expected).abs() <= 1e-12 * expected,
+            "{sum} vs {expected}"
+        );
+        // Written out, they are the swept gradients exactly.
+        held.write_outer_grads();
+        assert_eq!(
+            held.parameter_grads().unwrap(),
+            swept.parameter_grads().unwrap()
+        );
+    }
+
+    #[test]
+    fn sgd_from_the_factors_and_adam_from_the_gradients_match_the_plain_update() {
+        // SGD updates a held weight from its two factors, Adam from the written gradient:
+        // both must give what the plain sweep and a per-scalar update give.
+        fn run<O: Optimizer<f64> + 'static, M>(mut optimizer: O, fused: bool) -> [f64; 26]
+        where
+            M: Build<f64> + Module<f64, Var<1, 3>, Output = Var<1, 2>>,
+        {
+            let mut tape = SmallTape::new();
+            let model = M::build(&mut tape, &mut Init::new(9)).unwrap();
+            for row in 0..6 {
+                let loss = loss_of(&mut tape, &model, row);
+                if fused {
+                    step(&mut tape, loss, &mut optimizer, &StepConfig::default()).unwrap();
+                } else {
+                    tape.zero_grad();
+                    tape.backward(loss).unwrap();
+                    optimizer.begin_step();
+                    tape.update_parameters(|i, p, g| optimizer.update(i, p, g));
+                }
+            }
+            let mut out = [0.0; 26];
+            out.copy_from_slice(tape.parameters());
+            out
+        }
+        let close = |a: [f64; 26], b: [f64; 26]| {
+            a.iter()
+                .zip(&b)
+                .all(|(x, y)| (x - y).abs() <= 1e-12 * (1.0 + y.abs()))
+        };
+        assert!(close(
+            run::<_, Model>(Sgd::new(0.2), true),
+            run::<_, Plain>(Sgd::new(0.2), false)
+        ));
+        assert!(close(
+            run::<_, Model>(Adam::<f64, 26>::new(0.05), true),
+            run::<_, Plain>(Adam::<f64, 26>::new(0.05), false)
+        ));
+    }
+}
