@@ -47,6 +47,7 @@ pub mod graph;
 pub mod nn;
 pub mod ops;
 pub mod optim;
+pub mod prelude;
 pub mod rng;
 pub mod scalar;
 pub mod session;

@@ -21,13 +21,15 @@
 //! # let pretrained: &'static [u8] = bytemuck::cast_slice(Vec::leak(words));
 //! let rows = [([1.0f32, 0.0], 0), ([0.0, 1.0], 1), ([0.9, 0.2], 0), ([0.1, 0.8], 1)];
 //! let mut work = Work::new();
-//! let mut session = Session::<Model, _, _>::from_checkpoint(&mut work, pretrained, Plan::LastLayer)?;
+//! let mut session = Session::from_checkpoint(&mut work, pretrained, Plan::LastLayer)?;
 //! let mut schedule = Schedule::new(Sgd::new(0.1)).epochs(20).clip_norm(1.0).seed(7);
 //! let report = session.fit(&rows[..], &mut schedule)?;
 //! assert_eq!(report.steps, 80);
 //! assert_eq!(session.correct(&rows[..])?, 4);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+
+use core::marker::PhantomData;
 
 use embedded_storage::nor_flash::NorFlash;
 
@@ -43,25 +45,33 @@ use crate::train::{
     StepConfig, StepError,
 };
 
-/// The memory a session works in: the tape, room for two copies of the trainable
-/// parameters (the last good epoch's, to roll back to, and those before fitting, for the
-/// validation gate) and the shuffling order of up to `SAMPLES` rows. Its size follows from
-/// the model's type: [`workspace!`](crate::workspace) names it.
-pub struct Workspace<T: Scalar, Mem: Capacity, const TRAINABLE: usize, const SAMPLES: usize = 64> {
+/// The memory a session of the model `M` works in: the tape, room for two copies of the
+/// trainable parameters (the last good epoch's, to roll back to, and those before fitting,
+/// for the validation gate) and the shuffling order of up to `SAMPLES` rows. Its size
+/// follows from the model's type: [`workspace!`](crate::workspace) names it.
+pub struct Workspace<
+    M,
+    T: Scalar,
+    Mem: Capacity,
+    const TRAINABLE: usize,
+    const SAMPLES: usize = 64,
+> {
     tape: Tape<T, Mem>,
     rollback: [T; TRAINABLE],
     start: [T; TRAINABLE],
     order: [usize; SAMPLES],
+    model: PhantomData<M>,
 }
 
 impl<
+        M,
         T: Scalar,
         const N: usize,
         const S: usize,
         const G: usize,
         const TRAINABLE: usize,
         const SAMPLES: usize,
-    > Workspace<T, Cap<N, S, G>, TRAINABLE, SAMPLES>
+    > Workspace<M, T, Cap<N, S, G>, TRAINABLE, SAMPLES>
 {
     /// An empty workspace. A `const fn` of zero bytes: a `static` one goes to `.bss`.
     pub const fn new() -> Self {
@@ -70,12 +80,13 @@ impl<
             rollback: [T::ZERO; TRAINABLE],
             start: [T::ZERO; TRAINABLE],
             order: [0; SAMPLES],
+            model: PhantomData,
         }
     }
 }
 
-impl<T: Scalar, Mem: Capacity, const TRAINABLE: usize, const SAMPLES: usize> Default
-    for Workspace<T, Mem, TRAINABLE, SAMPLES>
+impl<M, T: Scalar, Mem: Capacity, const TRAINABLE: usize, const SAMPLES: usize> Default
+    for Workspace<M, T, Mem, TRAINABLE, SAMPLES>
 {
     fn default() -> Self {
         Self {
@@ -83,6 +94,7 @@ impl<T: Scalar, Mem: Capacity, const TRAINABLE: usize, const SAMPLES: usize> Def
             rollback: [T::ZERO; TRAINABLE],
             start: [T::ZERO; TRAINABLE],
             order: [0; SAMPLES],
+            model: PhantomData,
         }
     }
 }
@@ -137,6 +149,7 @@ macro_rules! workspace {
     };
     ($scalar:ty, $model:ty, $plan:expr, samples = $samples:expr) => {
         $crate::session::Workspace<
+            $model,
             $scalar,
             $crate::Cap<
                 { $crate::nn::sizes::<$model>($plan).nodes },
@@ -381,7 +394,7 @@ where
     /// The checkpoint is checked (magic, version, length, CRC, shape signature, finite
     /// values) before anything is used; a refused one is an error and nothing is built.
     pub fn from_checkpoint<const TRAINABLE: usize, const SAMPLES: usize>(
-        workspace: &'w mut Workspace<T, Mem, TRAINABLE, SAMPLES>,
+        workspace: &'w mut Workspace<M, T, Mem, TRAINABLE, SAMPLES>,
         checkpoint: &'static [u8],
         plan: Plan<'_>,
     ) -> Result<Self, Error>
@@ -402,7 +415,7 @@ where
     /// A new model, every parameter held in the tape and initialised from `init` (its seed,
     /// scheme and plan): to train from scratch.
     pub fn new<const TRAINABLE: usize, const SAMPLES: usize>(
-        workspace: &'w mut Workspace<T, Mem, TRAINABLE, SAMPLES>,
+        workspace: &'w mut Workspace<M, T, Mem, TRAINABLE, SAMPLES>,
         mut init: Init<'_>,
     ) -> Result<Self, Error> {
         workspace.tape.reset();
@@ -413,7 +426,7 @@ where
     /// The session of `model`, built on `workspace`'s tape; its snapshots must hold every
     /// trainable scalar.
     fn over<const TRAINABLE: usize, const SAMPLES: usize>(
-        workspace: &'w mut Workspace<T, Mem, TRAINABLE, SAMPLES>,
+        workspace: &'w mut Workspace<M, T, Mem, TRAINABLE, SAMPLES>,
         model: M,
     ) -> Result<Self, Error> {
         let needed = workspace.tape.trainable_len();
@@ -428,6 +441,7 @@ where
             rollback,
             start,
             order,
+            ..
         } = workspace;
         Ok(Self {
             tape,

@@ -70,7 +70,7 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
         /// Start from this pre-trained checkpoint instead of pre-training (e.g.
-        /// firmware/assets/pretrained.sgck, what the device starts from).
+        /// motion/assets/pretrained.sgck, what the device starts from).
         #[arg(long, value_name = "FILE")]
         pretrained: Option<PathBuf>,
         /// Folder of the data sets.
@@ -105,7 +105,7 @@ enum Command {
     /// and evaluation sets (features), and the host's results to compare with.
     DeviceAssets {
         /// The folder to write into.
-        #[arg(long, value_name = "DIR", default_value = "firmware/assets")]
+        #[arg(long, value_name = "DIR", default_value = "motion/assets")]
         out: PathBuf,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]

@@ -9,15 +9,16 @@ use safegrad::session::{Schedule, Session, Workspace};
 use safegrad::train::{audit_step_graph, Samples};
 use safegrad::{Cap, Capacity, Error, Var};
 
-/// The host's workspace: room for a model of a few thousand parameters, a batch-1 step and
-/// 2048 training rows. 2 x 32 KiB of tape and 2 x 32 KiB of snapshots; it lives in a `Box`.
-pub type HostWorkspace = Workspace<f32, Cap<64, 8192>, 8192, 2048>;
+/// The host's workspace for a model `M`: room for a model of a few thousand parameters, a
+/// batch-1 step and 2048 training rows. 2 x 32 KiB of tape and 2 x 32 KiB of snapshots; it
+/// lives in a `Box`.
+pub type HostWorkspace<M> = Workspace<M, f32, Cap<64, 8192>, 8192, 2048>;
 
 /// A session on the host's workspace.
 pub type HostSession<'w, M> = Session<'w, M, f32, Cap<64, 8192>>;
 
 /// A fresh workspace on the heap.
-pub fn new_workspace() -> Box<HostWorkspace> {
+pub fn new_workspace<M>() -> Box<HostWorkspace<M>> {
     Box::default()
 }
 

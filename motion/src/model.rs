@@ -45,7 +45,7 @@ pub type FinetuneCapacity = Cap<
 
 /// The memory of a fine-tuning session on the device, sized from the model's type.
 pub type FinetuneWorkspace =
-    Workspace<f32, FinetuneCapacity, { FINETUNE_SIZES.trainable }, MAX_SAMPLES>;
+    Workspace<MotionModel, f32, FinetuneCapacity, { FINETUNE_SIZES.trainable }, MAX_SAMPLES>;
 
 /// The seed the host simulator and the firmware use unless told otherwise.
 pub const SEED: u64 = 7;

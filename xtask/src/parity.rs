@@ -6,7 +6,7 @@ use crate::firmware::{build_firmware_with, Math};
 use crate::process::{cargo_output, workspace_root};
 use crate::qemu::{log_value, run_qemu, QemuOptions};
 
-/// The files of `firmware/assets/` that host-sim's `device-assets` writes.
+/// The files of `motion/assets/` that host-sim's `device-assets` writes.
 const ASSETS: [&str; 4] = [
     "pretrained.sgck",
     "finetune.sgds",
@@ -29,13 +29,13 @@ fn check_assets() -> Result<(), String> {
         "--out",
         &fresh_str,
     ])?;
-    let committed = workspace_root().join("firmware").join("assets");
+    let committed = workspace_root().join("motion").join("assets");
     for name in ASSETS {
         let a = std::fs::read(fresh.join(name)).map_err(|e| format!("{name}: {e}"))?;
         let b = std::fs::read(committed.join(name)).map_err(|e| format!("{name}: {e}"))?;
         if a != b {
             return Err(format!(
-                "firmware/assets/{name} differs from what host-sim writes now; \
+                "motion/assets/{name} differs from what host-sim writes now; \
                  regenerate with `cargo run --release -p host-sim -- device-assets`"
             ));
         }
@@ -53,7 +53,7 @@ fn parity(math: Math) -> Result<(), String> {
     args.extend(math.cargo_args());
     args.extend(["--", "finetune", "--json"]);
     if math == Math::Fast {
-        args.extend(["--pretrained", "firmware/assets/pretrained.sgck"]);
+        args.extend(["--pretrained", "motion/assets/pretrained.sgck"]);
     }
     let json = cargo_output(&args)?;
     let host = json
