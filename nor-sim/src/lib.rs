@@ -366,14 +366,13 @@ impl<P: Persist> NorFlash for SimFlash<'_, P> {
             .checked_sub(from as usize)
             .ok_or(FlashError::OutOfBounds)?;
         let r = self.range(from, len, ERASE)?;
-        let erased = self.allow(len / ERASE) * ERASE;
-        let sectors = self.image.get_mut(r).ok_or(FlashError::OutOfBounds)?;
-        let (whole, rest) = sectors.split_at_mut(erased);
-        whole.fill(0xFF);
+        let mut erased = self.allow(len / ERASE) * ERASE;
         if self.cut {
-            if let Some(torn) = rest.get_mut(..ERASE / 2) {
-                torn.fill(0xFF);
-            }
+            // The sector the power failed in is left torn: its first half erased.
+            erased += ERASE / 2;
+        }
+        if let Some(sectors) = self.image.get_mut(r.start..r.start + erased) {
+            sectors.fill(0xFF);
         }
         self.changed()
     }
@@ -391,9 +390,10 @@ impl<P: Persist> NorFlash for SimFlash<'_, P> {
             });
         }
         let programmed = self.allow(bytes.len());
-        let target = self.image.get_mut(r).ok_or(FlashError::OutOfBounds)?;
-        for (old, &new) in target.iter_mut().zip(bytes).take(programmed) {
-            *old &= new;
+        if let Some(target) = self.image.get_mut(r.start..r.start + programmed) {
+            for (old, &new) in target.iter_mut().zip(bytes) {
+                *old &= new;
+            }
         }
         self.changed()
     }
