@@ -460,12 +460,12 @@ mod tests {
 
     #[test]
     fn recording_the_built_in_source_gives_the_embedded_sets_in_flash() {
-        use crate::flash::{RamFlash, Volatile};
+        use nor_sim::SimFlash;
         let train = Dataset::parse(assets::FINETUNE_SET).unwrap();
         let eval = Dataset::parse(assets::EVAL_SET).unwrap();
         let mut source = crate::samples::BuiltIn::new(train, eval);
         let mut image = Box::new([0u8; 16384]);
-        let mut flash = RamFlash::new(&mut image, Volatile);
+        let mut flash = SimFlash::new(&mut *image);
         let log = SampleLog {
             train: 0,
             eval: 8192,

@@ -8,7 +8,6 @@
 pub mod assets;
 #[cfg(target_os = "none")]
 pub mod board;
-pub mod flash;
 pub mod imu;
 pub mod job;
 pub mod samples;
