@@ -149,7 +149,7 @@ impl Persist for Volatile {
 /// A NOR flash over the memory `image` (its length a multiple of [`ERASE`], for every
 /// sector to be erasable), every change handed to `P`.
 ///
-/// Reads, byte programs and sector erases are counted as [`operations`](Self::operations);
+/// Byte programs and sector erases are counted as [`operations`](Self::operations);
 /// after [`cut_after`](Self::cut_after) the power fails at a chosen one, and every operation
 /// from then on fails with [`FlashError::PowerCut`].
 ///
