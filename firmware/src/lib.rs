@@ -9,7 +9,6 @@
 pub mod assets;
 #[cfg(target_os = "none")]
 pub mod board;
-pub mod flash;
 pub mod job;
 pub mod samples;
 #[cfg(target_os = "none")]

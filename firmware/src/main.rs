@@ -31,11 +31,11 @@ mod device {
     use static_cell::ConstStaticCell;
 
     use firmware::board::{exit, per, set_ieee_fpscr, start_ticks, ticks};
-    use firmware::flash::{Persist, RamFlash};
     use firmware::job::{self, DeviceTape, SampleLog};
     use firmware::samples::Stream;
     use firmware::uart::{CmsdkUart, UART0_BASE};
     use firmware::{assets, job::JobError};
+    use nor_sim::{Persist, SimFlash};
     use safegrad::store::Slots;
 
     /// Bytes of flash set aside for data: the checkpoint's two slots (A and B) of two 4 KiB
@@ -47,7 +47,7 @@ mod device {
         eval: 24576,
         capacity: 8192,
     };
-    type Flash = RamFlash<'static, HostFile, FLASH_BYTES>;
+    type Flash = SimFlash<'static, HostFile>;
     type Set<'a> = Dataset<'a, f32, IMU_FEATURES>;
 
     /// The flash image, persisted to a host file through semihosting.
@@ -172,7 +172,7 @@ mod device {
                 }
             }
         }
-        RamFlash::new(image, file)
+        SimFlash::with_persist(image, file)
     }
 
     /// Reads the samples streamed over UART0 into the flash's sample log; returns the

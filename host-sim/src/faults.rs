@@ -3,7 +3,7 @@
 
 use safegrad::store::{Slots, SLOT_HEADER};
 
-use crate::flash_sim::{SimFlash, ERASE};
+use nor_sim::{SimFlash, ERASE};
 
 /// What the fault injection found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,8 +27,10 @@ pub fn slots() -> Slots {
     Slots::new(0, 2 * ERASE as u32)
 }
 
-fn load(flash: &SimFlash) -> Option<Vec<u8>> {
-    let mut f = flash.reboot();
+/// What a boot on a copy of `image` loads: the newest complete checkpoint, if any.
+fn load(image: &[u8]) -> Option<Vec<u8>> {
+    let mut image = image.to_vec();
+    let mut f = SimFlash::new(&mut image);
     let mut buf = vec![0u8; slots().capacity()];
     match slots().load(&mut f, &mut buf) {
         Ok(Some((len, _))) => {
@@ -39,24 +41,26 @@ fn load(flash: &SimFlash) -> Option<Vec<u8>> {
     }
 }
 
-/// Cuts the power at every point of saving `new` over a flash holding `old` (as the newest
-/// slot), and counts what the next boot loads.
-fn cut_every_point(start: &SimFlash, old: &[u8], new: &[u8], report: &mut FaultReport) {
-    let mut dry = start.reboot();
+/// Cuts the power at every point of saving `new` over a flash image `start` holding `old`
+/// (as the newest slot), and counts what the next boot loads.
+fn cut_every_point(start: &[u8], old: &[u8], new: &[u8], report: &mut FaultReport) {
+    let mut dry = start.to_vec();
+    let mut f = SimFlash::new(&mut dry);
     slots()
-        .save(&mut dry, new, 0)
+        .save(&mut f, new, 0)
         .expect("an uncut save succeeds");
-    let events = dry.events;
-    for cut in 0..events {
-        let mut f = start.reboot();
+    let operations = f.operations();
+    for cut in 0..operations {
+        let mut image = start.to_vec();
+        let mut f = SimFlash::new(&mut image);
         f.cut_after(cut);
         let result = slots().save(&mut f, new, 0);
         assert!(
             result.is_err(),
-            "the save was cut at event {cut} of {events}"
+            "the save was cut at operation {cut} of {operations}"
         );
         report.cut_points += 1;
-        match load(&f) {
+        match load(&image) {
             Some(got) if got == old => report.recovered_old += 1,
             Some(got) if got == new => report.recovered_new += 1,
             _ => report.lost += 1,
@@ -71,21 +75,24 @@ pub fn run(a: &[u8], b: &[u8], c: &[u8]) -> FaultReport {
     let mut report = FaultReport::default();
     let size = 4 * ERASE;
 
-    let mut flash = SimFlash::new(size);
+    let mut image = vec![0xFF; size];
+    let mut flash = SimFlash::new(&mut image);
     slots().save(&mut flash, a, 0).expect("save a");
-    cut_every_point(&flash, a, b, &mut report);
+    cut_every_point(flash.image(), a, b, &mut report);
     slots().save(&mut flash, b, 0).expect("save b");
-    cut_every_point(&flash, b, c, &mut report);
+    cut_every_point(flash.image(), b, c, &mut report);
 
     // Flip every bit of the newest slot (slot B, holding b): the damaged slot must be
     // refused and slot A (holding a) loaded instead.
     let bits = (SLOT_HEADER + b.len()) * 8;
     let base = slots().offset(1) as usize * 8;
     for bit in 0..bits {
-        let mut f = flash.reboot();
-        f.flip_bit(base + bit);
+        let mut damaged = flash.image().to_vec();
+        SimFlash::new(&mut damaged)
+            .flip_bit(base + bit)
+            .expect("the bit is inside the image");
         report.bitflips_tried += 1;
-        if load(&f).as_deref() == Some(a) {
+        if load(&damaged).as_deref() == Some(a) {
             report.bitflips_detected += 1;
         }
     }

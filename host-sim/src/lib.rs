@@ -9,7 +9,6 @@ pub mod data;
 pub mod digits;
 pub mod faults;
 pub mod finetune;
-pub mod flash_sim;
 pub mod json;
 pub mod model;
 pub mod plot;

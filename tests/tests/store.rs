@@ -3,7 +3,7 @@
 use safegrad::{Cap};
 use embedded_storage::nor_flash::NorFlash;
 use host_sim::faults::{self, slots};
-use host_sim::flash_sim::{SimError, SimFlash, ERASE};
+use nor_sim::{FlashError, SimFlash, ERASE};
 use safegrad::store::{SlotState, StoreError};
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
@@ -29,16 +29,17 @@ fn no_power_cut_loses_a_checkpoint_and_every_flip_is_detected() {
 
 #[test]
 fn the_simulated_flash_keeps_nor_rules() {
-    let mut f = SimFlash::new(2 * ERASE);
+    let mut image = vec![0xFF; 2 * ERASE];
+    let mut f = SimFlash::new(&mut image);
     f.write(0, &[0x0F, 0xFF, 0xFF, 0xFF]).unwrap();
     assert_eq!(
         f.write(0, &[0xFF, 0xFF, 0xFF, 0xFF]),
-        Err(SimError::NotErased)
+        Err(FlashError::NotErased { offset: 0 })
     );
-    assert_eq!(f.write(1, &[0; 4]), Err(SimError::NotAligned));
-    assert_eq!(f.erase(0, 100), Err(SimError::NotAligned));
+    assert_eq!(f.write(1, &[0; 4]), Err(FlashError::NotAligned));
+    assert_eq!(f.erase(0, 100), Err(FlashError::NotAligned));
     f.cut_after(2);
-    assert_eq!(f.write(4, &[0; 4]), Err(SimError::PowerCut));
+    assert_eq!(f.write(4, &[0; 4]), Err(FlashError::PowerCut));
     assert_eq!(
         &f.image()[4..8],
         &[0, 0, 0xFF, 0xFF],
@@ -46,7 +47,7 @@ fn the_simulated_flash_keeps_nor_rules() {
     );
     assert_eq!(
         f.write(8, &[0; 4]),
-        Err(SimError::PowerCut),
+        Err(FlashError::PowerCut),
         "no power, no writes"
     );
 }
@@ -54,35 +55,37 @@ fn the_simulated_flash_keeps_nor_rules() {
 #[test]
 fn a_torn_newest_slot_is_never_chosen_to_be_overwritten_before_the_valid_one() {
     // Slot A valid (seq 1), slot B torn (a save cut short): the next save must go to B,
-    // keeping A until the new one is committed.
+    // keeping A until the new one is committed. Each boot is a new flash over the image
+    // the last one left.
     let (a, b, c) = (payload(100, 1), payload(100, 2), payload(100, 3));
-    let mut f = SimFlash::new(4 * ERASE);
-    slots().save(&mut f, &a, 0).unwrap();
-    let mut torn = f.reboot();
+    let mut image = vec![0xFF; 4 * ERASE];
+    slots().save(&mut SimFlash::new(&mut image), &a, 0).unwrap();
+    let mut torn = SimFlash::new(&mut image);
     torn.cut_after(50);
     assert!(matches!(
         slots().save(&mut torn, &b, 0),
-        Err(StoreError::Flash(SimError::PowerCut))
+        Err(StoreError::Flash(FlashError::PowerCut))
     ));
-    let mut f = torn.reboot();
+    let mut f = SimFlash::new(&mut image);
     assert!(matches!(
         slots().inspect(&mut f, 0).unwrap(),
         SlotState::Valid { seq: 1, .. }
     ));
     // The header was never written: the slot counts as empty (it has no committed record).
     assert_eq!(slots().inspect(&mut f, 1).unwrap(), SlotState::Empty);
-    let mut g = f.reboot();
+    let mut g = SimFlash::new(&mut image);
     g.cut_after(10);
     let _ = slots().save(&mut g, &c, 0);
     let mut buf = vec![0u8; 200];
-    let mut g = g.reboot();
+    let mut g = SimFlash::new(&mut image);
     let (len, seq) = slots().load(&mut g, &mut buf).unwrap().unwrap();
     assert_eq!((&buf[..len], seq), (&a[..], 1));
 }
 
 #[test]
 fn sequence_numbers_wrap() {
-    let mut f = SimFlash::new(4 * ERASE);
+    let mut image = vec![0xFF; 4 * ERASE];
+    let mut f = SimFlash::new(&mut image);
     let mut last = 0;
     for i in 0..5u8 {
         last = slots().save(&mut f, &payload(40, i), 0).unwrap();
@@ -95,7 +98,8 @@ fn sequence_numbers_wrap() {
 
 #[test]
 fn a_payload_larger_than_a_slot_is_refused() {
-    let mut f = SimFlash::new(4 * ERASE);
+    let mut image = vec![0xFF; 4 * ERASE];
+    let mut f = SimFlash::new(&mut image);
     let big = payload(slots().capacity() + 1, 0);
     assert!(matches!(
         slots().save(&mut f, &big, 0),
@@ -118,9 +122,11 @@ fn a_streamed_save_writes_what_a_whole_save_writes_and_locate_finds_it() {
     safegrad::checkpoint::save(&tape, &mut whole).unwrap();
     let signature = safegrad::checkpoint::shape_signature(&tape);
 
-    let mut from_buffer = SimFlash::new(4 * ERASE);
+    let mut from_buffer_image = vec![0xFF; 4 * ERASE];
+    let mut from_buffer = SimFlash::new(&mut from_buffer_image);
     slots().save(&mut from_buffer, &whole, signature).unwrap();
-    let mut streamed = SimFlash::new(4 * ERASE);
+    let mut streamed_image = vec![0xFF; 4 * ERASE];
+    let mut streamed = SimFlash::new(&mut streamed_image);
     let mut encoder = safegrad::checkpoint::Encoder::new(&tape);
     let seq = slots()
         .save_from(&mut streamed, len, signature, |out| encoder.fill(out))
@@ -143,7 +149,8 @@ fn a_streamed_save_writes_what_a_whole_save_writes_and_locate_finds_it() {
 #[test]
 fn a_streamed_payload_that_ends_early_is_not_committed() {
     let (a, b) = (payload(300, 1), payload(300, 2));
-    let mut f = SimFlash::new(4 * ERASE);
+    let mut image = vec![0xFF; 4 * ERASE];
+    let mut f = SimFlash::new(&mut image);
     slots().save(&mut f, &a, 0).unwrap();
     // The source gives 200 of the 300 bytes it announced.
     let mut given = 0;
@@ -178,7 +185,8 @@ fn recorded_samples_parse_in_place_for_every_row_count_and_nothing_before_finish
     };
     // 2 + 3 * 4 = 14 bytes a row: the last piece holds every length from 0 to 31 bytes.
     for n in 0..40 {
-        let mut f = SimFlash::new(2 * ERASE);
+        let mut image = vec![0xFF; 2 * ERASE];
+        let mut f = SimFlash::new(&mut image);
         let mut rec = Recorder::<f32, 3>::new(&mut f, ERASE as u32, ERASE, 4).unwrap();
         for i in 0..n {
             let (x, label) = row(i);
@@ -200,7 +208,8 @@ fn recorded_samples_parse_in_place_for_every_row_count_and_nothing_before_finish
     }
 
     // Refusals write nothing; a full region says so.
-    let mut f = SimFlash::new(ERASE);
+    let mut image = vec![0xFF; ERASE];
+    let mut f = SimFlash::new(&mut image);
     let mut rec = Recorder::<f32, 3>::new(&mut f, 0, ERASE, 4).unwrap();
     assert_eq!(
         rec.push(&mut f, &[0.0, f32::INFINITY, 0.0], 1),

@@ -1,6 +1,7 @@
 //! The device benchmark: the canonical training step (MLP 16-32-32-4, ReLU, softmax
-//! cross-entropy, SGD, batch 1) on safegrad's tape and written by hand, in the same
-//! firmware, timed with SysTick. Under QEMU with `-icount`, SysTick advances with executed
+//! cross-entropy, SGD, batch 1) on safegrad's tape and written by hand (`bench-steps`, the
+//! host benchmark's workload and baseline), in the same firmware, timed with SysTick; the
+//! timed loops cycle through the workload's batch-1 samples. Under QEMU with `-icount`, SysTick advances with executed
 //! instructions, so the counts are exact and repeatable (`cargo xtask bench-device`). On the
 //! host this program only says what it is for.
 #![cfg_attr(target_os = "none", no_std, no_main)]
@@ -17,10 +18,12 @@ mod device {
     use defmt_semihosting as _;
     use static_cell::ConstStaticCell;
 
-    use bench_steps::{on_tape, Mlp, MACS, OUT};
+    use bench_steps::baseline::Baseline;
+    use bench_steps::{batches, device, Weights, BATCHES, LR, MACS};
+    use safegrad::Tensor;
 
-    static TAPE: ConstStaticCell<on_tape::BenchTape> =
-        ConstStaticCell::new(on_tape::BenchTape::new());
+    static TAPE: ConstStaticCell<device::BenchTape> =
+        ConstStaticCell::new(device::BenchTape::new());
     const STEPS: u32 = 100;
 
     /// SysTick's current value; it counts down from its reload value.
@@ -103,16 +106,18 @@ mod device {
         p.SYST.enable_counter();
 
         let tape = TAPE.take();
-        let Ok(model) = on_tape::build(tape) else {
+        let Ok(model) = device::build(tape) else {
             defmt::error!("bench: the model does not fit the tape");
             exit(1)
         };
-        let mut sgd = safegrad::optim::Sgd::new(0.01f32);
-        let mut base = Mlp::new();
-        let x = bench_steps::input();
+        let mut sgd = safegrad::optim::Sgd::new(LR);
+        let mut base = Baseline::new(&Weights::initial());
+        let samples = batches::<1>();
+        let inputs = samples.map(|s| Tensor::new(s.x));
+        let sample = |i: u32| (i as usize) % BATCHES;
         // The first steps must agree before anything is timed.
-        let a = base.step(&x, 0, 0.01);
-        let Ok(b) = on_tape::train_step(tape, &model, &mut sgd, 0) else {
+        let a = device::baseline_step(&mut base, &samples[0]);
+        let Ok(b) = device::train_step(tape, &model, &mut sgd, &inputs[0], &samples[0].y) else {
             exit(1)
         };
         if (a - b).abs() > 1e-5 * a.abs().max(1.0) {
@@ -128,10 +133,12 @@ mod device {
         // implementation's steps run: for an instruction profile of QEMU's execution log.
         if let Some(which) = profile_target() {
             for i in 0..STEPS {
-                let target = (i as usize) % OUT;
+                let k = sample(i);
                 if which == Profile::Baseline {
-                    core::hint::black_box(base.step(&x, target, 0.01));
-                } else if on_tape::train_step(tape, &model, &mut sgd, target).is_err() {
+                    core::hint::black_box(device::baseline_step(&mut base, &samples[k]));
+                } else if device::train_step(tape, &model, &mut sgd, &inputs[k], &samples[k].y)
+                    .is_err()
+                {
                     exit(1)
                 }
             }
@@ -139,13 +146,14 @@ mod device {
         }
         let baseline = ticks(|| {
             for i in 0..STEPS {
-                core::hint::black_box(base.step(&x, (i as usize) % OUT, 0.01));
+                core::hint::black_box(device::baseline_step(&mut base, &samples[sample(i)]));
             }
         });
         let mut failed = false;
         let safegrad = ticks(|| {
             for i in 0..STEPS {
-                let r = on_tape::train_step(tape, &model, &mut sgd, (i as usize) % OUT);
+                let k = sample(i);
+                let r = device::train_step(tape, &model, &mut sgd, &inputs[k], &samples[k].y);
                 failed |= r.is_err();
             }
         });
@@ -157,7 +165,9 @@ mod device {
         for i in 0..STEPS {
             let [record, sweep, norm, update] = &mut phases;
             let mut loss = None;
-            *record += ticks(|| loss = on_tape::record(tape, &model, (i as usize) % OUT).ok());
+            let k = sample(i);
+            *record +=
+                ticks(|| loss = device::record(tape, &model, &inputs[k], &samples[k].y).ok());
             let Some(loss) = loss else { exit(1) };
             let mut swept = None;
             *sweep += ticks(|| swept = tape.backward_for_step(loss).ok());

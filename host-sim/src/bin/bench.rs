@@ -1,16 +1,18 @@
 //! `bench`: the host benchmark of one training step of the canonical MLP.
 //!
-//! The workload: MLP 16 -> 32 -> 32 -> 4, ReLU after both hidden layers, `f32`, softmax
-//! cross-entropy against an integer class (mean over the batch), plain SGD with lr 0.01;
-//! one step is forward + loss + backward + update. Batch 1 and batch 32. The weights
-//! (Kaiming-uniform, small non-zero biases) and the 8 batches the timed loops cycle through
-//! come from SplitMix64 and are the same for every implementation:
+//! The workload (`bench-steps`, shared with the device benchmark): MLP 16 -> 32 -> 32 -> 4,
+//! ReLU after both hidden layers, `f32`, softmax cross-entropy against an integer class
+//! (mean over the batch), plain SGD with lr 0.01; one step is forward + loss + backward +
+//! update. Batch 1 and batch 32. The weights (Kaiming-uniform, small non-zero biases) and
+//! the 8 batches the timed loops cycle through come from SplitMix64 and are the same for
+//! every implementation:
 //!
 //! - `baseline`: the step written by hand in plain Rust (fixed-size arrays, loops, no
-//!   allocation, no tape, no checks);
-//! - `safegrad`: `(Linear<16, 32>, Relu, Linear<32, 32>, Relu, Linear<32, 4>)` on a boxed
-//!   `Tape<f32, Cap<32, 9216>>`, each step `clear_activations`, `input`, `forward`,
-//!   `softmax_cross_entropy`, `train::step` with `Sgd` and the default `StepConfig`;
+//!   allocation, no tape, no checks): `bench_steps::baseline`, the one the device benchmark
+//!   times too;
+//! - `safegrad`: `(LinearRelu<16, 32>, LinearRelu<32, 32>, Linear<32, 4>)` on a boxed tape,
+//!   each step `clear_activations`, `input`, `forward`, `softmax_cross_entropy`,
+//!   `train::step` with `Sgd` and the default `StepConfig` (`bench_steps::on_tape`);
 //! - `dfdx` 0.13 on its CPU device, single-threaded (`RAYON_NUM_THREADS=1`), only with
 //!   `--features peers`.
 //!
@@ -33,17 +35,14 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 
-#[path = "bench/baseline.rs"]
-mod baseline;
 #[cfg(feature = "peers")]
 #[path = "bench/dfdx_mlp.rs"]
 mod dfdx_mlp;
 #[path = "bench/safegrad_mlp.rs"]
 mod safegrad_mlp;
-#[path = "bench/workload.rs"]
-mod workload;
 
-use workload::{Batch, Weights, BATCHES, FLOPS_PER_SAMPLE};
+use bench_steps::baseline::Baseline;
+use bench_steps::{Batch, Weights, BATCHES, FLOPS_PER_SAMPLE};
 
 /// Host benchmark of one training step of the canonical MLP: safegrad, a hand-written
 /// baseline, and dfdx (with `--features peers`).
@@ -93,8 +92,8 @@ trait Trainer {
 }
 
 struct BaselineTrainer<const B: usize> {
-    inner: baseline::Baseline<B>,
-    data: Vec<Batch<B>>,
+    inner: Baseline<B>,
+    data: [Batch<B>; BATCHES],
 }
 
 impl<const B: usize> Trainer for BaselineTrainer<B> {
@@ -109,7 +108,7 @@ impl<const B: usize> Trainer for BaselineTrainer<B> {
         Ok(self.inner.step(&self.data[k]))
     }
     fn parameters(&self) -> Vec<f32> {
-        self.inner.weights.flat()
+        self.inner.weights.flat().collect()
     }
 }
 
@@ -147,11 +146,11 @@ impl<const B: usize> Trainer for dfdx_mlp::DfdxMlp<B> {
 
 /// The implementations built into this binary, for batch `B`, from the initial weights.
 fn trainers<const B: usize>(w: &Weights) -> Result<Vec<Box<dyn Trainer>>, String> {
-    let data = workload::batches::<B>();
+    let data = bench_steps::batches::<B>();
     let list: Vec<Box<dyn Trainer>> = vec![
         Box::new(BaselineTrainer {
-            inner: baseline::Baseline::<B>::new(w),
-            data: data.clone(),
+            inner: Baseline::<B>::new(w),
+            data,
         }),
         Box::new(safegrad_mlp::SafegradMlp::<B>::new(w, &data)?),
         #[cfg(feature = "peers")]

@@ -9,7 +9,7 @@
 use dfdx::optim::{Optimizer, Sgd, SgdConfig};
 use dfdx::prelude::*;
 
-use crate::workload::{Batch, Weights, HIDDEN, IN, LR, OUT};
+use bench_steps::{Batch, Weights, HIDDEN, IN, LR, OUT};
 
 type Arch = (
     Linear<IN, HIDDEN>,

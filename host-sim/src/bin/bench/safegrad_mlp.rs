@@ -1,20 +1,12 @@
-//! The workload on safegrad, as an application writes it: a tuple model built on a tape,
-//! and per step `clear_activations`, `input`, `forward`, `softmax_cross_entropy` and the
-//! guarded `train::step` with `Sgd` (default `StepConfig`: no clipping, not strict).
+//! The workload on safegrad, as an application writes it (`bench_steps::on_tape`, the step
+//! the device benchmark times too): a tuple model built on a tape, and per step
+//! `clear_activations`, `input`, `forward`, `softmax_cross_entropy` and the guarded
+//! `train::step` with `Sgd` (default `StepConfig`: no clipping, not strict).
 
-use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
+use bench_steps::on_tape::{self, Model};
+use bench_steps::{Batch, Weights, IN, LR};
 use safegrad::optim::Sgd;
-use safegrad::train::{step, StepConfig};
-use safegrad::{Cap, Tape, Tensor};
-
-use crate::workload::{Batch, Weights, HIDDEN, IN, LR, OUT};
-
-/// The canonical MLP: each hidden layer and its ReLU as one node.
-pub type Mlp = (
-    LinearRelu<IN, HIDDEN>,
-    LinearRelu<HIDDEN, HIDDEN>,
-    Linear<HIDDEN, OUT>,
-);
+use safegrad::{Tape, Tensor};
 
 /// Nodes: 6 parameters, the input, 3 layers, labels, loss = 12.
 pub const TAPE_NODES: usize = 16;
@@ -33,38 +25,26 @@ pub type BenchTape = Tape<f32, Cap<TAPE_NODES, TAPE_SCALARS, TAPE_GRADIENTS>>;
 
 pub struct SafegradMlp<const B: usize> {
     tape: Box<BenchTape>,
-    model: Mlp,
+    model: Model,
     sgd: Sgd<f32>,
-    config: StepConfig<f32>,
     data: Vec<(Tensor<f32, B, IN>, [usize; B])>,
 }
 
 impl<const B: usize> SafegradMlp<B> {
     pub fn new(weights: &Weights, batches: &[Batch<B>]) -> Result<Self, String> {
         let mut tape = Box::new(BenchTape::new());
-        let model = Mlp::build(&mut *tape, &mut Init::new(0)).map_err(|e| e.to_string())?;
+        let model = on_tape::build(&mut *tape, weights).map_err(|e| e.to_string())?;
         let data = batches.iter().map(|b| (Tensor::new(b.x), b.y)).collect();
-        let mut this = Self {
+        Ok(Self {
             tape,
             model,
             sgd: Sgd::new(LR),
-            config: StepConfig::default(),
             data,
-        };
-        this.set_weights(weights)?;
-        Ok(this)
+        })
     }
 
     pub fn set_weights(&mut self, w: &Weights) -> Result<(), String> {
-        let (l1, l2, l3) = self.model;
-        let t = &mut *self.tape;
-        t.set_parameter(l1.weight, &Tensor::new(w.w1))
-            .and_then(|()| t.set_parameter(l1.bias, &Tensor::new([w.b1])))
-            .and_then(|()| t.set_parameter(l2.weight, &Tensor::new(w.w2)))
-            .and_then(|()| t.set_parameter(l2.bias, &Tensor::new([w.b2])))
-            .and_then(|()| t.set_parameter(l3.weight, &Tensor::new(w.w3)))
-            .and_then(|()| t.set_parameter(l3.bias, &Tensor::new([w.b3])))
-            .map_err(|e| e.to_string())
+        on_tape::set_weights(&mut *self.tape, &self.model, w).map_err(|e| e.to_string())
     }
 
     /// All parameters, flat, in the order of [`Weights::flat`] (the recording order).
@@ -75,14 +55,7 @@ impl<const B: usize> SafegradMlp<B> {
     /// One step on batch `k`; the loss before the update.
     pub fn step(&mut self, k: usize) -> Result<f32, String> {
         let (x, y) = &self.data[k];
-        let tape = &mut *self.tape;
-        tape.clear_activations();
-        let input = tape.input(x).map_err(|e| e.to_string())?;
-        let logits = self.model.forward(tape, input).map_err(|e| e.to_string())?;
-        let loss = tape
-            .softmax_cross_entropy(logits, y)
-            .map_err(|e| e.to_string())?;
-        let report = step(tape, loss, &mut self.sgd, &self.config).map_err(|e| e.to_string())?;
-        Ok(report.loss)
+        on_tape::train_step(&mut *self.tape, &self.model, &mut self.sgd, x, y)
+            .map_err(|e| e.to_string())
     }
 }
