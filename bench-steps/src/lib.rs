@@ -24,7 +24,7 @@
 #![cfg_attr(not(test), no_std)]
 #![warn(missing_docs)]
 
-use safegrad::rng::SplitMix64;
+use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 
 /// Inputs per sample.
 pub const IN: usize = 16;
@@ -102,7 +102,7 @@ impl Weights {
     /// assert!(w.w1.iter().flatten().all(|v| v.abs() <= (6.0f32 / 16.0).sqrt()));
     /// ```
     pub fn initial() -> Self {
-        let mut rng = SplitMix64::new(WEIGHT_SEED);
+        let mut rng = SplitMix64::seed_from_u64(WEIGHT_SEED);
         let kaiming = |fan_in: usize| libm::sqrt(6.0 / fan_in as f64);
         let w1 = uniform_matrix(&mut rng, kaiming(IN));
         let b1 = uniform_row(&mut rng, 0.1);
@@ -158,7 +158,7 @@ pub struct Batch<const B: usize> {
 /// assert!(data.iter().flat_map(|b| b.y).all(|c| c < OUT));
 /// ```
 pub fn batches<const B: usize>() -> [Batch<B>; BATCHES] {
-    let mut rng = SplitMix64::new(DATA_SEED ^ B as u64);
+    let mut rng = SplitMix64::seed_from_u64(DATA_SEED ^ B as u64);
     let mut out = [Batch {
         x: [[0.0; IN]; B],
         y: [0; B],
@@ -329,7 +329,7 @@ pub mod baseline {
 /// use bench_steps::{batches, on_tape, Weights, LR};
 /// use safegrad::{optim::Sgd, Tape, Tensor};
 ///
-/// let mut tape = Box::new(Tape::<f32, 16, 2048>::new());
+/// let mut tape = Box::new(Tape::<f32, Cap<16, 2048>>::new());
 /// let model = on_tape::build(&mut tape, &Weights::initial()).unwrap();
 /// let mut sgd = Sgd::new(LR);
 /// let data = batches::<1>();
@@ -342,7 +342,7 @@ pub mod on_tape {
     use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
     use safegrad::optim::Sgd;
     use safegrad::train::{step, StepConfig, StepError};
-    use safegrad::{Tape, TapeError, Tensor, Var};
+    use safegrad::{Capacity, Tape, TapeError, Tensor, Var};
 
     /// The canonical MLP: each hidden layer and its ReLU as one node.
     pub type Model = (
@@ -352,8 +352,8 @@ pub mod on_tape {
     );
 
     /// Records the model on `tape` with the weights `w`.
-    pub fn build<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<f32, N, S, G>,
+    pub fn build<Mem: Capacity>(
+        tape: &mut Tape<f32, Mem>,
         w: &Weights,
     ) -> Result<Model, TapeError> {
         let model = Model::build(tape, &mut Init::new(0))?;
@@ -362,8 +362,8 @@ pub mod on_tape {
     }
 
     /// Sets the model's parameters to `w`.
-    pub fn set_weights<const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<f32, N, S, G>,
+    pub fn set_weights<Mem: Capacity>(
+        tape: &mut Tape<f32, Mem>,
         model: &Model,
         w: &Weights,
     ) -> Result<(), TapeError> {
@@ -378,8 +378,8 @@ pub mod on_tape {
 
     /// Records the forward pass and the loss of one step on inputs `x` with classes `y`,
     /// on a cleared tape.
-    pub fn record<const B: usize, const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<f32, N, S, G>,
+    pub fn record<const B: usize, Mem: Capacity>(
+        tape: &mut Tape<f32, Mem>,
         model: &Model,
         x: &Tensor<f32, B, IN>,
         y: &[usize; B],
@@ -392,8 +392,8 @@ pub mod on_tape {
 
     /// One training step on inputs `x` with classes `y`; returns the loss before the
     /// update.
-    pub fn train_step<const B: usize, const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<f32, N, S, G>,
+    pub fn train_step<const B: usize, Mem: Capacity>(
+        tape: &mut Tape<f32, Mem>,
         model: &Model,
         sgd: &mut Sgd<f32>,
         x: &Tensor<f32, B, IN>,
@@ -427,11 +427,11 @@ pub mod device {
     use super::{Batch, Weights, IN};
     use safegrad::optim::Sgd;
     use safegrad::train::StepError;
-    use safegrad::{Tape, TapeError, Tensor, Var};
+    use safegrad::{Cap, Tape, TapeError, Tensor, Var};
 
     /// A tape for the model at batch 1: 1,732 parameters and their gradients, and one
     /// step's activations.
-    pub type BenchTape = Tape<f32, 32, 2048, 2048>;
+    pub type BenchTape = Tape<f32, Cap<32, 2048, 2048>>;
 
     /// Records the model on `tape` with the initial [`Weights`].
     pub fn build(tape: &mut BenchTape) -> Result<Model, TapeError> {
@@ -470,11 +470,9 @@ mod tests {
     use super::baseline::Baseline;
     use super::*;
     use safegrad::optim::Sgd;
-    use safegrad::{Tape, Tensor};
+    use safegrad::{Cap, Capacity, Tape, Tensor};
 
-    fn agree<const B: usize, const N: usize, const S: usize, const G: usize>(
-        tape: &mut Tape<f32, N, S, G>,
-    ) {
+    fn agree<const B: usize, Mem: Capacity>(tape: &mut Tape<f32, Mem>) {
         let w = Weights::initial();
         let mut base = Baseline::<B>::new(&w);
         let model = on_tape::build(tape, &w).unwrap();
@@ -501,8 +499,8 @@ mod tests {
 
     #[test]
     fn the_baseline_and_safegrad_agree_step_after_step() {
-        agree::<1, 32, 2048, 2048>(&mut Box::new(device::BenchTape::new()));
-        agree::<32, 16, 4608, 6144>(&mut Box::new(Tape::new()));
+        agree::<1, _>(&mut Box::new(device::BenchTape::new()));
+        agree::<32, _>(&mut Box::new(Tape::<f32, Cap<16, 4608, 6144>>::new()));
     }
 
     #[test]

@@ -49,13 +49,8 @@ use crate::train::{
 /// trainable parameters (the last good epoch's, to roll back to, and those before fitting,
 /// for the validation gate) and the shuffling order of up to `SAMPLES` rows. Its size
 /// follows from the model's type: [`workspace!`](crate::workspace) names it.
-pub struct Workspace<
-    M,
-    T: Scalar,
-    Mem: Capacity,
-    const TRAINABLE: usize,
-    const SAMPLES: usize = 64,
-> {
+pub struct Workspace<M, T: Scalar, Mem: Capacity, const TRAINABLE: usize, const SAMPLES: usize = 64>
+{
     tape: Tape<T, Mem>,
     rollback: [T; TRAINABLE],
     start: [T; TRAINABLE],

@@ -1,42 +1,22 @@
 //! Kernel, gradient and format tests run on the emulated Cortex-M4F (`cargo xtask
 //! qemu-test`), against the same closed forms and published values as the host tests.
-//! On the host this file compiles to an empty program: `cargo test --workspace` builds it
-//! but these tests only run on the device.
-#![cfg_attr(target_os = "none", no_std, no_main)]
+#![no_std]
+#![no_main]
 
-#[cfg(not(target_os = "none"))]
-fn main() {}
-
-// The runtime (vector table, reset handler), the critical section and the logger.
-#[cfg(target_os = "none")]
-use safegrad::{Cap};
+// The runtime (vector table, reset handler), the critical section, and the board: the
+// logger, the panic and fault handlers, the interrupt vectors.
 use cortex_m as _;
-#[cfg(target_os = "none")]
 use cortex_m_rt as _;
-#[cfg(target_os = "none")]
-use defmt_semihosting as _;
-#[cfg(target_os = "none")]
-use firmware as _; // the interrupt vectors (firmware::board)
+use firmware as _;
 
-#[cfg(target_os = "none")]
-#[panic_handler]
-fn panic(info: &core::panic::PanicInfo) -> ! {
-    if let Some(l) = info.location() {
-        defmt::error!("panic at {=str}:{=u32}", l.file(), l.line());
-    }
-    defmt::error!("{}", defmt::Display2Format(&info.message()));
-    semihosting::process::exit(1)
-}
-
-#[cfg(target_os = "none")]
 #[defmt_test::tests]
 mod tests {
+    use motion::features::imu_features;
+    use motion::wire::cobs_encode;
     use safegrad::checkpoint;
     use safegrad::crc32::CRC32;
-    use safegrad::features::imu_features;
     use safegrad::ops;
-    use safegrad::wire::cobs_encode;
-    use safegrad::{Tape, Tensor};
+    use safegrad::{Cap, Tape, Tensor};
 
     #[init]
     fn init() {

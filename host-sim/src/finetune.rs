@@ -4,8 +4,8 @@
 use std::path::Path;
 
 use motion::features::{imu_features, rotate_imu, IMU_FEATURES};
-pub use motion::model::MotionModel;
 use motion::model::finetune_seed;
+pub use motion::model::MotionModel;
 use safegrad::nn::{sizes, Init, Plan};
 use safegrad::optim::{Adam, Optimizer, Sgd};
 use safegrad::session::{Schedule, Session};
@@ -268,8 +268,8 @@ pub fn run(
 
     // Pre-training: every layer trained, Adam.
     let mut work = new_workspace();
-    let mut session = Session::<MotionModel, _, _>::new(&mut *work, Init::new(config.seed))
-        .map_err(|x| e(&x))?;
+    let mut session =
+        Session::<MotionModel, _, _>::new(&mut *work, Init::new(config.seed)).map_err(|x| e(&x))?;
     let (mean, std) = feature_statistics(&train_rows);
     {
         let (tape, model) = session.parts();

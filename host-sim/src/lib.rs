@@ -7,6 +7,7 @@ pub mod audit_corpus;
 pub mod bugzoo;
 pub mod data;
 pub mod digits;
+pub mod example;
 pub mod faults;
 pub mod finetune;
 pub mod json;

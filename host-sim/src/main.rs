@@ -111,6 +111,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Write what the firmware's first program embeds (firmware/examples/quickstart.rs): a
+    /// digits classifier pre-trained here, and images from a new camera (half the contrast,
+    /// a brighter background) to fine-tune on and to evaluate.
+    ExampleAssets {
+        /// The folder to write into.
+        #[arg(long, value_name = "DIR", default_value = "firmware/examples/assets")]
+        out: PathBuf,
+        /// Print the host's run of the program's fine-tuning as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
     /// Write the rotated recordings as the device's UART stream: `safegrad::wire` frames,
     /// each after a 0x00, training recordings, then held-out ones, then the end.
     DeviceStream {
@@ -402,6 +416,43 @@ fn run_device_assets(out: &Path, data_dir: &Path) -> Result<(), String> {
     let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
     write_file(&out.join("expected.json"), text.as_bytes())?;
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn run_example_assets(out: &Path, json: bool, data_dir: &Path) -> Result<(), String> {
+    let assets = host_sim::example::make(data_dir)?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    write_file(&out.join("digits.sgck"), &assets.pretrained)?;
+    let encode = |rows: &[host_sim::example::Row]| -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; safegrad::dataset::encoded_len::<f32, 64>(rows.len())];
+        let classes = host_sim::data::DIGIT_CLASSES as u16;
+        let n = safegrad::dataset::encode(rows, classes, &mut buf).map_err(|e| e.to_string())?;
+        buf.truncate(n);
+        Ok(buf)
+    };
+    write_file(&out.join("digits-train.sgds"), &encode(&assets.finetune)?)?;
+    write_file(&out.join("digits-eval.sgds"), &encode(&assets.eval)?)?;
+    let summary = json!({
+        "pretrain_accuracy": assets.pretrain_accuracy,
+        "shifted_accuracy_before": assets.shifted_before,
+        "shifted_accuracy_after": assets.shifted_after,
+        "finetune_samples": assets.finetune.len(),
+        "eval_samples": assets.eval.len(),
+        "steps": assets.steps,
+    });
+    if json {
+        println!("{summary}");
+    } else {
+        println!(
+            "wrote {}: pre-trained {}, new camera {} before fine-tuning, {} after ({} steps on {} images, on the host)",
+            out.display(),
+            percent(assets.pretrain_accuracy),
+            percent(assets.shifted_before),
+            percent(assets.shifted_after),
+            assets.steps,
+            assets.finetune.len()
+        );
+    }
     Ok(())
 }
 
@@ -729,6 +780,14 @@ fn main() -> ExitCode {
         Command::DeviceAssets { out, data_dir } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_device_assets(&out, &dir)
+        }
+        Command::ExampleAssets {
+            out,
+            json,
+            data_dir,
+        } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            run_example_assets(&out, json, &dir)
         }
         Command::DeviceStream {
             out,

@@ -57,7 +57,9 @@ pub struct JobReport {
 
 /// Fine-tunes the session's model (as loaded) on `train` with the host simulator's
 /// schedule, and evaluates it on `eval` before and after. `now` reads a clock in ticks. The
-/// fine-tuned model stays in the session ([`Session::save`] writes it to flash).
+/// fine-tuned model stays in the session ([`Session::save`] writes it to flash). (Not
+/// inlined on the device: fine-tuning's locals are on the stack only while it runs.)
+#[cfg_attr(target_os = "none", inline(never))]
 pub fn run<Mem, D, E>(
     session: &mut MotionSession<'_, Mem>,
     train: &D,
@@ -314,7 +316,8 @@ mod tests {
         let leaked: &'static [u32] = Vec::leak(words);
         let bytes: &'static [u8] = &bytemuck::cast_slice(leaked)[..bad.len()];
         let mut work = Box::new(FinetuneWorkspace::new());
-        let refused = Session::<MotionModel, f32, _>::from_checkpoint(&mut *work, bytes, FINETUNE_PLAN);
+        let refused =
+            Session::<MotionModel, f32, _>::from_checkpoint(&mut *work, bytes, FINETUNE_PLAN);
         assert!(matches!(
             refused.err(),
             Some(Error::Checkpoint(CheckpointError::Crc { .. }))
@@ -385,10 +388,7 @@ mod tests {
             train.push((bad, *label));
         }
         let (r, out) = run_on(&train[..]);
-        assert_eq!(
-            out[out.len() - 4..],
-            r.checkpoint_crc32.to_le_bytes()
-        );
+        assert_eq!(out[out.len() - 4..], r.checkpoint_crc32.to_le_bytes());
         assert!(r.rejected > 0, "{r:?}");
         assert!(r.rollbacks > 0 && r.last_divergence.is_some(), "{r:?}");
         assert!(matches!(

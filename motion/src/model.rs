@@ -37,11 +37,8 @@ pub const CHECKPOINT_BYTES: usize = FINETUNE_SIZES.checkpoint_bytes(4);
 pub const MAX_SAMPLES: usize = 64;
 
 /// The tape of a fine-tuning step, sized from the model's type.
-pub type FinetuneCapacity = Cap<
-    { FINETUNE_SIZES.nodes },
-    { FINETUNE_SIZES.values },
-    { FINETUNE_SIZES.gradients },
->;
+pub type FinetuneCapacity =
+    Cap<{ FINETUNE_SIZES.nodes }, { FINETUNE_SIZES.values }, { FINETUNE_SIZES.gradients }>;
 
 /// The memory of a fine-tuning session on the device, sized from the model's type.
 pub type FinetuneWorkspace =

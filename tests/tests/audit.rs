@@ -16,10 +16,10 @@
 use std::collections::{BTreeMap, HashSet};
 
 use host_sim::audit_corpus::{corpus, CorpusCase, CorpusTape};
-use safegrad::ops::{ArithmeticOp, ElementwiseOp, GuardedOp};
 use safegrad::audit::{
     audit, domains, first_non_finite, Audit, AuditError, FindingKind, Provenance, Severity,
 };
+use safegrad::ops::{ArithmeticOp, ElementwiseOp, GuardedOp};
 use safegrad::{Cap, Domain, NodeId, Op, Tape, TapeError, Tensor};
 
 /// The tape of the rule tests.

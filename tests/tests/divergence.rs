@@ -1,11 +1,11 @@
 //! The divergence guard: refused samples, a loss that runs away, the rollback.
 
-use safegrad::{Cap, checkpoint};
 use safegrad::nn::{Build, Init, Linear, Relu};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::train::{epoch, Divergence, DivergenceGuard, Shuffle, StepConfig};
 use safegrad::Tape;
+use safegrad::{checkpoint, Cap};
 
 type Model = (Linear<2, 8>, Relu, Linear<8, 2>);
 type SmallTape = Tape<f32, Cap<32, 512>>;

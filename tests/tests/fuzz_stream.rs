@@ -61,29 +61,27 @@ use std::sync::LazyLock;
 use std::time::Instant;
 
 use motion::assets::PRETRAINED;
+use motion::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
 use motion::job::MotionSession;
-use motion::model::{
-    FinetuneWorkspace, CLASSES, CLIP_NORM, FINETUNE_PLAN, LEARNING_RATE,
-};
-use safegrad::session::Session;
+use motion::model::{FinetuneWorkspace, CLASSES, CLIP_NORM, FINETUNE_PLAN, LEARNING_RATE};
 use motion::samples::{
     Purpose, Rejected, Sample, SampleSource, Stream, StreamError, FRAME_CAPACITY, VALUE_BOUND,
     WINDOW_LEN, WINDOW_VALUES,
+};
+use motion::wire::{
+    cobs_encode, encode_frame, encode_packet, parse_packet, FrameDecoder, Kind, WireError, CRC_LEN,
+    HEADER_LEN,
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 use safegrad::checkpoint;
-use motion::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
 use safegrad::nn::Module;
 use safegrad::optim::Sgd;
 use safegrad::rng::{Draw, Rng, SeedableRng, SplitMix64};
+use safegrad::session::Session;
 use safegrad::train::{step, StepConfig, StepError, StepReport};
-use motion::wire::{
-    cobs_encode, encode_frame, encode_packet, parse_packet, FrameDecoder, Kind, WireError, CRC_LEN,
-    HEADER_LEN,
-};
 use safegrad::Tensor;
 
 // ---------------------------------------------------------------------------------------------
@@ -569,7 +567,13 @@ impl Trainer {
         features: &[f32; IMU_FEATURES],
         label: usize,
     ) -> Result<Result<StepReport<f32>, StepError>, String> {
-        let before: Vec<u32> = self.session.tape().parameters().iter().map(|p| p.to_bits()).collect();
+        let before: Vec<u32> = self
+            .session
+            .tape()
+            .parameters()
+            .iter()
+            .map(|p| p.to_bits())
+            .collect();
         let outcome = self.record_and_step(features, label);
         let after = self.session.tape_ref().parameters();
         if let Some(i) = after.iter().position(|p| !p.is_finite()) {

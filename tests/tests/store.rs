@@ -1,10 +1,10 @@
 //! The A/B checkpoint store under power loss and bit flips, on the simulated NOR flash.
 
-use safegrad::{Cap};
 use embedded_storage::nor_flash::NorFlash;
 use host_sim::faults::{self, slots};
 use nor_sim::{FlashError, SimFlash, ERASE};
 use safegrad::store::{SlotState, StoreError};
+use safegrad::Cap;
 
 fn payload(len: usize, seed: u8) -> Vec<u8> {
     (0..len)

@@ -208,3 +208,22 @@ pub fn soak() -> Result<(), String> {
         ))
     }
 }
+
+/// Runs `elf` on QEMU with `args` as its semihosting arguments, prints its decoded log (and
+/// what QEMU printed, if it failed), and exits with the program's exit code: the runner of
+/// `cargo run` and `cargo test` in `firmware/`.
+pub fn qemu_run(elf: &std::path::Path, args: &[String]) -> Result<(), String> {
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let run = run_qemu(
+        elf,
+        &QemuOptions {
+            args: &args,
+            ..QemuOptions::default()
+        },
+    )?;
+    print!("{}", run.log);
+    if run.code != 0 {
+        eprint!("{}", run.stderr);
+    }
+    std::process::exit(run.code)
+}

@@ -1,10 +1,12 @@
-//! Building the firmware for the device: its binaries and on-target tests, with `libm` or
-//! fast-math, and the sizes of a built ELF.
+//! Building the firmware for the device: its programs, its example and its on-target tests,
+//! with `libm` or fast-math, and the sizes of a built ELF. The firmware is a workspace of
+//! its own (`firmware/`, built for the device by its `.cargo/config.toml`); its builds go to
+//! `firmware/target`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::{cargo, cargo_output, cargo_tool, run_status, workspace_root};
+use crate::process::{cargo_in, cargo_output_in, cargo_tool, run_status, workspace_root};
 
 /// The firmware's target.
 pub const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
@@ -44,7 +46,30 @@ fn prepare_build() -> Result<(), String> {
     Ok(())
 }
 
-/// Builds the firmware binary `bin` (release) for the device and returns the ELF's path.
+/// The firmware's folder.
+pub fn firmware_dir() -> PathBuf {
+    workspace_root().join("firmware")
+}
+
+/// Where the firmware's release builds land.
+fn release_dir() -> PathBuf {
+    firmware_dir()
+        .join("target")
+        .join(FIRMWARE_TARGET)
+        .join("release")
+}
+
+/// `cargo <command> --release --target-dir firmware/target <rest>`, run in `firmware/`.
+fn firmware_cargo(command: &str, rest: &[&str]) -> Result<(), String> {
+    let target_dir = firmware_dir().join("target");
+    let target_dir = target_dir.to_string_lossy();
+    let mut args = vec![command, "--release", "--target-dir", &target_dir];
+    args.extend(rest);
+    cargo_in(&firmware_dir(), &args)
+}
+
+/// Builds the firmware program `bin` (`firmware/src/bin/<bin>.rs`, release) for the device
+/// and returns the ELF's path.
 pub fn build_firmware_bin(bin: &str) -> Result<PathBuf, String> {
     build_firmware_with(bin, Math::Exact)
 }
@@ -52,46 +77,43 @@ pub fn build_firmware_bin(bin: &str) -> Result<PathBuf, String> {
 /// [`build_firmware_bin`] with the given math.
 pub fn build_firmware_with(bin: &str, math: Math) -> Result<PathBuf, String> {
     prepare_build()?;
-    let mut args = vec![
-        "build",
-        "-p",
-        "firmware",
-        "--release",
-        "--target",
-        FIRMWARE_TARGET,
-        "--bin",
-        bin,
-    ];
+    let mut args = vec!["--bin", bin];
     args.extend(math.cargo_args());
-    cargo(&args)?;
-    Ok(workspace_root()
-        .join("target")
-        .join(FIRMWARE_TARGET)
-        .join("release")
-        .join(bin))
+    firmware_cargo("build", &args)?;
+    Ok(release_dir().join(bin))
+}
+
+/// Builds the firmware example `name` (`firmware/examples/<name>.rs`, release) and returns
+/// the ELF's path.
+pub fn build_example(name: &str) -> Result<PathBuf, String> {
+    prepare_build()?;
+    firmware_cargo("build", &["--example", name])?;
+    Ok(release_dir().join("examples").join(name))
 }
 
 /// Builds the fine-tuning firmware and returns the ELF's path.
 pub fn build_firmware() -> Result<PathBuf, String> {
-    build_firmware_bin("firmware")
+    build_firmware_bin("finetune")
 }
 
 /// Builds the on-target tests (`firmware/tests/ontarget.rs`, release) and returns the path
 /// of their ELF, as cargo reports it.
 pub fn build_ontarget_tests() -> Result<PathBuf, String> {
     prepare_build()?;
-    let json = cargo_output(&[
-        "test",
-        "-p",
-        "firmware",
-        "--release",
-        "--target",
-        FIRMWARE_TARGET,
-        "--test",
-        "ontarget",
-        "--no-run",
-        "--message-format=json",
-    ])?;
+    let target_dir = firmware_dir().join("target");
+    let json = cargo_output_in(
+        &firmware_dir(),
+        &[
+            "test",
+            "--release",
+            "--target-dir",
+            &target_dir.to_string_lossy(),
+            "--test",
+            "ontarget",
+            "--no-run",
+            "--message-format=json",
+        ],
+    )?;
     let elf = json
         .lines()
         .filter(|l| l.contains("\"name\":\"ontarget\""))

@@ -5,6 +5,7 @@
 
 mod device;
 mod device_bench;
+mod example;
 mod firmware;
 mod host;
 mod parity;
@@ -96,6 +97,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The first program (firmware/examples/quickstart.rs) on the emulated Cortex-M4F.
+    ///
+    /// Checks its assets, runs it under QEMU and reports its held-out accuracy before and
+    /// after fine-tuning; the JSON object's keys are ok, source, accuracy_before,
+    /// accuracy_after and steps.
+    Example {
+        /// Print one JSON object as the last line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a Cortex-M4F ELF on QEMU mps2-an386 and decode its defmt log: the runner of
+    /// `cargo run` and `cargo test` in firmware/.
+    ///
+    /// Exits with the program's exit code.
+    QemuRun {
+        /// The ELF.
+        elf: std::path::PathBuf,
+        /// The program's semihosting arguments.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// The exhaustive check over every finite f32 denominator.
     #[command(arg = ignored_json_flag())]
     Exhaustive,
@@ -127,6 +149,8 @@ fn run(command: Command) -> Result<(), String> {
         Command::Bench { json } => host::bench(json),
         Command::Faults { json } => host::faults(json),
         Command::Parity => parity::host_device_parity(),
+        Command::Example { json } => example::example(json),
+        Command::QemuRun { elf, args } => device::qemu_run(&elf, &args),
         Command::Exhaustive => host::exhaustive(),
         Command::Cross => host::cross(),
     }

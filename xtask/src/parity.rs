@@ -64,7 +64,7 @@ fn parity(math: Math) -> Result<(), String> {
         .ok_or("host-sim finetune --json printed no finetuned_checkpoint_crc32")?
         .to_string();
     let stream = device_stream()?;
-    let elf = build_firmware_with("firmware", math)?;
+    let elf = build_firmware_with("finetune", math)?;
     let run = run_qemu(
         &elf,
         &QemuOptions {

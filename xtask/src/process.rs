@@ -21,10 +21,15 @@ fn cargo_bin() -> String {
 /// Runs `program` with `args` in the workspace root, its output going to the terminal; an
 /// error if it cannot start or exits with a failure.
 pub fn run_status(program: &str, args: &[&str]) -> Result<(), String> {
+    run_status_in(&workspace_root(), program, args)
+}
+
+/// [`run_status`] in the folder `dir`.
+pub fn run_status_in(dir: &Path, program: &str, args: &[&str]) -> Result<(), String> {
     eprintln!("xtask: {program} {}", args.join(" "));
     let status = Command::new(program)
         .args(args)
-        .current_dir(workspace_root())
+        .current_dir(dir)
         .status()
         .map_err(|e| format!("could not start {program}: {e}"))?;
     if status.success() {
@@ -39,13 +44,23 @@ pub fn cargo(args: &[&str]) -> Result<(), String> {
     run_status(&cargo_bin(), args)
 }
 
+/// Runs `cargo` with `args` in the folder `dir` (see [`run_status`]).
+pub fn cargo_in(dir: &Path, args: &[&str]) -> Result<(), String> {
+    run_status_in(dir, &cargo_bin(), args)
+}
+
 /// Runs `cargo` with `args` in the workspace root and returns what it printed on stdout;
 /// its stderr goes to the terminal.
 pub fn cargo_output(args: &[&str]) -> Result<String, String> {
+    cargo_output_in(&workspace_root(), args)
+}
+
+/// [`cargo_output`] in the folder `dir`.
+pub fn cargo_output_in(dir: &Path, args: &[&str]) -> Result<String, String> {
     eprintln!("xtask: cargo {}", args.join(" "));
     let out = Command::new(cargo_bin())
         .args(args)
-        .current_dir(workspace_root())
+        .current_dir(dir)
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| format!("could not start cargo: {e}"))?;

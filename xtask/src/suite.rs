@@ -1,11 +1,12 @@
 //! `cargo xtask test`: every test of the project, in order, stopping at the first failure.
 
 use crate::process::cargo;
-use crate::{device, host, parity};
+use crate::{device, example, host, parity};
 
 /// The workspace's tests, the core's `fast-math` unit tests, the cross builds, the
 /// exhaustive and fuzz tests, the flash fault injection, then the device: on-target tests,
-/// stack overflow, device soak, host soak, the two boots and host/device parity.
+/// stack overflow, device soak, host soak, the two boots, the first program and host/device
+/// parity.
 pub fn every_test() -> Result<(), String> {
     cargo(&["test", "--workspace"])?;
     cargo(&["test", "-p", "safegrad", "--features", "fast-math", "--lib"])?;
@@ -18,5 +19,6 @@ pub fn every_test() -> Result<(), String> {
     device::soak()?;
     host::soak()?;
     device::boot_twice()?;
+    example::example(true)?;
     parity::host_device_parity()
 }

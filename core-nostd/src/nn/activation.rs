@@ -51,18 +51,27 @@ impl<T: Scalar, const B: usize, const C: usize> Module<T, Var<B, C>> for Sigmoid
 }
 
 impl<T: Scalar> Build<T> for Relu {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(_: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Relu)
     }
 }
 
 impl<T: Scalar> Build<T> for Tanh {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(_: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Tanh)
     }
 }
 
 impl<T: Scalar> Build<T> for Sigmoid {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(_: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Sigmoid)
     }

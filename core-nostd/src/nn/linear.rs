@@ -84,7 +84,7 @@ impl<const IN: usize, const OUT: usize> Linear<IN, OUT> {
         bias: &Tensor<T, 1, OUT>,
         train: Train,
     ) -> Result<Self, TapeError> {
-        let (weight, bias) = held_parameters(tape, train, Some(weight), Some(bias))?;
+        let (weight, bias) = held_parameters(tape, train, weight, Some(bias))?;
         Ok(Self { weight, bias })
     }
 
@@ -123,6 +123,7 @@ impl<const IN: usize, const OUT: usize> Footprint for Linear<IN, OUT> {
 
 /// Records the parameters of a fully connected layer: weights drawn from `init`'s scheme,
 /// biases 0, trained as `init`'s plan says.
+#[inline(always)]
 fn build_parameters<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>(
     tape: &mut Tape<T, Mem>,
     init: &mut Init<'_>,
@@ -140,11 +141,14 @@ fn build_parameters<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>
             tape.frozen_parameter_in_place()?,
         ));
     }
-    // Not inlined, so that the initial tensors are on the stack only while they are
-    // recorded (never for a layer read in place); a zero initialisation is its own function,
-    // so that a build that only uses it carries no generator code.
+    // Zeros (a checkpoint fills the parameters next) are written straight into the tape,
+    // without tensors on the stack or generator code; drawn weights are made in a function
+    // of their own, not inlined, so that their tensors are on the stack only while recorded.
     if zeros {
-        held_parameters(tape, train, None, None)
+        Ok((
+            tape.zero_parameter(train == Train::All)?,
+            tape.zero_parameter(train != Train::Frozen)?,
+        ))
     } else {
         held_drawn(tape, init, train)
     }
@@ -164,7 +168,7 @@ fn held_drawn<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>(
             *w = T::from_f64(v);
         }
     });
-    held_parameters(tape, train, Some(&w), None)
+    held_parameters(tape, train, &w, None)
 }
 
 /// Records a layer's parameters held in the tape: the weights `w` and the bias `b` (zeros
@@ -173,17 +177,9 @@ fn held_drawn<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>(
 fn held_parameters<T: Scalar, const IN: usize, const OUT: usize, Mem: Capacity>(
     tape: &mut Tape<T, Mem>,
     train: Train,
-    w: Option<&Tensor<T, IN, OUT>>,
+    w: &Tensor<T, IN, OUT>,
     b: Option<&Tensor<T, 1, OUT>>,
 ) -> Result<(Var<IN, OUT>, Var<1, OUT>), TapeError> {
-    let zeros;
-    let w = match w {
-        Some(w) => w,
-        None => {
-            zeros = Tensor::<T, IN, OUT>::zeros();
-            &zeros
-        }
-    };
     let zero_bias;
     let bias = match b {
         Some(b) => b,
@@ -214,6 +210,9 @@ fn draw_weights(
 }
 
 impl<T: Scalar, const IN: usize, const OUT: usize> Build<T> for Linear<IN, OUT> {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
@@ -273,7 +272,7 @@ impl<const IN: usize, const OUT: usize> LinearRelu<IN, OUT> {
         bias: &Tensor<T, 1, OUT>,
         train: Train,
     ) -> Result<Self, TapeError> {
-        let (weight, bias) = held_parameters(tape, train, Some(weight), Some(bias))?;
+        let (weight, bias) = held_parameters(tape, train, weight, Some(bias))?;
         Ok(Self { weight, bias })
     }
 
@@ -294,6 +293,9 @@ impl<const IN: usize, const OUT: usize> Footprint for LinearRelu<IN, OUT> {
 }
 
 impl<T: Scalar, const IN: usize, const OUT: usize> Build<T> for LinearRelu<IN, OUT> {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,

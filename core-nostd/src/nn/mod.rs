@@ -128,6 +128,7 @@ impl<'a> Init<'a> {
 
     /// Called by a model's [`Build`] before its layers': the model has `layers` layers
     /// with parameters (the outermost call counts; nested models leave it).
+    #[inline(always)]
     pub fn begin(&mut self, layers: usize) {
         if self.layers.is_none() {
             self.layers = Some(layers);
@@ -135,6 +136,7 @@ impl<'a> Init<'a> {
     }
 
     /// The plan's entry for the next layer with parameters.
+    #[inline(always)]
     pub fn next_train(&mut self) -> Train {
         let t = self.plan.train(self.next, self.layers.unwrap_or(1));
         self.next += 1;

@@ -59,6 +59,9 @@ impl<const C: usize> Footprint for LayerNorm<C> {
 }
 
 impl<T: Scalar, const C: usize> Build<T> for LayerNorm<C> {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
@@ -141,6 +144,9 @@ impl<const C: usize> Footprint for Standardize<C> {
 }
 
 impl<T: Scalar, const C: usize> Build<T> for Standardize<C> {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(tape: &mut Tape<T, Mem>, _: &mut Init<'_>) -> Result<Self, TapeError> {
         Ok(Self {
             shift: tape.frozen_parameter(&Tensor::zeros())?,

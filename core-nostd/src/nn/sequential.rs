@@ -26,6 +26,9 @@ where
 }
 
 impl<T: Scalar, A: Build<T>, B: Build<T>> Build<T> for (A, B) {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
@@ -55,6 +58,9 @@ where
 }
 
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>> Build<T> for (A, B, C) {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
@@ -90,6 +96,9 @@ where
 }
 
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>> Build<T> for (A, B, C, D) {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
@@ -130,6 +139,9 @@ where
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>, E: Build<T>> Build<T>
     for (A, B, C, D, E)
 {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,
@@ -173,6 +185,9 @@ where
 impl<T: Scalar, A: Build<T>, B: Build<T>, C: Build<T>, D: Build<T>, E: Build<T>, F: Build<T>>
     Build<T> for (A, B, C, D, E, F)
 {
+    // Inlined, so that a build whose initialisation is known (zeros, for a checkpoint to fill)
+    // carries no code for the others.
+    #[inline(always)]
     fn build<Mem: Capacity>(
         tape: &mut Tape<T, Mem>,
         init: &mut Init<'_>,

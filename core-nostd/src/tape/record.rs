@@ -154,7 +154,7 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         value: &Tensor<T, R, C>,
         declared: Domain,
     ) -> Result<Var<R, C>> {
-        self.leaf_shaped(kind, value.as_slice(), R, C, declared)
+        self.leaf_shaped(kind, Some(value.as_slice()), R, C, declared)
             .map(|node| self.var(node))
     }
 
@@ -163,7 +163,7 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
     pub(crate) fn leaf_shaped(
         &mut self,
         kind: Leaf,
-        value: &[T],
+        value: Option<&[T]>,
         rows: usize,
         cols: usize,
         declared: Domain,
@@ -182,7 +182,10 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         }
         self.reserve(len)?;
         let (_, out) = self.split_for_output(len)?;
-        out.copy_from_slice(value);
+        match value {
+            Some(value) => out.copy_from_slice(value),
+            None => out.fill(T::ZERO),
+        }
         let op = match kind {
             Leaf::TrainableParameter | Leaf::FrozenParameter => Op::Parameter,
             Leaf::Variable | Leaf::Data => Op::Input,
@@ -190,7 +193,7 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         };
         let declared = match kind {
             Leaf::TrainableParameter | Leaf::FrozenParameter => Domain::FINITE,
-            Leaf::Constant => Domain::of_values(value),
+            Leaf::Constant => Domain::of_values(value.unwrap_or(&[T::ZERO])),
             Leaf::Variable | Leaf::Data => declared,
         };
         let v = self.commit_shaped(op, rows, cols, with_grad, declared)?;
@@ -201,6 +204,22 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
             self.parameter_len += len;
         }
         Ok(v)
+    }
+
+    /// Records an `R x C` parameter of zeros (trainable or frozen), its values written in the
+    /// tape without a tensor on the stack: for a model whose parameters a checkpoint fills
+    /// next. One copy of the code for every shape.
+    pub(crate) fn zero_parameter<const R: usize, const C: usize>(
+        &mut self,
+        trainable: bool,
+    ) -> Result<Var<R, C>> {
+        let kind = if trainable {
+            Leaf::TrainableParameter
+        } else {
+            Leaf::FrozenParameter
+        };
+        self.leaf_shaped(kind, None, R, C, Domain::UNKNOWN)
+            .map(|node| self.var(node))
     }
 
     /// Records a `rows x cols` frozen parameter whose values are read in place, at its

@@ -1,7 +1,17 @@
-//! What every program on the board needs besides its job: IEEE floating-point modes, a tick
-//! counter, the exit through semihosting, and the interrupt vectors of `mps2-an386`.
+//! QEMU's `mps2-an386` (Cortex-M4F), what every program on it needs besides its job: IEEE
+//! floating-point modes, a tick counter, the exit through semihosting, the fault and panic
+//! handling, the interrupt vectors, and the board's UART ([`uart`]), data flash
+//! ([`storage`]), arguments ([`args`]) and stack check ([`stack`]).
+
+pub mod args;
+pub mod stack;
+pub mod storage;
+pub mod uart;
 
 use core::sync::atomic::{AtomicU32, Ordering};
+
+// The defmt logger of every program: over semihosting.
+use defmt_semihosting as _;
 
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m::peripheral::SYST;
@@ -19,9 +29,18 @@ pub fn exit(code: i32) -> ! {
     semihosting::process::exit(code)
 }
 
-/// What the programs' panic handlers do: log where, exit with code 2. (The message is left
+/// Sets up what every program relies on: IEEE floating-point modes and the tick counter.
+pub fn init() {
+    set_ieee_fpscr();
+    if let Some(mut p) = cortex_m::Peripherals::take() {
+        start_ticks(&mut p.SYST);
+    }
+}
+
+/// The panic handler of every program: log where, exit with code 2. (The message is left
 /// out: formatting it would bring `core::fmt` into the firmware.)
-pub fn panic_exit(info: &core::panic::PanicInfo) -> ! {
+#[panic_handler]
+fn panic_exit(info: &core::panic::PanicInfo) -> ! {
     if let Some(location) = info.location() {
         defmt::error!("panic at {=str}:{=u32}", location.file(), location.line());
     } else {

@@ -1,0 +1,215 @@
+//! The fine-tuning job on the device: loads the pre-trained motion model embedded at build
+//! time, fine-tunes its last layer on the shifted samples with the host simulator's
+//! schedule (`motion::job`), logs with `defmt` over semihosting, keeps the fine-tuned model
+//! in the data flash, and exits with its verdict.
+//!
+//! Semihosting arguments choose what it does: `stream` reads the samples from UART0 (raw
+//! IMU windows in `motion::wire` frames) instead of the sets built into flash; `flash=PATH`
+//! backs the data flash with the host file `PATH`, so that a later boot resumes from the
+//! checkpoint an earlier one saved.
+#![no_std]
+#![no_main]
+
+use cortex_m_rt::entry;
+use motion::assets;
+use motion::features::IMU_FEATURES;
+use motion::job::{self, JobReport, MotionSession, SampleLog};
+use motion::model::{FinetuneWorkspace, FINETUNE_PLAN};
+use motion::samples::Stream;
+use safegrad::dataset::Dataset;
+use safegrad::session::Session;
+use safegrad::store::Slots;
+use safegrad::Error;
+use static_cell::ConstStaticCell;
+
+use firmware::board::storage::{self, Flash};
+use firmware::board::uart::{CmsdkUart, UART0_BASE};
+use firmware::board::{self, args, exit, per, stack, ticks};
+
+/// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
+/// flash; the streamed samples' two sets of two sectors each after them.
+const SLOTS: Slots = Slots::new(0, 8192);
+const SAMPLE_LOG: SampleLog = SampleLog {
+    train: 16384,
+    eval: 24576,
+    capacity: 8192,
+};
+
+type Set<'a> = Dataset<'a, f32, IMU_FEATURES>;
+
+/// The session's memory, sized from the model's type, in a static initialised at compile
+/// time (zero bytes: `.bss`).
+static WORKSPACE: ConstStaticCell<FinetuneWorkspace> =
+    ConstStaticCell::new(FinetuneWorkspace::new());
+
+/// Reads the samples streamed over UART0 into the flash's sample log; returns the lengths
+/// of the two recorded sets. Not inlined: the frame buffers it needs are on the stack only
+/// while it runs, and only when samples are streamed.
+#[inline(never)]
+fn record_stream(flash: &mut Flash) -> Result<(usize, usize), ()> {
+    // SAFETY: UART0 is used by nothing else in this program.
+    let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+    let mut source = Stream::new(uart);
+    let recorded = job::record(&mut source, flash, SAMPLE_LOG);
+    let r = source.rejected();
+    defmt::info!(
+        "stream: {=u32} samples accepted, {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
+        source.accepted(),
+        r.frames,
+        r.crc,
+        r.values,
+        r.gaps
+    );
+    if let Some(e) = r.last {
+        defmt::warn!("stream: last refusal: {}", e);
+    }
+    recorded.map_err(|e| defmt::error!("stream: {}", e))
+}
+
+/// The samples to fine-tune on and to evaluate, read in place: the sets built into flash,
+/// or those `record_stream` logged.
+#[inline(never)]
+fn samples(image: &[u8], recorded: Option<(usize, usize)>) -> Result<(Set<'_>, Set<'_>), Error> {
+    let (train, eval) = match recorded {
+        None => (assets::FINETUNE_SET, assets::EVAL_SET),
+        Some((t, e)) => {
+            let at = |base: u32, len: usize| {
+                image.get(base as usize..base as usize + len).unwrap_or(&[])
+            };
+            (at(SAMPLE_LOG.train, t), at(SAMPLE_LOG.eval, e))
+        }
+    };
+    Ok((Dataset::parse(train)?, Dataset::parse(eval)?))
+}
+
+/// The session on the embedded pre-trained model. Not inlined: building records the
+/// trainable layer from tensors on the stack, only while it runs.
+#[inline(never)]
+fn start() -> Result<MotionSession<'static>, Error> {
+    Session::from_checkpoint(WORKSPACE.take(), assets::PRETRAINED, FINETUNE_PLAN)
+}
+
+#[inline(never)]
+fn run() -> Result<(), Error> {
+    let stream = args::has("stream");
+    let Some(mut flash) = storage::take() else {
+        exit(1)
+    };
+    let mut session = start()?;
+    // A checkpoint saved by an earlier boot, if any (before the sample log is written).
+    let resume = SLOTS.locate(&mut flash).ok().flatten();
+    let recorded = if stream {
+        Some(record_stream(&mut flash).unwrap_or_else(|()| exit(1)))
+    } else {
+        None
+    };
+    let (train, eval) = samples(flash.image(), recorded)?;
+    defmt::info!(
+        "samples: {=usize} to fine-tune on, {=usize} to evaluate ({=str}, read in place)",
+        train.len(),
+        eval.len(),
+        if stream {
+            "UART stream, logged to flash"
+        } else {
+            "built into flash"
+        }
+    );
+
+    // Resume from the checkpoint in flash, read in place.
+    if let Some(slot) = resume {
+        let at = slot.offset as usize;
+        let stored = flash.image().get(at..at + slot.len).unwrap_or(&[]);
+        if session.load(stored).is_ok() {
+            let correct = session.correct(&eval)?;
+            defmt::info!(
+                "resumed from the checkpoint in flash (save {=u32}): held-out accuracy {=usize}/{=usize}",
+                slot.seq,
+                correct,
+                eval.len()
+            );
+            return Ok(());
+        }
+    }
+    defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
+
+    let r = job::run(&mut session, &train, &eval, &mut ticks)?;
+    report(&r);
+    match session.save(&mut flash, &SLOTS) {
+        Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
+        Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
+    }
+    Ok(())
+}
+
+/// Logs what the job measured.
+#[inline(never)]
+fn report(r: &JobReport) {
+    defmt::info!(
+        "held-out accuracy before fine-tuning: {=usize}/{=usize}",
+        r.correct_before,
+        r.eval_samples
+    );
+    defmt::info!(
+        "held-out accuracy after fine-tuning: {=usize}/{=usize}",
+        r.correct_after,
+        r.eval_samples
+    );
+    defmt::info!(
+        "steps {=usize} on {=usize} samples, {=usize} trainable, final loss {=f32}",
+        r.steps,
+        r.finetune_samples,
+        r.trainable,
+        r.final_loss
+    );
+    if r.rejected > 0 || r.rollbacks > 0 {
+        defmt::warn!(
+            "divergence guard: {=usize} samples refused as non-finite, {=usize} rollbacks to the last good epoch (learning rate halved each time)",
+            r.rejected,
+            r.rollbacks
+        );
+    }
+    if let Some(why) = r.last_divergence {
+        defmt::warn!("divergence guard: last rollback because {}", why);
+    }
+    defmt::info!(
+        "ticks per step {=u32} (SysTick, core clock)",
+        per(r.train_ticks, r.steps as u32)
+    );
+    defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
+    // What the model needs at the least: parameters, the trainable ones' gradients, one
+    // step's activations and the optimiser state, 4 bytes each.
+    let scalars = r.parameters + r.trainable + r.activations + r.optimiser_state;
+    defmt::info!(
+        "memory minimum {=usize} bytes: {=usize} parameters, {=usize} gradients, {=usize} activation values, {=usize} optimiser scalars",
+        scalars * 4,
+        r.parameters,
+        r.trainable,
+        r.activations,
+        r.optimiser_state
+    );
+}
+
+#[entry]
+fn main() -> ! {
+    board::init();
+    defmt::info!("safegrad firmware: fine-tuning on the device");
+    let result = run();
+    let used = stack::high_water();
+    defmt::info!(
+        "stack high-water mark {=usize} bytes of a {=usize}-byte budget (stack region {=usize} bytes below the statics)",
+        used,
+        stack::BUDGET,
+        stack::region()
+    );
+    if used > stack::BUDGET {
+        defmt::error!("the stack exceeded its budget");
+        exit(4)
+    }
+    match result {
+        Ok(()) => exit(0),
+        Err(e) => {
+            defmt::error!("job failed: {}", e);
+            exit(1)
+        }
+    }
+}
