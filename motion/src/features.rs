@@ -91,15 +91,14 @@ fn mean_std<T: Scalar>(values: impl Iterator<Item = T> + Clone, n: T) -> (T, T) 
 }
 
 /// `sqrt(x^2 + y^2 + z^2)` sample by sample.
-fn magnitude<'a, T: Scalar>(
-    x: &'a [T],
-    y: &'a [T],
-    z: &'a [T],
-) -> impl Iterator<Item = T> + Clone + 'a {
-    x.iter()
-        .zip(y)
+fn magnitude<T: Scalar>(
+    x: impl Iterator<Item = T> + Clone,
+    y: impl Iterator<Item = T> + Clone,
+    z: impl Iterator<Item = T> + Clone,
+) -> impl Iterator<Item = T> + Clone {
+    x.zip(y)
         .zip(z)
-        .map(|((&a, &b), &c)| (a * a + b * b + c * c).sqrt())
+        .map(|((a, b), c)| (a * a + b * b + c * c).sqrt())
 }
 
 /// The 16 features of a window of `L` samples per channel (channel-major). A window with a
@@ -108,28 +107,37 @@ fn magnitude<'a, T: Scalar>(
 pub fn imu_features<T: Scalar, const L: usize>(
     window: &[[T; L]; IMU_CHANNELS],
 ) -> Result<Tensor<T, 1, IMU_FEATURES>, FeatureError> {
-    if L == 0 {
+    imu_features_of(L, |c| window.get(c).into_iter().flatten().copied())
+}
+
+/// [`imu_features`] of a window of `len` samples per channel that is read, not held: the
+/// samples of channel `c` are `channel(c)` (read twice; a window decoded from a frame
+/// needs no copy of its own). The same operations in the same order, so the same values.
+pub fn imu_features_of<T: Scalar, I: Iterator<Item = T> + Clone>(
+    len: usize,
+    channel: impl Fn(usize) -> I,
+) -> Result<Tensor<T, 1, IMU_FEATURES>, FeatureError> {
+    if len == 0 {
         return Err(FeatureError::Empty);
     }
     let bound = T::from_f64(MAX_SAMPLE_MAGNITUDE);
-    for (channel, samples) in window.iter().enumerate() {
-        if let Some(index) = samples.iter().position(|v| !v.is_finite()) {
-            return Err(FeatureError::NonFinite { channel, index });
+    for c in 0..IMU_CHANNELS {
+        if let Some(index) = channel(c).position(|v| !v.is_finite()) {
+            return Err(FeatureError::NonFinite { channel: c, index });
         }
-        if let Some(index) = samples.iter().position(|v| v.abs() > bound) {
-            return Err(FeatureError::OutOfRange { channel, index });
+        if let Some(index) = channel(c).position(|v| v.abs() > bound) {
+            return Err(FeatureError::OutOfRange { channel: c, index });
         }
     }
-    let n = T::from_usize(L);
+    let n = T::from_usize(len);
     let mut out = Tensor::<T, 1, IMU_FEATURES>::zeros();
     let f = out.as_mut_slice();
-    for (pair, samples) in f.chunks_exact_mut(2).zip(window.iter()) {
-        let (mean, std) = mean_std(samples.iter().copied(), n);
+    for (c, pair) in f.chunks_exact_mut(2).enumerate().take(IMU_CHANNELS) {
+        let (mean, std) = mean_std(channel(c), n);
         pair.copy_from_slice(&[mean, std]);
     }
-    let [ax, ay, az, gx, gy, gz] = window;
-    let (acc_mean, acc_std) = mean_std(magnitude(ax, ay, az), n);
-    let (gyro_mean, gyro_std) = mean_std(magnitude(gx, gy, gz), n);
+    let (acc_mean, acc_std) = mean_std(magnitude(channel(0), channel(1), channel(2)), n);
+    let (gyro_mean, gyro_std) = mean_std(magnitude(channel(3), channel(4), channel(5)), n);
     if let Some(tail) = f.get_mut(12..16) {
         tail.copy_from_slice(&[acc_mean, acc_std, gyro_mean, gyro_std]);
     }

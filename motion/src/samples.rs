@@ -7,9 +7,9 @@ use core::fmt;
 
 use safegrad::dataset::Dataset;
 
-use crate::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
+use crate::features::{imu_features, imu_features_of, IMU_CHANNELS, IMU_FEATURES};
 use crate::model::CLASSES;
-use crate::wire::{parse_packet, FrameDecoder, Kind, WireError};
+use crate::wire::{parse_packet, FrameDecoder, Kind, Message, WireError};
 
 /// Samples per channel of a window: 10 s at 10 Hz.
 pub const WINDOW_LEN: usize = 100;
@@ -175,13 +175,11 @@ impl<R: embedded_io::Read> Stream<R> {
     }
 }
 
-/// Turns a checked packet's values into a window and its features.
-fn window_features(values: impl Iterator<Item = f32>) -> Option<[f32; IMU_FEATURES]> {
-    let mut window = [[0.0f32; WINDOW_LEN]; IMU_CHANNELS];
-    for (slot, v) in window.iter_mut().flat_map(|c| c.iter_mut()).zip(values) {
-        *slot = v;
-    }
-    let f = imu_features(&window).ok()?;
+/// The features of a checked packet's window, computed from the packet's values where they
+/// lie (channel-major), without a copy of the window.
+fn window_features(message: &Message<'_>) -> Option<[f32; IMU_FEATURES]> {
+    let channel = |c: usize| message.values_in(c * WINDOW_LEN..(c + 1) * WINDOW_LEN);
+    let f = imu_features_of(WINDOW_LEN, channel).ok()?;
     let mut out = [0.0f32; IMU_FEATURES];
     out.copy_from_slice(f.as_slice());
     Some(out)
@@ -202,7 +200,7 @@ impl<R: embedded_io::Read> SampleSource for Stream<R> {
             };
             let checked = frame.and_then(|packet| {
                 parse_packet(packet, WINDOW_VALUES, CLASSES, VALUE_BOUND)
-                    .map(|m| (m.kind, m.seq, m.label, window_features(m.values())))
+                    .map(|m| (m.kind, m.seq, m.label, window_features(&m)))
             });
             let (kind, seq, label, features) = match checked {
                 Ok(x) => x,
@@ -346,8 +344,16 @@ mod tests {
         out
     }
 
+    /// The features of the window held as an array (the stream computes them from the
+    /// frame's bytes where they lie).
     fn expected_features(values: &[f32]) -> [f32; IMU_FEATURES] {
-        window_features(values.iter().copied()).unwrap()
+        let mut window = [[0.0f32; WINDOW_LEN]; IMU_CHANNELS];
+        for (slot, &v) in window.iter_mut().flatten().zip(values) {
+            *slot = v;
+        }
+        let mut out = [0.0f32; IMU_FEATURES];
+        out.copy_from_slice(imu_features(&window).unwrap().as_slice());
+        out
     }
 
     #[test]

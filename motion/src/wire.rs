@@ -157,8 +157,20 @@ pub struct Message<'a> {
 
 impl Message<'_> {
     /// The values, in order.
-    pub fn values(&self) -> impl Iterator<Item = f32> + '_ {
-        self.values.chunks_exact(4).map(|b| {
+    pub fn values(&self) -> impl Iterator<Item = f32> + Clone + '_ {
+        self.values_in(0..self.len())
+    }
+
+    /// The values at the positions `range` (none past the end).
+    pub fn values_in(
+        &self,
+        range: core::ops::Range<usize>,
+    ) -> impl Iterator<Item = f32> + Clone + '_ {
+        let bytes = self
+            .values
+            .get(range.start * 4..range.end * 4)
+            .unwrap_or(&[]);
+        bytes.chunks_exact(4).map(|b| {
             let mut x = [0u8; 4];
             x.copy_from_slice(b);
             f32::from_le_bytes(x)
