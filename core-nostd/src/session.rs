@@ -33,7 +33,7 @@ use core::marker::PhantomData;
 
 use embedded_storage::nor_flash::NorFlash;
 
-use crate::checkpoint;
+use crate::checkpoint::{self, CheckpointError};
 use crate::error::Error;
 use crate::nn::{Build, Init, InitScheme, Module, Plan};
 use crate::optim::Optimizer;
@@ -386,8 +386,9 @@ where
     /// Fine-tunes the model stored in `checkpoint` (kept in flash, aligned for `T`:
     /// [`include_checkpoint!`](crate::include_checkpoint)): the layers `plan` freezes are
     /// read in place from it and take no RAM, the trainable ones are loaded into the tape.
-    /// The checkpoint is checked (magic, version, length, CRC, shape signature, finite
-    /// values) before anything is used; a refused one is an error and nothing is built.
+    /// The checkpoint is checked (magic, version, length, CRC, parameter count, shape
+    /// signature, finite values) before anything is used; a refused one is an error and
+    /// nothing is built.
     pub fn from_checkpoint<const TRAINABLE: usize, const SAMPLES: usize>(
         workspace: &'w mut Workspace<M, T, Mem, TRAINABLE, SAMPLES>,
         checkpoint: &'static [u8],
@@ -397,6 +398,14 @@ where
         T: bytemuck::Pod,
     {
         let params = checkpoint::parameters_in_place::<T>(checkpoint)?;
+        // A checkpoint of another number of parameters is another model's: refused here, as
+        // `load` would, before the layers read in place run past its end.
+        if params.len() != M::PARAMETERS {
+            return Err(Error::Checkpoint(CheckpointError::ParameterCount {
+                found: params.len() as u32,
+                expected: M::PARAMETERS as u32,
+            }));
+        }
         let tape = &mut workspace.tape;
         tape.reset();
         tape.read_frozen_in_place(params)?;

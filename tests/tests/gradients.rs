@@ -3,11 +3,18 @@
 //! 1. Finite differences in `f64` (proptest): each op's tape gradient of
 //!    `f = sum(w * op(inputs))`, for random fixed weights `w`, against central differences of
 //!    an independent plain-Rust reference of the op written here (a fresh-tape forward is
-//!    used only for the composite network at the end of the part).
+//!    used only for the composite network at the end of the part). `row_max` is checked on
+//!    rows without ties, `layer_norm_eps` and `nn::LayerNorm::with_eps` with epsilons far
+//!    from the default.
 //! 2. Strong zeros (proptest): with inputs that include `inf`, `-inf` and `nan`, every input
-//!    lane that receives only a zero upstream gradient gets exactly `0.0`.
+//!    lane that receives only a zero upstream gradient gets exactly `0.0`. For the ops whose
+//!    output lanes each depend on a whole row (`softmax`, `layer_norm`) the unit is the row;
+//!    `gather` and `row_max` send exactly zero to every lane they do not take.
 //! 3. Memory reuse and error paths: constant node and scalar counts over 1000 steps, capacity
-//!    errors that change nothing, stale handles, out-of-range labels, accumulation.
+//!    errors that change nothing, stale handles, out-of-range labels and indices,
+//!    accumulation; the tie rule of `row_max` (the first largest value takes the gradient);
+//!    `nn::Linear::from_pytorch` against `x W^T + b` in plain loops and against
+//!    `from_tensors` with the transpose.
 //! 4. Closed forms of softmax cross-entropy and log-sum-exp at logits of `+-1e4` (f32, f64).
 //!
 //! Expected values come from formulas written in this file, never from the code under test.
@@ -15,6 +22,7 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use safegrad::nn::{Build, Init, LayerNorm, Linear, Module, Train};
 use safegrad::{Cap, Scalar, Tape, TapeError, Tensor, Var};
 
 /// The tape used by the property tests: room for every graph below.
@@ -426,6 +434,69 @@ fn softmax_cross_entropy_ref(z: &[f64], cols: usize, labels: &[usize]) -> f64 {
     total / rows as f64
 }
 
+/// `exp(row) / sum(exp(row))` of each row, naively (the inputs here are moderate).
+fn softmax_ref(x: &[f64], cols: usize) -> Vec<f64> {
+    x.chunks(cols)
+        .flat_map(|row| {
+            let denominator: f64 = row.iter().map(|v| v.exp()).sum();
+            row.iter().map(move |v| v.exp() / denominator)
+        })
+        .collect()
+}
+
+/// `x[r][index[r]]` of each row.
+fn gather_ref(x: &[f64], cols: usize, index: &[usize]) -> Vec<f64> {
+    x.chunks(cols).zip(index).map(|(row, &i)| row[i]).collect()
+}
+
+/// The position a row's maximum is taken from: the first `nan` if there is one, else the
+/// first of the largest values.
+fn first_largest(row: &[f64]) -> usize {
+    if let Some(i) = row.iter().position(|v| v.is_nan()) {
+        return i;
+    }
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate() {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The largest value of each row (`nan` if the row holds one).
+fn row_max_ref(x: &[f64], cols: usize) -> Vec<f64> {
+    x.chunks(cols).map(|row| row[first_largest(row)]).collect()
+}
+
+/// `(x - mean) / sqrt(var + eps)` of each row, the mean and then the variance (the mean of
+/// squared deviations) in two passes.
+fn layer_norm_ref(x: &[f64], cols: usize, eps: f64) -> Vec<f64> {
+    let n = cols as f64;
+    x.chunks(cols)
+        .flat_map(|row| {
+            let mean = row.iter().sum::<f64>() / n;
+            let var = row.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n;
+            row.iter().map(move |v| (v - mean) / (var + eps).sqrt())
+        })
+        .collect()
+}
+
+/// The gap between the largest and the second largest value of each row: finite
+/// differences need it well above their step.
+fn smallest_top_gap(x: &[f64], cols: usize) -> f64 {
+    x.chunks(cols)
+        .map(|row| {
+            let top = first_largest(row);
+            row.iter()
+                .enumerate()
+                .filter(|&(i, _)| i != top)
+                .map(|(_, v)| row[top] - v)
+                .fold(f64::INFINITY, f64::min)
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 fn sigmoid_ref(x: f64) -> f64 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -681,6 +752,86 @@ proptest! {
         let reference = |z: &[f64]| vec![softmax_cross_entropy_ref(z, 4, &labels)];
         let record = |t: &mut Tp, z| t.softmax_cross_entropy(z, &labels);
         check_unary::<3, 4, 1, 1>("softmax_cross_entropy", &z, &w, m, record, reference)?;
+    }
+
+    #[test]
+    fn fd_softmax(x in uniform(12, -5.0, 5.0), w in weights(12), m in upstream()) {
+        let reference = |x: &[f64]| softmax_ref(x, 4);
+        check_unary::<3, 4, 3, 4>("softmax", &x, &w, m, |t, x| t.softmax(x), reference)?;
+    }
+
+    // The indices take no gradient (they are not a node one can differentiate).
+    #[test]
+    fn fd_gather(
+        x in uniform(12, -3.0, 3.0),
+        index in proptest::array::uniform3(0usize..4),
+        w in weights(3),
+        m in upstream(),
+    ) {
+        let reference = |x: &[f64]| gather_ref(x, 4, &index);
+        let record = |t: &mut Tp, x| t.gather(x, &index);
+        check_unary::<3, 4, 3, 1>("gather", &x, &w, m, record, reference)?;
+    }
+
+    // No ties: the largest value of each row is at least 1e-3 above the others, far from a
+    // tie compared with the step (the tie rule is checked on its own in part 3).
+    #[test]
+    fn fd_row_max(x in uniform(12, -3.0, 3.0), w in weights(3), m in upstream()) {
+        prop_assume!(smallest_top_gap(&x, 4) > 1e-3);
+        let reference = |x: &[f64]| row_max_ref(x, 4);
+        check_unary::<3, 4, 3, 1>("row_max", &x, &w, m, |t, x| t.row_max(x), reference)?;
+    }
+
+    // A large epsilon makes a backward (or a forward) that ignores it fail.
+    #[test]
+    fn fd_layer_norm_eps(
+        x in uniform(12, -3.0, 3.0),
+        eps in 0.01f64..1.0,
+        w in weights(12),
+        m in upstream(),
+    ) {
+        let reference = |x: &[f64]| layer_norm_ref(x, 4, eps);
+        let record = |t: &mut Tp, x| t.layer_norm_eps(x, eps);
+        check_unary::<3, 4, 3, 4>("layer_norm_eps", &x, &w, m, record, reference)?;
+    }
+
+    // nn::LayerNorm with a chosen epsilon: gamma * layer_norm_eps(x) + beta, the gradients
+    // of x, gamma and beta.
+    #[test]
+    fn fd_layer_norm_module_with_eps(
+        x in uniform(8, -3.0, 3.0),
+        gamma in uniform(4, -2.0, 2.0),
+        beta in uniform(4, -1.0, 1.0),
+        eps in 0.01f64..1.0,
+        w in weights(8),
+        m in upstream(),
+    ) {
+        let reference = |xs: &[Vec<f64>]| -> Vec<f64> {
+            layer_norm_ref(&xs[0], 4, eps)
+                .iter()
+                .enumerate()
+                .map(|(k, y)| xs[1][k % 4] * y + xs[2][k % 4])
+                .collect()
+        };
+        let mut tape = Tp::new();
+        let layer = LayerNorm::<4>::build(&mut tape, &mut Init::new(0)).map_err(fail)?;
+        let layer = layer.with_eps(eps);
+        tape.set_parameter(layer.gamma, &tensor(&gamma)).map_err(fail)?;
+        tape.set_parameter(layer.beta, &tensor(&beta)).map_err(fail)?;
+        let xv = tape.variable(&tensor::<2, 4>(&x)).map_err(fail)?;
+        let y = layer.forward(&mut tape, xv).map_err(fail)?;
+        let value = tape.value(y).map_err(fail)?;
+        pull_back(&mut tape, y, &w, m).map_err(fail)?;
+        let grads = [
+            grad_of(&tape, xv)?,
+            grad_of(&tape, layer.gamma)?,
+            grad_of(&tape, layer.beta)?,
+        ];
+        let inputs = [x.clone(), gamma.clone(), beta.clone()];
+        check_values("LayerNorm::with_eps", value.as_slice(), &reference(&inputs))?;
+        check_gradients("LayerNorm::with_eps", &inputs, &grads, &[true; 3], &|xs| {
+            dot(&w, &reference(xs))
+        })?;
     }
 
     #[test]
@@ -944,6 +1095,7 @@ fn check_all_zero(name: &str, grads: &[(&str, Vec<f64>)]) -> Res {
 type Reduction<'a> = &'a dyn Fn(&mut Tp, Var<3, 4>) -> Result<Var<1, 1>, TapeError>;
 type UnaryRef<'a> = &'a dyn Fn(&mut Tp, Var<2, 3>) -> Result<Var<2, 3>, TapeError>;
 type Unary = fn(&mut Tp, Var<2, 3>) -> Result<Var<2, 3>, TapeError>;
+type Unary34 = fn(&mut Tp, Var<3, 4>) -> Result<Var<3, 4>, TapeError>;
 type Binary = fn(&mut Tp, Var<2, 3>, Var<2, 3>) -> Result<Var<2, 3>, TapeError>;
 type Ternary = fn(&mut Tp, Var<2, 3>, Var<2, 3>, Var<2, 3>) -> Result<Var<2, 3>, TapeError>;
 
@@ -1158,6 +1310,83 @@ proptest! {
         deliver(&mut tape, out, &seed, how).map_err(fail)?;
         let seed_in_x: Vec<f64> = (0..12).map(|k| seed[k / 4]).collect();
         check_zero_lanes("log_sum_exp", &seed_in_x, &[("x", grad_of(&tape, xv)?)])?;
+    }
+
+    // softmax and layer_norm_eps: each output lane depends on its whole row, so a lane's
+    // zero upstream does not make its own gradient zero; a row whose upstream is all zero
+    // gives an exactly zero gradient row, whatever `inf` or `nan` the row holds.
+    #[test]
+    fn strong_zero_row_ops(
+        x in specials(12),
+        seed in seed_lanes(12),
+        zero_rows in vec(any::<bool>(), 3),
+        how in delivery(),
+    ) {
+        let seed: Vec<f64> = seed.iter().enumerate()
+            .map(|(k, &s)| if zero_rows[k / 4] { 0.0 } else { s })
+            .collect();
+        let seed_rows: Vec<f64> = (0..12)
+            .map(|k| if (0..4).all(|c| seed[(k / 4) * 4 + c] == 0.0) { 0.0 } else { 1.0 })
+            .collect();
+        let ops: [(&str, Unary34); 3] = [
+            ("softmax", |t, x| t.softmax(x)),
+            ("layer_norm_eps", |t, x| t.layer_norm_eps(x, 0.5)),
+            ("layer_norm", |t, x| t.layer_norm(x)),
+        ];
+        for (name, op) in ops {
+            let mut tape = Tp::new();
+            let xv = tape.variable(&tensor::<3, 4>(&x)).map_err(fail)?;
+            let out = op(&mut tape, xv).map_err(fail)?;
+            deliver(&mut tape, out, &seed, how).map_err(fail)?;
+            check_zero_lanes(name, &seed_rows, &[("x", grad_of(&tape, xv)?)])?;
+        }
+    }
+
+    // gather: the lanes not gathered get exactly zero whatever they hold, the gathered lane
+    // of row r exactly the upstream of row r (zero included).
+    #[test]
+    fn strong_zero_gather(
+        x in specials(12),
+        index in proptest::array::uniform3(0usize..4),
+        seed in seed_lanes(3),
+        how in delivery(),
+    ) {
+        let mut tape = Tp::new();
+        let xv = tape.variable(&tensor::<3, 4>(&x)).map_err(fail)?;
+        let out = tape.gather(xv, &index).map_err(fail)?;
+        let value = tape.value(out).map_err(fail)?;
+        for (r, (&v, e)) in value.as_slice().iter().zip(gather_ref(&x, 4, &index)).enumerate() {
+            prop_assert!(v == e || (v.is_nan() && e.is_nan()), "gather: value[{}] = {} but {}", r, v, e);
+        }
+        deliver(&mut tape, out, &seed, how).map_err(fail)?;
+        let expected: Vec<f64> = (0..12)
+            .map(|k| if k % 4 == index[k / 4] { seed[k / 4] } else { 0.0 })
+            .collect();
+        let g = grad_of(&tape, xv)?;
+        prop_assert_eq!(&g, &expected, "gather: index {:?}, x {:?}", index, x);
+    }
+
+    // row_max: the gradient of each row goes to the lane its value is taken from (the first
+    // `nan`, else the first largest value) and is exactly the row's upstream (zero
+    // included); every other lane gets exactly zero, whatever it holds.
+    #[test]
+    fn strong_zero_row_max(x in specials(12), seed in seed_lanes(3), how in delivery()) {
+        let mut tape = Tp::new();
+        let xv = tape.variable(&tensor::<3, 4>(&x)).map_err(fail)?;
+        let out = tape.row_max(xv).map_err(fail)?;
+        let value = tape.value(out).map_err(fail)?;
+        for (r, (&v, e)) in value.as_slice().iter().zip(row_max_ref(&x, 4)).enumerate() {
+            prop_assert!(v == e || (v.is_nan() && e.is_nan()), "row_max: value[{}] = {} but {}", r, v, e);
+        }
+        deliver(&mut tape, out, &seed, how).map_err(fail)?;
+        let expected: Vec<f64> = (0..12)
+            .map(|k| {
+                let r = k / 4;
+                if k % 4 == first_largest(&x[r * 4..r * 4 + 4]) { seed[r] } else { 0.0 }
+            })
+            .collect();
+        let g = grad_of(&tape, xv)?;
+        prop_assert_eq!(&g, &expected, "row_max: x {:?}", x);
     }
 
     // Reductions to 1x1 with a zero upstream gradient: every input gradient is exactly zero.
@@ -1535,6 +1764,151 @@ fn parameter_gradients_accumulate_until_zero_grad() -> Result<(), TapeError> {
     assert_eq!(tape.parameter_grads().expect("gradients"), &[0.0; 6]);
     tape.backward(loss)?;
     assert_eq!(tape.grad(p)?, Tensor::new(xs));
+    Ok(())
+}
+
+// The tie rule of row_max: the whole gradient of a row goes to the first of its largest
+// values (as `torch.max(x, dim=1)` picks one index). PyTorch's `amax` would split it evenly
+// between the tied values instead; this checks the first-index rule, which the finite
+// differences above stay away from.
+#[test]
+fn row_max_gives_a_tied_row_gradient_to_the_first_largest_value() -> Result<(), TapeError> {
+    let mut tape = Tape::<f64, Cap<8, 64>>::new();
+    let x = tape.variable(&Tensor::new([
+        [1.0, 3.0, 3.0, -2.0],
+        [5.0, 5.0, 5.0, 5.0],
+        [-1.0, 0.5, -1.0, 0.5],
+        [
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+            f64::NEG_INFINITY,
+        ],
+    ]))?;
+    let m = tape.row_max(x)?;
+    assert_eq!(
+        tape.value(m)?,
+        Tensor::new([[3.0], [5.0], [0.5], [f64::NEG_INFINITY]])
+    );
+    tape.backward_with_seed(m, &Tensor::new([[2.0], [-1.5], [0.25], [4.0]]))?;
+    assert_eq!(
+        tape.grad(x)?,
+        Tensor::new([
+            [0.0, 2.0, 0.0, 0.0],
+            [-1.5, 0.0, 0.0, 0.0],
+            [0.0, 0.25, 0.0, 0.0],
+            [4.0, 0.0, 0.0, 0.0],
+        ])
+    );
+    Ok(())
+}
+
+#[test]
+fn gather_refuses_an_index_outside_the_row_and_records_nothing() -> Result<(), TapeError> {
+    let mut tape = Tape::<f64, Cap<8, 64>>::new();
+    let x = tape.variable(&Tensor::new([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]))?;
+    let before = (
+        tape.nodes().len(),
+        tape.scalars_used(),
+        tape.gradients_used(),
+    );
+    assert_eq!(
+        tape.gather(x, &[2, 3]),
+        Err(TapeError::IndexOutOfRange {
+            row: 1,
+            index: 3,
+            columns: 3
+        })
+    );
+    assert_eq!(
+        (
+            tape.nodes().len(),
+            tape.scalars_used(),
+            tape.gradients_used()
+        ),
+        before
+    );
+    // The last column is in range: the index node and the gathered values.
+    let g = tape.gather(x, &[2, 0])?;
+    assert_eq!(tape.value(g)?, Tensor::new([[3.0], [4.0]]));
+    assert_eq!(tape.nodes().len(), before.0 + 2);
+    Ok(())
+}
+
+/// `x W^T + b` for PyTorch's `[out, in]` weight, plain loops, each output from its bias
+/// over the inputs in order.
+fn torch_linear_ref(x: &[f64], weight: &[f64], bias: &[f64], inputs: usize) -> Vec<f64> {
+    let outputs = bias.len();
+    let mut out = Vec::new();
+    for row in x.chunks(inputs) {
+        for j in 0..outputs {
+            let mut acc = bias[j];
+            for (k, &xk) in row.iter().enumerate() {
+                acc += xk * weight[j * inputs + k];
+            }
+            out.push(acc);
+        }
+    }
+    out
+}
+
+#[test]
+fn linear_from_pytorch_computes_x_w_transposed_plus_b() -> Result<(), TapeError> {
+    // nn.Linear(4, 3): weight [3, 4], bias [3].
+    let torch_weight: Vec<f64> = (0..12).map(|i| ((i as f64) * 0.73 - 2.1).sin()).collect();
+    let bias = [0.25, -0.5, 1.0];
+    let x: Vec<f64> = (0..8)
+        .map(|i| ((i as f64) * 1.37 + 0.4).cos() * 2.0)
+        .collect();
+    // The transpose, [in, out], by index.
+    let mut transposed = vec![0.0; 12];
+    for j in 0..3 {
+        for k in 0..4 {
+            transposed[k * 3 + j] = torch_weight[j * 4 + k];
+        }
+    }
+
+    let mut tape = Tape::<f64, Cap<16, 128>>::new();
+    let torch = Linear::<4, 3>::from_pytorch(
+        &mut tape,
+        &tensor::<3, 4>(&torch_weight),
+        &tensor(&bias),
+        Train::All,
+    )?;
+    let ours = Linear::<4, 3>::from_tensors(
+        &mut tape,
+        &tensor::<4, 3>(&transposed),
+        &tensor(&bias),
+        Train::All,
+    )?;
+    // Trained as `train` says: only the bias of this one.
+    let bias_only = Linear::<4, 3>::from_pytorch(
+        &mut tape,
+        &tensor::<3, 4>(&torch_weight),
+        &tensor(&bias),
+        Train::BiasOnly,
+    )?;
+    assert_eq!(tape.trainable_len(), 2 * (12 + 3) + 3);
+    for layer in [torch, bias_only] {
+        assert_eq!(tape.value(layer.weight)?.as_slice(), &transposed[..]);
+        assert_eq!(tape.value(layer.bias)?.as_slice(), &bias[..]);
+    }
+    let xv = tape.input(&tensor::<2, 4>(&x))?;
+    let y_torch = torch.forward(&mut tape, xv)?;
+    let y_ours = ours.forward(&mut tape, xv)?;
+    let expected = torch_linear_ref(&x, &torch_weight, &bias, 4);
+    let got = tape.value(y_torch)?;
+    for (k, (&v, &e)) in got.as_slice().iter().zip(&expected).enumerate() {
+        assert!(
+            (v - e).abs() <= 1e-12 * e.abs().max(1.0),
+            "y[{k}] = {v}, x W^T + b = {e}"
+        );
+    }
+    assert_eq!(
+        bits_of(got.as_slice()),
+        bits_of(tape.value(y_ours)?.as_slice()),
+        "from_pytorch and from_tensors with the transpose"
+    );
     Ok(())
 }
 
