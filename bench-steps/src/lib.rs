@@ -327,7 +327,7 @@ pub mod baseline {
 ///
 /// ```
 /// use bench_steps::{batches, on_tape, Weights, LR};
-/// use safegrad::{optim::Sgd, Tape, Tensor};
+/// use safegrad::{optim::Sgd, Cap, Tape, Tensor};
 ///
 /// let mut tape = Box::new(Tape::<f32, Cap<16, 2048>>::new());
 /// let model = on_tape::build(&mut tape, &Weights::initial()).unwrap();

@@ -76,7 +76,6 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::strategy::{BoxedStrategy, ValueTree};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-use safegrad::checkpoint;
 use safegrad::nn::Module;
 use safegrad::optim::Sgd;
 use safegrad::rng::{Draw, Rng, SeedableRng, SplitMix64};

@@ -510,7 +510,8 @@ fn fit_refuses_no_rows_and_more_rows_than_the_workspace_holds() {
 fn a_snapshot_smaller_than_the_trainable_scalars_is_refused() {
     const S: Sizes = sizes::<Model>(Plan::LastLayer);
     assert_eq!(S.trainable, HEAD);
-    type Short = Workspace<f32, Cap<{ S.nodes }, { S.values }, { S.gradients }>, { HEAD - 1 }>;
+    type Short =
+        Workspace<Model, f32, Cap<{ S.nodes }, { S.values }, { S.gradients }>, { HEAD - 1 }>;
     let refused = StepError::SnapshotCapacity {
         capacity: HEAD - 1,
         needed: HEAD,
@@ -524,7 +525,7 @@ fn a_snapshot_smaller_than_the_trainable_scalars_is_refused() {
     let err = Session::<Model, _, _>::new(&mut work, init).err();
     assert_eq!(err, Some(Error::Step(refused)));
     // One more scalar is enough.
-    type Enough = Workspace<f32, Cap<{ S.nodes }, { S.values }, { S.gradients }>, HEAD>;
+    type Enough = Workspace<Model, f32, Cap<{ S.nodes }, { S.values }, { S.gradients }>, HEAD>;
     let mut work = Box::new(Enough::new());
     assert!(Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer).is_ok());
 }

@@ -6,7 +6,7 @@
 use bench_steps::on_tape::{self, Model};
 use bench_steps::{Batch, Weights, IN, LR};
 use safegrad::optim::Sgd;
-use safegrad::{Tape, Tensor};
+use safegrad::{Cap, Tape, Tensor};
 
 /// Nodes: 6 parameters, the input, 3 layers, labels, loss = 12.
 pub const TAPE_NODES: usize = 16;
