@@ -125,7 +125,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Write the rotated recordings as the device's UART stream: `safegrad::wire` frames,
+    /// Write the rotated recordings as the device's UART stream: `motion::wire` frames,
     /// each after a 0x00, training recordings, then held-out ones, then the end.
     DeviceStream {
         /// The file to write.

@@ -1,4 +1,4 @@
-//! A long streamed fine-tuning run: samples arrive as `safegrad::wire` frames, as on the
+//! A long streamed fine-tuning run: samples arrive as `motion::wire` frames, as on the
 //! device's UART, with faults injected on purpose; every good frame is one training step.
 //! It checks that nothing grows (the tape records the same graph every step, the frame
 //! buffer is fixed) and that the only refusals are the injected ones.
