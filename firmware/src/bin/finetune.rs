@@ -86,7 +86,11 @@ fn samples(image: &[u8], recorded: Option<(usize, usize)>) -> Result<(Set<'_>, S
 /// trainable layer from tensors on the stack, only while it runs.
 #[inline(never)]
 fn start() -> Result<MotionSession<'static>, Error> {
-    Session::from_checkpoint(WORKSPACE.take(), assets::PRETRAINED, FINETUNE_PLAN)
+    // `try_take`: taken once, here; `take`'s panic message would cost flash.
+    let Some(work) = WORKSPACE.try_take() else {
+        exit(1)
+    };
+    Session::from_checkpoint(work, assets::PRETRAINED, FINETUNE_PLAN)
 }
 
 #[inline(never)]

@@ -1,24 +1,40 @@
 //! The program's semihosting arguments (QEMU's `-semihosting-config arg=...`).
 
-/// `true` if one of the arguments is `flag`.
+/// Calls `f` with each argument, in order. (One copy of the reading, whatever asks.)
 #[inline(never)]
-pub fn has(flag: &str) -> bool {
+fn each(f: &mut dyn FnMut(&str)) {
     let Ok(args) = semihosting::experimental::env::args::<256>() else {
-        return false;
+        return;
     };
-    (&args).into_iter().any(|a| a == Ok(flag))
+    for arg in (&args).into_iter().flatten() {
+        f(arg);
+    }
+}
+
+/// `true` if one of the arguments is `flag`.
+pub fn has(flag: &str) -> bool {
+    let mut found = false;
+    each(&mut |a| found |= a == flag);
+    found
 }
 
 /// The rest of the first argument that starts with `prefix` (`flash=` of `flash=PATH`),
 /// NUL-terminated in 128 bytes; `None` if there is none or it does not fit.
-#[inline(never)]
 pub fn value(prefix: &str) -> Option<[u8; 128]> {
-    let args = semihosting::experimental::env::args::<256>().ok()?;
-    let value = (&args)
-        .into_iter()
-        .find_map(|a| a.ok().and_then(|a| a.strip_prefix(prefix)))?;
-    let mut out = [0u8; 128];
-    let bytes = value.as_bytes();
-    out.get_mut(..bytes.len())?.copy_from_slice(bytes);
-    (bytes.len() < out.len()).then_some(out)
+    let (mut out, mut seen) = (None, false);
+    each(&mut |a| {
+        if seen {
+            return;
+        }
+        if let Some(value) = a.strip_prefix(prefix) {
+            seen = true;
+            let mut buf = [0u8; 128];
+            let bytes = value.as_bytes();
+            if let Some(dst) = buf.get_mut(..bytes.len()).filter(|_| bytes.len() < 128) {
+                dst.copy_from_slice(bytes);
+                out = Some(buf);
+            }
+        }
+    });
+    out
 }
