@@ -5,6 +5,13 @@
 //! block of memory that a `static` can hold (see [`Tape::new`](crate::Tape::new)).
 //! [`Cap`] is the only implementation; a model's type gives its numbers
 //! ([`nn::Footprint`](crate::nn::Footprint), [`tape_for!`](crate::tape_for)).
+//!
+//! Why a capacity type rather than a view type (heapless's `VecView`, an unsized tape that
+//! helpers would borrow): a struct has one unsized field, and a tape has three buffers, so a
+//! view would reach them through a vtable or through unsafe offsets, on every op. The
+//! capacity type costs nothing at run time: its numbers are associated constants and its
+//! storage plain arrays, resolved at compile time, so a step compiles to what three const
+//! generics gave (the device benchmark measures the step, `cargo xtask bench-device`).
 
 use core::ops::{Deref, DerefMut};
 
