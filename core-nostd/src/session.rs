@@ -485,6 +485,14 @@ where
         Ok(())
     }
 
+    /// The model as it stands, to evaluate.
+    pub fn probe(&mut self) -> Probe<'_, T, M, Mem> {
+        Probe {
+            tape: self.tape,
+            model: &self.model,
+        }
+    }
+
     /// Rows of `data` the model classifies correctly.
     pub fn correct<D, const IN: usize, const OUT: usize>(
         &mut self,
@@ -494,7 +502,7 @@ where
         M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
         D: Samples<T, IN> + ?Sized,
     {
-        Ok(count_correct(self.tape, &self.model, data)?)
+        self.probe().correct(data)
     }
 
     /// The class the model gives one input row.
@@ -615,13 +623,11 @@ where
                 divergence: out.divergence,
                 learning_rate: schedule.optimizer.learning_rate(),
             };
-            observer(
-                &end,
-                &mut Probe {
-                    tape: self.tape,
-                    model: &self.model,
-                },
-            );
+            let mut probe = Probe {
+                tape: self.tape,
+                model: &self.model,
+            };
+            observer(&end, &mut probe);
         }
         if let (Some(before), Some(v)) = (before, schedule.validation) {
             let mut after = count_correct(self.tape, &self.model, v)?;

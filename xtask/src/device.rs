@@ -2,7 +2,7 @@
 //! tests, the deliberate stack overflow and the streamed soak.
 
 use crate::firmware::{build_firmware, build_firmware_bin, build_ontarget_tests, print_sizes};
-use crate::process::{cargo_output, workspace_root};
+use crate::process::{host_sim, workspace_root};
 use crate::qemu::{log_value, run_qemu, QemuOptions, ICOUNT_SHIFT};
 
 /// Frames of the device's soak run.
@@ -12,18 +12,7 @@ const SOAK_FRAMES: u64 = 300;
 /// `target/device-stream.bin`.
 pub fn device_stream() -> Result<Vec<u8>, String> {
     let path = workspace_root().join("target").join("device-stream.bin");
-    let path_str = path.to_string_lossy().into_owned();
-    cargo_output(&[
-        "run",
-        "-q",
-        "--release",
-        "-p",
-        "host-sim",
-        "--",
-        "device-stream",
-        "--out",
-        &path_str,
-    ])?;
+    host_sim(&["device-stream", "--out", &path.to_string_lossy()])?;
     std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
@@ -164,13 +153,7 @@ pub fn soak() -> Result<(), String> {
     let path = workspace_root().join("target").join("soak-stream.bin");
     let path_str = path.to_string_lossy().into_owned();
     let frames = SOAK_FRAMES.to_string();
-    let report = cargo_output(&[
-        "run",
-        "-q",
-        "--release",
-        "-p",
-        "host-sim",
-        "--",
+    let report = host_sim(&[
         "device-stream",
         "--out",
         &path_str,

@@ -3,7 +3,7 @@
 //! example-assets` writes now.
 
 use crate::firmware::build_example;
-use crate::process::{cargo_output, workspace_root};
+use crate::process::{check_generated, workspace_root};
 use crate::qemu::{log_value, run_qemu, QemuOptions};
 
 /// The program's source, relative to the repository.
@@ -14,30 +14,7 @@ const ASSETS: [&str; 3] = ["digits.sgck", "digits-train.sgds", "digits-eval.sgds
 
 /// Checks that the program's assets are what host-sim produces now.
 fn check_assets() -> Result<(), String> {
-    let fresh = workspace_root().join("target").join("example-assets");
-    cargo_output(&[
-        "run",
-        "-q",
-        "--release",
-        "-p",
-        "host-sim",
-        "--",
-        "example-assets",
-        "--out",
-        &fresh.to_string_lossy(),
-    ])?;
-    let committed = workspace_root().join("firmware/examples/assets");
-    for name in ASSETS {
-        let a = std::fs::read(fresh.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        let b = std::fs::read(committed.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        if a != b {
-            return Err(format!(
-                "firmware/examples/assets/{name} differs from what host-sim writes now; \
-                 regenerate with `cargo run --release -p host-sim -- example-assets`"
-            ));
-        }
-    }
-    Ok(())
+    check_generated("example-assets", "firmware/examples/assets", &ASSETS)
 }
 
 /// Lines of the program's source between its `safegrad: begin` and `safegrad: end` markers,

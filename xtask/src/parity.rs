@@ -3,7 +3,7 @@
 
 use crate::device::device_stream;
 use crate::firmware::{build_firmware_with, Math};
-use crate::process::{cargo_output, workspace_root};
+use crate::process::{cargo_output, check_generated};
 use crate::qemu::{log_value, run_qemu, QemuOptions};
 
 /// The files of `motion/assets/` that host-sim's `device-assets` writes.
@@ -16,31 +16,7 @@ const ASSETS: [&str; 4] = [
 
 /// Checks that the firmware's embedded assets are what host-sim produces now.
 fn check_assets() -> Result<(), String> {
-    let fresh = workspace_root().join("target").join("device-assets");
-    let fresh_str = fresh.to_string_lossy().into_owned();
-    cargo_output(&[
-        "run",
-        "-q",
-        "--release",
-        "-p",
-        "host-sim",
-        "--",
-        "device-assets",
-        "--out",
-        &fresh_str,
-    ])?;
-    let committed = workspace_root().join("motion").join("assets");
-    for name in ASSETS {
-        let a = std::fs::read(fresh.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        let b = std::fs::read(committed.join(name)).map_err(|e| format!("{name}: {e}"))?;
-        if a != b {
-            return Err(format!(
-                "motion/assets/{name} differs from what host-sim writes now; \
-                 regenerate with `cargo run --release -p host-sim -- device-assets`"
-            ));
-        }
-    }
-    Ok(())
+    check_generated("device-assets", "motion/assets", &ASSETS)
 }
 
 /// Fine-tunes on the host simulator and on the device with the given math and compares the

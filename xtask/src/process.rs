@@ -122,3 +122,30 @@ pub fn qemu_system_arm() -> Result<String, String> {
         "{name} not found; install it with `sudo apt-get install -y {name}` (Debian/Ubuntu)"
     ))
 }
+
+/// Runs the host simulator's command line (`cargo run -q --release -p host-sim -- args`)
+/// and returns what it printed on stdout.
+pub fn host_sim(args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["run", "-q", "--release", "-p", "host-sim", "--"];
+    all.extend(args);
+    cargo_output(&all)
+}
+
+/// Checks that the files `files` of the committed folder `committed` (relative to the
+/// workspace) are what the host simulator's `command --out DIR` writes now.
+pub fn check_generated(command: &str, committed: &str, files: &[&str]) -> Result<(), String> {
+    let fresh = workspace_root().join("target").join(command);
+    host_sim(&[command, "--out", &fresh.to_string_lossy()])?;
+    for name in files {
+        let a = std::fs::read(fresh.join(name)).map_err(|e| format!("{name}: {e}"))?;
+        let b = std::fs::read(workspace_root().join(committed).join(name))
+            .map_err(|e| format!("{committed}/{name}: {e}"))?;
+        if a != b {
+            return Err(format!(
+                "{committed}/{name} differs from what host-sim writes now; \
+                 regenerate with `cargo run --release -p host-sim -- {command}`"
+            ));
+        }
+    }
+    Ok(())
+}
