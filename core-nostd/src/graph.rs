@@ -43,13 +43,13 @@ pub enum Op<T> {
     Arithmetic(ArithmeticOp),
     /// Guarded division, logarithm and square root, and masks ([`ops::guarded`](crate::ops::guarded)).
     Guarded(GuardedOp<T>),
-    /// Choosing between lanes ([`ops::select`](crate::ops::select)).
+    /// Choosing between lanes ([`ops::select`](mod@crate::ops::select)).
     Select(SelectOp),
     /// Matrix products and fully connected layers ([`ops::linear`](crate::ops::linear)).
     Linear(LinearOp),
     /// Reductions ([`ops::reduce`](crate::ops::reduce)).
     Reduce(ReduceOp),
-    /// Layer normalisation ([`ops::layer_norm`](crate::ops::layer_norm)).
+    /// Layer normalisation ([`ops::layer_norm`](mod@crate::ops::layer_norm)).
     LayerNorm(LayerNormOp<T>),
     /// Softmax and the softmax cross-entropy loss
     /// ([`ops::cross_entropy`](crate::ops::cross_entropy)).
@@ -305,7 +305,7 @@ impl<T> Node<T> {
     }
 
     /// The slots of the gradient from which the node's inputs' gradients follow: its own
-    /// gradient, or for [`Op::LinearRelu`] the pre-activation's, stored after it.
+    /// gradient, or for [`LinearOp::LinearRelu`] the pre-activation's, stored after it.
     pub fn input_grad_slots(&self) -> Option<Range<usize>> {
         let len = self.len();
         let skip = len * (self.op.grad_slots_per_value() - 1);

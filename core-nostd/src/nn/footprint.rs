@@ -254,7 +254,8 @@ impl Layers {
     }
 }
 
-/// A layer or model whose type says what it records (see the [module](self)).
+/// A layer or model whose type says what it records: its layers' shapes, from which
+/// [`sizes`] computes a training step's.
 pub trait Footprint {
     /// The layers, in order.
     const LAYERS: Layers;

@@ -7,7 +7,7 @@
 //! [`nn::Linear::from_pytorch`](crate::nn::Linear::from_pytorch) converts.
 //!
 //! The kernels run each output in one fixed order, the same on every target
-//! ([`kernels`](crate::tensor::kernels)): it starts from the bias and accumulates over `K`
+//! ([`crate::tensor::kernels`]): it starts from the bias and accumulates over `K`
 //! in increasing order.
 
 use super::OpFamily;

@@ -7,10 +7,10 @@
 //! | [`elementwise`] | `neg`, `scale`, `relu`, `tanh`, `sigmoid`, `exp`, raw `ln` and `sqrt`, `not_zero` |
 //! | [`arithmetic`] | `add`, `sub`, `mul`, raw `div`, `add_row`, `mul_row` |
 //! | [`guarded`] | `safe_div`, `safe_div_signed`, `masked_div`, `safe_ln`, `safe_sqrt`, `mask` |
-//! | [`select`] | `select`, `gather` |
+//! | [`select`](mod@select) | `select`, `gather` |
 //! | [`linear`] | `matmul`, `linear`, `linear_relu`, `transpose` |
-//! | [`reduce`] | `sum`, `mean`, `max`, `log_sum_exp` |
-//! | [`layer_norm`] | `layer_norm` |
+//! | [`reduce`] | `sum`, `mean`, `row_max`, `log_sum_exp` |
+//! | [`layer_norm`](mod@layer_norm) | `layer_norm` |
 //! | [`cross_entropy`] | `softmax`, `softmax_cross_entropy` |
 //!
 //! The formulas are public functions on scalars or flat row-major slices (re-exported here),

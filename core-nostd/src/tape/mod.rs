@@ -5,7 +5,7 @@
 //! `G` scalars (`G = S` unless chosen smaller). The capacities travel as one type,
 //! [`Cap`], so that code generic over a tape names one parameter (`Mem: Capacity`), and a
 //! model's type gives them ([`nn::Footprint`](crate::nn::Footprint)). Recording an op computes its value and appends
-//! a [`Node`] naming the [`Op`] and its inputs; [`Tape::backward`] walks the nodes in
+//! a [`Node`] naming the [`Op`](crate::Op) and its inputs; [`Tape::backward`] walks the nodes in
 //! reverse and lets each op add its inputs' gradients. Nothing is allocated: a full tape
 //! returns [`TapeError::NodeCapacity`], [`TapeError::ScalarCapacity`] or
 //! [`TapeError::GradientCapacity`].
