@@ -4,15 +4,6 @@
 
 use crate::scalar::Scalar;
 
-/// The `u16` at `at`.
-pub(crate) fn le_u16(bytes: &[u8], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    if let Some(src) = bytes.get(at..at + 2) {
-        b.copy_from_slice(src);
-    }
-    u16::from_le_bytes(b)
-}
-
 /// The `u32` at `at`.
 pub(crate) fn le_u32(bytes: &[u8], at: usize) -> u32 {
     let mut b = [0u8; 4];
