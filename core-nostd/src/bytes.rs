@@ -1,28 +1,14 @@
-//! Little-endian fields read from byte slices, for the binary formats (checkpoints, data
-//! sets, flash slots). A field past the end of the slice reads as zero bytes: the formats
-//! check lengths first, so this never hides a short read.
+//! Scalars of the binary formats (checkpoint parameters, data set features) as little-endian
+//! bytes. The formats' headers are `zerocopy` structs in their own modules; a scalar stays
+//! hand-written here because its width is the [`Scalar`] type's (4 bytes for `f32`, 8 for
+//! `f64`) and code generic over `Scalar` only knows it as [`Scalar::BYTES`] and the bits of
+//! [`Scalar::to_bits_u64`]: a zerocopy field type (`F32`, `F64`) would need one more
+//! associated type on the public `Scalar` trait, for the same few lines.
 
 use crate::scalar::Scalar;
 
-/// The `u16` at `at`.
-pub(crate) fn le_u16(bytes: &[u8], at: usize) -> u16 {
-    let mut b = [0u8; 2];
-    if let Some(src) = bytes.get(at..at + 2) {
-        b.copy_from_slice(src);
-    }
-    u16::from_le_bytes(b)
-}
-
-/// The `u32` at `at`.
-pub(crate) fn le_u32(bytes: &[u8], at: usize) -> u32 {
-    let mut b = [0u8; 4];
-    if let Some(src) = bytes.get(at..at + 4) {
-        b.copy_from_slice(src);
-    }
-    u32::from_le_bytes(b)
-}
-
-/// A scalar from its [`Scalar::BYTES`] little-endian bytes at the start of `chunk`.
+/// A scalar from its [`Scalar::BYTES`] little-endian bytes at the start of `chunk` (missing
+/// bytes read as zeros: callers pass whole chunks).
 pub(crate) fn le_scalar<T: Scalar>(chunk: &[u8]) -> T {
     let mut b = [0u8; 8];
     for (dst, src) in b.iter_mut().zip(chunk.iter().take(T::BYTES)) {

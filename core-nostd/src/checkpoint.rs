@@ -38,7 +38,10 @@
 
 use core::fmt;
 
-use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::bytes::{le_scalar, put_le_scalar};
 use crate::crc32::{Digest, CRC32};
 use crate::graph::Op;
 use crate::scalar::Scalar;
@@ -52,6 +55,26 @@ pub const FORMAT_VERSION: u16 = 1;
 pub const HEADER_LEN: usize = 16;
 /// Bytes after the parameters (the CRC).
 pub const TRAILER_LEN: usize = 4;
+
+/// A checkpoint's first [`HEADER_LEN`] bytes, field by field as in the table above.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct Header {
+    /// [`MAGIC`].
+    magic: [u8; 4],
+    /// [`FORMAT_VERSION`].
+    version: U16,
+    /// Bytes per scalar.
+    scalar_bytes: u8,
+    /// 0.
+    reserved: u8,
+    /// [`shape_signature`] of the model.
+    signature: U32,
+    /// Number of parameter scalars.
+    count: U32,
+}
+
+const _: () = assert!(size_of::<Header>() == HEADER_LEN);
 
 /// Why a checkpoint was refused. Each names the check that failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -203,22 +226,16 @@ pub fn encoded_len<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> usize {
     HEADER_LEN + tape.parameter_len() * T::BYTES + TRAILER_LEN
 }
 
-fn header<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> [u8; HEADER_LEN] {
-    let mut h = [0u8; HEADER_LEN];
-    let count = tape.parameter_len() as u32;
-    let version = FORMAT_VERSION.to_le_bytes();
-    let signature = shape_signature(tape).to_le_bytes();
-    let count = count.to_le_bytes();
-    let fields = MAGIC
-        .iter()
-        .chain(&version)
-        .chain(&[T::BYTES as u8, 0])
-        .chain(&signature)
-        .chain(&count);
-    for (dst, src) in h.iter_mut().zip(fields) {
-        *dst = *src;
+/// The header of `tape`'s checkpoint.
+fn header<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> Header {
+    Header {
+        magic: MAGIC,
+        version: U16::new(FORMAT_VERSION),
+        scalar_bytes: T::BYTES as u8,
+        reserved: 0,
+        signature: U32::new(shape_signature(tape)),
+        count: U32::new(tape.parameter_len() as u32),
     }
-    h
 }
 
 /// Writes the checkpoint of every parameter of `tape` into `out`; returns its length.
@@ -285,7 +302,7 @@ pub fn checksum<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> u32 {
 /// ```
 pub struct Encoder<'t, T: Scalar, Mem: Capacity> {
     tape: &'t Tape<T, Mem>,
-    header: [u8; HEADER_LEN],
+    header: Header,
     crc: Digest,
     /// Bytes produced so far.
     pos: usize,
@@ -345,7 +362,7 @@ impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
         for o in out.iter_mut() {
             let p = self.pos;
             let byte = if p < HEADER_LEN {
-                self.header.get(p).copied()
+                self.header.as_bytes().get(p).copied()
             } else if p < body_end {
                 let (index, at) = ((p - HEADER_LEN) / T::BYTES, (p - HEADER_LEN) % T::BYTES);
                 self.parameter(index).map(|v| {
@@ -381,15 +398,15 @@ pub fn verify<'b, T: Scalar, Mem: Capacity>(
     tape: &Tape<T, Mem>,
     bytes: &'b [u8],
 ) -> Result<&'b [u8], CheckpointError> {
-    check_header::<T>(bytes)?;
-    let (signature, expected_signature) = (le_u32(bytes, 8), shape_signature(tape));
+    let header = check_header::<T>(bytes)?;
+    let (signature, expected_signature) = (header.signature.get(), shape_signature(tape));
     if signature != expected_signature {
         return Err(CheckpointError::ShapeSignature {
             found: signature,
             expected: expected_signature,
         });
     }
-    let (count, expected_count) = (le_u32(bytes, 12), tape.parameter_len() as u32);
+    let (count, expected_count) = (header.count.get(), tape.parameter_len() as u32);
     if count != expected_count {
         return Err(CheckpointError::ParameterCount {
             found: count,
@@ -418,28 +435,29 @@ pub fn verify<'b, T: Scalar, Mem: Capacity>(
 }
 
 /// The checks of a checkpoint's header that need no tape: length, magic, version, scalar
-/// size.
-fn check_header<T: Scalar>(bytes: &[u8]) -> Result<(), CheckpointError> {
+/// size. Returns the header.
+fn check_header<T: Scalar>(bytes: &[u8]) -> Result<&Header, CheckpointError> {
+    let truncated = CheckpointError::Truncated { len: bytes.len() };
     if bytes.len() < HEADER_LEN + TRAILER_LEN {
-        return Err(CheckpointError::Truncated { len: bytes.len() });
+        return Err(truncated);
     }
-    let mut magic = [0u8; 4];
-    magic.copy_from_slice(bytes.get(..4).unwrap_or(&[0; 4]));
-    if magic != MAGIC {
-        return Err(CheckpointError::Magic { found: magic });
+    let (header, _) = Header::ref_from_prefix(bytes).map_err(|_| truncated)?;
+    if header.magic != MAGIC {
+        return Err(CheckpointError::Magic {
+            found: header.magic,
+        });
     }
-    let version = le_u16(bytes, 4);
+    let version = header.version.get();
     if version != FORMAT_VERSION {
         return Err(CheckpointError::Version { found: version });
     }
-    let scalar = bytes.get(6).copied().unwrap_or(0);
-    if usize::from(scalar) != T::BYTES {
+    if usize::from(header.scalar_bytes) != T::BYTES {
         return Err(CheckpointError::ScalarSize {
-            found: scalar,
+            found: header.scalar_bytes,
             expected: T::BYTES as u8,
         });
     }
-    Ok(())
+    Ok(header)
 }
 
 /// The checks of a checkpoint of `expected_len` bytes after its header: length, CRC, finite
@@ -451,11 +469,9 @@ fn check_body<T: Scalar>(bytes: &[u8], expected_len: usize) -> Result<&[u8], Che
             found: bytes.len(),
         });
     }
-    let contents = bytes.get(..expected_len - TRAILER_LEN).unwrap_or(&[]);
-    let (stored, computed) = (
-        le_u32(bytes, expected_len - TRAILER_LEN),
-        CRC32.checksum(contents),
-    );
+    let (contents, stored) = U32::read_from_suffix(bytes)
+        .map_err(|_| CheckpointError::Truncated { len: bytes.len() })?;
+    let (stored, computed) = (stored.get(), CRC32.checksum(contents));
     if stored != computed {
         return Err(CheckpointError::Crc { stored, computed });
     }
@@ -512,8 +528,7 @@ fn same_bits<T: Scalar>(a: T, b: T) -> bool {
 pub fn parameters_in_place<T: Scalar + bytemuck::Pod>(
     bytes: &'static [u8],
 ) -> Result<&'static [T], CheckpointError> {
-    check_header::<T>(bytes)?;
-    let count = le_u32(bytes, 12) as usize;
+    let count = check_header::<T>(bytes)?.count.get() as usize;
     let expected_len = count
         .checked_mul(T::BYTES)
         .and_then(|b| b.checked_add(HEADER_LEN + TRAILER_LEN))

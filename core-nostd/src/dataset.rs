@@ -34,11 +34,14 @@
 use core::fmt;
 use core::marker::PhantomData;
 
-use crate::bytes::{le_scalar, le_u16, le_u32, put_le_scalar};
+use embedded_storage::nor_flash::NorFlash;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout, Unaligned};
+
+use crate::bytes::{le_scalar, put_le_scalar};
 use crate::crc32::CRC32;
 use crate::scalar::Scalar;
 use crate::train::Samples;
-use embedded_storage::nor_flash::NorFlash;
 
 /// The four bytes a data set starts with.
 pub const MAGIC: [u8; 4] = *b"SGDS";
@@ -46,6 +49,28 @@ pub const MAGIC: [u8; 4] = *b"SGDS";
 pub const VERSION: u16 = 1;
 const HEADER: usize = 16;
 const TRAILER: usize = 4;
+
+/// A data set's first [`HEADER`] bytes, field by field as in the table above.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct Header {
+    /// [`MAGIC`].
+    magic: [u8; 4],
+    /// [`VERSION`].
+    version: U16,
+    /// Bytes per scalar.
+    scalar_bytes: u8,
+    /// 0.
+    reserved: u8,
+    /// Features per row.
+    features: U16,
+    /// Number of classes.
+    classes: U16,
+    /// Number of rows.
+    rows: U32,
+}
+
+const _: () = assert!(size_of::<Header>() == HEADER);
 
 /// Why a data set blob was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,14 +163,16 @@ pub const fn encoded_len<T: Scalar, const F: usize>(rows: usize) -> usize {
 }
 
 /// The header of a data set of `rows` rows.
-fn header<T: Scalar, const F: usize>(classes: u16, rows: u32) -> [u8; HEADER] {
-    let [v0, v1] = VERSION.to_le_bytes();
-    let [f0, f1] = (F as u16).to_le_bytes();
-    let [c0, c1] = classes.to_le_bytes();
-    let [r0, r1, r2, r3] = rows.to_le_bytes();
-    let [m0, m1, m2, m3] = MAGIC;
-    let b = T::BYTES as u8;
-    [m0, m1, m2, m3, v0, v1, b, 0, f0, f1, c0, c1, r0, r1, r2, r3]
+fn header<T: Scalar, const F: usize>(classes: u16, rows: u32) -> Header {
+    Header {
+        magic: MAGIC,
+        version: U16::new(VERSION),
+        scalar_bytes: T::BYTES as u8,
+        reserved: 0,
+        features: U16::new(F as u16),
+        classes: U16::new(classes),
+        rows: U32::new(rows),
+    }
 }
 
 /// Writes `rows` (features and class) into `out`; returns the length.
@@ -159,7 +186,7 @@ pub fn encode<T: Scalar, const F: usize>(
         .get_mut(..needed)
         .ok_or(DatasetError::BufferTooSmall { needed })?;
     let (head, rest) = buf.split_at_mut(HEADER);
-    head.copy_from_slice(&header::<T, F>(classes, rows.len() as u32));
+    head.copy_from_slice(header::<T, F>(classes, rows.len() as u32).as_bytes());
     let (body, crc) = rest.split_at_mut(rest.len() - TRAILER);
     for (row, (chunk, (x, label))) in body
         .chunks_exact_mut(2 + F * T::BYTES)
@@ -199,48 +226,49 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
 
     /// Checks a blob and returns the data set it holds.
     pub fn parse(bytes: &'a [u8]) -> Result<Self, DatasetError> {
+        let truncated = DatasetError::Truncated { len: bytes.len() };
         if bytes.len() < HEADER + TRAILER {
-            return Err(DatasetError::Truncated { len: bytes.len() });
+            return Err(truncated);
         }
-        if bytes.get(..4) != Some(&MAGIC[..]) {
+        let (header, _) = Header::ref_from_prefix(bytes).map_err(|_| truncated)?;
+        if header.magic != MAGIC {
             return Err(DatasetError::Magic);
         }
-        let version = le_u16(bytes, 4);
+        let version = header.version.get();
         if version != VERSION {
             return Err(DatasetError::Version { found: version });
         }
-        let scalar_bytes = bytes.get(6).copied().unwrap_or(0);
-        let features = le_u16(bytes, 8);
+        let (scalar_bytes, features) = (header.scalar_bytes, header.features.get());
         if usize::from(scalar_bytes) != T::BYTES || usize::from(features) != F {
             return Err(DatasetError::Shape {
                 scalar_bytes,
                 features,
             });
         }
-        let classes = usize::from(le_u16(bytes, 10));
-        let len = le_u32(bytes, 12) as usize;
+        let classes = usize::from(header.classes.get());
+        let len = header.rows.get() as usize;
         let expected = len
             .checked_mul(Self::ROW)
             .and_then(|b| b.checked_add(HEADER + TRAILER))
-            .ok_or(DatasetError::Truncated { len: bytes.len() })?;
+            .ok_or(truncated)?;
         if bytes.len() != expected {
             return Err(DatasetError::Length {
                 expected,
                 found: bytes.len(),
             });
         }
-        let contents = bytes.get(..expected - TRAILER).unwrap_or(&[]);
-        let (stored, computed) = (le_u32(bytes, expected - TRAILER), CRC32.checksum(contents));
+        let (contents, stored) = U32::read_from_suffix(bytes).map_err(|_| truncated)?;
+        let (stored, computed) = (stored.get(), CRC32.checksum(contents));
         if stored != computed {
             return Err(DatasetError::Crc { stored, computed });
         }
         let rows = contents.get(HEADER..).unwrap_or(&[]);
         for (row, chunk) in rows.chunks_exact(Self::ROW).enumerate() {
-            let label = le_u16(chunk, 0);
+            let (label, values) = U16::read_from_prefix(chunk).map_err(|_| truncated)?;
+            let label = label.get();
             if usize::from(label) >= classes {
                 return Err(DatasetError::Label { row, label });
             }
-            let values = chunk.get(2..).unwrap_or(&[]);
             if values
                 .chunks_exact(T::BYTES)
                 .any(|b| !le_scalar::<T>(b).is_finite())
@@ -274,11 +302,12 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
     /// Row `i`: its features and its class.
     pub fn get(&self, i: usize) -> Option<([T; F], usize)> {
         let chunk = self.rows.get(i * Self::ROW..(i + 1) * Self::ROW)?;
+        let (label, values) = U16::read_from_prefix(chunk).ok()?;
         let mut x = [T::ZERO; F];
-        for (dst, b) in x.iter_mut().zip(chunk.get(2..)?.chunks_exact(T::BYTES)) {
+        for (dst, b) in x.iter_mut().zip(values.chunks_exact(T::BYTES)) {
             *dst = le_scalar(b);
         }
-        Some((x, usize::from(le_u16(chunk, 0))))
+        Some((x, usize::from(label.get())))
     }
 
     /// The rows in order.
@@ -543,7 +572,7 @@ impl<T: Scalar, const F: usize> Recorder<T, F> {
     pub fn finish<Fl: NorFlash>(mut self, flash: &mut Fl) -> Result<usize, RecordError<Fl::Error>> {
         let head = header::<T, F>(self.classes, self.rows as u32);
         let mut crc = CRC32.digest();
-        crc.update(&head);
+        crc.update(head.as_bytes());
         let mut chunk = [0u8; PIECE];
         let mut done = 0;
         while done < self.written {
@@ -568,7 +597,9 @@ impl<T: Scalar, const F: usize> Recorder<T, F> {
                 self.piece.get(..tail).unwrap_or(&[]),
             )
             .map_err(RecordError::Flash)?;
-        flash.write(self.base, &head).map_err(RecordError::Flash)?;
+        flash
+            .write(self.base, head.as_bytes())
+            .map_err(RecordError::Flash)?;
         Ok(HEADER + self.written + pending + TRAILER)
     }
 }

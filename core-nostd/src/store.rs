@@ -52,10 +52,12 @@
 //! ```
 
 use core::fmt;
+use core::mem::offset_of;
 
 use embedded_storage::nor_flash::NorFlash;
+use zerocopy::little_endian::{U16, U32};
+use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes, KnownLayout, Unaligned};
 
-use crate::bytes::le_u32;
 use crate::crc32::CRC32;
 
 /// Bytes of a slot's header.
@@ -65,6 +67,37 @@ pub const SLOT_MAGIC: [u8; 4] = *b"SGSL";
 /// The word written last, that makes a slot count.
 pub const COMMIT: u32 = 0x5AFE_C0DE;
 const VERSION: u16 = 1;
+
+/// A slot's first [`SLOT_HEADER`] bytes, field by field as in the table above.
+#[derive(FromBytes, IntoBytes, KnownLayout, Immutable, Unaligned)]
+#[repr(C)]
+struct SlotHeader {
+    /// [`SLOT_MAGIC`].
+    magic: [u8; 4],
+    /// [`VERSION`].
+    version: U16,
+    /// `0xFFFF`.
+    reserved: [u8; 2],
+    /// Sequence number.
+    seq: U32,
+    /// Shape signature of the model.
+    signature: U32,
+    /// Payload length.
+    len: U32,
+    /// CRC-32 of the bytes before it and of the payload.
+    crc: U32,
+    /// [`COMMIT`], written last.
+    commit: U32,
+    /// `0xFFFF_FFFF`.
+    end: U32,
+}
+
+const _: () = assert!(size_of::<SlotHeader>() == SLOT_HEADER);
+
+/// Header bytes the CRC covers: those before it.
+const CRC_COVERS: usize = offset_of!(SlotHeader, crc);
+/// Offset of the commit word; a save programs the bytes before it first.
+const COMMIT_AT: usize = offset_of!(SlotHeader, commit);
 
 /// Why a slot operation failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,21 +221,23 @@ impl Slots {
         i: usize,
     ) -> Result<SlotState, StoreError<F::Error>> {
         let at = self.offset(i);
-        let mut h = [0u8; SLOT_HEADER];
-        flash.read(at, &mut h).map_err(StoreError::Flash)?;
-        if h.iter().all(|&b| b == 0xFF) {
+        let mut h = SlotHeader::new_zeroed();
+        flash
+            .read(at, h.as_mut_bytes())
+            .map_err(StoreError::Flash)?;
+        if h.as_bytes().iter().all(|&b| b == 0xFF) {
             return Ok(SlotState::Empty);
         }
-        let len = le_u32(&h, 16) as usize;
-        if h.get(..4) != Some(&SLOT_MAGIC[..])
-            || le_u32(&h, 24) != COMMIT
-            || le_u32(&h, 28) != 0xFFFF_FFFF
+        let len = h.len.get() as usize;
+        if h.magic != SLOT_MAGIC
+            || h.commit.get() != COMMIT
+            || h.end.get() != 0xFFFF_FFFF
             || len > self.capacity()
         {
             return Ok(SlotState::Corrupt);
         }
         let mut crc = CRC32.digest();
-        crc.update(h.get(..20).unwrap_or(&[]));
+        crc.update(h.as_bytes().get(..CRC_COVERS).unwrap_or(&[]));
         let mut chunk = [0u8; 64];
         let mut done = 0;
         while done < len {
@@ -214,11 +249,11 @@ impl Slots {
             crc.update(part);
             done += n;
         }
-        if crc.finalize() != le_u32(&h, 20) {
+        if crc.finalize() != h.crc.get() {
             return Ok(SlotState::Corrupt);
         }
         Ok(SlotState::Valid {
-            seq: le_u32(&h, 8),
+            seq: h.seq.get(),
             len,
         })
     }
@@ -327,20 +362,22 @@ impl Slots {
         flash
             .erase(at, at + self.slot_size)
             .map_err(StoreError::Flash)?;
-        // The header without its commit word; its CRC covers bytes 0..20 and the payload.
-        let mut h = [0xFFu8; SLOT_HEADER];
-        let (version, seq_bytes) = (VERSION.to_le_bytes(), seq.to_le_bytes());
-        let (sig, len_bytes) = (signature.to_le_bytes(), (len as u32).to_le_bytes());
-        let fields = SLOT_MAGIC
-            .iter()
-            .chain(&version)
-            .chain(&[0xFF, 0xFF])
-            .chain(&seq_bytes)
-            .chain(&sig)
-            .chain(&len_bytes);
-        h.iter_mut().zip(fields).for_each(|(d, &s)| *d = s);
+        // The header without its commit word (the CRC is filled in after the payload; the
+        // fields not yet written read as erased flash); its CRC covers the fields before it
+        // and the payload.
+        let mut h = SlotHeader {
+            magic: SLOT_MAGIC,
+            version: U16::new(VERSION),
+            reserved: [0xFF; 2],
+            seq: U32::new(seq),
+            signature: U32::new(signature),
+            len: U32::new(len as u32),
+            crc: U32::new(0xFFFF_FFFF),
+            commit: U32::new(0xFFFF_FFFF),
+            end: U32::new(0xFFFF_FFFF),
+        };
         let mut crc = CRC32.digest();
-        crc.update(h.get(..20).unwrap_or(&[]));
+        crc.update(h.as_bytes().get(..CRC_COVERS).unwrap_or(&[]));
         // The payload first, in pieces of whole words; a partial last word padded with 0xFF.
         let word = F::WRITE_SIZE.clamp(1, 32);
         let mut piece = [0xFFu8; 64];
@@ -369,18 +406,20 @@ impl Slots {
                 .map_err(StoreError::Flash)?;
             done += want;
         }
-        if let Some(c) = h.get_mut(20..24) {
-            c.copy_from_slice(&crc.finalize().to_le_bytes());
-        }
+        h.crc = U32::new(crc.finalize());
         flash
-            .write(at, h.get(..24).unwrap_or(&[]))
+            .write(at, h.as_bytes().get(..COMMIT_AT).unwrap_or(&[]))
             .map_err(StoreError::Flash)?;
+        // The commit word in a write of its own, padded with 0xFF to a whole flash word (up
+        // to 32 bytes, more than the header's 4-byte `commit` field).
         let mut commit = [0xFFu8; 32];
         let commit = commit.get_mut(..word.max(4)).unwrap_or(&mut []);
         if let Some(c) = commit.get_mut(..4) {
             c.copy_from_slice(&COMMIT.to_le_bytes());
         }
-        flash.write(at + 24, commit).map_err(StoreError::Flash)?;
+        flash
+            .write(at + COMMIT_AT as u32, commit)
+            .map_err(StoreError::Flash)?;
         Ok(seq)
     }
 }
