@@ -216,20 +216,25 @@ fn row_simd<T: Scalar>(
         let first = n == 0;
         // Eight SSE registers of sums: independent chains enough to hide an addition's
         // latency.
-        let c = tiles_simd::<T, { 2 * WIDE }>(&nz, w, bias, out_row, 0, first);
-        let c = tiles_simd::<T, WIDE>(&nz, w, bias, out_row, c, first);
-        let c = tiles_simd::<T, NARROW>(&nz, w, bias, out_row, c, first);
-        tiles_simd::<T, 1>(&nz, w, bias, out_row, c, first);
+        let c = tiles_simd::<T, { 2 * WIDE / 4 }>(&nz, w, bias, out_row, 0, first);
+        let c = tiles_simd::<T, { WIDE / 4 }>(&nz, w, bias, out_row, c, first);
+        let c = tiles_simd::<T, { NARROW / 4 }>(&nz, w, bias, out_row, c, first);
+        columns_simd(&nz, w, bias, out_row, c, first);
     }
     for o in out_row.iter_mut() {
         *o = act(*o);
     }
 }
 
-/// Columns `first..` of [`row_simd`] for one chunk of inputs, `W` at a time; returns the first
-/// column not computed.
+/// Columns `first..` of [`row_simd`] for one chunk of inputs, `4 V` at a time, the sums held
+/// as `V` vectors of four; returns the first column not computed.
+///
+/// Written as vectors of four, LLVM keeps each in one SSE register from input to input; with
+/// the sums as one array of `4 V` values it passed the eight registers of a 32-column tile
+/// round through copies at every input (56 instructions per nonzero input against 42,
+/// `callgrind` on the host bench's batch-1 step).
 #[inline(always)]
-fn tiles_simd<T: Scalar, const W: usize>(
+fn tiles_simd<T: Scalar, const V: usize>(
     nz: &Nonzero<'_, T>,
     w: &[T],
     bias: Option<&[T]>,
@@ -238,42 +243,109 @@ fn tiles_simd<T: Scalar, const W: usize>(
     first_chunk: bool,
 ) -> usize {
     let cols = out_row.len();
+    let width = 4 * V;
     let mut c = first;
-    while let Some(out) = out_row.get_mut(c..).and_then(|o| o.first_chunk_mut::<W>()) {
-        let mut acc = if first_chunk {
-            bias_tile::<T, W>(bias, c)
+    while let Some(out) = out_row.get_mut(c..c + width) {
+        let mut acc = [[T::ZERO; 4]; V];
+        let start: &[T] = if first_chunk {
+            match bias.and_then(|b| b.get(c..c + width)) {
+                Some(b) => b,
+                None => &[],
+            }
         } else {
-            *out
+            out
         };
+        for (a, s) in acc.iter_mut().zip(start.chunks_exact(4)) {
+            for (a, &s) in a.iter_mut().zip(s) {
+                *a = s;
+            }
+        }
         for (k, xk) in nz.iter() {
-            let tile = w.get(k * cols + c..).and_then(|r| r.first_chunk::<W>());
-            if let Some(w_tile) = tile {
-                for (a, &wv) in acc.iter_mut().zip(w_tile) {
+            let Some(w_tile) = w.get(k * cols + c..k * cols + c + width) else {
+                continue;
+            };
+            for (a, w4) in acc.iter_mut().zip(w_tile.chunks_exact(4)) {
+                for (a, &wv) in a.iter_mut().zip(w4) {
                     *a += xk * wv;
                 }
             }
         }
-        *out = acc;
-        c += W;
+        for (o, a) in out.chunks_exact_mut(4).zip(&acc) {
+            o.copy_from_slice(a);
+        }
+        c += width;
     }
     c
+}
+
+/// Columns `first..` of [`row_simd`] for one chunk of inputs, one at a time.
+fn columns_simd<T: Scalar>(
+    nz: &Nonzero<'_, T>,
+    w: &[T],
+    bias: Option<&[T]>,
+    out_row: &mut [T],
+    first: usize,
+    first_chunk: bool,
+) {
+    let cols = out_row.len();
+    for (c, out) in out_row.iter_mut().enumerate().skip(first) {
+        let mut acc = if first_chunk {
+            bias.and_then(|b| b.get(c)).copied().unwrap_or(T::ZERO)
+        } else {
+            *out
+        };
+        for (k, xk) in nz.iter() {
+            if let Some(&wv) = w.get(k * cols + c) {
+                acc += xk * wv;
+            }
+        }
+        *out = acc;
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn both(x: &[f32], w: &[f32], b: &[f32], inner: usize, cols: usize) -> [[f32; 40]; 2] {
-        let rows = x.len() / inner;
-        let mut out = [[0.0f32; 40]; 2];
-        for (shape, o) in out.iter_mut().enumerate() {
-            for r in 0..rows {
-                let x_row = &x[r * inner..(r + 1) * inner];
-                let out_row = &mut o[r * cols..(r + 1) * cols];
-                if shape == 0 {
-                    row_branching(x_row, w, Some(b), out_row, |v| v);
-                } else {
-                    row_simd(x_row, w, Some(b), out_row, |v| v);
+    const MAX_INNER: usize = 37;
+    const MAX_COLS: usize = 53;
+
+    /// Two rows of `inner` inputs (zeros, negative zeros and values) and `inner x cols`
+    /// weights, infinite and nan behind zero inputs.
+    fn inputs(inner: usize, cols: usize) -> ([f32; 2 * MAX_INNER], [f32; MAX_INNER * MAX_COLS]) {
+        let x = core::array::from_fn(|i| match (i % inner) % 5 {
+            0 => 0.0,
+            1 => -0.0,
+            _ => (i as f32 * 0.37).sin(),
+        });
+        let mut w: [f32; MAX_INNER * MAX_COLS] =
+            core::array::from_fn(|i| (i as f32 * 0.11).cos() * 3.0);
+        w[0] = f32::INFINITY; // row 0: x[0] is zero
+        w[cols + 3] = f32::NAN; // row 1: x[1] is -0
+        (x, w)
+    }
+
+    /// The outputs of the two rows in one shape (0 branching, 1 SIMD, 2 a plain loop).
+    fn run(shape: usize, inner: usize, cols: usize, bias: Option<&[f32]>) -> [f32; 2 * MAX_COLS] {
+        let (x, w) = inputs(inner, cols);
+        let w = &w[..inner * cols];
+        let mut out = [7.0f32; 2 * MAX_COLS];
+        for r in 0..2 {
+            let x_row = &x[r * inner..(r + 1) * inner];
+            let out_row = &mut out[r * cols..(r + 1) * cols];
+            match shape {
+                0 => row_branching(x_row, w, bias, out_row, |v| v),
+                1 => row_simd(x_row, w, bias, out_row, |v| v),
+                _ => {
+                    for (c, o) in out_row.iter_mut().enumerate() {
+                        let mut acc = bias.map_or(0.0, |b| b[c]);
+                        for (k, &xk) in x_row.iter().enumerate() {
+                            if xk != 0.0 {
+                                acc += xk * w[k * cols + c];
+                            }
+                        }
+                        *o = acc;
+                    }
                 }
             }
         }
@@ -281,29 +353,25 @@ mod tests {
     }
 
     #[test]
-    fn both_shapes_give_the_same_bits() {
-        // 2 rows, 37 inputs (two chunks), 19 columns (a wide tile, a narrow one, the rest);
-        // zeros, a negative zero, infinite and nan weights behind zero inputs.
-        let (inner, cols) = (37, 19);
-        let mut x = [0.0f32; 74];
-        for (i, v) in x.iter_mut().enumerate() {
-            *v = match (i % inner) % 5 {
-                0 => 0.0,
-                1 => -0.0,
-                _ => (i as f32 * 0.37).sin(),
-            };
+    fn both_shapes_give_the_same_bits_as_a_plain_loop() {
+        // 37 inputs (two chunks) or 16; 53 columns (a tile of 32, one of 16, one of 4, one
+        // left), 19, 32 or 4; with a bias and without.
+        let b: [f32; MAX_COLS] = core::array::from_fn(|i| i as f32 - 9.0);
+        for (inner, cols) in [(37, 53), (37, 19), (16, 32), (32, 4), (3, 1)] {
+            for bias in [Some(&b[..cols]), None] {
+                let plain = run(2, inner, cols, bias);
+                for shape in [0, 1] {
+                    let out = run(shape, inner, cols, bias);
+                    for (i, (p, q)) in out.iter().zip(&plain).enumerate() {
+                        assert_eq!(
+                            p.to_bits(),
+                            q.to_bits(),
+                            "{inner}x{cols}, shape {shape}, {i}"
+                        );
+                    }
+                }
+                assert!(plain.iter().all(|v| v.is_finite()));
+            }
         }
-        let mut w = [0.0f32; 37 * 19];
-        for (i, v) in w.iter_mut().enumerate() {
-            *v = (i as f32 * 0.11).cos() * 3.0;
-        }
-        w[0] = f32::INFINITY; // row 0: x[0] is zero
-        w[cols + 3] = f32::NAN; // row 1: x[1] is -0
-        let b: [f32; 19] = core::array::from_fn(|i| i as f32 - 9.0);
-        let [a, s] = both(&x, &w, &b, inner, cols);
-        for (p, q) in a.iter().zip(&s) {
-            assert_eq!(p.to_bits(), q.to_bits());
-        }
-        assert!(a.iter().all(|v| v.is_finite()));
     }
 }
