@@ -235,7 +235,7 @@ fn row_simd<T: Scalar>(
 /// `callgrind` on the host bench's batch-1 step).
 #[inline(always)]
 fn tiles_simd<T: Scalar, const V: usize>(
-    nz: &Nonzero<'_, T>,
+    nz: &Nonzero<T>,
     w: &[T],
     bias: Option<&[T]>,
     out_row: &mut [T],
@@ -280,7 +280,7 @@ fn tiles_simd<T: Scalar, const V: usize>(
 
 /// Columns `first..` of [`row_simd`] for one chunk of inputs, one at a time.
 fn columns_simd<T: Scalar>(
-    nz: &Nonzero<'_, T>,
+    nz: &Nonzero<T>,
     w: &[T],
     bias: Option<&[T]>,
     out_row: &mut [T],
