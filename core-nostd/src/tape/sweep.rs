@@ -39,6 +39,11 @@ pub(crate) fn sweep<T: Scalar>(
     defer: impl Fn(usize) -> Defer,
 ) {
     for (i, node) in nodes.iter().enumerate().rev() {
+        // A leaf (a parameter, an input) has no backward: passed over before anything is
+        // prepared for one.
+        if node.op.is_leaf() {
+            continue;
+        }
         let Some(out_grad) = node.grad_slots() else {
             continue;
         };
