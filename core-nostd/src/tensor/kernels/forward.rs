@@ -214,6 +214,14 @@ fn row_simd<T: Scalar>(
     for (n, x_chunk) in x_row.chunks(CHUNK).enumerate() {
         let nz = Nonzero::of(x_chunk, n * CHUNK);
         let first = n == 0;
+        if nz.all(x_chunk.len()) {
+            let w_rows = w.get(n * CHUNK * out_row.len()..).unwrap_or(&[]);
+            let c = tiles_dense::<T, { 2 * WIDE / 4 }>(x_chunk, w_rows, bias, out_row, 0, first);
+            let c = tiles_dense::<T, { WIDE / 4 }>(x_chunk, w_rows, bias, out_row, c, first);
+            let c = tiles_dense::<T, { NARROW / 4 }>(x_chunk, w_rows, bias, out_row, c, first);
+            tiles_dense::<T, 0>(x_chunk, w_rows, bias, out_row, c, first);
+            continue;
+        }
         // Eight SSE registers of sums: independent chains enough to hide an addition's
         // latency.
         let c = tiles_simd::<T, { 2 * WIDE / 4 }>(&nz, w, bias, out_row, 0, first);
@@ -246,20 +254,7 @@ fn tiles_simd<T: Scalar, const V: usize>(
     let width = 4 * V;
     let mut c = first;
     while let Some(out) = out_row.get_mut(c..c + width) {
-        let mut acc = [[T::ZERO; 4]; V];
-        let start: &[T] = if first_chunk {
-            match bias.and_then(|b| b.get(c..c + width)) {
-                Some(b) => b,
-                None => &[],
-            }
-        } else {
-            out
-        };
-        for (a, s) in acc.iter_mut().zip(start.chunks_exact(4)) {
-            for (a, &s) in a.iter_mut().zip(s) {
-                *a = s;
-            }
-        }
+        let mut acc = tile_start::<T, V>(bias, out, c, first_chunk);
         for (k, xk) in nz.iter() {
             let Some(w_tile) = w.get(k * cols + c..k * cols + c + width) else {
                 continue;
@@ -272,6 +267,81 @@ fn tiles_simd<T: Scalar, const V: usize>(
         }
         for (o, a) in out.chunks_exact_mut(4).zip(&acc) {
             o.copy_from_slice(a);
+        }
+        c += width;
+    }
+    c
+}
+
+/// The sums of a tile before a chunk of inputs: the bias's (or zeros) for the first chunk,
+/// else the partial sums in `out`.
+#[inline(always)]
+fn tile_start<T: Scalar, const V: usize>(
+    bias: Option<&[T]>,
+    out: &[T],
+    c: usize,
+    first_chunk: bool,
+) -> [[T; 4]; V] {
+    let mut acc = [[T::ZERO; 4]; V];
+    let start: &[T] = if first_chunk {
+        bias.and_then(|b| b.get(c..c + 4 * V)).unwrap_or(&[])
+    } else {
+        out
+    };
+    for (a, s) in acc.iter_mut().zip(start.chunks_exact(4)) {
+        for (a, &s) in a.iter_mut().zip(s) {
+            *a = s;
+        }
+    }
+    acc
+}
+
+/// [`tiles_simd`] for a chunk of inputs that are all nonzero (a data input usually is): the
+/// rows of `w_rows` (those of the chunk's inputs) one after the other, without the mask's
+/// positions and their bounds checks. `V` 0 takes the columns one at a time; returns the
+/// first column not computed.
+#[inline(always)]
+fn tiles_dense<T: Scalar, const V: usize>(
+    x_chunk: &[T],
+    w_rows: &[T],
+    bias: Option<&[T]>,
+    out_row: &mut [T],
+    first: usize,
+    first_chunk: bool,
+) -> usize {
+    let cols = out_row.len();
+    let width = if V == 0 { 1 } else { 4 * V };
+    let mut c = first;
+    while let Some(out) = out_row.get_mut(c..c + width) {
+        if V == 0 {
+            let mut acc = match (first_chunk, out.first()) {
+                (true, _) => bias.and_then(|b| b.get(c)).copied().unwrap_or(T::ZERO),
+                (false, Some(&o)) => o,
+                (false, None) => T::ZERO,
+            };
+            for (&xk, w_row) in x_chunk.iter().zip(w_rows.chunks_exact(cols)) {
+                if let Some(&wv) = w_row.get(c) {
+                    acc += xk * wv;
+                }
+            }
+            if let Some(o) = out.first_mut() {
+                *o = acc;
+            }
+        } else {
+            let mut acc = tile_start::<T, V>(bias, out, c, first_chunk);
+            for (&xk, w_row) in x_chunk.iter().zip(w_rows.chunks_exact(cols)) {
+                let Some(w_tile) = w_row.get(c..c + width) else {
+                    continue;
+                };
+                for (a, w4) in acc.iter_mut().zip(w_tile.chunks_exact(4)) {
+                    for (a, &wv) in a.iter_mut().zip(w4) {
+                        *a += xk * wv;
+                    }
+                }
+            }
+            for (o, a) in out.chunks_exact_mut(4).zip(&acc) {
+                o.copy_from_slice(a);
+            }
         }
         c += width;
     }
@@ -310,24 +380,32 @@ mod tests {
     const MAX_INNER: usize = 37;
     const MAX_COLS: usize = 53;
 
-    /// Two rows of `inner` inputs (zeros, negative zeros and values) and `inner x cols`
-    /// weights, infinite and nan behind zero inputs.
-    fn inputs(inner: usize, cols: usize) -> ([f32; 2 * MAX_INNER], [f32; MAX_INNER * MAX_COLS]) {
+    /// A layer's shape, `(inputs, columns, dense)`: with `dense` every input is nonzero.
+    type Layer = (usize, usize, bool);
+
+    /// Two rows of inputs and `inner x cols` weights: with `dense`, every input nonzero;
+    /// otherwise zeros, negative zeros and values, with infinite and nan weights behind zero
+    /// inputs.
+    fn inputs((inner, cols, dense): Layer) -> ([f32; 2 * MAX_INNER], [f32; MAX_INNER * MAX_COLS]) {
         let x = core::array::from_fn(|i| match (i % inner) % 5 {
+            _ if dense => (i as f32 * 0.37).sin() + 1.5,
             0 => 0.0,
             1 => -0.0,
             _ => (i as f32 * 0.37).sin(),
         });
         let mut w: [f32; MAX_INNER * MAX_COLS] =
             core::array::from_fn(|i| (i as f32 * 0.11).cos() * 3.0);
-        w[0] = f32::INFINITY; // row 0: x[0] is zero
-        w[cols + 3] = f32::NAN; // row 1: x[1] is -0
+        if !dense {
+            w[0] = f32::INFINITY; // row 0: x[0] is zero
+            w[cols + 3] = f32::NAN; // row 1: x[1] is -0
+        }
         (x, w)
     }
 
     /// The outputs of the two rows in one shape (0 branching, 1 SIMD, 2 a plain loop).
-    fn run(shape: usize, inner: usize, cols: usize, bias: Option<&[f32]>) -> [f32; 2 * MAX_COLS] {
-        let (x, w) = inputs(inner, cols);
+    fn run(shape: usize, layer: Layer, bias: Option<&[f32]>) -> [f32; 2 * MAX_COLS] {
+        let (inner, cols, _) = layer;
+        let (x, w) = inputs(layer);
         let w = &w[..inner * cols];
         let mut out = [7.0f32; 2 * MAX_COLS];
         for r in 0..2 {
@@ -354,20 +432,20 @@ mod tests {
 
     #[test]
     fn both_shapes_give_the_same_bits_as_a_plain_loop() {
-        // 37 inputs (two chunks) or 16; 53 columns (a tile of 32, one of 16, one of 4, one
-        // left), 19, 32 or 4; with a bias and without.
+        // 37 inputs (two chunks) or fewer; 53 columns (a tile of 32, one of 16, one of 4, one
+        // left), 19, 32, 4 or 1; with a bias and without; inputs with zeros among them, or
+        // all nonzero (the SIMD shape's dense path).
         let b: [f32; MAX_COLS] = core::array::from_fn(|i| i as f32 - 9.0);
-        for (inner, cols) in [(37, 53), (37, 19), (16, 32), (32, 4), (3, 1)] {
-            for bias in [Some(&b[..cols]), None] {
-                let plain = run(2, inner, cols, bias);
+        let shapes = [(37, 53), (37, 19), (16, 32), (32, 4), (3, 1)];
+        for (inner, cols) in shapes {
+            for (dense, bias) in [(false, true), (false, false), (true, true), (true, false)] {
+                let layer = (inner, cols, dense);
+                let bias = bias.then_some(&b[..cols]);
+                let plain = run(2, layer, bias);
                 for shape in [0, 1] {
-                    let out = run(shape, inner, cols, bias);
+                    let out = run(shape, layer, bias);
                     for (i, (p, q)) in out.iter().zip(&plain).enumerate() {
-                        assert_eq!(
-                            p.to_bits(),
-                            q.to_bits(),
-                            "{inner}x{cols}, shape {shape}, {i}"
-                        );
+                        assert_eq!(p.to_bits(), q.to_bits(), "{layer:?}, shape {shape}, {i}");
                     }
                 }
                 assert!(plain.iter().all(|v| v.is_finite()));

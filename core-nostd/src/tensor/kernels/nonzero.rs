@@ -58,6 +58,16 @@ impl<T: Scalar> Nonzero<T> {
         }
     }
 
+    /// `true` when every value is nonzero (a data input usually is).
+    pub(super) fn all(&self, len: usize) -> bool {
+        let full = if len >= CHUNK {
+            u32::MAX
+        } else {
+            (1u32 << len) - 1
+        };
+        self.bits == full
+    }
+
     /// `(position, value)` of each nonzero value, in order.
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, T)> + '_ {
         let (x, base) = (&self.x, self.base);
