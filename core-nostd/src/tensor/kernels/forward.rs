@@ -1,6 +1,6 @@
 //! The forward pass of a fully connected layer: `x W + b`, with or without a ReLU.
 
-use super::nonzero::{Nonzero, CHUNK};
+use super::nonzero::{all_nonzero, mask, Nonzero, CHUNK};
 use super::{NARROW, SIMD, WIDE};
 use crate::scalar::Scalar;
 
@@ -212,9 +212,9 @@ fn row_simd<T: Scalar>(
 ) {
     // Inputs are taken CHUNK at a time; between chunks the row holds the partial sums.
     for (n, x_chunk) in x_row.chunks(CHUNK).enumerate() {
-        let nz = Nonzero::of(x_chunk, n * CHUNK);
+        let bits = mask(x_chunk);
         let first = n == 0;
-        if nz.all(x_chunk.len()) {
+        if all_nonzero(bits, x_chunk.len()) {
             let w_rows = w.get(n * CHUNK * out_row.len()..).unwrap_or(&[]);
             let c = tiles_dense::<T, { 2 * WIDE / 4 }>(x_chunk, w_rows, bias, out_row, 0, first);
             let c = tiles_dense::<T, { WIDE / 4 }>(x_chunk, w_rows, bias, out_row, c, first);
@@ -222,6 +222,7 @@ fn row_simd<T: Scalar>(
             tiles_dense::<T, 0>(x_chunk, w_rows, bias, out_row, c, first);
             continue;
         }
+        let nz = Nonzero::with_mask(x_chunk, n * CHUNK, bits);
         // Eight SSE registers of sums: independent chains enough to hide an addition's
         // latency.
         let c = tiles_simd::<T, { 2 * WIDE / 4 }>(&nz, w, bias, out_row, 0, first);

@@ -11,61 +11,69 @@ pub(super) const CHUNK: usize = 32;
 #[derive(Clone, Copy)]
 pub(super) struct Nonzero<T> {
     /// The values, zeros after them: a position from the mask indexes the copy without a
-    /// bounds check (a copy of up to 32 values per run, against a compare and a branch for
-    /// each nonzero value each tile visits it: about 170 instructions fewer per step,
-    /// `callgrind` on the host bench's batch-1 step).
+    /// bounds check (a copy of a chunk per run, against a compare and a branch for each
+    /// nonzero value each tile visits it: about 170 instructions fewer per step, `callgrind`
+    /// on the host bench's batch-1 step). A whole chunk is copied as one array, without the
+    /// calls to `memset` and `memcpy` that zeros and a copy of a run's length compile to.
     x: [T; CHUNK],
     base: usize,
     bits: u32,
 }
 
-impl<T: Scalar> Nonzero<T> {
-    /// The nonzero values among the first [`CHUNK`] of `x`; positions count from `base`.
-    ///
-    /// The mask is built four values at a time from the last four down, each four's bits
-    /// shifted in below the ones before: on x86-64 LLVM compiles a four to one packed
-    /// comparison and one `movmskps`, 7 instructions per four values where bits shifted to
-    /// their positions one by one took 35 per eight (`callgrind`, the host bench's batch-1
-    /// step).
-    pub(super) fn of(x: &[T], base: usize) -> Self {
-        let x = x.get(..CHUNK).unwrap_or(x);
-        let mut fours = x.rchunks_exact(4);
-        let mut bits = 0u32;
-        for four in &mut fours {
-            if let Some(four) = four.first_chunk::<4>() {
-                let nonzero = four.map(|v| v != T::ZERO);
-                let mut m = 0u32;
-                for (i, &nz) in nonzero.iter().enumerate() {
-                    if nz {
-                        m |= 1 << i;
-                    }
+/// Bit `k` set for each nonzero value `k` among the first [`CHUNK`] of `x`.
+///
+/// Built four values at a time from the last four down, each four's bits shifted in below the
+/// ones before: on x86-64 LLVM compiles a four to one packed comparison and one `movmskps`, 7
+/// instructions per four values where bits shifted to their positions one by one took 35 per
+/// eight (`callgrind`, the host bench's batch-1 step).
+pub(super) fn mask<T: Scalar>(x: &[T]) -> u32 {
+    let x = x.get(..CHUNK).unwrap_or(x);
+    let mut fours = x.rchunks_exact(4);
+    let mut bits = 0u32;
+    for four in &mut fours {
+        if let Some(four) = four.first_chunk::<4>() {
+            let nonzero = four.map(|v| v != T::ZERO);
+            let mut m = 0u32;
+            for (i, &nz) in nonzero.iter().enumerate() {
+                if nz {
+                    m |= 1 << i;
                 }
-                bits = bits << 4 | m;
             }
-        }
-        // The first `len % 4` values, below every four.
-        for &v in fours.remainder().iter().rev() {
-            bits = bits << 1 | u32::from(v != T::ZERO);
-        }
-        let mut values = [T::ZERO; CHUNK];
-        for (v, &xv) in values.iter_mut().zip(x) {
-            *v = xv;
-        }
-        Self {
-            x: values,
-            base,
-            bits,
+            bits = bits << 4 | m;
         }
     }
+    // The first `len % 4` values, below every four.
+    for &v in fours.remainder().iter().rev() {
+        bits = bits << 1 | u32::from(v != T::ZERO);
+    }
+    bits
+}
 
-    /// `true` when every value is nonzero (a data input usually is).
-    pub(super) fn all(&self, len: usize) -> bool {
-        let full = if len >= CHUNK {
-            u32::MAX
-        } else {
-            (1u32 << len) - 1
+/// `true` when the mask `bits` of `len` values has every value nonzero (a data input's
+/// usually are).
+pub(super) fn all_nonzero(bits: u32, len: usize) -> bool {
+    let full = if len >= CHUNK {
+        u32::MAX
+    } else {
+        (1u32 << len) - 1
+    };
+    bits == full
+}
+
+impl<T: Scalar> Nonzero<T> {
+    /// The nonzero values among the first [`CHUNK`] of `x`; positions count from `base`.
+    #[cfg(test)]
+    pub(super) fn of(x: &[T], base: usize) -> Self {
+        Self::with_mask(x, base, mask(x))
+    }
+
+    /// [`of`](Self::of) with the mask of `x` already built.
+    pub(super) fn with_mask(x: &[T], base: usize, bits: u32) -> Self {
+        let x = match x.first_chunk::<CHUNK>() {
+            Some(full) => *full,
+            None => padded(x),
         };
-        self.bits == full
+        Self { x, base, bits }
     }
 
     /// `(position, value)` of each nonzero value, in order.
@@ -82,6 +90,15 @@ impl<T: Scalar> Nonzero<T> {
             Some((base + k, v))
         })
     }
+}
+
+/// The first values of `x`, zeros after them (a run shorter than a chunk).
+fn padded<T: Scalar>(x: &[T]) -> [T; CHUNK] {
+    let mut values = [T::ZERO; CHUNK];
+    for (v, &xv) in values.iter_mut().zip(x) {
+        *v = xv;
+    }
+    values
 }
 
 #[cfg(test)]
@@ -115,7 +132,9 @@ mod tests {
                         want |= 1 << k;
                     }
                 }
-                assert_eq!(Nonzero::of(x, 0).bits, want, "length {len}, shift {shift}");
+                assert_eq!(mask(x), want, "length {len}, shift {shift}");
+                let every = want.count_ones() as usize == len.min(CHUNK);
+                assert_eq!(all_nonzero(want, len), every, "length {len}, shift {shift}");
             }
         }
     }

@@ -1,7 +1,7 @@
 //! The gradient of a product's right operand (a layer's weights), `grad_b += a^T g`, and the
 //! SGD update from it when it is an outer product.
 
-use super::nonzero::{Nonzero, CHUNK};
+use super::nonzero::{all_nonzero, mask, Nonzero, CHUNK};
 use super::{all_finite, NARROW, SIMD, WIDE};
 use crate::scalar::{strong_mul, Scalar};
 
@@ -238,12 +238,13 @@ pub fn sub_outer<T: Scalar>(
         sub_outer_strong(values, x, g, &rate, false);
     } else if SIMD {
         for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
-            let nz = Nonzero::of(x_chunk, n * CHUNK);
-            if nz.all(x_chunk.len()) {
+            let bits = mask(x_chunk);
+            if all_nonzero(bits, x_chunk.len()) {
                 let rows = values.get_mut(n * CHUNK * g.len()..).unwrap_or(&mut []);
                 sub_outer_dense(rows, x_chunk, g, &rate);
                 continue;
             }
+            let nz = Nonzero::with_mask(x_chunk, n * CHUNK, bits);
             let rows = || nz.iter();
             sub_outer_tiles(values, g, &rate, rows);
         }
@@ -490,7 +491,7 @@ mod tests {
         }
         let mut dense = start;
         for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
-            if Nonzero::of(x_chunk, 0).all(x_chunk.len()) {
+            if all_nonzero(mask(x_chunk), x_chunk.len()) {
                 let rows = &mut dense[n * CHUNK * COLS..];
                 sub_outer_dense(rows, x_chunk, &g, &rate);
             } else {
