@@ -1,6 +1,6 @@
 //! The gradient of a product's left operand (a layer's input): `grad_a += g * b^T`.
 
-use super::{NARROW, SIMD, WIDE};
+use super::{rows, rows_mut, NARROW, SIMD, WIDE};
 use crate::scalar::Scalar;
 
 /// `grad_a += g * b^T`: the gradient of `a` in `out = a (rows x inner) * b (inner x cols)`,
@@ -44,7 +44,7 @@ pub(super) fn add_matmul_grad_a_body<T: Scalar>(
     let Some(b) = b.get(..inner.saturating_mul(cols)) else {
         return;
     };
-    for (g_row, ga_row) in g.chunks_exact(cols).zip(grad_a.chunks_exact_mut(inner)) {
+    for (g_row, ga_row) in rows(g, cols).zip(rows_mut(grad_a, inner)) {
         let mut j = 0;
         while blocks::<T, WIDE>(g_row, b, ga_row, j, SIMD) {
             j += WIDE;
