@@ -1,6 +1,6 @@
 //! The forward pass of a fully connected layer: `x W + b`, with or without a ReLU.
 
-use super::nonzero::{all_nonzero, mask, Nonzero, CHUNK};
+use super::nonzero::{all_nonzero, mask, padded, Nonzero, CHUNK};
 use super::{NARROW, SIMD, WIDE};
 use crate::scalar::Scalar;
 
@@ -222,7 +222,15 @@ fn row_simd<T: Scalar>(
             tiles_dense::<T, 0>(x_chunk, w_rows, bias, out_row, c, first);
             continue;
         }
-        let nz = Nonzero::with_mask(x_chunk, n * CHUNK, bits);
+        let pad;
+        let values = match x_chunk.first_chunk::<CHUNK>() {
+            Some(values) => values,
+            None => {
+                pad = padded(x_chunk);
+                &pad
+            }
+        };
+        let nz = Nonzero::new(values, n * CHUNK, bits);
         // Eight SSE registers of sums: independent chains enough to hide an addition's
         // latency.
         let c = tiles_simd::<T, { 2 * WIDE / 4 }>(&nz, w, bias, out_row, 0, first);
@@ -244,7 +252,7 @@ fn row_simd<T: Scalar>(
 /// `callgrind` on the host bench's batch-1 step).
 #[inline(always)]
 fn tiles_simd<T: Scalar, const V: usize>(
-    nz: &Nonzero<T>,
+    nz: &Nonzero<'_, T>,
     w: &[T],
     bias: Option<&[T]>,
     out_row: &mut [T],
@@ -351,7 +359,7 @@ fn tiles_dense<T: Scalar, const V: usize>(
 
 /// Columns `first..` of [`row_simd`] for one chunk of inputs, one at a time.
 fn columns_simd<T: Scalar>(
-    nz: &Nonzero<T>,
+    nz: &Nonzero<'_, T>,
     w: &[T],
     bias: Option<&[T]>,
     out_row: &mut [T],

@@ -9,13 +9,13 @@ pub(super) const CHUNK: usize = 32;
 
 /// The nonzero values among up to [`CHUNK`] values, as a bit mask over their positions.
 #[derive(Clone, Copy)]
-pub(super) struct Nonzero<T> {
-    /// The values, zeros after them: a position from the mask indexes the copy without a
-    /// bounds check (a copy of a chunk per run, against a compare and a branch for each
-    /// nonzero value each tile visits it: about 170 instructions fewer per step, `callgrind`
-    /// on the host bench's batch-1 step). A whole chunk is copied as one array, without the
-    /// calls to `memset` and `memcpy` that zeros and a copy of a run's length compile to.
-    x: [T; CHUNK],
+pub(super) struct Nonzero<'a, T> {
+    /// A whole chunk of values (a shorter run padded with zeros, see [`padded`]): a position
+    /// from the mask indexes it without a bounds check (against a compare and a branch for
+    /// each nonzero value each tile visits: about 170 instructions fewer per step,
+    /// `callgrind` on the host bench's batch-1 step). Borrowed, not copied: a copy of a
+    /// chunk compiled to a call to `memcpy`.
+    x: &'a [T; CHUNK],
     base: usize,
     bits: u32,
 }
@@ -60,25 +60,16 @@ pub(super) fn all_nonzero(bits: u32, len: usize) -> bool {
     bits == full
 }
 
-impl<T: Scalar> Nonzero<T> {
-    /// The nonzero values among the first [`CHUNK`] of `x`; positions count from `base`.
-    #[cfg(test)]
-    pub(super) fn of(x: &[T], base: usize) -> Self {
-        Self::with_mask(x, base, mask(x))
-    }
-
-    /// [`of`](Self::of) with the mask of `x` already built.
-    pub(super) fn with_mask(x: &[T], base: usize, bits: u32) -> Self {
-        let x = match x.first_chunk::<CHUNK>() {
-            Some(full) => *full,
-            None => padded(x),
-        };
+impl<'a, T: Scalar> Nonzero<'a, T> {
+    /// The nonzero values among `x` (mask `bits`, from [`mask`]); positions count from
+    /// `base`.
+    pub(super) fn new(x: &'a [T; CHUNK], base: usize, bits: u32) -> Self {
         Self { x, base, bits }
     }
 
     /// `(position, value)` of each nonzero value, in order.
-    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, T)> + '_ {
-        let (x, base) = (&self.x, self.base);
+    pub(super) fn iter(&self) -> impl Iterator<Item = (usize, T)> + 'a {
+        let (x, base) = (self.x, self.base);
         let mut bits = self.bits;
         core::iter::from_fn(move || {
             if bits == 0 {
@@ -92,8 +83,8 @@ impl<T: Scalar> Nonzero<T> {
     }
 }
 
-/// The first values of `x`, zeros after them (a run shorter than a chunk).
-fn padded<T: Scalar>(x: &[T]) -> [T; CHUNK] {
+/// The first values of `x`, zeros after them: a run shorter than a chunk as a chunk.
+pub(super) fn padded<T: Scalar>(x: &[T]) -> [T; CHUNK] {
     let mut values = [T::ZERO; CHUNK];
     for (v, &xv) in values.iter_mut().zip(x) {
         *v = xv;
@@ -109,13 +100,16 @@ mod tests {
     fn keeps_the_nonzero_values_in_order_with_their_positions() {
         let x = [0.0f32, 2.0, -0.0, f32::NAN, 0.0, -1.5];
         let want = [(11, 2.0f32), (13, f32::NAN), (15, -1.5f32)];
-        assert!(Nonzero::of(&x, 10)
+        let chunk = padded(&x);
+        assert!(Nonzero::new(&chunk, 10, mask(&x))
             .iter()
             .map(|(k, v)| (k, v.to_bits()))
             .eq(want.iter().map(|&(k, v)| (k, v.to_bits()))));
         // A whole chunk of nonzero values; only the first CHUNK values are looked at.
         let full = [1.0f32; CHUNK + 3];
-        assert!(Nonzero::of(&full, 0).iter().map(|(k, _)| k).eq(0..CHUNK));
+        let chunk = full.first_chunk::<CHUNK>().unwrap();
+        let nz = Nonzero::new(chunk, 0, mask(&full));
+        assert!(nz.iter().map(|(k, _)| k).eq(0..CHUNK));
     }
 
     #[test]

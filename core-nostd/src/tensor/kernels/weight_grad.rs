@@ -1,7 +1,7 @@
 //! The gradient of a product's right operand (a layer's weights), `grad_b += a^T g`, and the
 //! SGD update from it when it is an outer product.
 
-use super::nonzero::{all_nonzero, mask, Nonzero, CHUNK};
+use super::nonzero::{all_nonzero, mask, padded, Nonzero, CHUNK};
 use super::{all_finite, NARROW, SIMD, WIDE};
 use crate::scalar::{strong_mul, Scalar};
 
@@ -244,7 +244,15 @@ pub fn sub_outer<T: Scalar>(
                 sub_outer_dense(rows, x_chunk, g, &rate);
                 continue;
             }
-            let nz = Nonzero::with_mask(x_chunk, n * CHUNK, bits);
+            let pad;
+            let chunk = match x_chunk.first_chunk::<CHUNK>() {
+                Some(chunk) => chunk,
+                None => {
+                    pad = padded(x_chunk);
+                    &pad
+                }
+            };
+            let nz = Nonzero::new(chunk, n * CHUNK, bits);
             let rows = || nz.iter();
             sub_outer_tiles(values, g, &rate, rows);
         }
@@ -486,7 +494,8 @@ mod tests {
         }
         let mut simd = start;
         for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
-            let nz = Nonzero::of(x_chunk, n * CHUNK);
+            let chunk = padded(x_chunk);
+            let nz = Nonzero::new(&chunk, n * CHUNK, mask(x_chunk));
             sub_outer_tiles(&mut simd, &g, &rate, || nz.iter());
         }
         let mut dense = start;
@@ -495,7 +504,8 @@ mod tests {
                 let rows = &mut dense[n * CHUNK * COLS..];
                 sub_outer_dense(rows, x_chunk, &g, &rate);
             } else {
-                let nz = Nonzero::of(x_chunk, n * CHUNK);
+                let chunk = padded(x_chunk);
+                let nz = Nonzero::new(&chunk, n * CHUNK, mask(x_chunk));
                 sub_outer_tiles(&mut dense, &g, &rate, || nz.iter());
             }
         }
