@@ -411,8 +411,19 @@ mod tests {
         (x, w)
     }
 
-    /// The outputs of the two rows in one shape (0 branching, 1 SIMD, 2 a plain loop).
-    fn run(shape: usize, layer: Layer, bias: Option<&[f32]>) -> [f32; 2 * MAX_COLS] {
+    /// `max(v, 0)` as the fused layer applies it.
+    fn relu(v: f32) -> f32 {
+        if v < 0.0 {
+            0.0
+        } else {
+            v
+        }
+    }
+
+    /// The outputs of the two rows in one shape (0 branching, 1 SIMD, 2 a plain loop), with a
+    /// ReLU if `act`.
+    fn run(shape: usize, layer: Layer, bias: Option<&[f32]>, act: bool) -> [f32; 2 * MAX_COLS] {
+        let act = if act { relu } else { |v| v };
         let (inner, cols, _) = layer;
         let (x, w) = inputs(layer);
         let w = &w[..inner * cols];
@@ -421,8 +432,8 @@ mod tests {
             let x_row = &x[r * inner..(r + 1) * inner];
             let out_row = &mut out[r * cols..(r + 1) * cols];
             match shape {
-                0 => row_branching(x_row, w, bias, out_row, |v| v),
-                1 => row_simd(x_row, w, bias, out_row, |v| v),
+                0 => row_branching(x_row, w, bias, out_row, act),
+                1 => row_simd(x_row, w, bias, out_row, act),
                 _ => {
                     for (c, o) in out_row.iter_mut().enumerate() {
                         let mut acc = bias.map_or(0.0, |b| b[c]);
@@ -431,7 +442,7 @@ mod tests {
                                 acc += xk * w[k * cols + c];
                             }
                         }
-                        *o = acc;
+                        *o = act(acc);
                     }
                 }
             }
@@ -450,14 +461,17 @@ mod tests {
             for (dense, bias) in [(false, true), (false, false), (true, true), (true, false)] {
                 let layer = (inner, cols, dense);
                 let bias = bias.then_some(&b[..cols]);
-                let plain = run(2, layer, bias);
-                for shape in [0, 1] {
-                    let out = run(shape, layer, bias);
-                    for (i, (p, q)) in out.iter().zip(&plain).enumerate() {
-                        assert_eq!(p.to_bits(), q.to_bits(), "{layer:?}, shape {shape}, {i}");
+                for act in [false, true] {
+                    let plain = run(2, layer, bias, act);
+                    for shape in [0, 1] {
+                        let out = run(shape, layer, bias, act);
+                        for (i, (p, q)) in out.iter().zip(&plain).enumerate() {
+                            let (p, q) = (p.to_bits(), q.to_bits());
+                            assert_eq!(p, q, "{layer:?}, ReLU {act}, shape {shape}, {i}");
+                        }
                     }
+                    assert!(plain.iter().all(|v| v.is_finite()));
                 }
-                assert!(plain.iter().all(|v| v.is_finite()));
             }
         }
     }
