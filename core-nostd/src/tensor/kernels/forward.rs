@@ -1,7 +1,7 @@
 //! The forward pass of a fully connected layer: `x W + b`, with or without a ReLU.
 
 use super::nonzero::{all_nonzero, mask, padded, Nonzero, CHUNK};
-use super::{NARROW, SIMD, WIDE};
+use super::{rows, rows_mut, NARROW, SIMD, WIDE};
 use crate::scalar::Scalar;
 
 /// `out = a (rows x inner) * b (inner x cols)`, `out` is `rows x cols`. Each output is
@@ -133,12 +133,15 @@ fn linear_act<T: Scalar>(
     let Some(w) = w.get(..inner.saturating_mul(cols)) else {
         return;
     };
-    for (x_row, out_row) in x.chunks_exact(inner).zip(out.chunks_exact_mut(cols)) {
-        if SIMD {
+    if SIMD {
+        // The rows taken off the front: no division by a run-time length to count them.
+        for (x_row, out_row) in rows(x, inner).zip(rows_mut(out, cols)) {
             row_simd(x_row, w, bias, out_row, act);
-        } else {
-            row_branching(x_row, w, bias, out_row, act);
         }
+        return;
+    }
+    for (x_row, out_row) in x.chunks_exact(inner).zip(out.chunks_exact_mut(cols)) {
+        row_branching(x_row, w, bias, out_row, act);
     }
 }
 

@@ -103,6 +103,10 @@ fn blocks<T: Scalar, const W: usize>(
             done += 4;
         }
     }
+    // With every row done four at a time, nothing is left (and no division counts it).
+    if four && done >= ga_row.len() {
+        return true;
+    }
     let (Some(b), Some(ga_row)) = (b.get(done * cols..), ga_row.get_mut(done..)) else {
         return true;
     };
