@@ -177,9 +177,9 @@ mod concrete {
 /// the division by a length known only at run time that counts them. None for `len` 0.
 ///
 /// Only where measured better: for the rows of the input gradient's operands (46
-/// instructions fewer per host step, 16 bytes fewer of the device's firmware) and of the SIMD
-/// shape's forward; elsewhere the iterator took LLVM off a vectorised loop or made the
-/// firmware longer.
+/// instructions fewer per host step, 16 bytes fewer of the device's firmware), of the SIMD
+/// shape's forward and of the cross-entropy's backward (35 fewer, 12 bytes fewer); elsewhere
+/// the iterator took LLVM off a vectorised loop or made the firmware longer.
 #[inline(always)]
 pub(crate) fn rows<T>(x: &[T], len: usize) -> impl Iterator<Item = &[T]> {
     let mut rest = if len == 0 { &[] } else { x };
