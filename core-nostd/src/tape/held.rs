@@ -137,7 +137,7 @@ impl OuterGrads {
 
     /// How many of the parameter nodes `0..n` a loop that passes over held gradients (all of
     /// them held if `held`) must visit: none when an entry holds every one (a batch-1 step of
-    /// a tuple of layers, where three such loops cost the host about 200 instructions,
+    /// a tuple of layers, where three such loops cost the host about 280 instructions,
     /// `callgrind` on the host bench). On bare-metal targets the loops visit them all: the
     /// shortcut made a Cortex-M4F's `train::step` 160 bytes longer.
     pub(crate) fn unheld_len(&self, held: bool, n: usize) -> usize {
