@@ -273,8 +273,9 @@ impl<T: Scalar> OpFamily<T> for CrossEntropyOp {
                 let g = g_out.first().copied().unwrap_or(T::ZERO);
                 let g = strong_mul(g, T::ONE / T::from_usize(rows));
                 if cols > 0 {
-                    let mut p_rows = softmax.unwrap_or(&[]).chunks_exact(cols);
-                    let per_row = g_z.chunks_exact_mut(cols).zip(zv.chunks_exact(cols));
+                    // Rows taken off the front: no division by a run-time length.
+                    let mut p_rows = kernels::rows(softmax.unwrap_or(&[]), cols);
+                    let per_row = kernels::rows_mut(g_z, cols).zip(kernels::rows(zv, cols));
                     for ((g_row, z_row), &t) in per_row.zip(tv) {
                         let target = column_of(t, cols).unwrap_or(cols);
                         match p_rows.next() {

@@ -173,6 +173,34 @@ mod concrete {
     }
 }
 
+/// The rows of `len` values of `x`, as many as it holds whole: `x.chunks_exact(len)` without
+/// the division by a length known only at run time that counts them. None for `len` 0.
+///
+/// Only where measured better: for the rows of the input gradient's operands (46
+/// instructions fewer per host step, 16 bytes fewer of the device's firmware), of the SIMD
+/// shape's forward and of the cross-entropy's backward (35 fewer, 12 bytes fewer); elsewhere
+/// the iterator took LLVM off a vectorised loop or made the firmware longer.
+#[inline(always)]
+pub(crate) fn rows<T>(x: &[T], len: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = if len == 0 { &[] } else { x };
+    core::iter::from_fn(move || {
+        let (row, tail) = rest.split_at_checked(len)?;
+        rest = tail;
+        Some(row)
+    })
+}
+
+/// [`rows`], mutable.
+#[inline(always)]
+pub(crate) fn rows_mut<T>(x: &mut [T], len: usize) -> impl Iterator<Item = &mut [T]> {
+    let mut rest = if len == 0 { &mut [] } else { x };
+    core::iter::from_fn(move || {
+        let (row, tail) = core::mem::take(&mut rest).split_at_mut_checked(len)?;
+        rest = tail;
+        Some(row)
+    })
+}
+
 /// `true` on targets whose kernels take the SIMD shape (see the module documentation).
 pub const SIMD: bool = cfg!(any(target_arch = "x86_64", target_arch = "aarch64"));
 
@@ -440,6 +468,15 @@ fn sum_of_squares_body<T: Scalar>(x: &[T]) -> T {
     for (l, &v) in lanes.iter_mut().zip(chunks.remainder()) {
         *l += v * v;
     }
+    // On x86-64, `black_box` keeps the eight sums in order in two registers while the values
+    // go by: otherwise LLVM arranges them for the last additions and shuffles every eight
+    // values to match (20 instructions per eight values against 7; `callgrind` on the host
+    // bench's batch-1 step).
+    let lanes = if SIMD {
+        core::hint::black_box(lanes)
+    } else {
+        lanes
+    };
     let [s0, s1, s2, s3, s4, s5, s6, s7] = lanes;
     ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
 }

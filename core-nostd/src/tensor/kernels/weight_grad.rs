@@ -1,7 +1,7 @@
 //! The gradient of a product's right operand (a layer's weights), `grad_b += a^T g`, and the
 //! SGD update from it when it is an outer product.
 
-use super::nonzero::{Nonzero, CHUNK};
+use super::nonzero::{all_nonzero, mask, padded, Nonzero, CHUNK};
 use super::{all_finite, NARROW, SIMD, WIDE};
 use crate::scalar::{strong_mul, Scalar};
 
@@ -238,7 +238,21 @@ pub fn sub_outer<T: Scalar>(
         sub_outer_strong(values, x, g, &rate, false);
     } else if SIMD {
         for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
-            let nz = Nonzero::of(x_chunk, n * CHUNK);
+            let bits = mask(x_chunk);
+            if all_nonzero(bits, x_chunk.len()) {
+                let rows = values.get_mut(n * CHUNK * g.len()..).unwrap_or(&mut []);
+                sub_outer_dense(rows, x_chunk, g, &rate);
+                continue;
+            }
+            let pad;
+            let chunk = match x_chunk.first_chunk::<CHUNK>() {
+                Some(chunk) => chunk,
+                None => {
+                    pad = padded(x_chunk);
+                    &pad
+                }
+            };
+            let nz = Nonzero::new(chunk, n * CHUNK, bits);
             let rows = || nz.iter();
             sub_outer_tiles(values, g, &rate, rows);
         }
@@ -375,6 +389,44 @@ fn sub_outer_tile<T: Scalar, const W: usize, I: Iterator<Item = (usize, T)>>(
     j
 }
 
+/// [`sub_outer_tiles`] for a chunk of rows whose `x[k]` are all nonzero (a data input's
+/// usually are): the rows of `values` one after the other, without the mask's positions and
+/// their bounds checks, tile by tile.
+#[inline(always)]
+fn sub_outer_dense<T: Scalar>(values: &mut [T], x: &[T], g: &[T], rate: &impl Fn(T) -> T) {
+    let j = sub_outer_dense_tile::<T, { 2 * WIDE }>(values, x, g, rate, 0);
+    let j = sub_outer_dense_tile::<T, WIDE>(values, x, g, rate, j);
+    let j = sub_outer_dense_tile::<T, NARROW>(values, x, g, rate, j);
+    sub_outer_dense_tile::<T, 1>(values, x, g, rate, j);
+}
+
+#[inline(always)]
+fn sub_outer_dense_tile<T: Scalar, const W: usize>(
+    values: &mut [T],
+    x: &[T],
+    g: &[T],
+    rate: &impl Fn(T) -> T,
+    first: usize,
+) -> usize {
+    let cols = g.len();
+    let mut j = first;
+    while let Some(g_tile) = g.get(j..).and_then(|s| s.first_chunk::<W>()) {
+        let mut c = [T::ZERO; W];
+        for (c, &gv) in c.iter_mut().zip(g_tile) {
+            *c = rate(gv);
+        }
+        for (v_row, &xk) in values.chunks_exact_mut(cols).zip(x) {
+            if let Some(v) = v_row.get_mut(j..).and_then(|s| s.first_chunk_mut::<W>()) {
+                for (p, &cv) in v.iter_mut().zip(&c) {
+                    *p -= xk * cv;
+                }
+            }
+        }
+        j += W;
+    }
+    j
+}
+
 /// [`sub_outer`] when some `x[k]` is infinite or `nan`: row by row, and in such a row the
 /// terms whose `g[j]` is zero left out (strong zeros).
 #[cold]
@@ -421,6 +473,14 @@ mod tests {
     #[test]
     fn sub_outer_shapes_give_the_same_bits_as_a_plain_loop() {
         let (x, g, start) = inputs();
+        sub_outer_shapes_match(&x, &g, &start);
+        // Every input nonzero: the SIMD shape's dense path.
+        let dense: [f32; ROWS] = core::array::from_fn(|k| (k as f32 * 0.71).sin() + 1.5);
+        sub_outer_shapes_match(&dense, &g, &start);
+    }
+
+    fn sub_outer_shapes_match(x: &[f32; ROWS], g: &[f32; COLS], start: &[f32; ROWS * COLS]) {
+        let (x, g, start) = (*x, *g, *start);
         let rate = |v: f32| 0.01 * v;
         // Plain loop: every row with a nonzero input, every column, one rounding per term.
         let mut expected = start;
@@ -434,8 +494,20 @@ mod tests {
         }
         let mut simd = start;
         for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
-            let nz = Nonzero::of(x_chunk, n * CHUNK);
+            let chunk = padded(x_chunk);
+            let nz = Nonzero::new(&chunk, n * CHUNK, mask(x_chunk));
             sub_outer_tiles(&mut simd, &g, &rate, || nz.iter());
+        }
+        let mut dense = start;
+        for (n, x_chunk) in x.chunks(CHUNK).enumerate() {
+            if all_nonzero(mask(x_chunk), x_chunk.len()) {
+                let rows = &mut dense[n * CHUNK * COLS..];
+                sub_outer_dense(rows, x_chunk, &g, &rate);
+            } else {
+                let chunk = padded(x_chunk);
+                let nz = Nonzero::new(&chunk, n * CHUNK, mask(x_chunk));
+                sub_outer_tiles(&mut dense, &g, &rate, || nz.iter());
+            }
         }
         let mut branching = start;
         let j = rows_tile::<f32, WIDE>(&mut branching, &x, &g, &rate, 0);
@@ -445,6 +517,11 @@ mod tests {
         sub_outer(&mut public, &x, &g, false, rate);
         for (i, e) in expected.iter().enumerate() {
             assert_eq!(simd[i].to_bits(), e.to_bits(), "SIMD shape, value {i}");
+            assert_eq!(
+                dense[i].to_bits(),
+                e.to_bits(),
+                "dense SIMD shape, value {i}"
+            );
             assert_eq!(
                 branching[i].to_bits(),
                 e.to_bits(),
