@@ -5,7 +5,7 @@
 //! shorter extent and never panics. Each output is computed in one fixed order, documented
 //! with its kernel and the same on every target, so results are bit-identical on x86-64 and
 //! on a Cortex-M4F. Within that order, a kernel has two shapes: on a target with wide SIMD
-//! registers ([`SIMD`]: x86-64, AArch64) it works on several rows at once and finds zero
+//! registers ([`SIMD`](crate::tensor::kernels::SIMD): x86-64, AArch64) it works on several rows at once and finds zero
 //! inputs without branches (an unpredictable branch costs a modern core far more than the
 //! arithmetic it saves); on a Cortex-M, whose in-order pipeline pays little for a branch and
 //! whose 32 single-precision registers hold one row's tile, it works a row at a time and
