@@ -6,7 +6,7 @@ use std::path::Path;
 use motion::features::{imu_features, rotate_imu, IMU_FEATURES};
 use motion::model::finetune_seed;
 pub use motion::model::MotionModel;
-use safegrad::nn::{sizes, Init, Plan};
+use safegrad::nn::{sizes, Footprint, Init, Plan};
 use safegrad::optim::{Adam, Optimizer, Sgd};
 use safegrad::session::{Schedule, Session};
 use safegrad::Tensor;
@@ -23,26 +23,101 @@ pub const MOTION_PARAMETERS: usize = sizes::<MotionModel>(Plan::All).trainable;
 /// What is trained during fine-tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FinetuneMode {
-    /// The last layer (weights and bias); the body is frozen.
-    LastLayer,
-    /// The biases of every layer (TinyTL); all weights are frozen.
-    BiasOnly,
+    /// Every layer: the baseline the sparse plans are measured against.
+    All,
+    /// The last `k` layers with parameters (weights and biases); the ones before are
+    /// frozen. `LastLayers(1)` is [`FinetuneMode::LAST_LAYER`].
+    LastLayers(usize),
+    /// The last `k` layers whole and the biases of the layers before them (TinyTL).
+    /// `BiasesAndLastLayers(0)` is [`FinetuneMode::BIAS_ONLY`].
+    BiasesAndLastLayers(usize),
 }
 
+/// Layers with parameters of [`MotionModel`] (its `Standardize` layer never trains).
+pub const MOTION_LAYERS: usize = <MotionModel as Footprint>::LAYERS.planned();
+
 impl FinetuneMode {
-    /// The training plan for [`MotionModel`].
+    /// The last layer; the body is frozen.
+    pub const LAST_LAYER: Self = Self::LastLayers(1);
+    /// The biases of every layer; all weights are frozen.
+    pub const BIAS_ONLY: Self = Self::BiasesAndLastLayers(0);
+
+    /// Every mode [`MotionModel`] takes, from the least trained to the most.
+    pub fn all_for_motion() -> Vec<Self> {
+        let mut modes = vec![Self::BIAS_ONLY];
+        for k in 1..MOTION_LAYERS {
+            modes.push(Self::LastLayers(k));
+            modes.push(Self::BiasesAndLastLayers(k));
+        }
+        modes.push(Self::All);
+        modes
+    }
+
+    /// The training plan.
     pub fn plan(self) -> Plan<'static> {
         match self {
-            Self::LastLayer => Plan::LastLayer,
-            Self::BiasOnly => Plan::BiasOnly,
+            Self::All => Plan::All,
+            Self::LastLayers(k) => Plan::LastLayers(k),
+            Self::BiasesAndLastLayers(k) => Plan::BiasesAndLastLayers(k),
         }
     }
 
-    /// Its name on the command line.
-    pub fn name(self) -> &'static str {
+    /// Its name on the command line: `all`, `last-layer`, `last-2-layers`, `bias-only`,
+    /// `biases-last-layer`, `biases-last-2-layers`, ...
+    pub fn name(self) -> String {
         match self {
-            Self::LastLayer => "last-layer",
-            Self::BiasOnly => "bias-only",
+            Self::All => "all".into(),
+            Self::LastLayers(1) => "last-layer".into(),
+            Self::LastLayers(k) => format!("last-{k}-layers"),
+            Self::BiasesAndLastLayers(0) => "bias-only".into(),
+            Self::BiasesAndLastLayers(1) => "biases-last-layer".into(),
+            Self::BiasesAndLastLayers(k) => format!("biases-last-{k}-layers"),
+        }
+    }
+}
+
+impl std::str::FromStr for FinetuneMode {
+    type Err = String;
+
+    /// Parses a name as [`FinetuneMode::name`] prints it, for [`MotionModel`]: a count of
+    /// layers must be at least 1 (`bias-only` trains no weights) and at most the model's
+    /// layers with parameters, less one (training them all is `all`).
+    fn from_str(name: &str) -> Result<Self, String> {
+        let expected = || {
+            format!(
+                "unknown mode `{name}`: expected all, last-layer, last-K-layers, bias-only, \
+                 biases-last-layer or biases-last-K-layers, with K from 2 to {}",
+                MOTION_LAYERS - 1
+            )
+        };
+        let counted = |rest: &str| -> Result<usize, String> {
+            let k = rest
+                .strip_suffix("-layers")
+                .and_then(|k| k.parse::<usize>().ok())
+                .ok_or_else(expected)?;
+            if !(2..MOTION_LAYERS).contains(&k) {
+                return Err(format!(
+                    "mode `{name}`: the model has {MOTION_LAYERS} layers with parameters, so K \
+                     runs from 2 to {} (last-layer for 1, all for {MOTION_LAYERS})",
+                    MOTION_LAYERS - 1
+                ));
+            }
+            Ok(k)
+        };
+        match name {
+            "all" => Ok(Self::All),
+            "last-layer" => Ok(Self::LAST_LAYER),
+            "bias-only" => Ok(Self::BIAS_ONLY),
+            "biases-last-layer" => Ok(Self::BiasesAndLastLayers(1)),
+            _ => {
+                if let Some(rest) = name.strip_prefix("biases-last-") {
+                    counted(rest).map(Self::BiasesAndLastLayers)
+                } else if let Some(rest) = name.strip_prefix("last-") {
+                    counted(rest).map(Self::LastLayers)
+                } else {
+                    Err(expected())
+                }
+            }
         }
     }
 }
@@ -97,7 +172,7 @@ impl Default for FinetuneConfig {
             finetune_epochs: 30,
             finetune_lr: 0.05,
             clip_norm: Some(1.0),
-            mode: FinetuneMode::LastLayer,
+            mode: FinetuneMode::LAST_LAYER,
             pretrained: None,
         }
     }
@@ -142,6 +217,17 @@ pub struct FinetuneReport {
 }
 
 impl FinetuneReport {
+    /// The share of the accuracy the shift cost that fine-tuning won back (1 when the
+    /// shift cost nothing).
+    pub fn drop_recovered(&self) -> f64 {
+        if self.pretrain_accuracy > self.shifted_accuracy_before {
+            (self.shifted_accuracy_after - self.shifted_accuracy_before)
+                / (self.pretrain_accuracy - self.shifted_accuracy_before)
+        } else {
+            1.0
+        }
+    }
+
     /// The CRC-32 stored at the end of the fine-tuned checkpoint: it covers every parameter
     /// bit, so two runs with the same value ended with the same parameters.
     pub fn finetuned_crc32(&self) -> u32 {

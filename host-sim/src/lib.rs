@@ -12,5 +12,6 @@ pub mod faults;
 pub mod finetune;
 pub mod json;
 pub mod model;
+pub mod plans;
 pub mod plot;
 pub mod soak;

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use host_sim::digits::{self, DigitsConfig};
 use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, Progress};
+use host_sim::plans;
 use host_sim::plot::{self, Series};
 
 /// safegrad on the host: the fine-tuning job, training, and the reference cases.
@@ -18,14 +19,6 @@ use host_sim::plot::{self, Series};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum Mode {
-    /// Train the last layer; the body is frozen.
-    LastLayer,
-    /// Train the biases of every layer; all weights are frozen.
-    BiasOnly,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -51,9 +44,10 @@ enum Command {
         /// Shifted training recordings per class used for fine-tuning.
         #[arg(long, default_value_t = FinetuneConfig::default().per_class)]
         per_class: usize,
-        /// What fine-tuning trains.
-        #[arg(long, value_enum, default_value_t = Mode::LastLayer)]
-        mode: Mode,
+        /// What fine-tuning trains: all, last-layer, last-K-layers, bias-only (TinyTL),
+        /// biases-last-layer or biases-last-K-layers (TinyTL's biases and the last K layers).
+        #[arg(long, default_value = "last-layer")]
+        mode: FinetuneMode,
         /// Pre-training epochs.
         #[arg(long, default_value_t = FinetuneConfig::default().pretrain_epochs)]
         pretrain_epochs: usize,
@@ -73,6 +67,26 @@ enum Command {
         /// motion/assets/pretrained.sgck, what the device starts from).
         #[arg(long, value_name = "FILE")]
         pretrained: Option<PathBuf>,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Fine-tune with every training plan (bias-only, last layer, last layers, biases and
+    /// the last layers, all), several seeds each, and print each plan's memory and the
+    /// accuracy it recovers after the shift as a Markdown table.
+    Plans {
+        /// Print one JSON array, one object per plan.
+        #[arg(long)]
+        json: bool,
+        /// Seeds 1 to this.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: u64,
+        /// Rotation of the worn watch around the axis out of its face, degrees.
+        #[arg(long, default_value_t = FinetuneConfig::default().rotation_degrees)]
+        rotation: f64,
+        /// Shifted training recordings per class used for fine-tuning.
+        #[arg(long, default_value_t = FinetuneConfig::default().per_class)]
+        per_class: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -184,6 +198,85 @@ enum Command {
     },
 }
 
+fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> Result<(), String> {
+    let runs = bar(
+        seeds.len() * FinetuneMode::all_for_motion().len(),
+        "plans",
+        json,
+    );
+    let rows = plans::run(dir, config, seeds, &mut |done, _| {
+        runs.set_position(done as u64)
+    })?;
+    runs.finish_and_clear();
+    let stats = |xs: Vec<f64>| {
+        let mean = xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+        let worst = xs.iter().copied().fold(f64::INFINITY, f64::min);
+        (mean, worst)
+    };
+    if json {
+        let objects: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                json!({
+                    "mode": row.mode.name(),
+                    "trainable_params": row.trainable,
+                    "gradient_bytes": row.gradient_bytes,
+                    "adam_bytes": row.adam_bytes,
+                    "value_bytes": row.value_bytes,
+                    "rollback_bytes": row.rollback_bytes,
+                    "sgd_bytes": row.sgd_bytes(),
+                    "seeds": seeds,
+                    "shifted_accuracy_after": row.after().collect::<Vec<_>>(),
+                    "drop_recovered": row.reports.iter().map(|r| r.drop_recovered()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(objects));
+        return Ok(());
+    }
+    let first = rows.first().ok_or("no plans")?;
+    let (pre, pre_worst) = stats(first.reports.iter().map(|r| r.pretrain_accuracy).collect());
+    let (before, before_worst) = stats(
+        first
+            .reports
+            .iter()
+            .map(|r| r.shifted_accuracy_before)
+            .collect(),
+    );
+    println!(
+        "seeds 1-{}: pre-trained {} (worst {}), rotated {:.0} deg before fine-tuning {} (worst {})",
+        seeds.len(),
+        percent(pre),
+        percent(pre_worst),
+        config.rotation_degrees,
+        percent(before),
+        percent(before_worst),
+    );
+    println!();
+    println!(
+        "| plan | trainable | gradients | + Adam moments | tape values | rollback | RAM, SGD | after, mean | after, worst | seeds recovering 90% of the drop |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in &rows {
+        let (mean, worst) = stats(row.after().collect());
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            row.mode.name(),
+            row.trainable,
+            row.gradient_bytes,
+            row.adam_bytes,
+            row.value_bytes,
+            row.rollback_bytes,
+            row.sgd_bytes(),
+            percent(mean),
+            percent(worst),
+            row.recovering(0.9),
+            seeds.len(),
+        );
+    }
+    Ok(())
+}
+
 /// A progress bar on stderr, hidden when the output is for a machine or not a terminal.
 fn bar(len: usize, prefix: &'static str, hidden: bool) -> ProgressBar {
     if hidden || !std::io::stderr().is_terminal() {
@@ -255,12 +348,7 @@ fn run_finetune(
     if let Some(path) = &export {
         write_file(path, &report.pretrained_checkpoint)?;
     }
-    let recovered = if report.pretrain_accuracy > report.shifted_accuracy_before {
-        (report.shifted_accuracy_after - report.shifted_accuracy_before)
-            / (report.pretrain_accuracy - report.shifted_accuracy_before)
-    } else {
-        1.0
-    };
+    let recovered = report.drop_recovered();
     if json {
         let object = json!({
             "pretrain_accuracy": report.pretrain_accuracy,
@@ -751,14 +839,27 @@ fn main() -> ExitCode {
                 pretrain_epochs,
                 finetune_epochs,
                 finetune_lr,
-                mode: match mode {
-                    Mode::LastLayer => FinetuneMode::LastLayer,
-                    Mode::BiasOnly => FinetuneMode::BiasOnly,
-                },
+                mode,
                 ..FinetuneConfig::default()
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_finetune(json, config, plot, export, dir)
+        }
+        Command::Plans {
+            json,
+            seeds,
+            rotation,
+            per_class,
+            data_dir,
+        } => {
+            let config = FinetuneConfig {
+                rotation_degrees: rotation,
+                per_class,
+                ..FinetuneConfig::default()
+            };
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            let seeds: Vec<u64> = (1..=seeds).collect();
+            run_plans(json, &config, &seeds, &dir)
         }
         Command::Train {
             data: Dataset::Digits,

@@ -6,8 +6,9 @@ use std::process::Command;
 
 use host_sim::data::default_dir;
 use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, MotionModel};
+use host_sim::plans;
 use safegrad::checkpoint;
-use safegrad::nn::Init;
+use safegrad::nn::{Init, Plan};
 use safegrad::session::Session;
 
 fn host_sim(args: &[&str]) -> std::process::Output {
@@ -66,7 +67,7 @@ fn finetune_is_deterministic_and_beats_the_shifted_baseline() {
 #[test]
 fn bias_only_trains_only_the_biases() {
     let config = FinetuneConfig {
-        mode: FinetuneMode::BiasOnly,
+        mode: FinetuneMode::BIAS_ONLY,
         ..reduced()
     };
     let r = finetune::run(&default_dir(), &config, &mut |_| {}).unwrap();
@@ -148,4 +149,167 @@ fn a_missing_data_folder_is_one_clear_error() {
         err.starts_with("error: /no/such/folder/basicmotions_train.csv: cannot read"),
         "{err}"
     );
+}
+
+/// The parameter blocks of a `MotionModel` checkpoint, in scalars, in stored order: the
+/// standardisation (mean and scale, 16 each), then each dense layer's weights before its
+/// bias (16 -> 32 -> 32 -> 4). Counted from the layer sizes, not from the library.
+const BLOCKS: [(&str, usize); 7] = [
+    ("standardize", 2 * 16),
+    ("w1", 16 * 32),
+    ("b1", 32),
+    ("w2", 32 * 32),
+    ("b2", 32),
+    ("w3", 32 * 4),
+    ("b3", 4),
+];
+
+/// The blocks each plan trains, written out by hand.
+fn trained_blocks(mode: FinetuneMode) -> &'static [&'static str] {
+    match mode.name().as_str() {
+        "bias-only" => &["b1", "b2", "b3"],
+        "last-layer" => &["w3", "b3"],
+        "biases-last-layer" => &["b1", "b2", "w3", "b3"],
+        "last-2-layers" => &["w2", "b2", "w3", "b3"],
+        "biases-last-2-layers" => &["b1", "w2", "b2", "w3", "b3"],
+        "all" => &["w1", "b1", "w2", "b2", "w3", "b3"],
+        other => panic!("no hand-written blocks for plan {other}"),
+    }
+}
+
+#[test]
+fn every_plan_trains_exactly_its_blocks_and_reports_what_the_job_reports() {
+    let config = FinetuneConfig {
+        pretrain_epochs: 20,
+        finetune_epochs: 8,
+        ..FinetuneConfig::default()
+    };
+    let seed = 3;
+    let rows = plans::run(&default_dir(), &config, &[seed], &mut |_, _| {}).unwrap();
+    let names: Vec<String> = rows.iter().map(|r| r.mode.name()).collect();
+    assert_eq!(
+        names,
+        [
+            "bias-only",
+            "last-layer",
+            "biases-last-layer",
+            "last-2-layers",
+            "biases-last-2-layers",
+            "all"
+        ]
+    );
+    let header = checkpoint::HEADER_LEN;
+    let scalars: usize = BLOCKS.iter().map(|b| b.1).sum();
+    for row in &rows {
+        let r = &row.reports[0];
+        let trained = trained_blocks(row.mode);
+        assert_eq!(
+            r.finetuned_checkpoint.len(),
+            header + scalars * 4 + checkpoint::TRAILER_LEN
+        );
+        let mut start = header;
+        let mut count = 0;
+        for (name, len) in BLOCKS {
+            let bytes = start..start + len * 4;
+            let (before, after) = (
+                &r.pretrained_checkpoint[bytes.clone()],
+                &r.finetuned_checkpoint[bytes],
+            );
+            if trained.contains(&name) {
+                count += len;
+                assert_ne!(before, after, "{}: {name} trains", row.mode.name());
+            } else {
+                assert_eq!(before, after, "{}: {name} is frozen", row.mode.name());
+            }
+            start += len * 4;
+        }
+        assert_eq!(row.trainable, count, "{}", row.mode.name());
+        assert_eq!(r.trainable_params, count, "{}", row.mode.name());
+        assert_eq!(r.train_state_bytes, row.gradient_bytes);
+        // Adam keeps two moments per trainable scalar; the rollback two copies.
+        assert_eq!(row.adam_bytes, 2 * 4 * count);
+        assert_eq!(row.rollback_bytes, 2 * 4 * count);
+    }
+    // Each plan's figures are the job's for the same mode and seed: the shared pre-training
+    // changes nothing.
+    let middle = &rows[2];
+    let alone = finetune::run(
+        &default_dir(),
+        &FinetuneConfig {
+            seed,
+            mode: middle.mode,
+            ..config.clone()
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    let shared = &middle.reports[0];
+    assert!(shared.pretrained_checkpoint == alone.pretrained_checkpoint);
+    assert!(shared.finetuned_checkpoint == alone.finetuned_checkpoint);
+    assert_eq!(shared.finetune_curve, alone.finetune_curve);
+    assert_eq!(
+        (
+            shared.pretrain_accuracy,
+            shared.shifted_accuracy_before,
+            shared.shifted_accuracy_after
+        ),
+        (
+            alone.pretrain_accuracy,
+            alone.shifted_accuracy_before,
+            alone.shifted_accuracy_after
+        )
+    );
+    // The session's workspace, sized from the model's type, holds at least the scalars
+    // the table counts (its node records and shuffle order come on top).
+    macro_rules! holds {
+        ($name:expr, $plan:expr) => {{
+            let row = rows.iter().find(|r| r.mode.name() == $name).unwrap();
+            let size = std::mem::size_of::<safegrad::workspace!(f32, MotionModel, $plan)>();
+            assert!(
+                row.sgd_bytes() <= size,
+                "{}: {} > {size}",
+                $name,
+                row.sgd_bytes()
+            );
+            assert!(size - row.sgd_bytes() < 4096, "{}: {size}", $name);
+        }};
+    }
+    holds!("bias-only", Plan::BiasOnly);
+    holds!("last-layer", Plan::LastLayer);
+    holds!("biases-last-layer", Plan::BiasesAndLastLayers(1));
+    holds!("last-2-layers", Plan::LastLayers(2));
+    holds!("biases-last-2-layers", Plan::BiasesAndLastLayers(2));
+    holds!("all", Plan::All);
+    // More trained layers need more gradient slots.
+    let last = |k| {
+        rows.iter()
+            .find(|r| r.mode == FinetuneMode::LastLayers(k))
+            .unwrap()
+    };
+    assert!(last(1).gradient_bytes < last(2).gradient_bytes);
+}
+
+#[test]
+fn the_mode_flag_names_what_it_refuses() {
+    for (flag, expected) in [
+        (
+            "last-3-layers",
+            "mode `last-3-layers`: the model has 3 layers with parameters",
+        ),
+        ("biases-last-0-layers", "K runs from 2 to 2"),
+        (
+            "last-x-layers",
+            "unknown mode `last-x-layers`: expected all, last-layer",
+        ),
+        ("foo", "unknown mode `foo`"),
+    ] {
+        let out = host_sim(&["finetune", "--mode", flag]);
+        assert!(!out.status.success(), "{flag} is refused");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains("--mode"), "{flag}: {err}");
+        assert!(err.contains(expected), "{flag}: {err}");
+    }
+    for mode in FinetuneMode::all_for_motion() {
+        assert_eq!(mode.name().parse::<FinetuneMode>(), Ok(mode));
+    }
 }

@@ -2,7 +2,8 @@
 //!
 //! For four models (a plain MLP; a standardised MLP of fused `LinearRelu` layers; a model
 //! with `LayerNorm`, `Tanh` and `Sigmoid`; a nested tuple) and every kind of plan (`All`,
-//! `LastLayer`, `BiasOnly`, `Frozen`, `Layers`), each test:
+//! `LastLayer`, `LastLayers`, `BiasOnly`, `BiasesAndLastLayers`, `Frozen`, `Layers`), each
+//! test:
 //!
 //! 1. builds the model on a large tape with every parameter held in it, records one training
 //!    step exactly as `train::record_loss` does, and compares the tape's own counts (nodes,
@@ -332,6 +333,10 @@ fn capacities<Mem: Capacity>(_: &Tape<f32, Mem>) -> (usize, usize, usize) {
 size_tests!(mlp, Mlp, 8, 3, {
     all => Plan::All,
     last_layer => Plan::LastLayer,
+    last_two_layers => Plan::LastLayers(2),
+    last_five_layers => Plan::LastLayers(5),
+    biases_and_last_layer => Plan::BiasesAndLastLayers(1),
+    biases_and_last_two_layers => Plan::BiasesAndLastLayers(2),
     bias_only => Plan::BiasOnly,
     frozen => Plan::Frozen,
     layers => Plan::Layers(&[Train::Frozen, Train::BiasOnly, Train::All]),
@@ -340,6 +345,8 @@ size_tests!(mlp, Mlp, 8, 3, {
 size_tests!(standardized, Standardized, 16, 4, {
     all => Plan::All,
     last_layer => Plan::LastLayer,
+    last_two_layers => Plan::LastLayers(2),
+    biases_and_last_layer => Plan::BiasesAndLastLayers(1),
     bias_only => Plan::BiasOnly,
     frozen => Plan::Frozen,
     // Shorter than the model: the last layer trains everything.
@@ -349,6 +356,10 @@ size_tests!(standardized, Standardized, 16, 4, {
 size_tests!(normed, Normed, 6, 3, {
     all => Plan::All,
     last_layer => Plan::LastLayer,
+    // The last two are `Linear<8, 3>` and the `Linear<8, 8>` before it: LayerNorm is frozen.
+    last_two_layers => Plan::LastLayers(2),
+    last_three_layers => Plan::LastLayers(3),
+    biases_and_last_layer => Plan::BiasesAndLastLayers(1),
     bias_only => Plan::BiasOnly,
     frozen => Plan::Frozen,
     layers => Plan::Layers(&[Train::Frozen, Train::BiasOnly, Train::Frozen, Train::All]),
@@ -358,6 +369,8 @@ size_tests!(normed, Normed, 6, 3, {
 size_tests!(nested, Nested, 4, 2, {
     all => Plan::All,
     last_layer => Plan::LastLayer,
+    last_two_layers => Plan::LastLayers(2),
+    biases_and_last_layer => Plan::BiasesAndLastLayers(1),
     bias_only => Plan::BiasOnly,
     frozen => Plan::Frozen,
     layers => Plan::Layers(&[Train::Frozen]),
@@ -389,4 +402,26 @@ fn hand_count_of_the_standardized_model_under_last_layer() {
         (c.nodes, c.values, c.gradients, c.trainable),
         (nodes, values, gradients, trainable)
     );
+}
+
+/// The counted plans name the same entries as the lists written out.
+#[test]
+fn counted_plans_match_their_lists() {
+    use Train::{All, BiasOnly, Frozen};
+    let cases: [(Plan<'static>, [Train; 4]); 8] = [
+        (Plan::LastLayer, [Frozen, Frozen, Frozen, All]),
+        (Plan::LastLayers(0), [Frozen, Frozen, Frozen, Frozen]),
+        (Plan::LastLayers(1), [Frozen, Frozen, Frozen, All]),
+        (Plan::LastLayers(3), [Frozen, All, All, All]),
+        (Plan::LastLayers(usize::MAX), [All, All, All, All]),
+        (
+            Plan::BiasesAndLastLayers(0),
+            [BiasOnly, BiasOnly, BiasOnly, BiasOnly],
+        ),
+        (Plan::BiasesAndLastLayers(2), [BiasOnly, BiasOnly, All, All]),
+        (Plan::BiasesAndLastLayers(9), [All, All, All, All]),
+    ];
+    for (plan, expected) in cases {
+        assert_eq!([0, 1, 2, 3].map(|i| plan.train(i, 4)), expected, "{plan:?}");
+    }
 }

@@ -32,8 +32,15 @@ pub enum Plan<'a> {
     All,
     /// Only the last layer with parameters trains: the body is frozen.
     LastLayer,
+    /// The last `k` layers with parameters train; the ones before are frozen.
+    /// `LastLayers(1)` is [`Plan::LastLayer`], `LastLayers(0)` is [`Plan::Frozen`].
+    LastLayers(usize),
     /// Only the biases train (TinyTL); every weight is frozen.
     BiasOnly,
+    /// The last `k` layers with parameters train whole, and the biases of the layers
+    /// before them (TinyTL's biases plus a trained head). `BiasesAndLastLayers(0)` is
+    /// [`Plan::BiasOnly`].
+    BiasesAndLastLayers(usize),
     /// Nothing trains.
     Frozen,
     /// Entry `i` for the `i`-th layer with parameters; layers past the end train
@@ -43,6 +50,17 @@ pub enum Plan<'a> {
 
 impl Plan<'_> {
     /// What the `index`-th of `layers` layers with parameters trains.
+    ///
+    /// ```
+    /// use safegrad::nn::{Plan, Train};
+    ///
+    /// let of_three = |plan: Plan<'_>| [0, 1, 2].map(|i| plan.train(i, 3));
+    /// assert_eq!(of_three(Plan::LastLayers(2)), [Train::Frozen, Train::All, Train::All]);
+    /// assert_eq!(
+    ///     of_three(Plan::BiasesAndLastLayers(1)),
+    ///     [Train::BiasOnly, Train::BiasOnly, Train::All]
+    /// );
+    /// ```
     #[allow(
         clippy::indexing_slicing,
         reason = "the index is checked on the line before"
@@ -57,7 +75,21 @@ impl Plan<'_> {
                     Train::Frozen
                 }
             }
+            Plan::LastLayers(k) => {
+                if index.saturating_add(k) >= layers {
+                    Train::All
+                } else {
+                    Train::Frozen
+                }
+            }
             Plan::BiasOnly => Train::BiasOnly,
+            Plan::BiasesAndLastLayers(k) => {
+                if index.saturating_add(k) >= layers {
+                    Train::All
+                } else {
+                    Train::BiasOnly
+                }
+            }
             Plan::Frozen => Train::Frozen,
             Plan::Layers(plan) => {
                 if index < plan.len() {

@@ -119,7 +119,8 @@ impl<'a> Init<'a> {
         self
     }
 
-    /// The same with a plan: [`Plan::LastLayer`], [`Plan::BiasOnly`], ..., or a list of
+    /// The same with a plan: [`Plan::LastLayer`], [`Plan::LastLayers`], [`Plan::BiasOnly`],
+    /// [`Plan::BiasesAndLastLayers`], ..., or a list of
     /// [`Train`] entries (`&[Train]`), entry `i` for the `i`-th layer with parameters.
     pub fn with_plan(mut self, plan: impl Into<Plan<'a>>) -> Self {
         self.plan = plan.into();
