@@ -118,6 +118,15 @@ pub enum TapeError {
         /// Index of the node.
         node: usize,
     },
+    /// Values given for a node do not have its length.
+    Length {
+        /// Index of the node.
+        node: usize,
+        /// Its scalars.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
     /// A snapshot of the trainable parameters does not have one value per trainable scalar.
     SnapshotLength {
         /// Trainable scalars of the tape.
@@ -199,6 +208,14 @@ impl fmt::Display for TapeError {
             Self::ReadOnly { node } => write!(
                 f,
                 "node #{node} is a frozen parameter read in place: its values cannot be changed"
+            ),
+            Self::Length {
+                node,
+                expected,
+                found,
+            } => write!(
+                f,
+                "node #{node} holds {expected} values, {found} were given"
             ),
             Self::SnapshotLength { expected, found } => write!(
                 f,

@@ -10,6 +10,8 @@ use crate::ops::{
     ArithmeticOp, CrossEntropyOp, ElementwiseOp, GuardedOp, LayerNormOp, LinearOp, OpFamily,
     ReduceOp, SelectOp,
 };
+#[cfg(feature = "conv")]
+use crate::ops::{BatchNormOp, ConvOp, PoolOp, ViewOp};
 use crate::scalar::Scalar;
 
 /// Index of a node in a tape's recording order.
@@ -54,6 +56,20 @@ pub enum Op<T> {
     /// Softmax and the softmax cross-entropy loss
     /// ([`ops::cross_entropy`](crate::ops::cross_entropy)).
     CrossEntropy(CrossEntropyOp),
+    /// A node reading its operand in another shape ([`ops::view`](crate::ops::view); feature
+    /// `conv`).
+    #[cfg(feature = "conv")]
+    View(ViewOp),
+    /// 1-D convolution ([`ops::conv`](crate::ops::conv); feature `conv`).
+    #[cfg(feature = "conv")]
+    Conv(ConvOp),
+    /// 1-D pooling ([`ops::pool`](crate::ops::pool); feature `conv`).
+    #[cfg(feature = "conv")]
+    Pool(PoolOp),
+    /// Evaluation-mode batch normalisation ([`ops::batch_norm`](crate::ops::batch_norm);
+    /// feature `conv`).
+    #[cfg(feature = "conv")]
+    BatchNorm(BatchNormOp<T>),
 }
 
 /// Runs `$e` with `$f` bound to the family op inside `$op`, or `$leaf` for a leaf.
@@ -71,6 +87,14 @@ macro_rules! by_family {
             $crate::graph::Op::Reduce($f) => $e,
             $crate::graph::Op::LayerNorm($f) => $e,
             $crate::graph::Op::CrossEntropy($f) => $e,
+            #[cfg(feature = "conv")]
+            $crate::graph::Op::View($f) => $e,
+            #[cfg(feature = "conv")]
+            $crate::graph::Op::Conv($f) => $e,
+            #[cfg(feature = "conv")]
+            $crate::graph::Op::Pool($f) => $e,
+            #[cfg(feature = "conv")]
+            $crate::graph::Op::BatchNorm($f) => $e,
         }
     };
 }

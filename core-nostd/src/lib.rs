@@ -59,7 +59,7 @@ pub mod train;
 pub use error::{Error, TapeError};
 pub use graph::{Domain, Node, NodeId, Op};
 pub use scalar::Scalar;
-pub use tape::{Cap, Capacity, Tape, Var};
+pub use tape::{Cap, Capacity, FlatVar, Tape, Var};
 pub use tensor::Tensor;
 
 /// The README's example, compiled and run as a doc test.

@@ -1,24 +1,93 @@
 //! The main job: pre-train on BasicMotions, shift the domain (the watch worn rotated), and
-//! recover with on-device-style fine-tuning of a frozen model's last layer or biases.
+//! recover with on-device-style fine-tuning of a frozen model's last layer or biases. Two
+//! models: the MLP over 16 hand-made features ([`MotionModel`]) and the 1-D CNN on the raw
+//! `6 x 100` windows ([`MotionCnn`]).
 
 use std::path::Path;
 
 use motion::features::{imu_features, rotate_imu, IMU_FEATURES};
 use motion::model::finetune_seed;
-pub use motion::model::MotionModel;
-use safegrad::nn::{sizes, Footprint, Init, Plan};
+pub use motion::model::{MotionCnn, MotionModel};
+use motion::samples::WINDOW_VALUES;
+use safegrad::nn::{sizes, Build, Footprint, Init, Module, Plan};
 use safegrad::optim::{Adam, Optimizer, Sgd};
 use safegrad::session::{Schedule, Session};
-use safegrad::Tensor;
+use safegrad::{Tensor, Var};
 
 use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
 use crate::model::{
-    accuracy, audit_step, checkpoint_of, fit, keep_checkpoint, new_workspace, EpochStats,
+    accuracy, audit_step, checkpoint_of, fit, keep_checkpoint, new_workspace, EpochStats, HostTape,
 };
 
-/// Trainable scalars of [`MotionModel`] when every layer trains, the size of the
-/// pre-training optimiser's state.
+/// Trainable scalars of [`MotionModel`] when every layer trains.
 pub const MOTION_PARAMETERS: usize = sizes::<MotionModel>(Plan::All).trainable;
+
+/// Trainable scalars of [`MotionCnn`] when every layer trains.
+pub const CNN_PARAMETERS: usize = sizes::<MotionCnn>(Plan::All).trainable;
+
+/// Room of the pre-training optimiser's state: the larger model's trainable scalars.
+const PRETRAIN_STATE: usize = if CNN_PARAMETERS > MOTION_PARAMETERS {
+    CNN_PARAMETERS
+} else {
+    MOTION_PARAMETERS
+};
+
+/// The model the job trains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MotionNet {
+    /// [`MotionModel`]: standardised hand-made features, MLP 16-32-32-4.
+    Mlp,
+    /// [`MotionCnn`]: the raw `6 x 100` window, two convolutions, global average pooling,
+    /// a dense head.
+    Cnn,
+}
+
+impl MotionNet {
+    /// Its name on the command line.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Mlp => "mlp",
+            Self::Cnn => "cnn",
+        }
+    }
+
+    /// Adam's pre-training learning rate for the model (measured over seeds 1-10: the CNN
+    /// at 0.01 leaves two of them below 90% after fine-tuning, at 0.005 none).
+    pub const fn pretrain_lr(self) -> f32 {
+        match self {
+            Self::Mlp => 0.01,
+            Self::Cnn => 0.005,
+        }
+    }
+
+    /// What one fine-tuning step of the model records under `mode`, from its type.
+    pub const fn sizes(self, mode: FinetuneMode) -> safegrad::nn::Sizes {
+        match self {
+            Self::Mlp => sizes::<MotionModel>(mode.plan()),
+            Self::Cnn => sizes::<MotionCnn>(mode.plan()),
+        }
+    }
+
+    /// Layers with parameters, each an entry of a training plan.
+    pub const fn layers(self) -> usize {
+        match self {
+            Self::Mlp => <MotionModel as Footprint>::LAYERS.planned(),
+            Self::Cnn => <MotionCnn as Footprint>::LAYERS.planned(),
+        }
+    }
+}
+
+impl std::str::FromStr for MotionNet {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "mlp" => Ok(Self::Mlp),
+            "cnn" => Ok(Self::Cnn),
+            _ => Err(format!("unknown model `{name}`: expected mlp or cnn")),
+        }
+    }
+}
 
 /// What is trained during fine-tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,8 +102,10 @@ pub enum FinetuneMode {
     BiasesAndLastLayers(usize),
 }
 
-/// Layers with parameters of [`MotionModel`] (its `Standardize` layer never trains).
+/// Layers with parameters of [`MotionModel`] (its `Standardize` layer never trains), as
+/// many as [`MotionCnn`]'s (its statistics never train either).
 pub const MOTION_LAYERS: usize = <MotionModel as Footprint>::LAYERS.planned();
+const _: () = assert!(MOTION_LAYERS == <MotionCnn as Footprint>::LAYERS.planned());
 
 impl FinetuneMode {
     /// The last layer; the body is frozen.
@@ -44,8 +115,13 @@ impl FinetuneMode {
 
     /// Every mode [`MotionModel`] takes, from the least trained to the most.
     pub fn all_for_motion() -> Vec<Self> {
+        Self::all_for(MotionNet::Mlp)
+    }
+
+    /// Every mode `model` takes, from the least trained to the most.
+    pub fn all_for(model: MotionNet) -> Vec<Self> {
         let mut modes = vec![Self::BIAS_ONLY];
-        for k in 1..MOTION_LAYERS {
+        for k in 1..model.layers() {
             modes.push(Self::LastLayers(k));
             modes.push(Self::BiasesAndLastLayers(k));
         }
@@ -54,7 +130,7 @@ impl FinetuneMode {
     }
 
     /// The training plan.
-    pub fn plan(self) -> Plan<'static> {
+    pub const fn plan(self) -> Plan<'static> {
         match self {
             Self::All => Plan::All,
             Self::LastLayers(k) => Plan::LastLayers(k),
@@ -136,6 +212,8 @@ pub fn rotation_z(degrees: f64) -> [[f32; 3]; 3] {
 /// Settings of the job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinetuneConfig {
+    /// The model.
+    pub model: MotionNet,
     /// Seed of initialisation and shuffling.
     pub seed: u64,
     /// Pre-training epochs (Adam).
@@ -161,9 +239,21 @@ pub struct FinetuneConfig {
     pub pretrained: Option<Vec<u8>>,
 }
 
+impl FinetuneConfig {
+    /// The defaults for `model` (its pre-training learning rate).
+    pub fn for_model(model: MotionNet) -> Self {
+        Self {
+            model,
+            pretrain_lr: model.pretrain_lr(),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for FinetuneConfig {
     fn default() -> Self {
         Self {
+            model: MotionNet::Mlp,
             seed: 7,
             pretrain_epochs: 60,
             pretrain_lr: 0.01,
@@ -210,10 +300,27 @@ pub struct FinetuneReport {
     pub audit: safegrad::audit::Audit<16>,
     /// The domain audit of the pre-training step's graph.
     pub pretrain_audit: safegrad::audit::Audit<16>,
-    /// The shifted recordings fine-tuning used, as features, in order.
-    pub finetune_rows: Vec<([f32; IMU_FEATURES], usize)>,
-    /// The shifted held-out recordings, as features.
-    pub shifted_eval_rows: Vec<([f32; IMU_FEATURES], usize)>,
+    /// The shifted recordings fine-tuning used, as the model's input rows (features or
+    /// raw windows), in order.
+    pub finetune_rows: Vec<(Vec<f32>, usize)>,
+    /// The shifted held-out recordings, as the model's input rows.
+    pub shifted_eval_rows: Vec<(Vec<f32>, usize)>,
+}
+
+/// Rows of `N` values from a report's rows; an error if one has another width (the rows of
+/// the other model).
+pub fn rows_of<const N: usize>(
+    rows: &[(Vec<f32>, usize)],
+) -> Result<Vec<([f32; N], usize)>, String> {
+    rows.iter()
+        .map(|(x, label)| {
+            let x: [f32; N] = x
+                .as_slice()
+                .try_into()
+                .map_err(|_| format!("a row of {} values, {N} expected", x.len()))?;
+            Ok((x, *label))
+        })
+        .collect()
 }
 
 impl FinetuneReport {
@@ -259,6 +366,58 @@ pub fn featurize(
             Ok((x, e.label))
         })
         .collect()
+}
+
+/// Every recording as the CNN's input row (the channels one after the other), optionally
+/// rotated first.
+pub fn window_rows(
+    examples: &[Example<MotionWindow>],
+    rotation: Option<&[[f32; 3]; 3]>,
+) -> Vec<([f32; WINDOW_VALUES], usize)> {
+    examples
+        .iter()
+        .map(|e| {
+            let mut w = e.x;
+            if let Some(r) = rotation {
+                rotate_imu(&mut w, r);
+            }
+            let mut x = [0.0f32; WINDOW_VALUES];
+            for (row, channel) in x.chunks_exact_mut(w[0].len()).zip(&w) {
+                row.copy_from_slice(channel);
+            }
+            (x, e.label)
+        })
+        .collect()
+}
+
+/// Mean and population variance of each channel of raw-window rows, over every sample of
+/// every recording.
+pub fn channel_statistics(rows: &[([f32; WINDOW_VALUES], usize)]) -> Tensor<f32, 4, 6> {
+    let len = WINDOW_VALUES / 6;
+    let n = (rows.len() * len).max(1) as f64;
+    let mut mean = [0.0f64; 6];
+    for (x, _) in rows {
+        for (m, channel) in mean.iter_mut().zip(x.chunks_exact(len)) {
+            *m += channel.iter().map(|&v| f64::from(v)).sum::<f64>() / n;
+        }
+    }
+    let mut var = [0.0f64; 6];
+    for (x, _) in rows {
+        for ((s, channel), &m) in var.iter_mut().zip(x.chunks_exact(len)).zip(&mean) {
+            *s += channel
+                .iter()
+                .map(|&v| (f64::from(v) - m).powi(2))
+                .sum::<f64>()
+                / n;
+        }
+    }
+    // gamma 1, beta 0, the mean, the variance.
+    Tensor::new([
+        [1.0; 6],
+        [0.0; 6],
+        mean.map(|m| m as f32),
+        var.map(|v| v as f32),
+    ])
 }
 
 /// A recording and its class.
@@ -344,31 +503,89 @@ pub fn run(
     if config.per_class == 0 {
         return Err("--per-class must be at least 1: fine-tuning needs recordings".into());
     }
+    let layers = config.model.layers();
+    if let FinetuneMode::LastLayers(k) | FinetuneMode::BiasesAndLastLayers(k) = config.mode {
+        if k >= layers {
+            return Err(format!(
+                "mode `{}`: the {} model has {layers} layers with parameters",
+                config.mode.name(),
+                config.model.name()
+            ));
+        }
+    }
     let train = data::load_motions(dir, "train").map_err(|x| e(&x))?;
     let test = data::load_motions(dir, "test").map_err(|x| e(&x))?;
     let rotation = rotation_z(config.rotation_degrees);
-    let train_rows = featurize(&train, None)?;
-    let test_rows = featurize(&test, None)?;
-    let shifted_train = featurize(&train, Some(&rotation))?;
-    let shifted_test = featurize(&test, Some(&rotation))?;
+    match config.model {
+        MotionNet::Mlp => {
+            let rows = Rows {
+                train: featurize(&train, None)?,
+                test: featurize(&test, None)?,
+                shifted_train: featurize(&train, Some(&rotation))?,
+                shifted_test: featurize(&test, Some(&rotation))?,
+            };
+            let (mean, std) = feature_statistics(&rows.train);
+            run_model::<MotionModel, IMU_FEATURES>(config, rows, progress, &|tape, model| {
+                model.0.set_statistics(tape, &mean, &std, 1e-6)
+            })
+        }
+        MotionNet::Cnn => {
+            let rows = Rows {
+                train: window_rows(&train, None),
+                test: window_rows(&test, None),
+                shifted_train: window_rows(&train, Some(&rotation)),
+                shifted_test: window_rows(&test, Some(&rotation)),
+            };
+            let stats = channel_statistics(&rows.train);
+            run_model::<MotionCnn, WINDOW_VALUES>(config, rows, progress, &|tape, model| {
+                tape.set_parameter((model.0).1.stats, &stats)
+            })
+        }
+    }
+}
+
+/// The job's recordings as a model's input rows.
+struct Rows<const IN: usize> {
+    train: Vec<([f32; IN], usize)>,
+    test: Vec<([f32; IN], usize)>,
+    shifted_train: Vec<([f32; IN], usize)>,
+    shifted_test: Vec<([f32; IN], usize)>,
+}
+
+/// Sets a freshly built model's frozen input statistics from the training split.
+type Prepare<'a, M> = &'a dyn Fn(&mut HostTape, &M) -> Result<(), safegrad::TapeError>;
+
+/// The job for the model `M` on `IN`-value rows.
+fn run_model<M, const IN: usize>(
+    config: &FinetuneConfig,
+    rows: Rows<IN>,
+    progress: &mut dyn FnMut(Progress<'_>),
+    prepare: Prepare<'_, M>,
+) -> Result<FinetuneReport, String>
+where
+    M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, MOTION_CLASSES>>,
+{
+    let e = |err: &dyn std::fmt::Display| err.to_string();
+    let Rows {
+        train: train_rows,
+        test: test_rows,
+        shifted_train,
+        shifted_test,
+    } = rows;
 
     // Pre-training: every layer trained, Adam.
     let mut work = new_workspace();
     let mut session =
-        Session::<MotionModel, _, _>::new(&mut *work, Init::new(config.seed)).map_err(|x| e(&x))?;
-    let (mean, std) = feature_statistics(&train_rows);
+        Session::<M, _, _>::new(&mut *work, Init::new(config.seed)).map_err(|x| e(&x))?;
     {
         let (tape, model) = session.parts();
-        model
-            .0
-            .set_statistics(tape, &mean, &std, 1e-6)
-            .map_err(|x| e(&x))?;
+        prepare(tape, model).map_err(|x| e(&x))?;
     }
     let pretrain_curve = if let Some(pretrained) = &config.pretrained {
         session.load(pretrained).map_err(|x| e(&x))?;
         Vec::new()
     } else {
-        let mut schedule = Schedule::new(Adam::<f32, MOTION_PARAMETERS>::new(config.pretrain_lr))
+        let mut schedule = Schedule::new(Adam::<f32, PRETRAIN_STATE>::new(config.pretrain_lr))
             .epochs(config.pretrain_epochs)
             .seed(config.seed);
         let epochs = config.pretrain_epochs;
@@ -392,7 +609,7 @@ pub fn run(
     // place, as on the device; SGD, batch 1, clipping on.
     let plan = config.mode.plan();
     let mut work = new_workspace();
-    let mut session = Session::<MotionModel, _, _>::from_checkpoint(
+    let mut session = Session::<M, _, _>::from_checkpoint(
         &mut *work,
         keep_checkpoint(&pretrained_checkpoint),
         plan,
@@ -417,7 +634,7 @@ pub fn run(
     let audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
     // The training state of one batch-1 step, from the model's type: the gradients of the
     // trainable parameters and of the activations after them, and the optimiser's state.
-    let step = sizes::<MotionModel>(plan);
+    let step = sizes::<M>(plan);
     let trainable_params = step.trainable;
     let state_scalars =
         step.gradients + trainable_params * schedule.optimizer.state_scalars_per_parameter();
@@ -436,7 +653,7 @@ pub fn run(
         finetuned_checkpoint: checkpoint_of(&session).map_err(|x| e(&x))?,
         audit,
         pretrain_audit,
-        finetune_rows: finetune_set,
-        shifted_eval_rows: shifted_test,
+        finetune_rows: finetune_set.iter().map(|(x, l)| (x.to_vec(), *l)).collect(),
+        shifted_eval_rows: shifted_test.iter().map(|(x, l)| (x.to_vec(), *l)).collect(),
     })
 }

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use host_sim::digits::{self, DigitsConfig};
-use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, Progress};
+use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, MotionNet, Progress};
 use host_sim::plans;
 use host_sim::plot::{self, Series};
 
@@ -35,6 +35,10 @@ enum Command {
         /// Print the result as one JSON object (the last line).
         #[arg(long)]
         json: bool,
+        /// The model: mlp (16 hand-made features, MLP 16-32-32-4) or cnn (the raw 6 x 100
+        /// window, a 1-D CNN).
+        #[arg(long, default_value = "mlp")]
+        model: MotionNet,
         /// Seed of initialisation and shuffling.
         #[arg(long, default_value_t = FinetuneConfig::default().seed)]
         seed: u64,
@@ -78,6 +82,9 @@ enum Command {
         /// Print one JSON array, one object per plan.
         #[arg(long)]
         json: bool,
+        /// The model: mlp or cnn.
+        #[arg(long, default_value = "mlp")]
+        model: MotionNet,
         /// Seeds 1 to this.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
@@ -87,6 +94,20 @@ enum Command {
         /// Shifted training recordings per class used for fine-tuning.
         #[arg(long, default_value_t = FinetuneConfig::default().per_class)]
         per_class: usize,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// The MLP on hand-made features and the CNN on raw windows side by side: each
+    /// pre-trained, shifted and fine-tuned (the last layer) over several seeds, with the
+    /// memory of a fine-tuning step, as a Markdown table.
+    Compare {
+        /// Print one JSON array, one object per model.
+        #[arg(long)]
+        json: bool,
+        /// Seeds 1 to this.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: u64,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -199,12 +220,9 @@ enum Command {
 }
 
 fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> Result<(), String> {
-    let runs = bar(
-        seeds.len() * FinetuneMode::all_for_motion().len(),
-        "plans",
-        json,
-    );
-    let rows = plans::run(dir, config, seeds, &mut |done, _| {
+    let modes = FinetuneMode::all_for(config.model);
+    let runs = bar(seeds.len() * modes.len(), "plans", json);
+    let rows = plans::run(dir, config, seeds, &modes, &mut |done, _| {
         runs.set_position(done as u64)
     })?;
     runs.finish_and_clear();
@@ -244,7 +262,8 @@ fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> 
             .collect(),
     );
     println!(
-        "seeds 1-{}: pre-trained {} (worst {}), rotated {:.0} deg before fine-tuning {} (worst {})",
+        "{}, seeds 1-{}: pre-trained {} (worst {}), rotated {:.0} deg before fine-tuning {} (worst {})",
+        config.model.name(),
         seeds.len(),
         percent(pre),
         percent(pre_worst),
@@ -272,6 +291,81 @@ fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> 
             percent(worst),
             row.recovering(0.9),
             seeds.len(),
+        );
+    }
+    Ok(())
+}
+
+fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
+    let models = [MotionNet::Mlp, MotionNet::Cnn];
+    let runs = bar(seeds.len() * models.len(), "compare", json);
+    let mut done = 0;
+    let mut rows = Vec::new();
+    for model in models {
+        let config = FinetuneConfig::for_model(model);
+        let mut found = plans::run(
+            dir,
+            &config,
+            seeds,
+            &[FinetuneMode::LAST_LAYER],
+            &mut |d, _| runs.set_position((done + d) as u64),
+        )?;
+        done += seeds.len();
+        rows.push((model, found.pop().ok_or("no plan")?));
+    }
+    runs.finish_and_clear();
+    let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    let worst = |xs: Vec<f64>| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let of = |row: &plans::PlanRow, f: fn(&finetune::FinetuneReport) -> f64| -> Vec<f64> {
+        row.reports.iter().map(f).collect()
+    };
+    if json {
+        let objects: Vec<_> = rows
+            .iter()
+            .map(|(model, row)| {
+                let sizes = model.sizes(row.mode);
+                json!({
+                    "model": model.name(),
+                    "mode": row.mode.name(),
+                    "seeds": seeds,
+                    "pretrain_accuracy": of(row, |r| r.pretrain_accuracy),
+                    "shifted_accuracy_before": of(row, |r| r.shifted_accuracy_before),
+                    "shifted_accuracy_after": of(row, |r| r.shifted_accuracy_after),
+                    "drop_recovered": of(row, |r| r.drop_recovered()),
+                    "parameters": sizes.parameters,
+                    "trainable_params": row.trainable,
+                    "train_state_bytes": row.gradient_bytes,
+                    "sgd_bytes": row.sgd_bytes(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(objects));
+        return Ok(());
+    }
+    println!(
+        "seeds 1-{}, rotated 90 deg, fine-tuning the last layer on 3 recordings per class (SGD, 30 epochs)",
+        seeds.len()
+    );
+    println!();
+    println!("| model | input | parameters | pre-trained | rotated, before | after fine-tuning | after, worst seed | drop recovered | trainable | training state | RAM, SGD |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (model, row) in &rows {
+        let input = match model {
+            MotionNet::Mlp => "16 features",
+            MotionNet::Cnn => "6 x 100 raw window",
+        };
+        println!(
+            "| {} | {input} | {} | {} | {} | {} | {} | {} | {} | {} B | {} B |",
+            model.name(),
+            model.sizes(row.mode).parameters,
+            percent(mean(of(row, |r| r.pretrain_accuracy))),
+            percent(mean(of(row, |r| r.shifted_accuracy_before))),
+            percent(mean(of(row, |r| r.shifted_accuracy_after))),
+            percent(worst(of(row, |r| r.shifted_accuracy_after))),
+            percent(mean(of(row, |r| r.drop_recovered()))),
+            row.trainable,
+            row.gradient_bytes,
+            row.sgd_bytes(),
         );
     }
     Ok(())
@@ -363,16 +457,18 @@ fn run_finetune(
             "pretrain_audit": audit_json(&report.pretrain_audit),
             "model_bytes": report.model_bytes,
             "mode": config.mode.name(),
+            "model": config.model.name(),
             "rotation_degrees": config.rotation_degrees,
             "seed": config.seed,
             "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
         });
         println!("{object}");
     } else {
-        println!(
-            "BasicMotions, MLP 16-32-32-4 on IMU features (seed {})",
-            config.seed
-        );
+        let model = match config.model {
+            MotionNet::Mlp => "MLP 16-32-32-4 on IMU features",
+            MotionNet::Cnn => "1-D CNN on raw 6 x 100 IMU windows",
+        };
+        println!("BasicMotions, {model} (seed {})", config.seed);
         println!(
             "  held-out accuracy, watch worn as in training   {}",
             percent(report.pretrain_accuracy)
@@ -601,7 +697,9 @@ fn run_soak_stream(
     Ok(())
 }
 
-fn encode_rows(rows: &[([f32; 16], usize)]) -> Result<Vec<u8>, String> {
+fn encode_rows(rows: &[(Vec<f32>, usize)]) -> Result<Vec<u8>, String> {
+    let rows = finetune::rows_of::<16>(rows)?;
+    let rows = rows.as_slice();
     let mut buf = vec![0u8; safegrad::dataset::encoded_len::<f32, 16>(rows.len())];
     let classes = host_sim::data::MOTION_CLASSES as u16;
     let n = safegrad::dataset::encode(rows, classes, &mut buf).map_err(|e| e.to_string())?;
@@ -809,6 +907,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Finetune {
             json,
+            model,
             seed,
             rotation,
             per_class,
@@ -840,13 +939,14 @@ fn main() -> ExitCode {
                 finetune_epochs,
                 finetune_lr,
                 mode,
-                ..FinetuneConfig::default()
+                ..FinetuneConfig::for_model(model)
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_finetune(json, config, plot, export, dir)
         }
         Command::Plans {
             json,
+            model,
             seeds,
             rotation,
             per_class,
@@ -855,11 +955,20 @@ fn main() -> ExitCode {
             let config = FinetuneConfig {
                 rotation_degrees: rotation,
                 per_class,
-                ..FinetuneConfig::default()
+                ..FinetuneConfig::for_model(model)
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
             run_plans(json, &config, &seeds, &dir)
+        }
+        Command::Compare {
+            json,
+            seeds,
+            data_dir,
+        } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            let seeds: Vec<u64> = (1..=seeds).collect();
+            run_compare(json, &seeds, &dir)
         }
         Command::Train {
             data: Dataset::Digits,

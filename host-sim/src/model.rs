@@ -17,6 +17,9 @@ pub type HostWorkspace<M> = Workspace<M, f32, Cap<64, 8192>, 8192, 2048>;
 /// A session on the host's workspace.
 pub type HostSession<'w, M> = Session<'w, M, f32, Cap<64, 8192>>;
 
+/// The tape of a host session.
+pub type HostTape = safegrad::Tape<f32, Cap<64, 8192>>;
+
 /// A fresh workspace on the heap.
 pub fn new_workspace<M>() -> Box<HostWorkspace<M>> {
     Box::default()

@@ -1,12 +1,10 @@
-//! The training plans side by side: for every plan [`MotionModel`] takes, the memory one
+//! The training plans side by side: for every plan a model takes, the memory one
 //! fine-tuning step needs (from the model's type) and the accuracy it recovers after the
 //! shift, over several seeds.
 
 use std::path::Path;
 
-use safegrad::nn::sizes;
-
-use crate::finetune::{self, FinetuneConfig, FinetuneMode, FinetuneReport, MotionModel};
+use crate::finetune::{self, FinetuneConfig, FinetuneMode, FinetuneReport};
 
 /// Bytes of one `f32` scalar.
 const SCALAR: usize = std::mem::size_of::<f32>();
@@ -54,24 +52,23 @@ impl PlanRow {
     }
 }
 
-/// Fine-tunes every plan of [`FinetuneMode::all_for_motion`] for every seed of `seeds`,
-/// with `config`'s other settings. Each seed is pre-trained once; every plan then
-/// fine-tunes from that checkpoint, so each report equals `finetune::run` with that mode
-/// and seed.
+/// Fine-tunes `config`'s model with every plan of `modes` for every seed of `seeds`, with
+/// `config`'s other settings. Each seed is pre-trained once; every plan then fine-tunes
+/// from that checkpoint, so each report equals `finetune::run` with that mode and seed.
 pub fn run(
     dir: &Path,
     config: &FinetuneConfig,
     seeds: &[u64],
+    modes: &[FinetuneMode],
     progress: &mut dyn FnMut(usize, usize),
 ) -> Result<Vec<PlanRow>, String> {
     if seeds.is_empty() {
         return Err("no seeds: give at least one".into());
     }
-    let modes = FinetuneMode::all_for_motion();
     let mut rows: Vec<PlanRow> = modes
         .iter()
         .map(|&mode| {
-            let s = sizes::<MotionModel>(mode.plan());
+            let s = config.model.sizes(mode);
             PlanRow {
                 mode,
                 trainable: s.trainable,

@@ -85,7 +85,7 @@ pub fn run(dir: &std::path::Path, steps: u64, fault_every: u64) -> Result<SoakRe
         &mut |_| {},
     )?;
     let (train, _) = finetune::shifted_windows(dir, &config)?;
-    let eval = base.shifted_eval_rows.clone();
+    let eval = finetune::rows_of::<IMU_FEATURES>(&base.shifted_eval_rows)?;
 
     let plan = config.mode.plan();
     let mut tape = Box::new(SoakTape::new());

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use host_sim::data::default_dir;
-use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, MotionModel};
+use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, MotionModel, MotionNet};
 use host_sim::plans;
 use safegrad::checkpoint;
 use safegrad::nn::{Init, Plan};
@@ -185,7 +185,8 @@ fn every_plan_trains_exactly_its_blocks_and_reports_what_the_job_reports() {
         ..FinetuneConfig::default()
     };
     let seed = 3;
-    let rows = plans::run(&default_dir(), &config, &[seed], &mut |_, _| {}).unwrap();
+    let modes = FinetuneMode::all_for_motion();
+    let rows = plans::run(&default_dir(), &config, &[seed], &modes, &mut |_, _| {}).unwrap();
     let names: Vec<String> = rows.iter().map(|r| r.mode.name()).collect();
     assert_eq!(
         names,
@@ -312,4 +313,63 @@ fn the_mode_flag_names_what_it_refuses() {
     for mode in FinetuneMode::all_for_motion() {
         assert_eq!(mode.name().parse::<FinetuneMode>(), Ok(mode));
     }
+}
+
+#[test]
+fn the_cnn_on_raw_windows_recovers_the_drop() {
+    let out = host_sim(&["finetune", "--model", "cnn", "--json"]);
+    let v = last_json_line(&out);
+    assert_eq!(v["model"], "cnn");
+    assert_eq!(v["mode"], "last-layer");
+    let pre = v["pretrain_accuracy"].as_f64().unwrap();
+    let before = v["shifted_accuracy_before"].as_f64().unwrap();
+    let after = v["shifted_accuracy_after"].as_f64().unwrap();
+    assert!(pre >= 0.9, "pre-trained {pre}");
+    assert!(
+        before < pre,
+        "the rotation costs accuracy: {before} vs {pre}"
+    );
+    assert!(
+        after - before >= 0.9 * (pre - before),
+        "recovered {before} -> {after} of {pre}"
+    );
+    // The dense head of 16 pooled channels to 4 classes trains.
+    assert_eq!(v["trainable_params"], 16 * 4 + 4);
+    assert_eq!(v["audit"]["clean"], true);
+    // The same keys as the MLP's, plus the model.
+    let mlp = last_json_line(&host_sim(&[
+        "finetune",
+        "--json",
+        "--pretrain-epochs",
+        "2",
+        "--finetune-epochs",
+        "1",
+    ]));
+    let keys = |v: &serde_json::Value| {
+        let mut k: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        k.sort();
+        k
+    };
+    assert_eq!(keys(&v), keys(&mlp));
+    assert_eq!(mlp["model"], "mlp");
+}
+
+#[test]
+fn a_plan_deeper_than_the_model_is_refused() {
+    let config = FinetuneConfig {
+        mode: FinetuneMode::LastLayers(3),
+        ..FinetuneConfig::for_model(MotionNet::Cnn)
+    };
+    let err = finetune::run(&default_dir(), &config, &mut |_| {}).unwrap_err();
+    assert_eq!(
+        err,
+        "mode `last-3-layers`: the cnn model has 3 layers with parameters"
+    );
+    let out = host_sim(&["finetune", "--model", "rnn"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        err.contains("unknown model `rnn`: expected mlp or cnn"),
+        "{err}"
+    );
 }

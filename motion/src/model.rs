@@ -7,6 +7,8 @@ use safegrad::session::{Schedule, Workspace};
 use safegrad::Cap;
 
 use crate::features::IMU_FEATURES;
+#[cfg(feature = "cnn")]
+use crate::{features::IMU_CHANNELS, samples::WINDOW_LEN};
 
 /// Classes of BasicMotions.
 pub const CLASSES: usize = 4;
@@ -20,6 +22,29 @@ pub type MotionModel = (
     LinearRelu<IMU_FEATURES, 32>,
     LinearRelu<32, 32>,
     Linear<32, CLASSES>,
+);
+
+/// The convolutional model on raw windows, no hand-made features: a window's row
+/// ([`WINDOW_VALUES`](crate::samples::WINDOW_VALUES) values, the 6 IMU channels of
+/// [`WINDOW_LEN`] samples one after the other) read as `6 x 100`, each channel standardised by frozen statistics of the training split (a
+/// `BatchNorm1d` in evaluation mode: gamma 1, beta 0, the channel's mean and variance), two
+/// convolutions of 16 filters of 5 taps at stride 2 with ReLU, global average pooling over
+/// time, and a dense layer to the 4 classes. Its layers with parameters are the two
+/// convolutions and the head.
+#[cfg(feature = "cnn")]
+pub type MotionCnn = (
+    (
+        safegrad::nn::Unflatten<IMU_CHANNELS, WINDOW_LEN>,
+        safegrad::nn::BatchNorm1d<IMU_CHANNELS>,
+        safegrad::nn::Conv1d<IMU_CHANNELS, WINDOW_LEN, 16, 48, 5, 2>,
+        safegrad::nn::Relu,
+    ),
+    (
+        safegrad::nn::Conv1d<16, 48, 16, 22, 5, 2>,
+        safegrad::nn::Relu,
+        safegrad::nn::GlobalAvgPool1d<16>,
+        Linear<16, CLASSES>,
+    ),
 );
 
 /// What fine-tuning trains on the device: the last layer; the body is frozen and read in

@@ -1,7 +1,8 @@
 //! `nn::sizes` (the capacities a model's type gives) against what a tape records.
 //!
-//! For four models (a plain MLP; a standardised MLP of fused `LinearRelu` layers; a model
-//! with `LayerNorm`, `Tanh` and `Sigmoid`; a nested tuple) and every kind of plan (`All`,
+//! For six models (a plain MLP; a standardised MLP of fused `LinearRelu` layers; a model
+//! with `LayerNorm`, `Tanh` and `Sigmoid`; a nested tuple; two 1-D CNNs with every
+//! convolution, pooling and view layer) and every kind of plan (`All`,
 //! `LastLayer`, `LastLayers`, `BiasOnly`, `BiasesAndLastLayers`, `Frozen`, `Layers`), each
 //! test:
 //!
@@ -22,8 +23,9 @@
 
 use safegrad::checkpoint;
 use safegrad::nn::{
-    sizes, Build, Init, InitScheme, LayerNorm, Linear, LinearRelu, Module, Plan, Relu, Sigmoid,
-    Sizes, Standardize, Tanh, Train,
+    sizes, AvgPool1d, BatchNorm1d, Build, Conv1d, DepthwiseConv1d, Flatten, GlobalAvgPool1d, Init,
+    InitScheme, LayerNorm, Linear, LinearRelu, MaxPool1d, Module, Plan, PointwiseConv1d, Relu,
+    Sigmoid, Sizes, Standardize, Tanh, Train, Unflatten,
 };
 use safegrad::optim::Sgd;
 use safegrad::tape::Capacity;
@@ -49,6 +51,36 @@ type Normed = (
     Linear<8, 3>,
 );
 type Nested = ((Linear<4, 8>, Relu), Linear<8, 2>);
+/// Every convolutional layer: a sample row read as 2 x 12, a convolution, max pooling, a
+/// depthwise convolution with padding, frozen batch normalisation, a pointwise
+/// convolution, average pooling that leaves the last position out, a flattened dense head.
+type Cnn = (
+    (
+        Unflatten<2, 12>,
+        Conv1d<2, 12, 4, 10, 3>,
+        Relu,
+        MaxPool1d<4, 10, 5, 2>,
+        DepthwiseConv1d<4, 5, 5, 3, 1, 1>,
+        BatchNorm1d<4>,
+    ),
+    (
+        PointwiseConv1d<4, 6, 5>,
+        Relu,
+        AvgPool1d<6, 5, 2, 2>,
+        Flatten<12>,
+        Linear<12, 3>,
+    ),
+);
+/// Strided, padded, dilated and grouped convolutions under global average pooling.
+type GlobalCnn = (
+    (
+        Unflatten<3, 16>,
+        Conv1d<3, 16, 4, 8, 3, 2, 1>,
+        Relu,
+        Conv1d<4, 8, 4, 4, 3, 2, 2, 2, 2>,
+    ),
+    (Relu, GlobalAvgPool1d<4>, Linear<4, 3>),
+);
 
 /// What a tape holds, by its own account.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -375,6 +407,26 @@ size_tests!(nested, Nested, 4, 2, {
     frozen => Plan::Frozen,
     layers => Plan::Layers(&[Train::Frozen]),
     layers_bias_then_frozen => Plan::Layers(&[Train::BiasOnly, Train::Frozen]),
+});
+
+size_tests!(cnn, Cnn, 24, 3, {
+    all => Plan::All,
+    last_layer => Plan::LastLayer,
+    last_two_layers => Plan::LastLayers(2),
+    last_three_layers => Plan::LastLayers(3),
+    biases_and_last_layer => Plan::BiasesAndLastLayers(1),
+    bias_only => Plan::BiasOnly,
+    frozen => Plan::Frozen,
+    layers => Plan::Layers(&[Train::BiasOnly, Train::Frozen, Train::All, Train::Frozen]),
+});
+
+size_tests!(global_cnn, GlobalCnn, 48, 3, {
+    all => Plan::All,
+    last_layer => Plan::LastLayer,
+    last_two_layers => Plan::LastLayers(2),
+    biases_and_last_layer => Plan::BiasesAndLastLayers(1),
+    bias_only => Plan::BiasOnly,
+    frozen => Plan::Frozen,
 });
 
 /// The sizes the documentation states for the standardised model, recomputed by hand from

@@ -259,6 +259,16 @@ impl<T: Scalar> Facts<'_, T> {
         self.domains.get(id.0).copied().unwrap_or(Domain::UNKNOWN)
     }
 
+    /// The values of node `id` as recorded (those of a frozen parameter are its values for
+    /// every input; empty for an unknown node).
+    #[cfg(feature = "conv")]
+    pub(crate) fn values(&self, id: NodeId) -> &[T] {
+        self.nodes
+            .get(id.0)
+            .and_then(|n| self.values.get(n.slots()))
+            .unwrap_or(&[])
+    }
+
     /// The op of node `id`.
     pub(crate) fn op(&self, id: NodeId) -> Option<Op<T>> {
         self.nodes.get(id.0).map(|n| n.op)

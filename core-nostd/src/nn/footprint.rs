@@ -140,6 +140,9 @@ pub struct LayerShape {
     pub after_biases: usize,
     /// Gradient slots per value of a node with a gradient (2 for a fused linear and ReLU).
     pub grad_factor: usize,
+    /// Nodes that read their input in another shape (views): nodes without values or
+    /// gradients of their own.
+    pub views: usize,
 }
 
 impl LayerShape {
@@ -158,6 +161,7 @@ impl LayerShape {
             after_weights: 0,
             after_biases: 0,
             grad_factor: 1,
+            views: 0,
         }
     }
 
@@ -398,7 +402,7 @@ pub const fn sizes<M: Footprint>(plan: Plan<'_>) -> Sizes {
             }
             n
         };
-        nodes += layer.nodes;
+        nodes += layer.nodes + layer.views;
         activations += layer.nodes * width;
         gradients += with_grad * width * layer.grad_factor;
         upstream = upstream || with_grad > 0;

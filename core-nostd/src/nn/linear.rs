@@ -114,6 +114,7 @@ const fn dense(input: usize, output: usize, grad_factor: usize) -> LayerShape {
         after_weights: 1,
         after_biases: 1,
         grad_factor,
+        views: 0,
     }
 }
 

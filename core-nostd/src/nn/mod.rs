@@ -35,16 +35,26 @@
 //! ```
 
 mod activation;
+#[cfg(feature = "conv")]
+mod conv;
 mod footprint;
 mod linear;
 pub mod loss;
 mod norm;
 mod sequential;
+#[cfg(feature = "conv")]
+mod view;
 
 pub use activation::{Relu, Sigmoid, Tanh};
+#[cfg(feature = "conv")]
+pub use conv::{
+    AvgPool1d, BatchNorm1d, Conv1d, DepthwiseConv1d, GlobalAvgPool1d, MaxPool1d, PointwiseConv1d,
+};
 pub use footprint::{sizes, Footprint, LayerShape, Layers, Plan, Sizes, MAX_LAYERS};
 pub use linear::{InitScheme, Linear, LinearRelu};
 pub use norm::{LayerNorm, Standardize};
+#[cfg(feature = "conv")]
+pub use view::{Flatten, Unflatten};
 
 use crate::error::TapeError;
 use crate::rng::{SeedableRng, SplitMix64};

@@ -55,6 +55,7 @@ impl<const C: usize> Footprint for LayerNorm<C> {
         after_weights: 2,
         after_biases: 1,
         grad_factor: 1,
+        views: 0,
     });
 }
 
@@ -140,6 +141,7 @@ impl<const C: usize> Footprint for Standardize<C> {
         after_weights: 0,
         after_biases: 0,
         grad_factor: 1,
+        views: 0,
     });
 }
 

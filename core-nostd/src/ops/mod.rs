@@ -12,6 +12,13 @@
 //! | [`reduce`] | `sum`, `mean`, `row_max`, `log_sum_exp` |
 //! | [`layer_norm`](mod@layer_norm) | `layer_norm` |
 //! | [`cross_entropy`] | `softmax`, `softmax_cross_entropy` |
+//! | `view` | `reshape` |
+//! | `conv` | `conv1d` (strided, padded, dilated, grouped: depthwise and pointwise) |
+//! | `pool` | `max_pool1d`, `avg_pool1d`, `global_avg_pool` |
+//! | `batch_norm` | `batch_norm` (evaluation mode, frozen statistics) |
+//!
+//! The last four (feature `conv`, on by default) are the families of convolutional models; a
+//! firmware of dense models turns the feature off and links none of their code.
 //!
 //! The formulas are public functions on scalars or flat row-major slices (re-exported here),
 //! so that a test (or a firmware kernel) can run one op without a tape. Every backward formula multiplies the
@@ -32,15 +39,27 @@
 //! dispatch in `graph.rs`.
 
 pub mod arithmetic;
+#[cfg(feature = "conv")]
+pub mod batch_norm;
+#[cfg(feature = "conv")]
+pub mod conv;
 pub mod cross_entropy;
 pub mod elementwise;
 pub mod guarded;
 pub mod layer_norm;
 pub mod linear;
+#[cfg(feature = "conv")]
+pub mod pool;
 pub mod reduce;
 pub mod select;
+#[cfg(feature = "conv")]
+pub mod view;
 
 pub use arithmetic::{div_grad, ArithmeticOp};
+#[cfg(feature = "conv")]
+pub use batch_norm::BatchNormOp;
+#[cfg(feature = "conv")]
+pub use conv::ConvOp;
 pub use cross_entropy::CrossEntropyOp;
 pub use cross_entropy::{
     softmax, softmax_cross_entropy, softmax_cross_entropy_grad, softmax_cross_entropy_grad_from,
@@ -59,10 +78,14 @@ pub use layer_norm::LayerNormOp;
 pub use layer_norm::{layer_norm, layer_norm_grad, mean_and_inv_std};
 pub use linear::LinearOp;
 pub use linear::{matmul_grad_a, matmul_grad_b};
+#[cfg(feature = "conv")]
+pub use pool::PoolOp;
 pub use reduce::ReduceOp;
 pub use reduce::{log_sum_exp, log_sum_exp_grad, row_argmax};
 pub use select::SelectOp;
 pub use select::{select, select_grad};
+#[cfg(feature = "conv")]
+pub use view::ViewOp;
 
 use crate::audit::{Facts, Unproven};
 use crate::graph::{Domain, NodeId};

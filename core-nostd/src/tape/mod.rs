@@ -75,6 +75,33 @@ impl<const R: usize, const C: usize> Var<R, C> {
     }
 }
 
+/// A handle to a parameter whose shape its type does not carry: a convolution's kernel,
+/// `C_OUT x (C_IN / G) x K` scalars, a size that const generics cannot compute from a
+/// layer's parameters. Its length is checked wherever it is used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlatVar {
+    node: NodeId,
+    generation: u32,
+    len: usize,
+}
+
+impl FlatVar {
+    /// The node this handle names.
+    pub const fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Its number of scalars.
+    pub const fn len(&self) -> usize {
+        self.len
+    }
+
+    /// `true` for a handle of no scalars.
+    pub const fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
 /// A recorded graph of at most `Mem::NODES` nodes, `Mem::VALUES` scalar values and
 /// `Mem::GRADIENTS` scalar gradients (see [`Capacity`], [`Cap`]).
 ///
@@ -580,6 +607,115 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
             .ok_or(TapeError::UnknownVar { node: v.node.0 })?;
         dst.copy_from_slice(value.as_slice());
         Ok(())
+    }
+
+    /// The values of a parameter named by a [`FlatVar`], flat.
+    pub fn flat_value(&self, v: FlatVar) -> Result<&[T]> {
+        let node = self.resolve_flat(v)?;
+        self.view()
+            .get(node.slots())
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })
+    }
+
+    /// The accumulated gradient of a parameter named by a [`FlatVar`];
+    /// [`TapeError::NoGradient`] for a frozen one.
+    pub fn flat_grad(&self, v: FlatVar) -> Result<&[T]> {
+        let node = self.resolve_flat(v)?;
+        let slots = node
+            .grad_slots()
+            .ok_or(TapeError::NoGradient { node: v.node.0 })?;
+        self.grads
+            .get(slots)
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })
+    }
+
+    /// Overwrites the values of a parameter named by a [`FlatVar`]; [`TapeError::Length`]
+    /// if `value` has another length.
+    pub fn set_flat_parameter(&mut self, v: FlatVar, value: &[T]) -> Result<()> {
+        let node = *self.resolve_flat(v)?;
+        if v.node.0 >= self.parameter_nodes {
+            return Err(TapeError::UnknownVar { node: v.node.0 });
+        }
+        if value.len() != node.len() {
+            return Err(TapeError::Length {
+                node: v.node.0,
+                expected: node.len(),
+                found: value.len(),
+            });
+        }
+        if self.is_in_place(&node) {
+            return Err(TapeError::ReadOnly { node: v.node.0 });
+        }
+        let dst = self
+            .values
+            .get_mut(node.slots())
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })?;
+        dst.copy_from_slice(value);
+        Ok(())
+    }
+
+    /// Writes `value(i)` into scalar `i` of a held parameter named by a [`FlatVar`] (for a
+    /// layer's initial values, without a buffer on the stack).
+    pub fn fill_flat_parameter(
+        &mut self,
+        v: FlatVar,
+        value: &mut dyn FnMut(usize) -> T,
+    ) -> Result<()> {
+        let node = *self.resolve_flat(v)?;
+        if v.node.0 >= self.parameter_nodes {
+            return Err(TapeError::UnknownVar { node: v.node.0 });
+        }
+        if self.is_in_place(&node) {
+            return Err(TapeError::ReadOnly { node: v.node.0 });
+        }
+        let dst = self
+            .values
+            .get_mut(node.slots())
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })?;
+        for (i, d) in dst.iter_mut().enumerate() {
+            *d = value(i);
+        }
+        Ok(())
+    }
+
+    /// `true` if node `id` is a frozen parameter read in place.
+    pub fn is_in_place_var(&self, id: NodeId) -> bool {
+        self.nodes.get(id.0).is_some_and(|n| self.is_in_place(n))
+    }
+
+    /// The node a [`FlatVar`] names, checked: recorded, of this generation, of this length.
+    pub(crate) fn resolve_flat(&self, v: FlatVar) -> Result<&Node<T>> {
+        let index = v.node.0;
+        let node = match self.nodes.get(index) {
+            Some(node) => node,
+            None if v.generation != self.generation => {
+                return Err(TapeError::StaleVar { node: index })
+            }
+            None => return Err(TapeError::UnknownVar { node: index }),
+        };
+        if node.generation != v.generation {
+            return Err(TapeError::StaleVar { node: index });
+        }
+        if node.len() != v.len {
+            return Err(TapeError::UnknownVar { node: index });
+        }
+        Ok(node)
+    }
+
+    /// Records a `rows x cols` parameter named by a [`FlatVar`]: trainable or frozen, zeros
+    /// (or read in place, for a frozen one when the tape reads frozen parameters in place).
+    pub fn flat_parameter(&mut self, rows: usize, cols: usize, trainable: bool) -> Result<FlatVar> {
+        let kind = if trainable {
+            Leaf::TrainableParameter
+        } else {
+            Leaf::FrozenParameter
+        };
+        let node = self.leaf_shaped(kind, None, rows, cols, Domain::UNKNOWN)?;
+        Ok(FlatVar {
+            node,
+            generation: self.generation,
+            len: rows * cols,
+        })
     }
 
     /// The node a handle names, checked: recorded, of this generation, of this shape.

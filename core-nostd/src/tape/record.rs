@@ -129,6 +129,42 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         Ok(NodeId(index))
     }
 
+    /// Appends a `rows x cols` node that aliases the values and gradient slots of `x` (a
+    /// view): it takes a node and no slots. The sizes must agree.
+    #[cfg(feature = "conv")]
+    pub(crate) fn alias<const RX: usize, const CX: usize>(
+        &mut self,
+        op: Op<T>,
+        x: Var<RX, CX>,
+        rows: usize,
+        cols: usize,
+    ) -> Result<NodeId> {
+        let source = *self.resolve(x)?;
+        if rows * cols != source.len() {
+            return Err(TapeError::Length {
+                node: x.node().0,
+                expected: source.len(),
+                found: rows * cols,
+            });
+        }
+        let index = self.nodes.len();
+        self.nodes
+            .push(Node {
+                op,
+                rows,
+                cols,
+                offset: source.offset,
+                grad_offset: source.grad_offset,
+                generation: self.generation,
+                declared: Domain::UNKNOWN,
+                uses: 0,
+            })
+            .map_err(|_| TapeError::NodeCapacity {
+                capacity: Mem::NODES,
+            })?;
+        Ok(NodeId(index))
+    }
+
     /// Splits the value buffer at the free slots: the recorded values (read-only) and the
     /// `len` slots the next node writes.
     #[inline(always)]
