@@ -764,13 +764,6 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         self.leaf(Leaf::Data, value, Domain::UNKNOWN)
     }
 
-    /// Records one data row, `1 x C`, straight from `x` (no tensor on the stack: a raw
-    /// window of a few hundred values is copied once, into the tape).
-    pub fn input_row<const C: usize>(&mut self, x: &[T; C]) -> Result<Var<1, C>> {
-        self.leaf_shaped(Leaf::Data, Some(x), 1, C, Domain::UNKNOWN)
-            .map(|node| self.var(node))
-    }
-
     /// Records a data input whose values are known to lie in `domain` (e.g. counts are
     /// [`Domain::NON_NEGATIVE`]), for the domain audit. The declaration is not checked
     /// against the values: it states what every sample will satisfy.

@@ -49,6 +49,7 @@ use crate::nn::Module;
 use crate::optim::{clip_factor, clip_factor_with_norm, global_norm, Optimizer};
 use crate::scalar::Scalar;
 use crate::tape::{Capacity, Tape, Var};
+use crate::tensor::Tensor;
 
 /// Where a non-finite value was first seen.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,7 +354,7 @@ where
     M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
 {
     tape.clear_activations();
-    let input = tape.input_row(x)?;
+    let input = tape.input(&Tensor::new([*x]))?;
     let logits = model.forward(tape, input)?;
     let out = tape.value(logits)?;
     Ok(argmax(out.as_slice()))
@@ -395,7 +396,7 @@ where
     M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
 {
     tape.clear_activations();
-    let input = tape.input_row(x)?;
+    let input = tape.input(&Tensor::new([*x]))?;
     let logits = model.forward(tape, input)?;
     tape.softmax_cross_entropy(logits, &[label])
 }
