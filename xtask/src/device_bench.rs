@@ -126,9 +126,14 @@ struct Memory {
 /// Builds the fine-tuning firmware, prints its sizes and runs it once on the built-in
 /// samples for its stack high-water mark and the model's minimum.
 fn firmware_memory() -> Result<Memory, String> {
-    let elf = build_firmware()?;
-    let sizes = print_sizes(&elf)?;
-    let run = run_qemu(&elf, &QemuOptions::default())?;
+    memory_of(&build_firmware()?).map(|(memory, _)| memory)
+}
+
+/// [`firmware_memory`] for the ELF of any fine-tuning program; also returns the
+/// instructions per training step it logs.
+fn memory_of(elf: &std::path::Path) -> Result<(Memory, u64), String> {
+    let sizes = print_sizes(elf)?;
+    let run = run_qemu(elf, &QemuOptions::default())?;
     if run.code != 0 {
         print!("{}", run.log);
         return Err(format!("the firmware exited with {}", run.code));
@@ -138,11 +143,15 @@ fn firmware_memory() -> Result<Memory, String> {
             .and_then(|v| v.parse().ok())
             .ok_or(format!("the firmware logged no `{key}`"))
     };
-    Ok(Memory {
-        sizes,
-        stack: number("stack high-water mark")?,
-        minimum: number("memory minimum")?,
-    })
+    let per_tick = 40 / (1u64 << ICOUNT_SHIFT);
+    Ok((
+        Memory {
+            sizes,
+            stack: number("stack high-water mark")?,
+            minimum: number("memory minimum")?,
+        },
+        number("ticks per step")? * per_tick,
+    ))
 }
 
 /// Runs the device benchmark with `libm` and with fast-math and measures the firmware's
@@ -154,6 +163,13 @@ pub fn bench_device(json: bool) -> Result<(), String> {
     let (convs, conv_log) = conv_bench()?;
     let memory = firmware_memory()?;
     let ram = memory.sizes.static_ram + memory.stack;
+    let (cnn, cnn_step) = memory_of(&build_firmware_featured(
+        "finetune-cnn",
+        Math::Exact,
+        &["cnn"],
+    )?)?;
+    let cnn_ram = cnn.sizes.static_ram + cnn.stack;
+    let cnn_ratio = cnn_ram as f64 / cnn.minimum as f64;
     let conv_per_mac = |c: &ConvBench| {
         let f = |n: u64| n as f64 / c.macs as f64;
         let b = |n: u64| n as f64 / (2 * c.macs) as f64;
@@ -186,7 +202,7 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             .ok_or("fastmath-error printed no fast_math_max_error")?
             .to_string();
         println!(
-            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"conv\":[{}],\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}}}}",
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"conv\":[{}],\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}},\"cnn_firmware\":{{\"instructions_per_step\":{cnn_step},\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{cnn_ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{cnn_ratio:.2}}}}}",
             per_mac(baseline),
             per_mac(safegrad),
             safegrad as f64 / baseline as f64,
@@ -209,6 +225,10 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             memory.sizes.static_ram,
             memory.stack,
             memory.minimum,
+            cnn.sizes.flash,
+            cnn.sizes.static_ram,
+            cnn.stack,
+            cnn.minimum,
         );
     } else {
         print!("{}{}", exact.log, fast.log);
@@ -267,6 +287,17 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             memory.minimum
         );
         println!("RAM is {ram_ratio:.2}x the model's minimum");
+        println!("| the CNN's fine-tuning firmware (finetune-cnn) | bytes |");
+        println!("| --- | ---: |");
+        println!(
+            "| flash (code and read-only data, the raw windows included) | {} |",
+            cnn.sizes.flash
+        );
+        println!("| static RAM | {} |", cnn.sizes.static_ram);
+        println!("| stack high-water mark | {} |", cnn.stack);
+        println!("| RAM, static and stack | {cnn_ram} |");
+        println!("| the model's minimum | {} |", cnn.minimum);
+        println!("the CNN's RAM is {cnn_ratio:.2}x its minimum; about {cnn_step} instructions per training step");
     }
     Ok(())
 }
