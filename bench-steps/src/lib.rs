@@ -26,6 +26,8 @@
 
 use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 
+pub mod conv;
+
 /// Inputs per sample.
 pub const IN: usize = 16;
 /// Width of both hidden layers.

@@ -137,11 +137,16 @@ enum Command {
         data_dir: Option<PathBuf>,
     },
     /// Write what the firmware embeds: the pre-trained checkpoint, the shifted fine-tuning
-    /// and evaluation sets (features), and the host's results to compare with.
+    /// and evaluation sets (features, or raw windows for the CNN), and the host's results
+    /// to compare with.
     DeviceAssets {
-        /// The folder to write into.
-        #[arg(long, value_name = "DIR", default_value = "motion/assets")]
-        out: PathBuf,
+        /// The model: mlp (features; written to motion/assets) or cnn (raw windows; written
+        /// to motion/assets/cnn).
+        #[arg(long, default_value = "mlp")]
+        model: MotionNet,
+        /// The folder to write into, instead of the model's.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -573,19 +578,17 @@ fn run_train(
     Ok(())
 }
 
-fn run_device_assets(out: &Path, data_dir: &Path) -> Result<(), String> {
-    let config = FinetuneConfig::default();
+fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<(), String> {
+    let config = FinetuneConfig::for_model(model);
     let report = finetune::run(data_dir, &config, &mut |_| {})?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     write_file(&out.join("pretrained.sgck"), &report.pretrained_checkpoint)?;
-    write_file(
-        &out.join("finetune.sgds"),
-        &encode_rows(&report.finetune_rows)?,
-    )?;
-    write_file(
-        &out.join("eval.sgds"),
-        &encode_rows(&report.shifted_eval_rows)?,
-    )?;
+    let encode = |rows: &[(Vec<f32>, usize)]| match model {
+        MotionNet::Mlp => encode_rows::<{ motion::features::IMU_FEATURES }>(rows),
+        MotionNet::Cnn => encode_rows::<{ motion::samples::WINDOW_VALUES }>(rows),
+    };
+    write_file(&out.join("finetune.sgds"), &encode(&report.finetune_rows)?)?;
+    write_file(&out.join("eval.sgds"), &encode(&report.shifted_eval_rows)?)?;
     let expected = json!({
         "pretrain_accuracy": report.pretrain_accuracy,
         "shifted_accuracy_before": report.shifted_accuracy_before,
@@ -597,6 +600,10 @@ fn run_device_assets(out: &Path, data_dir: &Path) -> Result<(), String> {
         "finetune_lr": config.finetune_lr,
         "clip_norm": config.clip_norm,
     });
+    let mut expected = expected;
+    if model != MotionNet::Mlp {
+        expected["model"] = json!(model.name());
+    }
     let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
     write_file(&out.join("expected.json"), text.as_bytes())?;
     println!("wrote {}", out.display());
@@ -697,10 +704,10 @@ fn run_soak_stream(
     Ok(())
 }
 
-fn encode_rows(rows: &[(Vec<f32>, usize)]) -> Result<Vec<u8>, String> {
-    let rows = finetune::rows_of::<16>(rows)?;
+fn encode_rows<const N: usize>(rows: &[(Vec<f32>, usize)]) -> Result<Vec<u8>, String> {
+    let rows = finetune::rows_of::<N>(rows)?;
     let rows = rows.as_slice();
-    let mut buf = vec![0u8; safegrad::dataset::encoded_len::<f32, 16>(rows.len())];
+    let mut buf = vec![0u8; safegrad::dataset::encoded_len::<f32, N>(rows.len())];
     let classes = host_sim::data::MOTION_CLASSES as u16;
     let n = safegrad::dataset::encode(rows, classes, &mut buf).map_err(|e| e.to_string())?;
     buf.truncate(n);
@@ -987,9 +994,17 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_train(json, config, plot, export, dir)
         }
-        Command::DeviceAssets { out, data_dir } => {
+        Command::DeviceAssets {
+            model,
+            out,
+            data_dir,
+        } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
-            run_device_assets(&out, &dir)
+            let out = out.unwrap_or_else(|| match model {
+                MotionNet::Mlp => PathBuf::from("motion/assets"),
+                MotionNet::Cnn => PathBuf::from("motion/assets/cnn"),
+            });
+            run_device_assets(model, &out, &dir)
         }
         Command::ExampleAssets {
             out,

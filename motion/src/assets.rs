@@ -9,6 +9,20 @@ pub static FINETUNE_SET: &[u8] = include_bytes!("../assets/finetune.sgds");
 /// The shifted held-out recordings, as features.
 pub static EVAL_SET: &[u8] = include_bytes!("../assets/eval.sgds");
 
+/// What the CNN's firmware embeds, written by `host-sim device-assets --model cnn`: the
+/// pre-trained [`MotionCnn`](crate::model::MotionCnn) and the shifted recordings as raw
+/// windows (600 values each, the channels one after the other).
+#[cfg(feature = "cnn")]
+pub mod cnn {
+    /// The pre-trained checkpoint, aligned for reading the frozen layers in place.
+    pub static PRETRAINED: &[u8] = safegrad::include_checkpoint!("../assets/cnn/pretrained.sgck");
+    /// The shifted recordings to fine-tune on, as raw windows (`safegrad::dataset`
+    /// format).
+    pub static FINETUNE_SET: &[u8] = include_bytes!("../assets/cnn/finetune.sgds");
+    /// The shifted held-out recordings, as raw windows.
+    pub static EVAL_SET: &[u8] = include_bytes!("../assets/cnn/eval.sgds");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

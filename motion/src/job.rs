@@ -4,9 +4,10 @@
 
 use embedded_storage::nor_flash::NorFlash;
 use safegrad::dataset::{RecordError, Recorder};
+use safegrad::nn::{Build, Module, Sizes};
 use safegrad::session::Session;
 use safegrad::train::{record_loss, step, Divergence, Samples, StepConfig};
-use safegrad::{Capacity, Error};
+use safegrad::{Capacity, Error, Var};
 
 use crate::features::IMU_FEATURES;
 use crate::model::{
@@ -71,6 +72,26 @@ where
     D: Samples<f32, IMU_FEATURES> + ?Sized,
     E: Samples<f32, IMU_FEATURES> + ?Sized,
 {
+    run_model(session, FINETUNE_SIZES, train, eval, now)
+}
+
+/// [`run`] for any classifier `M` of `IN`-value rows over the [`CLASSES`] (the CNN on raw
+/// windows, say); `sizes` is what one of its fine-tuning steps records (its type gives it,
+/// `safegrad::nn::sizes`), for the report.
+#[cfg_attr(target_os = "none", inline(never))]
+pub fn run_model<M, Mem, D, E, const IN: usize>(
+    session: &mut Session<'_, M, f32, Mem>,
+    sizes: Sizes,
+    train: &D,
+    eval: &E,
+    now: &mut dyn FnMut() -> u64,
+) -> Result<JobReport, Error>
+where
+    M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, CLASSES>>,
+    Mem: Capacity,
+    D: Samples<f32, IN> + ?Sized,
+    E: Samples<f32, IN> + ?Sized,
+{
     let correct_before = session.correct(eval)?;
     let mut schedule = finetune_schedule(SEED);
     let start = now();
@@ -86,9 +107,9 @@ where
         rejected: fit.rejected,
         rollbacks: fit.rollbacks,
         last_divergence: fit.last_divergence,
-        trainable: FINETUNE_SIZES.trainable,
-        parameters: FINETUNE_SIZES.parameters,
-        activations: FINETUNE_SIZES.activations,
+        trainable: sizes.trainable,
+        parameters: sizes.parameters,
+        activations: sizes.activations,
         optimiser_state: 0,
         train_ticks,
         final_loss: fit.final_loss,
@@ -412,5 +433,53 @@ mod tests {
         session.load(&out).unwrap();
         let eval = rows(assets::EVAL_SET);
         assert_eq!(session.correct(&eval[..]).unwrap(), r.correct_after);
+    }
+}
+
+#[cfg(all(test, feature = "cnn"))]
+mod cnn_tests {
+    use super::*;
+    use crate::assets::cnn;
+    use crate::model::{CnnFinetuneWorkspace, MotionCnn, CNN_FINETUNE_SIZES, FINETUNE_PLAN};
+    use crate::samples::WINDOW_VALUES;
+    use safegrad::dataset::Dataset;
+
+    /// The host's figures for the CNN's job, from `assets/cnn/expected.json`.
+    fn expected(key: &str) -> String {
+        let text = include_str!("../assets/cnn/expected.json");
+        let line = text
+            .lines()
+            .find(|l| l.trim_start().starts_with(&format!("\"{key}\"")))
+            .unwrap_or_else(|| panic!("{key} in expected.json"));
+        let value = line.split(':').nth(1).unwrap_or("").trim();
+        value.trim_end_matches(',').trim_matches('"').to_string()
+    }
+
+    /// The CNN's job on the device's workspace type, run here, gives host-sim's parameters.
+    #[test]
+    fn the_cnn_job_on_the_host_matches_host_sim_bit_for_bit() {
+        let mut work = Box::new(CnnFinetuneWorkspace::new());
+        let mut session = Session::<MotionCnn, f32, _>::from_checkpoint(
+            &mut work,
+            cnn::PRETRAINED,
+            FINETUNE_PLAN,
+        )
+        .unwrap();
+        let train = Dataset::<f32, WINDOW_VALUES>::parse(cnn::FINETUNE_SET).unwrap();
+        let eval = Dataset::<f32, WINDOW_VALUES>::parse(cnn::EVAL_SET).unwrap();
+        let mut t = 0u64;
+        let r = run_model(&mut session, CNN_FINETUNE_SIZES, &train, &eval, &mut || {
+            t += 1;
+            t
+        })
+        .unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.checkpoint_crc32),
+            expected("finetuned_checkpoint_crc32")
+        );
+        assert_eq!(r.steps.to_string(), expected("finetune_steps"));
+        let after = r.correct_after as f64 / r.eval_samples as f64;
+        assert_eq!(Ok(after), expected("shifted_accuracy_after").parse::<f64>());
+        assert_eq!(r.trainable, 16 * 4 + 4);
     }
 }

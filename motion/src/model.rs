@@ -69,6 +69,23 @@ pub type FinetuneCapacity =
 pub type FinetuneWorkspace =
     Workspace<MotionModel, f32, FinetuneCapacity, { FINETUNE_SIZES.trainable }, MAX_SAMPLES>;
 
+/// What one fine-tuning step of [`MotionCnn`] records under [`FINETUNE_PLAN`].
+#[cfg(feature = "cnn")]
+pub const CNN_FINETUNE_SIZES: Sizes = sizes::<MotionCnn>(FINETUNE_PLAN);
+
+/// The tape of a fine-tuning step of [`MotionCnn`], sized from its type.
+#[cfg(feature = "cnn")]
+pub type CnnFinetuneCapacity = Cap<
+    { CNN_FINETUNE_SIZES.nodes },
+    { CNN_FINETUNE_SIZES.values },
+    { CNN_FINETUNE_SIZES.gradients },
+>;
+
+/// The memory of a fine-tuning session of [`MotionCnn`] on the device, sized from its type.
+#[cfg(feature = "cnn")]
+pub type CnnFinetuneWorkspace =
+    Workspace<MotionCnn, f32, CnnFinetuneCapacity, { CNN_FINETUNE_SIZES.trainable }, MAX_SAMPLES>;
+
 /// The seed the host simulator and the firmware use unless told otherwise.
 pub const SEED: u64 = 7;
 /// Fine-tuning epochs.

@@ -3,7 +3,9 @@
 //! firmware, with `libm` and with fast-math; the cost of `exp`, `ln` and `sqrt`; and the
 //! fine-tuning firmware's memory against the model's minimum.
 
-use crate::firmware::{build_firmware, build_firmware_with, print_sizes, Math, Sizes};
+use crate::firmware::{
+    build_firmware, build_firmware_featured, build_firmware_with, print_sizes, Math, Sizes,
+};
 use crate::process::{cargo, cargo_output};
 use crate::qemu::{log_value, run_qemu, QemuOptions, ICOUNT_SHIFT};
 
@@ -53,6 +55,63 @@ fn step_bench(math: Math) -> Result<StepBench, String> {
     })
 }
 
+/// One convolution of the device's convolution benchmark, in instructions per call.
+struct ConvBench {
+    /// Its name in the log (`conv1`, `conv2`).
+    name: String,
+    /// Multiply-accumulates of its forward pass (the backward does twice as many: the input's
+    /// gradient and the kernel's).
+    macs: u64,
+    /// Forward, hand-written and safegrad.
+    forward: [u64; 2],
+    /// Backward (input, kernel and bias gradients), hand-written and safegrad.
+    backward: [u64; 2],
+}
+
+/// Runs the convolution benchmark (`firmware/src/bin/convbench.rs`, the `cnn` feature):
+/// `MotionCnn`'s two convolutions, safegrad's kernels against plain loops.
+fn conv_bench() -> Result<(Vec<ConvBench>, String), String> {
+    let elf = build_firmware_featured("convbench", Math::Exact, &["cnn"])?;
+    let run = run_qemu(&elf, &QemuOptions::default())?;
+    if run.code != 0 {
+        print!("{}", run.log);
+        return Err(format!(
+            "the convolution benchmark exited with {}",
+            run.code
+        ));
+    }
+    let per_tick = 40 / (1u64 << ICOUNT_SHIFT);
+    let mut rows = Vec::new();
+    for line in run.log.lines().filter(|l| l.contains("conv bench:")) {
+        let name = log_value(line, "conv bench:").unwrap_or("?").to_string();
+        let number = |key: &str| -> Result<u64, String> {
+            log_value(line, key)
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("the convolution benchmark logged no `{key}`"))
+        };
+        let after = |part: &str, key: &str| -> Result<u64, String> {
+            let rest = line.split_once(part).map(|(_, r)| r).unwrap_or("");
+            log_value(rest, key)
+                .and_then(|v| v.parse::<u64>().ok())
+                .map(|v| v * per_tick)
+                .ok_or(format!("the convolution benchmark logged no {part} {key}"))
+        };
+        rows.push(ConvBench {
+            name,
+            macs: number("macs")?,
+            forward: [after("forward", "baseline")?, after("forward", "safegrad")?],
+            backward: [
+                after("backward", "baseline")?,
+                after("backward", "safegrad")?,
+            ],
+        });
+    }
+    if rows.is_empty() {
+        return Err("the convolution benchmark logged no results".into());
+    }
+    Ok((rows, run.log))
+}
+
 /// The canonical fine-tuning firmware's memory, bytes.
 struct Memory {
     /// Flash and static RAM, from the ELF.
@@ -67,9 +126,14 @@ struct Memory {
 /// Builds the fine-tuning firmware, prints its sizes and runs it once on the built-in
 /// samples for its stack high-water mark and the model's minimum.
 fn firmware_memory() -> Result<Memory, String> {
-    let elf = build_firmware()?;
-    let sizes = print_sizes(&elf)?;
-    let run = run_qemu(&elf, &QemuOptions::default())?;
+    memory_of(&build_firmware()?).map(|(memory, _)| memory)
+}
+
+/// [`firmware_memory`] for the ELF of any fine-tuning program; also returns the
+/// instructions per training step it logs.
+fn memory_of(elf: &std::path::Path) -> Result<(Memory, u64), String> {
+    let sizes = print_sizes(elf)?;
+    let run = run_qemu(elf, &QemuOptions::default())?;
     if run.code != 0 {
         print!("{}", run.log);
         return Err(format!("the firmware exited with {}", run.code));
@@ -79,11 +143,15 @@ fn firmware_memory() -> Result<Memory, String> {
             .and_then(|v| v.parse().ok())
             .ok_or(format!("the firmware logged no `{key}`"))
     };
-    Ok(Memory {
-        sizes,
-        stack: number("stack high-water mark")?,
-        minimum: number("memory minimum")?,
-    })
+    let per_tick = 40 / (1u64 << ICOUNT_SHIFT);
+    Ok((
+        Memory {
+            sizes,
+            stack: number("stack high-water mark")?,
+            minimum: number("memory minimum")?,
+        },
+        number("ticks per step")? * per_tick,
+    ))
 }
 
 /// Runs the device benchmark with `libm` and with fast-math and measures the firmware's
@@ -92,8 +160,26 @@ fn firmware_memory() -> Result<Memory, String> {
 pub fn bench_device(json: bool) -> Result<(), String> {
     let exact = step_bench(Math::Exact)?;
     let fast = step_bench(Math::Fast)?;
+    let (convs, conv_log) = conv_bench()?;
     let memory = firmware_memory()?;
     let ram = memory.sizes.static_ram + memory.stack;
+    let (cnn, cnn_step) = memory_of(&build_firmware_featured(
+        "finetune-cnn",
+        Math::Exact,
+        &["cnn"],
+    )?)?;
+    let cnn_ram = cnn.sizes.static_ram + cnn.stack;
+    let cnn_ratio = cnn_ram as f64 / cnn.minimum as f64;
+    let conv_per_mac = |c: &ConvBench| {
+        let f = |n: u64| n as f64 / c.macs as f64;
+        let b = |n: u64| n as f64 / (2 * c.macs) as f64;
+        [
+            f(c.forward[0]),
+            f(c.forward[1]),
+            b(c.backward[0]),
+            b(c.backward[1]),
+        ]
+    };
     let ram_ratio = ram as f64 / memory.minimum as f64;
     let (baseline, safegrad) = (exact.baseline, exact.safegrad);
     let per_mac = |n: u64| n as f64 / MACS_PER_STEP;
@@ -116,11 +202,22 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             .ok_or("fastmath-error printed no fast_math_max_error")?
             .to_string();
         println!(
-            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}}}}",
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"conv\":[{}],\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}},\"cnn_firmware\":{{\"instructions_per_step\":{cnn_step},\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{cnn_ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{cnn_ratio:.2}}}}}",
             per_mac(baseline),
             per_mac(safegrad),
             safegrad as f64 / baseline as f64,
             functions(&exact.functions),
+            convs
+                .iter()
+                .map(|c| {
+                    let [fb, fs, bb, bs] = conv_per_mac(c);
+                    format!(
+                        "{{\"name\":\"{}\",\"macs\":{},\"forward_baseline_per_mac\":{fb:.2},\"forward_safegrad_per_mac\":{fs:.2},\"backward_baseline_per_mac\":{bb:.2},\"backward_safegrad_per_mac\":{bs:.2}}}",
+                        c.name, c.macs
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(","),
             fast.baseline,
             fast.safegrad,
             functions(&fast.functions),
@@ -128,6 +225,10 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             memory.sizes.static_ram,
             memory.stack,
             memory.minimum,
+            cnn.sizes.flash,
+            cnn.sizes.static_ram,
+            cnn.stack,
+            cnn.minimum,
         );
     } else {
         print!("{}{}", exact.log, fast.log);
@@ -145,6 +246,16 @@ pub fn bench_device(json: bool) -> Result<(), String> {
         row("hand-written baseline, fast-math", fast.baseline);
         row("safegrad, fast-math", fast.safegrad);
         println!("fast-math speed-up of safegrad's step: {speedup:.3}x");
+        print!("{conv_log}");
+        println!("| convolution (M4F), instructions per multiply-accumulate | MACs | forward, hand-written | forward, safegrad | backward, hand-written | backward, safegrad |");
+        println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+        for c in &convs {
+            let [fb, fs, bb, bs] = conv_per_mac(c);
+            println!(
+                "| {} | {} | {fb:.2} | {fs:.2} | {bb:.2} | {bs:.2} |",
+                c.name, c.macs
+            );
+        }
         println!("| instructions per call | exp | ln | sqrt |");
         println!("| --- | ---: | ---: | ---: |");
         for (name, f) in [
@@ -176,6 +287,17 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             memory.minimum
         );
         println!("RAM is {ram_ratio:.2}x the model's minimum");
+        println!("| the CNN's fine-tuning firmware (finetune-cnn) | bytes |");
+        println!("| --- | ---: |");
+        println!(
+            "| flash (code and read-only data, the raw windows included) | {} |",
+            cnn.sizes.flash
+        );
+        println!("| static RAM | {} |", cnn.sizes.static_ram);
+        println!("| stack high-water mark | {} |", cnn.stack);
+        println!("| RAM, static and stack | {cnn_ram} |");
+        println!("| the model's minimum | {} |", cnn.minimum);
+        println!("the CNN's RAM is {cnn_ratio:.2}x its minimum; about {cnn_step} instructions per training step");
     }
     Ok(())
 }

@@ -76,9 +76,25 @@ pub fn build_firmware_bin(bin: &str) -> Result<PathBuf, String> {
 
 /// [`build_firmware_bin`] with the given math.
 pub fn build_firmware_with(bin: &str, math: Math) -> Result<PathBuf, String> {
+    build_firmware_featured(bin, math, &[])
+}
+
+/// [`build_firmware_with`] with more of the firmware's features (`cnn`).
+pub fn build_firmware_featured(
+    bin: &str,
+    math: Math,
+    features: &[&str],
+) -> Result<PathBuf, String> {
     prepare_build()?;
+    let mut wanted: Vec<&str> = features.to_vec();
+    if math == Math::Fast {
+        wanted.push("fast-math");
+    }
+    let joined = wanted.join(",");
     let mut args = vec!["--bin", bin];
-    args.extend(math.cargo_args());
+    if !wanted.is_empty() {
+        args.extend(["--features", &joined]);
+    }
     firmware_cargo("build", &args)?;
     Ok(release_dir().join(bin))
 }

@@ -134,8 +134,22 @@ pub fn host_sim(args: &[&str]) -> Result<String, String> {
 /// Checks that the files `files` of the committed folder `committed` (relative to the
 /// workspace) are what the host simulator's `command --out DIR` writes now.
 pub fn check_generated(command: &str, committed: &str, files: &[&str]) -> Result<(), String> {
-    let fresh = workspace_root().join("target").join(command);
-    host_sim(&[command, "--out", &fresh.to_string_lossy()])?;
+    check_generated_with(&[command], committed, files)
+}
+
+/// [`check_generated`] for a host-sim command with arguments (`["device-assets", "--model",
+/// "cnn"]`).
+pub fn check_generated_with(
+    command: &[&str],
+    committed: &str,
+    files: &[&str],
+) -> Result<(), String> {
+    let fresh = workspace_root().join("target").join(command.join("-"));
+    let mut args = command.to_vec();
+    let out = fresh.to_string_lossy();
+    args.extend(["--out", &out]);
+    host_sim(&args)?;
+    let command = command.join(" ");
     for name in files {
         let a = std::fs::read(fresh.join(name)).map_err(|e| format!("{name}: {e}"))?;
         let b = std::fs::read(workspace_root().join(committed).join(name))

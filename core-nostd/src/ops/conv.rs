@@ -189,45 +189,318 @@ pub enum ConvOp {
 /// The forward pass: writes `y` (`c_out x l_out`) from `x` (`c_in x l_in`), the kernel `w`
 /// and the bias `b`, in the fixed order of the module's formula. Short slices leave the
 /// outputs they cannot compute unwritten.
+///
+/// Outputs whose window lies inside the input (no padding) and whose taps are contiguous
+/// (dilation 1) are computed in tiles of two channels by four positions, each output in its
+/// own register: tiling changes which outputs are computed together, never the order of
+/// one output's terms, so every output has the same bits as computed alone. On bare-metal
+/// targets the `f32` instance is the crate's own ([`CONCRETE`]), compiled with the crate's
+/// optimisation whatever the firmware's.
 pub fn conv1d<T: Scalar>(shape: &Conv1dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
+    if CONCRETE {
+        if let (Some(x), Some(w), Some(b), Some(y)) = (
+            T::as_f32s(x),
+            T::as_f32s(w),
+            T::as_f32s(b),
+            T::as_f32s_mut(y),
+        ) {
+            return conv1d_f32(shape, x, w, b, y);
+        }
+    }
+    conv1d_body(shape, x, w, b, y);
+}
+
+/// Whether [`conv1d`] and [`conv1d_grad`] called with `f32` values run this crate's
+/// instances: on bare-metal targets, where a firmware is often built for size (as
+/// `tensor::kernels` does).
+const CONCRETE: bool = cfg!(target_os = "none");
+
+/// The `f32` instance of [`conv1d`], compiled in this crate.
+#[inline(never)]
+fn conv1d_f32(shape: &Conv1dShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
+    conv1d_body(shape, x, w, b, y);
+}
+
+/// The body of [`conv1d`].
+#[inline(always)]
+fn conv1d_body<T: Scalar>(shape: &Conv1dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     if shape.problem().is_some() {
         return;
     }
     let (per, kernel, l_out) = (shape.group_inputs(), shape.kernel, shape.l_out);
     let outs_per_group = shape.c_out / shape.groups;
-    for (o, (y_row, w_o)) in y
+    let row_len = per * kernel;
+    // Outputs `interior.start..interior.end` read no padding.
+    let span = shape.dilation * (kernel - 1) + 1;
+    let t_lo = shape.padding.div_ceil(shape.stride).min(l_out);
+    let t_hi = if shape.l_in + shape.padding >= span {
+        ((shape.l_in + shape.padding - span) / shape.stride + 1).min(l_out)
+    } else {
+        0
+    }
+    .max(t_lo);
+    let tiled = shape.dilation == 1 && kernel <= TILED_TAPS;
+    let pairs = tiled && outs_per_group.is_multiple_of(2);
+    let mut rows = y
         .chunks_exact_mut(l_out)
-        .zip(w.chunks_exact(per * kernel))
-        .enumerate()
-    {
-        let bias = b.get(o).copied().unwrap_or(T::ZERO);
+        .zip(w.chunks_exact(row_len))
+        .enumerate();
+    while let Some((o, (y_row, w_o))) = rows.next() {
         let first_in = (o / outs_per_group) * per;
-        for (t, out) in y_row.iter_mut().enumerate() {
-            let (k0, k1, at) = shape.taps(t);
-            let mut acc = bias;
-            for (i, w_i) in w_o.chunks_exact(kernel).enumerate() {
-                let x_row = x
-                    .get((first_in + i) * shape.l_in..(first_in + i + 1) * shape.l_in)
-                    .unwrap_or(&[]);
-                let taps = w_i.get(k0..k1).unwrap_or(&[]);
-                for (&wk, &xv) in taps
-                    .iter()
-                    .zip(x_row.iter().skip(at).step_by(shape.dilation))
-                {
-                    acc += wk * xv;
+        let bias = b.get(o).copied().unwrap_or(T::ZERO);
+        // The next channel of the same group, computed with this one.
+        let mut partner = if pairs { rows.next() } else { None };
+        let mut t = 0;
+        while t < l_out {
+            // The last tile of the interior overlaps the one before when the interior is
+            // not a multiple of 4: its outputs are computed again, to the same bits.
+            let tile_here = tiled && t >= t_lo && t < t_hi && t_hi - t_lo >= 4;
+            if tile_here {
+                t = t.min(t_hi - 4);
+            }
+            let base = (t * shape.stride).saturating_sub(shape.padding);
+            let taps = (shape, x, first_in, base);
+            let computed = match partner.as_mut() {
+                Some((o2, (_, w2))) if tile_here => {
+                    let bias2 = b.get(*o2).copied().unwrap_or(T::ZERO);
+                    tile(taps, [w_o, w2], [bias, bias2], true)
+                }
+                _ if tile_here => tile(taps, [w_o, w_o], [bias, bias], false),
+                _ => None,
+            };
+            if let Some([a, c]) = computed {
+                put4(y_row, t, a);
+                if let Some((_, (y2, _))) = partner.as_mut() {
+                    put4(y2, t, c);
+                }
+                t += 4;
+                continue;
+            }
+            if let Some(out) = y_row.get_mut(t) {
+                *out = one_output(shape, x, w_o, bias, first_in, t);
+            }
+            if let Some((o2, (y2, w2))) = partner.as_mut() {
+                let bias2 = b.get(*o2).copied().unwrap_or(T::ZERO);
+                if let Some(out) = y2.get_mut(t) {
+                    *out = one_output(shape, x, w2, bias2, first_in, t);
                 }
             }
-            *out = acc;
+            t += 1;
         }
     }
 }
 
+/// Writes four outputs from `t` on.
+#[inline(always)]
+fn put4<T: Scalar>(row: &mut [T], t: usize, v: [T; 4]) {
+    if let Some(out) = row.get_mut(t..t + 4) {
+        out.copy_from_slice(&v);
+    }
+}
+
+/// One output, its padded taps skipped: the bias, then each input channel of the group,
+/// each tap in turn.
+#[inline(always)]
+fn one_output<T: Scalar>(
+    shape: &Conv1dShape,
+    x: &[T],
+    w_o: &[T],
+    bias: T,
+    first_in: usize,
+    t: usize,
+) -> T {
+    let (k0, k1, at) = shape.taps(t);
+    let mut acc = bias;
+    for (i, w_i) in w_o.chunks_exact(shape.kernel).enumerate() {
+        let x_row = x
+            .get((first_in + i) * shape.l_in..(first_in + i + 1) * shape.l_in)
+            .unwrap_or(&[]);
+        let taps = w_i.get(k0..k1).unwrap_or(&[]);
+        for (&wk, &xv) in taps
+            .iter()
+            .zip(x_row.iter().skip(at).step_by(shape.dilation))
+        {
+            acc += wk * xv;
+        }
+    }
+    acc
+}
+
+/// What a tile reads: the geometry, the input, the group's first input channel and the
+/// input index of the tile's first window.
+type Taps<'a, T> = (&'a Conv1dShape, &'a [T], usize, usize);
+
+/// The four windows of input channel `i` of a tile (dilation 1: `K` contiguous values
+/// each, `stride` apart); `None` if the input is short.
+#[inline(always)]
+fn windows<'a, T: Scalar, const K: usize>(
+    (shape, x, first_in, base): Taps<'a, T>,
+    i: usize,
+) -> Option<[&'a [T; K]; 4]> {
+    let row = x.get((first_in + i) * shape.l_in..(first_in + i + 1) * shape.l_in)?;
+    let s = shape.stride;
+    let at = |j: usize| -> Option<&'a [T; K]> {
+        row.get(base + j * s..base + j * s + K)?.try_into().ok()
+    };
+    Some([at(0)?, at(1)?, at(2)?, at(3)?])
+}
+
+/// Four positions of one channel, for a kernel of `K` taps (the tap loop unrolled).
+#[inline(always)]
+fn tile_1x4<T: Scalar, const K: usize>(taps: Taps<'_, T>, w_o: &[T], bias: T) -> [T; 4] {
+    let (mut a0, mut a1, mut a2, mut a3) = (bias, bias, bias, bias);
+    for (i, w_i) in w_o.chunks_exact(K).enumerate() {
+        let (Some([x0, x1, x2, x3]), Ok(w_i)) =
+            (windows::<T, K>(taps, i), <&[T; K]>::try_from(w_i))
+        else {
+            continue;
+        };
+        for ((((&wk, &v0), &v1), &v2), &v3) in w_i.iter().zip(x0).zip(x1).zip(x2).zip(x3) {
+            a0 += wk * v0;
+            a1 += wk * v1;
+            a2 += wk * v2;
+            a3 += wk * v3;
+        }
+    }
+    [a0, a1, a2, a3]
+}
+
+/// Four positions of two channels of one group, for a kernel of `K` taps: each window value
+/// loaded once for both.
+#[inline(always)]
+fn tile_2x4<T: Scalar, const K: usize>(
+    taps: Taps<'_, T>,
+    [wa, wb]: [&[T]; 2],
+    [ba, bb]: [T; 2],
+) -> [[T; 4]; 2] {
+    let (mut a0, mut a1, mut a2, mut a3) = (ba, ba, ba, ba);
+    let (mut c0, mut c1, mut c2, mut c3) = (bb, bb, bb, bb);
+    for (i, (wa_i, wb_i)) in wa.chunks_exact(K).zip(wb.chunks_exact(K)).enumerate() {
+        let (Some([x0, x1, x2, x3]), Ok(wa_i), Ok(wb_i)) = (
+            windows::<T, K>(taps, i),
+            <&[T; K]>::try_from(wa_i),
+            <&[T; K]>::try_from(wb_i),
+        ) else {
+            continue;
+        };
+        let rows = wa_i.iter().zip(wb_i).zip(x0).zip(x1).zip(x2).zip(x3);
+        for (((((&p, &q), &v0), &v1), &v2), &v3) in rows {
+            a0 += p * v0;
+            a1 += p * v1;
+            a2 += p * v2;
+            a3 += p * v3;
+            c0 += q * v0;
+            c1 += q * v1;
+            c2 += q * v2;
+            c3 += q * v3;
+        }
+    }
+    [[a0, a1, a2, a3], [c0, c1, c2, c3]]
+}
+
+/// The tiles of one or two channels for a kernel of `K` taps.
+#[inline(always)]
+fn tile_k<T: Scalar, const K: usize>(
+    taps: Taps<'_, T>,
+    w: [&[T]; 2],
+    bias: [T; 2],
+    pair: bool,
+) -> [[T; 4]; 2] {
+    if pair {
+        tile_2x4::<T, K>(taps, w, bias)
+    } else {
+        let [w0, _] = w;
+        let [b0, _] = bias;
+        [tile_1x4::<T, K>(taps, w0, b0), [T::ZERO; 4]]
+    }
+}
+
+/// Kernels up to this many taps are tiled (their tap loop unrolled); longer ones are
+/// computed an output at a time.
+pub const TILED_TAPS: usize = 8;
+
+/// The tiles for the kernel's length, `None` for a kernel longer than [`TILED_TAPS`].
+#[inline(always)]
+fn tile<T: Scalar>(
+    taps: Taps<'_, T>,
+    w: [&[T]; 2],
+    bias: [T; 2],
+    pair: bool,
+) -> Option<[[T; 4]; 2]> {
+    Some(match taps.0.kernel {
+        1 => tile_k::<T, 1>(taps, w, bias, pair),
+        2 => tile_k::<T, 2>(taps, w, bias, pair),
+        3 => tile_k::<T, 3>(taps, w, bias, pair),
+        4 => tile_k::<T, 4>(taps, w, bias, pair),
+        5 => tile_k::<T, 5>(taps, w, bias, pair),
+        6 => tile_k::<T, 6>(taps, w, bias, pair),
+        7 => tile_k::<T, 7>(taps, w, bias, pair),
+        8 => tile_k::<T, 8>(taps, w, bias, pair),
+        _ => return None,
+    })
+}
+
 /// The backward pass: adds to `dx`, `dw` and `db` (each empty to skip it) the gradients of
-/// `sum(g * y)`. Every product with the upstream gradient is a
-/// [`strong_mul`]: an output whose gradient is 0 contributes exactly 0, whatever the
-/// values it read.
+/// `sum(g * y)`. An output whose upstream gradient is 0 contributes exactly 0, whatever the
+/// values it read (strong zeros: its terms are skipped). Each gradient sums its terms in a
+/// fixed order: `db[o]` and `dw[o, i, k]` over the outputs `t` in turn, `dx[i, p]` over the
+/// output channels, then the outputs. Kernels of up to [`TILED_TAPS`] taps at dilation 1
+/// keep a kernel row's weights or gradients in registers while they sweep the outputs.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1d_grad<T: Scalar>(
+    shape: &Conv1dShape,
+    x: &[T],
+    w: &[T],
+    g: &[T],
+    dx: &mut [T],
+    dw: &mut [T],
+    db: &mut [T],
+) {
+    if CONCRETE {
+        if let (Some(x), Some(w), Some(g), Some(dx), Some(dw), Some(db)) = (
+            T::as_f32s(x),
+            T::as_f32s(w),
+            T::as_f32s(g),
+            T::as_f32s_mut(dx),
+            T::as_f32s_mut(dw),
+            T::as_f32s_mut(db),
+        ) {
+            return conv1d_grad_f32(shape, x, w, g, dx, dw, db);
+        }
+    }
+    conv1d_grad_body(shape, x, w, g, dx, dw, db);
+}
+
+/// The `f32` instance of [`conv1d_grad`], compiled in this crate.
+#[inline(never)]
+fn conv1d_grad_f32(
+    shape: &Conv1dShape,
+    x: &[f32],
+    w: &[f32],
+    g: &[f32],
+    dx: &mut [f32],
+    dw: &mut [f32],
+    db: &mut [f32],
+) {
+    conv1d_grad_body(shape, x, w, g, dx, dw, db);
+}
+
+/// The outputs that read no padding (`start..end`).
+#[inline(always)]
+fn interior(shape: &Conv1dShape) -> core::ops::Range<usize> {
+    let span = shape.dilation * (shape.kernel.max(1) - 1) + 1;
+    let lo = shape.padding.div_ceil(shape.stride.max(1)).min(shape.l_out);
+    let hi = if shape.l_in + shape.padding >= span {
+        ((shape.l_in + shape.padding - span) / shape.stride.max(1) + 1).min(shape.l_out)
+    } else {
+        0
+    };
+    lo..hi.max(lo)
+}
+
+/// The body of [`conv1d_grad`].
+#[inline(always)]
+fn conv1d_grad_body<T: Scalar>(
     shape: &Conv1dShape,
     x: &[T],
     w: &[T],
@@ -239,8 +512,9 @@ pub fn conv1d_grad<T: Scalar>(
     if shape.problem().is_some() {
         return;
     }
-    let (per, kernel, l_out) = (shape.group_inputs(), shape.kernel, shape.l_out);
+    let (per, kernel, l_out, l_in) = (shape.group_inputs(), shape.kernel, shape.l_out, shape.l_in);
     let outs_per_group = shape.c_out / shape.groups;
+    let inside = interior(shape);
     for (o, g_row) in g.chunks_exact(l_out).enumerate() {
         if let Some(d) = db.get_mut(o) {
             for &gv in g_row {
@@ -248,42 +522,158 @@ pub fn conv1d_grad<T: Scalar>(
             }
         }
         let first_in = (o / outs_per_group) * per;
-        let w_range = o * per * kernel..(o + 1) * per * kernel;
-        let w_o = w.get(w_range.clone()).unwrap_or(&[]);
-        for (t, &gv) in g_row.iter().enumerate() {
-            if gv == T::ZERO {
+        for i in 0..per {
+            let row = (first_in + i) * l_in..(first_in + i + 1) * l_in;
+            let w_at = (o * per + i) * kernel..(o * per + i + 1) * kernel;
+            if let Some(dw_oi) = dw.get_mut(w_at.clone()) {
+                let x_row = x.get(row.clone()).unwrap_or(&[]);
+                weight_grad(shape, &inside, x_row, g_row, dw_oi);
+            }
+            if let (Some(dx_row), Some(w_oi)) = (dx.get_mut(row), w.get(w_at)) {
+                input_grad(shape, &inside, w_oi, g_row, dx_row);
+            }
+        }
+    }
+}
+
+/// Adds `sum over t of g[t] * x[t * stride + k * dilation - padding]` to `dw[k]`, for one
+/// kernel row.
+#[inline(always)]
+fn weight_grad<T: Scalar>(
+    shape: &Conv1dShape,
+    inside: &core::ops::Range<usize>,
+    x_row: &[T],
+    g_row: &[T],
+    dw: &mut [T],
+) {
+    macro_rules! unrolled {
+        ($($k:literal)*) => {
+            match dw.len() {
+                $($k if shape.dilation == 1 => {
+                    if let Ok(dw) = <&mut [T; $k]>::try_from(&mut *dw) {
+                        return weight_grad_k::<T, $k>(shape, inside, x_row, g_row, dw);
+                    }
+                })*
+                _ => {}
+            }
+        };
+    }
+    unrolled!(1 2 3 4 5 6 7 8);
+    for (t, &gv) in g_row.iter().enumerate() {
+        if gv == T::ZERO {
+            continue;
+        }
+        let (k0, k1, at) = shape.taps(t);
+        let taps = dw.get_mut(k0..k1).unwrap_or(&mut []);
+        for (d, &v) in taps
+            .iter_mut()
+            .zip(x_row.iter().skip(at).step_by(shape.dilation))
+        {
+            *d += strong_mul(gv, v);
+        }
+    }
+}
+
+/// [`weight_grad`] for `K` taps at dilation 1: the row's gradients stay in registers.
+#[inline(always)]
+fn weight_grad_k<T: Scalar, const K: usize>(
+    shape: &Conv1dShape,
+    inside: &core::ops::Range<usize>,
+    x_row: &[T],
+    g_row: &[T],
+    dw: &mut [T; K],
+) {
+    let mut acc = *dw;
+    for (t, &gv) in g_row.iter().enumerate() {
+        if gv == T::ZERO {
+            continue;
+        }
+        if inside.contains(&t) {
+            let at = t * shape.stride - shape.padding;
+            if let Some(win) = x_row
+                .get(at..at + K)
+                .and_then(|s| <&[T; K]>::try_from(s).ok())
+            {
+                for (a, &v) in acc.iter_mut().zip(win) {
+                    *a += gv * v;
+                }
                 continue;
             }
-            let (k0, k1, at) = shape.taps(t);
-            for i in 0..per {
-                let row = (first_in + i) * shape.l_in..(first_in + i + 1) * shape.l_in;
-                let taps = k0 + i * kernel..k1 + i * kernel;
-                if !dw.is_empty() {
-                    let x_row = x.get(row.clone()).unwrap_or(&[]);
-                    let dw_i = dw
-                        .get_mut(w_range.clone())
-                        .and_then(|d| d.get_mut(taps.clone()));
-                    for (d, &xv) in dw_i
-                        .unwrap_or(&mut [])
-                        .iter_mut()
-                        .zip(x_row.iter().skip(at).step_by(shape.dilation))
-                    {
-                        *d += strong_mul(gv, xv);
+        }
+        let (k0, k1, at) = shape.taps(t);
+        let taps = acc.get_mut(k0..k1).unwrap_or(&mut []);
+        for (a, &v) in taps.iter_mut().zip(x_row.iter().skip(at)) {
+            *a += gv * v;
+        }
+    }
+    *dw = acc;
+}
+
+/// Adds `g[t] * w[k]` to `dx[t * stride + k * dilation - padding]` for every output `t` and
+/// tap `k` of one kernel row.
+#[inline(always)]
+fn input_grad<T: Scalar>(
+    shape: &Conv1dShape,
+    inside: &core::ops::Range<usize>,
+    w_oi: &[T],
+    g_row: &[T],
+    dx_row: &mut [T],
+) {
+    macro_rules! unrolled {
+        ($($k:literal)*) => {
+            match w_oi.len() {
+                $($k if shape.dilation == 1 => {
+                    if let Ok(w) = <&[T; $k]>::try_from(w_oi) {
+                        return input_grad_k::<T, $k>(shape, inside, w, g_row, dx_row);
                     }
-                }
-                if !dx.is_empty() {
-                    let w_taps = w_o.get(taps).unwrap_or(&[]);
-                    let dx_row = dx.get_mut(row).unwrap_or(&mut []);
-                    for (d, &wk) in dx_row
-                        .iter_mut()
-                        .skip(at)
-                        .step_by(shape.dilation)
-                        .zip(w_taps)
-                    {
-                        *d += strong_mul(gv, wk);
-                    }
-                }
+                })*
+                _ => {}
             }
+        };
+    }
+    unrolled!(1 2 3 4 5 6 7 8);
+    for (t, &gv) in g_row.iter().enumerate() {
+        if gv == T::ZERO {
+            continue;
+        }
+        let (k0, k1, at) = shape.taps(t);
+        let taps = w_oi.get(k0..k1).unwrap_or(&[]);
+        for (d, &wk) in dx_row.iter_mut().skip(at).step_by(shape.dilation).zip(taps) {
+            *d += strong_mul(gv, wk);
+        }
+    }
+}
+
+/// [`input_grad`] for `K` taps at dilation 1: the row's weights stay in registers.
+#[inline(always)]
+fn input_grad_k<T: Scalar, const K: usize>(
+    shape: &Conv1dShape,
+    inside: &core::ops::Range<usize>,
+    w: &[T; K],
+    g_row: &[T],
+    dx_row: &mut [T],
+) {
+    let w = *w;
+    for (t, &gv) in g_row.iter().enumerate() {
+        if gv == T::ZERO {
+            continue;
+        }
+        if inside.contains(&t) {
+            let at = t * shape.stride - shape.padding;
+            if let Some(win) = dx_row
+                .get_mut(at..at + K)
+                .and_then(|s| <&mut [T; K]>::try_from(s).ok())
+            {
+                for (d, &wk) in win.iter_mut().zip(&w) {
+                    *d += gv * wk;
+                }
+                continue;
+            }
+        }
+        let (k0, k1, at) = shape.taps(t);
+        let taps = w.get(k0..k1).unwrap_or(&[]);
+        for (d, &wk) in dx_row.iter_mut().skip(at).zip(taps) {
+            *d += gv * wk;
         }
     }
 }
