@@ -25,11 +25,6 @@ use firmware::board::{self, exit, per, stack, ticks};
 /// flash.
 const SLOTS: Slots = Slots::new(0, 8192);
 
-/// The stack this program may use. Measured: 14,172 bytes at the deepest, most of it
-/// copies of a 2,400-byte raw window on their way from the data set to the tape (a row is
-/// passed by value through `Samples::row` and the step); the features' MLP needs 3,576.
-const STACK_BUDGET: usize = 16 * 1024;
-
 /// The session's memory, sized from the model's type, in a static initialised at compile
 /// time (zero bytes: `.bss`).
 static WORKSPACE: ConstStaticCell<CnnFinetuneWorkspace> =
@@ -106,10 +101,10 @@ fn main() -> ! {
     defmt::info!(
         "stack high-water mark {=usize} bytes of a {=usize}-byte budget (stack region {=usize} bytes below the statics)",
         used,
-        STACK_BUDGET,
+        stack::BUDGET,
         stack::region()
     );
-    if used > STACK_BUDGET {
+    if used > stack::BUDGET {
         defmt::error!("the stack exceeded its budget");
         exit(4)
     }
