@@ -126,6 +126,7 @@ impl<'v, T: Scalar> Backward<'_, 'v, T> {
     /// The output's gradient (read) and the gradients of three inputs (written), for an op
     /// whose backward fills them together. An input without gradient, or whose slots
     /// another of the three already took, gets an empty slice.
+    #[cfg(feature = "conv")]
     pub(crate) fn split3(&mut self, ids: [NodeId; 3]) -> (&[T], [&mut [T]; 3]) {
         let ranges = ids.map(|id| {
             self.nodes
