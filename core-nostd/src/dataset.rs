@@ -330,6 +330,9 @@ impl<'a, T: Scalar, const F: usize> Dataset<'a, T, F> {
 /// assert_eq!(Samples::len(&set), Samples::len(&rows[..]));
 /// assert_eq!(Samples::row(&set, 1), Samples::row(&rows[..], 1));
 /// assert_eq!(Samples::row(&set, 2), None);
+/// let mut out = [0.0f32; 2];
+/// assert_eq!(set.read_into(0, &mut out), Some(0));
+/// assert_eq!(out, [1.0, 2.0]);
 /// # Ok::<(), safegrad::dataset::DatasetError>(())
 /// ```
 impl<T: Scalar, const F: usize> Samples<T, F> for Dataset<'_, T, F> {
@@ -339,6 +342,16 @@ impl<T: Scalar, const F: usize> Samples<T, F> for Dataset<'_, T, F> {
 
     fn row(&self, i: usize) -> Option<([T; F], usize)> {
         self.get(i)
+    }
+
+    /// Decodes the row straight into `out`, without a copy on the stack.
+    fn read_into(&self, i: usize, out: &mut [T]) -> Option<usize> {
+        let chunk = self.rows.get(i * Self::ROW..(i + 1) * Self::ROW)?;
+        let (label, values) = U16::read_from_prefix(chunk).ok()?;
+        for (dst, b) in out.iter_mut().zip(values.chunks_exact(T::BYTES)) {
+            *dst = le_scalar(b);
+        }
+        Some(usize::from(label.get()))
     }
 }
 

@@ -265,7 +265,11 @@ mod tests {
 
     /// The host's figures for the same job, from `assets/expected.json`.
     fn expected(key: &str) -> String {
-        let text = include_str!("../assets/expected.json");
+        value_in(include_str!("../assets/expected.json"), key)
+    }
+
+    /// The value of `key` in the flat JSON object `text`, unquoted.
+    pub(super) fn value_in(text: &str, key: &str) -> String {
         let line = text
             .lines()
             .find(|l| l.trim_start().starts_with(&format!("\"{key}\"")))
@@ -446,13 +450,7 @@ mod cnn_tests {
 
     /// The host's figures for the CNN's job, from `assets/cnn/expected.json`.
     fn expected(key: &str) -> String {
-        let text = include_str!("../assets/cnn/expected.json");
-        let line = text
-            .lines()
-            .find(|l| l.trim_start().starts_with(&format!("\"{key}\"")))
-            .unwrap_or_else(|| panic!("{key} in expected.json"));
-        let value = line.split(':').nth(1).unwrap_or("").trim();
-        value.trim_end_matches(',').trim_matches('"').to_string()
+        super::tests::value_in(include_str!("../assets/cnn/expected.json"), key)
     }
 
     /// The CNN's job on the device's workspace type, run here, gives host-sim's parameters.

@@ -525,6 +525,16 @@ fn conv1d_grad_body<T: Scalar>(
         for i in 0..per {
             let row = (first_in + i) * l_in..(first_in + i + 1) * l_in;
             let w_at = (o * per + i) * kernel..(o * per + i + 1) * kernel;
+            if let (Some(dw_oi), Some(dx_row), Some(w_oi), Some(x_row)) = (
+                dw.get_mut(w_at.clone()),
+                dx.get_mut(row.clone()),
+                w.get(w_at.clone()),
+                x.get(row.clone()),
+            ) {
+                if both_grads(shape, &inside, x_row, w_oi, g_row, dx_row, dw_oi) {
+                    continue;
+                }
+            }
             if let Some(dw_oi) = dw.get_mut(w_at.clone()) {
                 let x_row = x.get(row.clone()).unwrap_or(&[]);
                 weight_grad(shape, &inside, x_row, g_row, dw_oi);
@@ -534,6 +544,86 @@ fn conv1d_grad_body<T: Scalar>(
             }
         }
     }
+}
+
+/// [`weight_grad`] and [`input_grad`] of one kernel row in one sweep over the outputs, for
+/// kernels of up to [`TILED_TAPS`] taps at dilation 1 (each gradient's terms in the same
+/// order as the two alone); `false` if it does not apply.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn both_grads<T: Scalar>(
+    shape: &Conv1dShape,
+    inside: &core::ops::Range<usize>,
+    x_row: &[T],
+    w_oi: &[T],
+    g_row: &[T],
+    dx_row: &mut [T],
+    dw: &mut [T],
+) -> bool {
+    macro_rules! unrolled {
+        ($($k:literal)*) => {
+            match w_oi.len() {
+                $($k if shape.dilation == 1 => {
+                    if let (Ok(w), Ok(dw)) =
+                        (<&[T; $k]>::try_from(w_oi), <&mut [T; $k]>::try_from(&mut *dw))
+                    {
+                        both_grads_k::<T, $k>(shape, inside, x_row, w, g_row, dx_row, dw);
+                        return true;
+                    }
+                })*
+                _ => {}
+            }
+        };
+    }
+    unrolled!(1 2 3 4 5 6 7 8);
+    false
+}
+
+/// [`both_grads`] for `K` taps: the row's weights and its gradients stay in registers.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn both_grads_k<T: Scalar, const K: usize>(
+    shape: &Conv1dShape,
+    inside: &core::ops::Range<usize>,
+    x_row: &[T],
+    w: &[T; K],
+    g_row: &[T],
+    dx_row: &mut [T],
+    dw: &mut [T; K],
+) {
+    let w = *w;
+    let mut acc = *dw;
+    for (t, &gv) in g_row.iter().enumerate() {
+        if gv == T::ZERO {
+            continue;
+        }
+        if inside.contains(&t) {
+            let at = t * shape.stride - shape.padding;
+            let win = x_row
+                .get(at..at + K)
+                .and_then(|s| <&[T; K]>::try_from(s).ok());
+            let dwin = dx_row
+                .get_mut(at..at + K)
+                .and_then(|s| <&mut [T; K]>::try_from(s).ok());
+            if let (Some(win), Some(dwin)) = (win, dwin) {
+                for (((a, &v), d), &wk) in acc.iter_mut().zip(win).zip(dwin.iter_mut()).zip(&w) {
+                    *a += gv * v;
+                    *d += gv * wk;
+                }
+                continue;
+            }
+        }
+        let (k0, k1, at) = shape.taps(t);
+        let taps = acc.get_mut(k0..k1).unwrap_or(&mut []);
+        for (a, &v) in taps.iter_mut().zip(x_row.iter().skip(at)) {
+            *a += gv * v;
+        }
+        let taps = w.get(k0..k1).unwrap_or(&[]);
+        for (d, &wk) in dx_row.iter_mut().skip(at).zip(taps) {
+            *d += gv * wk;
+        }
+    }
+    *dw = acc;
 }
 
 /// Adds `sum over t of g[t] * x[t * stride + k * dilation - padding]` to `dw[k]`, for one
@@ -746,12 +836,8 @@ impl<T: Scalar> OpFamily<T> for ConvOp {
             shape,
         } = *self;
         let (xv, wv) = (b.value(x), b.value(weight));
-        let (g_out, dx) = b.split(x);
-        conv1d_grad(shape, xv, wv, g_out, dx, &mut [], &mut []);
-        let (g_out, dw) = b.split(weight);
-        conv1d_grad(shape, xv, wv, g_out, &mut [], dw, &mut []);
-        let (g_out, db) = b.split(bias);
-        conv1d_grad(shape, xv, wv, g_out, &mut [], &mut [], db);
+        let (g_out, [dx, dw, db]) = b.split3([x, weight, bias]);
+        conv1d_grad(shape, xv, wv, g_out, dx, dw, db);
     }
 
     fn domain(&self, facts: &Facts<'_, T>) -> Domain {

@@ -54,7 +54,7 @@ use core::fmt;
 use core::ops::Range;
 
 use crate::error::TapeError;
-use crate::graph::{Domain, Node, NodeId};
+use crate::graph::{Domain, Node, NodeId, Op};
 use crate::scalar::Scalar;
 use crate::tensor::Tensor;
 
@@ -762,6 +762,36 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         value: &Tensor<T, R, C>,
     ) -> Result<Var<R, C>> {
         self.leaf(Leaf::Data, value, Domain::UNKNOWN)
+    }
+
+    /// Records a `1 x C` data input whose values `fill` writes straight into the tape (a row
+    /// read from a data set in flash, say: no copy of it on the stack), with the tag `fill`
+    /// returns (the row's class). If `fill` returns `None`, nothing is recorded.
+    ///
+    /// ```
+    /// use safegrad::{Cap, Tape};
+    ///
+    /// let mut tape = Tape::<f32, Cap<4, 8>>::new();
+    /// let (x, tag) = tape
+    ///     .input_with::<3, _>(|out| {
+    ///         out.copy_from_slice(&[1.0, 2.0, 3.0]);
+    ///         Some(7)
+    ///     })?
+    ///     .unwrap();
+    /// assert_eq!((tape.value(x)?.as_slice(), tag), (&[1.0, 2.0, 3.0][..], 7));
+    /// # Ok::<(), safegrad::TapeError>(())
+    /// ```
+    pub fn input_with<const C: usize, U>(
+        &mut self,
+        fill: impl FnOnce(&mut [T]) -> Option<U>,
+    ) -> Result<Option<(Var<1, C>, U)>> {
+        self.reserve(C)?;
+        let (_, out) = self.split_for_output(C)?;
+        let Some(tag) = fill(out) else {
+            return Ok(None);
+        };
+        let node = self.commit_shaped(Op::Input, 1, C, false, Domain::UNKNOWN)?;
+        Ok(Some((self.var(node), tag)))
     }
 
     /// Records a data input whose values are known to lie in `domain` (e.g. counts are

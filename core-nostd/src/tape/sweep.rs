@@ -123,6 +123,46 @@ impl<'v, T: Scalar> Backward<'_, 'v, T> {
         (g_out, g_in)
     }
 
+    /// The output's gradient (read) and the gradients of three inputs (written), for an op
+    /// whose backward fills them together. An input without gradient, or whose slots
+    /// another of the three already took, gets an empty slice.
+    #[cfg(feature = "conv")]
+    pub(crate) fn split3(&mut self, ids: [NodeId; 3]) -> (&[T], [&mut [T]; 3]) {
+        let ranges = ids.map(|id| {
+            self.nodes
+                .get(id.0)
+                .and_then(Node::grad_slots)
+                .unwrap_or(0..0)
+        });
+        let from = self.out_grad.start.min(self.grads.len());
+        let (mut rest, after) = self.grads.split_at_mut(from);
+        let g_out: &[T] = after.get(..self.out_grad.len()).unwrap_or(&[]);
+        let mut out: [&mut [T]; 3] = [&mut [], &mut [], &mut []];
+        let mut taken = [false; 3];
+        // Hand out the slots from the highest start down, splitting what is left below.
+        for _ in 0..3 {
+            let mut best: Option<(usize, &core::ops::Range<usize>)> = None;
+            for (k, (r, done)) in ranges.iter().zip(&taken).enumerate() {
+                if !*done && best.is_none_or(|(_, b)| r.start > b.start) {
+                    best = Some((k, r));
+                }
+            }
+            let Some((k, r)) = best else { break };
+            if let Some(t) = taken.get_mut(k) {
+                *t = true;
+            }
+            if r.is_empty() || r.end > rest.len() {
+                continue;
+            }
+            let (below, above) = core::mem::take(&mut rest).split_at_mut(r.start);
+            if let (Some(slot), Some(o)) = (above.get_mut(..r.len()), out.get_mut(k)) {
+                *o = slot;
+            }
+            rest = below;
+        }
+        (g_out, out)
+    }
+
     /// The output's gradient (read) and the gradient of input `id` (written).
     pub(crate) fn split(&mut self, id: NodeId) -> (&[T], &mut [T]) {
         let from = self.out_grad.clone();

@@ -1,6 +1,6 @@
 //! One epoch of batch-1 training, with or without a divergence guard.
 
-use super::{record_loss, step, DivergenceGuard, Samples, StepConfig, StepError};
+use super::{record_loss_at, step, DivergenceGuard, Samples, StepConfig, StepError};
 use crate::nn::Module;
 use crate::optim::Optimizer;
 use crate::rng::{Draw, SeedableRng, SplitMix64};
@@ -131,10 +131,9 @@ where
     };
     let mut total = T::ZERO;
     for &i in shuffle.next_epoch().iter() {
-        let Some((x, label)) = data.row(i) else {
+        let Some(loss) = record_loss_at(tape, model, data, i)? else {
             continue;
         };
-        let loss = record_loss(tape, model, &x, label)?;
         match step(tape, loss, optimizer, config) {
             Ok(report) => {
                 total += report.loss;

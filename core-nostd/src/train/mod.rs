@@ -373,14 +373,38 @@ where
 {
     let mut correct = 0;
     for i in 0..data.len() {
-        let Some((x, label)) = data.row(i) else {
+        tape.clear_activations();
+        let Some((input, label)) = tape.input_with::<IN, _>(|out| data.read_into(i, out))? else {
             continue;
         };
-        if predict(tape, model, &x)? == label {
+        let logits = model.forward(tape, input)?;
+        let out = tape.value(logits)?;
+        if argmax(out.as_slice()) == label {
             correct += 1;
         }
     }
     Ok(correct)
+}
+
+/// [`record_loss`] for row `i` of `data`, its values written straight into the tape (no
+/// copy of the row on the stack); `None` past the end.
+pub fn record_loss_at<T, M, D, Mem: Capacity, const IN: usize, const OUT: usize>(
+    tape: &mut Tape<T, Mem>,
+    model: &M,
+    data: &D,
+    i: usize,
+) -> Result<Option<Var<1, 1>>, TapeError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    D: Samples<T, IN> + ?Sized,
+{
+    tape.clear_activations();
+    let Some((input, label)) = tape.input_with::<IN, _>(|out| data.read_into(i, out))? else {
+        return Ok(None);
+    };
+    let logits = model.forward(tape, input)?;
+    tape.softmax_cross_entropy(logits, &[label]).map(Some)
 }
 
 /// Records, on a cleared tape, the forward pass and the softmax cross-entropy of one row

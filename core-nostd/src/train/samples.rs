@@ -13,6 +13,9 @@
 /// assert_eq!(Samples::len(&rows[..]), 2);
 /// assert_eq!(rows[..].row(1), Some(([3.0, 4.0], 1)));
 /// assert_eq!(rows[..].row(2), None);
+/// let mut out = [0.0f32; 2];
+/// assert_eq!(rows[..].read_into(1, &mut out), Some(1));
+/// assert_eq!(out, [3.0, 4.0]);
 /// ```
 pub trait Samples<T, const F: usize> {
     /// Number of rows.
@@ -25,6 +28,18 @@ pub trait Samples<T, const F: usize> {
 
     /// Row `i`: its features and its class, or `None` past the end.
     fn row(&self, i: usize) -> Option<([T; F], usize)>;
+
+    /// Writes row `i`'s features into `out` (its first `F` values) and returns its class, or
+    /// `None` past the end. The training loops read rows through it, straight into the
+    /// tape: a source that overrides it (all of this crate's do) never copies a row on the
+    /// stack, which matters for a raw window of hundreds of values on a microcontroller.
+    fn read_into(&self, i: usize, out: &mut [T]) -> Option<usize> {
+        let (x, label) = self.row(i)?;
+        for (o, v) in out.iter_mut().zip(x) {
+            *o = v;
+        }
+        Some(label)
+    }
 }
 
 impl<T: Copy, const F: usize> Samples<T, F> for [([T; F], usize)] {
@@ -35,6 +50,14 @@ impl<T: Copy, const F: usize> Samples<T, F> for [([T; F], usize)] {
     fn row(&self, i: usize) -> Option<([T; F], usize)> {
         self.get(i).copied()
     }
+
+    fn read_into(&self, i: usize, out: &mut [T]) -> Option<usize> {
+        let (x, label) = self.get(i)?;
+        for (o, &v) in out.iter_mut().zip(x) {
+            *o = v;
+        }
+        Some(*label)
+    }
 }
 
 impl<T: Copy, const F: usize, const K: usize> Samples<T, F> for heapless::Vec<([T; F], usize), K> {
@@ -44,5 +67,9 @@ impl<T: Copy, const F: usize, const K: usize> Samples<T, F> for heapless::Vec<([
 
     fn row(&self, i: usize) -> Option<([T; F], usize)> {
         self.as_slice().get(i).copied()
+    }
+
+    fn read_into(&self, i: usize, out: &mut [T]) -> Option<usize> {
+        self.as_slice().read_into(i, out)
     }
 }

@@ -9,7 +9,7 @@
 
 use cortex_m_rt::entry;
 use motion::assets::cnn;
-use motion::job::{self, JobReport};
+use motion::job;
 use motion::model::{CnnFinetuneWorkspace, MotionCnn, CNN_FINETUNE_SIZES, FINETUNE_PLAN};
 use motion::samples::WINDOW_VALUES;
 use safegrad::dataset::Dataset;
@@ -19,16 +19,11 @@ use safegrad::Error;
 use static_cell::ConstStaticCell;
 
 use firmware::board::storage;
-use firmware::board::{self, exit, per, stack, ticks};
+use firmware::board::{self, exit, stack, ticks};
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash.
 const SLOTS: Slots = Slots::new(0, 8192);
-
-/// The stack this program may use. Measured: 14,172 bytes at the deepest, most of it
-/// copies of a 2,400-byte raw window on their way from the data set to the tape (a row is
-/// passed by value through `Samples::row` and the step); the features' MLP needs 3,576.
-const STACK_BUDGET: usize = 16 * 1024;
 
 /// The session's memory, sized from the model's type, in a static initialised at compile
 /// time (zero bytes: `.bss`).
@@ -53,48 +48,12 @@ fn run() -> Result<(), Error> {
         eval.len()
     );
     let r = job::run_model(&mut session, CNN_FINETUNE_SIZES, &train, &eval, &mut ticks)?;
-    report(&r);
+    firmware::log::job(&r);
     match session.save(&mut flash, &SLOTS) {
         Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
         Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
     }
     Ok(())
-}
-
-/// Logs what the job measured.
-#[inline(never)]
-fn report(r: &JobReport) {
-    defmt::info!(
-        "held-out accuracy before fine-tuning: {=usize}/{=usize}",
-        r.correct_before,
-        r.eval_samples
-    );
-    defmt::info!(
-        "held-out accuracy after fine-tuning: {=usize}/{=usize}",
-        r.correct_after,
-        r.eval_samples
-    );
-    defmt::info!(
-        "steps {=usize} on {=usize} samples, {=usize} trainable, final loss {=f32}",
-        r.steps,
-        r.finetune_samples,
-        r.trainable,
-        r.final_loss
-    );
-    defmt::info!(
-        "ticks per step {=u32} (SysTick, core clock)",
-        per(r.train_ticks, r.steps as u32)
-    );
-    defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
-    let scalars = r.parameters + r.trainable + r.activations + r.optimiser_state;
-    defmt::info!(
-        "memory minimum {=usize} bytes: {=usize} parameters, {=usize} gradients, {=usize} activation values, {=usize} optimiser scalars",
-        scalars * 4,
-        r.parameters,
-        r.trainable,
-        r.activations,
-        r.optimiser_state
-    );
 }
 
 #[entry]
@@ -106,10 +65,10 @@ fn main() -> ! {
     defmt::info!(
         "stack high-water mark {=usize} bytes of a {=usize}-byte budget (stack region {=usize} bytes below the statics)",
         used,
-        STACK_BUDGET,
+        stack::BUDGET,
         stack::region()
     );
-    if used > STACK_BUDGET {
+    if used > stack::BUDGET {
         defmt::error!("the stack exceeded its budget");
         exit(4)
     }

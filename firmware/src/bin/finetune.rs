@@ -13,7 +13,7 @@
 use cortex_m_rt::entry;
 use motion::assets;
 use motion::features::IMU_FEATURES;
-use motion::job::{self, JobReport, MotionSession, SampleLog};
+use motion::job::{self, MotionSession, SampleLog};
 use motion::model::{FinetuneWorkspace, FINETUNE_PLAN};
 use motion::samples::Stream;
 use safegrad::dataset::Dataset;
@@ -24,7 +24,7 @@ use static_cell::ConstStaticCell;
 
 use firmware::board::storage::{self, Flash};
 use firmware::board::uart::{CmsdkUart, UART0_BASE};
-use firmware::board::{self, args, exit, per, stack, ticks};
+use firmware::board::{self, args, exit, stack, ticks};
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash; the streamed samples' two sets of two sectors each after them.
@@ -137,60 +137,12 @@ fn run() -> Result<(), Error> {
     defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
 
     let r = job::run(&mut session, &train, &eval, &mut ticks)?;
-    report(&r);
+    firmware::log::job(&r);
     match session.save(&mut flash, &SLOTS) {
         Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
         Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
     }
     Ok(())
-}
-
-/// Logs what the job measured.
-#[inline(never)]
-fn report(r: &JobReport) {
-    defmt::info!(
-        "held-out accuracy before fine-tuning: {=usize}/{=usize}",
-        r.correct_before,
-        r.eval_samples
-    );
-    defmt::info!(
-        "held-out accuracy after fine-tuning: {=usize}/{=usize}",
-        r.correct_after,
-        r.eval_samples
-    );
-    defmt::info!(
-        "steps {=usize} on {=usize} samples, {=usize} trainable, final loss {=f32}",
-        r.steps,
-        r.finetune_samples,
-        r.trainable,
-        r.final_loss
-    );
-    if r.rejected > 0 || r.rollbacks > 0 {
-        defmt::warn!(
-            "divergence guard: {=usize} samples refused as non-finite, {=usize} rollbacks to the last good epoch (learning rate halved each time)",
-            r.rejected,
-            r.rollbacks
-        );
-    }
-    if let Some(why) = r.last_divergence {
-        defmt::warn!("divergence guard: last rollback because {}", why);
-    }
-    defmt::info!(
-        "ticks per step {=u32} (SysTick, core clock)",
-        per(r.train_ticks, r.steps as u32)
-    );
-    defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
-    // What the model needs at the least: parameters, the trainable ones' gradients, one
-    // step's activations and the optimiser state, 4 bytes each.
-    let scalars = r.parameters + r.trainable + r.activations + r.optimiser_state;
-    defmt::info!(
-        "memory minimum {=usize} bytes: {=usize} parameters, {=usize} gradients, {=usize} activation values, {=usize} optimiser scalars",
-        scalars * 4,
-        r.parameters,
-        r.trainable,
-        r.activations,
-        r.optimiser_state
-    );
 }
 
 #[entry]

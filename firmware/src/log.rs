@@ -1,0 +1,54 @@
+//! What the fine-tuning programs log.
+
+use motion::job::JobReport;
+
+use crate::board::per;
+
+/// Logs what the fine-tuning job measured: the accuracies, the steps, the divergence
+/// guard's interventions, the time per step, the checkpoint's CRC and the memory minimum.
+#[inline(never)]
+pub fn job(r: &JobReport) {
+    defmt::info!(
+        "held-out accuracy before fine-tuning: {=usize}/{=usize}",
+        r.correct_before,
+        r.eval_samples
+    );
+    defmt::info!(
+        "held-out accuracy after fine-tuning: {=usize}/{=usize}",
+        r.correct_after,
+        r.eval_samples
+    );
+    defmt::info!(
+        "steps {=usize} on {=usize} samples, {=usize} trainable, final loss {=f32}",
+        r.steps,
+        r.finetune_samples,
+        r.trainable,
+        r.final_loss
+    );
+    if r.rejected > 0 || r.rollbacks > 0 {
+        defmt::warn!(
+            "divergence guard: {=usize} samples refused as non-finite, {=usize} rollbacks to the last good epoch (learning rate halved each time)",
+            r.rejected,
+            r.rollbacks
+        );
+    }
+    if let Some(why) = r.last_divergence {
+        defmt::warn!("divergence guard: last rollback because {}", why);
+    }
+    defmt::info!(
+        "ticks per step {=u32} (SysTick, core clock)",
+        per(r.train_ticks, r.steps as u32)
+    );
+    defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
+    // What the model needs at the least: parameters, the trainable ones' gradients, one
+    // step's activations and the optimiser state, 4 bytes each.
+    let scalars = r.parameters + r.trainable + r.activations + r.optimiser_state;
+    defmt::info!(
+        "memory minimum {=usize} bytes: {=usize} parameters, {=usize} gradients, {=usize} activation values, {=usize} optimiser scalars",
+        scalars * 4,
+        r.parameters,
+        r.trainable,
+        r.activations,
+        r.optimiser_state
+    );
+}
