@@ -381,6 +381,11 @@ pub enum RecordError<E> {
         /// Its index in the row.
         feature: usize,
     },
+    /// A row of another width than the set's; nothing was written.
+    Width {
+        /// Values given.
+        found: usize,
+    },
 }
 
 impl<E> RecordError<E> {
@@ -392,6 +397,7 @@ impl<E> RecordError<E> {
             Self::Full { rows } => RecordError::Full { rows },
             Self::Label { label, classes } => RecordError::Label { label, classes },
             Self::NonFinite { feature } => RecordError::NonFinite { feature },
+            Self::Width { found } => RecordError::Width { found },
         }
     }
 }
@@ -409,6 +415,7 @@ impl<E: fmt::Debug> fmt::Display for RecordError<E> {
                 write!(f, "class {label} is out of range: the set has {classes}")
             }
             Self::NonFinite { feature } => write!(f, "feature {feature} is not finite"),
+            Self::Width { found } => write!(f, "a row of {found} values does not fit the set"),
         }
     }
 }
@@ -533,21 +540,41 @@ impl<T: Scalar, const F: usize> Recorder<T, F> {
         x: &[T; F],
         label: usize,
     ) -> Result<(), RecordError<Fl::Error>> {
+        self.push_values(flash, x.iter().copied(), label)
+    }
+
+    /// [`push`](Self::push) for a row given as the `F` values of an iterator (read where
+    /// they lie, a received frame's say, without a copy of the row): it is read twice, to
+    /// check and then to write. Other than `F` values are refused as
+    /// [`RecordError::Width`].
+    pub fn push_values<Fl: NorFlash>(
+        &mut self,
+        flash: &mut Fl,
+        x: impl Iterator<Item = T> + Clone,
+        label: usize,
+    ) -> Result<(), RecordError<Fl::Error>> {
         if label >= usize::from(self.classes) {
             return Err(RecordError::Label {
                 label,
                 classes: self.classes,
             });
         }
-        if let Some(feature) = x.iter().position(|v| !v.is_finite()) {
-            return Err(RecordError::NonFinite { feature });
+        let mut width = 0;
+        for (i, v) in x.clone().enumerate() {
+            if !v.is_finite() {
+                return Err(RecordError::NonFinite { feature: i });
+            }
+            width += 1;
+        }
+        if width != F {
+            return Err(RecordError::Width { found: width });
         }
         if self.rows >= self.max_rows() {
             return Err(RecordError::Full { rows: self.rows });
         }
         let mut bytes = [0u8; 8];
         self.put(flash, &(label as u16).to_le_bytes())?;
-        for &v in x {
+        for v in x {
             let b = bytes.get_mut(..T::BYTES).unwrap_or(&mut []);
             put_le_scalar(b, v);
             self.put(flash, b)?;

@@ -166,6 +166,54 @@ pub fn record<S: SampleSource, F: NorFlash>(
     Ok((train, eval))
 }
 
+/// Why recording a stream of raw windows stopped.
+#[cfg(feature = "cnn")]
+pub type StreamCollectError<R, F> = CollectError<
+    crate::samples::StreamError<<R as embedded_io::ErrorType>::Error>,
+    <F as embedded_storage::nor_flash::ErrorType>::Error,
+>;
+
+/// Reads the raw windows streamed on `source` to its end and records them, as they lie in
+/// each frame, into `log`'s regions of `flash` (erased first): the CNN's samples, 600
+/// values each, which `Dataset::parse` then reads in place. Returns the two sets' lengths
+/// in bytes.
+#[cfg(feature = "cnn")]
+pub fn record_windows<R: embedded_io::Read, F: NorFlash>(
+    source: &mut crate::samples::Stream<R>,
+    flash: &mut F,
+    log: SampleLog,
+) -> Result<(usize, usize), StreamCollectError<R, F>> {
+    use crate::samples::WINDOW_VALUES;
+    let classes = CLASSES as u16;
+    let mut train = Recorder::<f32, WINDOW_VALUES>::new(flash, log.train, log.capacity, classes)
+        .map_err(CollectError::Record)?;
+    let mut eval = Recorder::<f32, WINDOW_VALUES>::new(flash, log.eval, log.capacity, classes)
+        .map_err(CollectError::Record)?;
+    loop {
+        let mut failed = None;
+        let next = source
+            .next_with(&mut |m, purpose| {
+                let set = match purpose {
+                    Purpose::Train => &mut train,
+                    Purpose::Eval => &mut eval,
+                };
+                set.push_values(flash, m.values(), m.label)
+                    .map_err(|e| failed = Some(e))
+                    .ok()
+            })
+            .map_err(CollectError::Source)?;
+        if let Some(e) = failed {
+            return Err(CollectError::Record(e));
+        }
+        if next.is_none() {
+            break;
+        }
+    }
+    let train = train.finish(flash).map_err(CollectError::Record)?;
+    let eval = eval.finish(flash).map_err(CollectError::Record)?;
+    Ok((train, eval))
+}
+
 /// What a streamed soak run did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]

@@ -185,10 +185,18 @@ fn window_features(message: &Message<'_>) -> Option<[f32; IMU_FEATURES]> {
     Some(out)
 }
 
-impl<R: embedded_io::Read> SampleSource for Stream<R> {
-    type Error = StreamError<R::Error>;
+/// What [`Stream::next_with`] kept of a window, with its class and purpose.
+pub type Kept<O> = (O, usize, Purpose);
 
-    fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error> {
+impl<R: embedded_io::Read> Stream<R> {
+    /// Reads frames until the next good window, hands it to `keep` where it lies in the
+    /// frame (a checked message: the values finite and in range), and returns what `keep`
+    /// made of it with its class and purpose; `None` at the end of the stream. A frame
+    /// `keep` refuses (`None`) is counted as refused for its values, like a bad frame.
+    pub fn next_with<O>(
+        &mut self,
+        keep: &mut dyn FnMut(&Message<'_>, Purpose) -> Option<O>,
+    ) -> Result<Option<Kept<O>>, StreamError<R::Error>> {
         let mut byte = [0u8; 1];
         loop {
             let n = self.reader.read(&mut byte).map_err(StreamError::Io)?;
@@ -199,10 +207,17 @@ impl<R: embedded_io::Read> SampleSource for Stream<R> {
                 continue;
             };
             let checked = frame.and_then(|packet| {
-                parse_packet(packet, WINDOW_VALUES, CLASSES, VALUE_BOUND)
-                    .map(|m| (m.kind, m.seq, m.label, window_features(&m)))
+                parse_packet(packet, WINDOW_VALUES, CLASSES, VALUE_BOUND).map(|m| {
+                    let purpose = match m.kind {
+                        Kind::End => None,
+                        Kind::Train => Some(Purpose::Train),
+                        Kind::Eval => Some(Purpose::Eval),
+                    };
+                    let kept = purpose.and_then(|p| keep(&m, p).map(|o| (o, p)));
+                    (m.seq, m.label, purpose.is_none(), kept)
+                })
             });
-            let (kind, seq, label, features) = match checked {
+            let (seq, label, end, kept) = match checked {
                 Ok(x) => x,
                 Err(e) => {
                     self.refuse(e);
@@ -213,24 +228,32 @@ impl<R: embedded_io::Read> SampleSource for Stream<R> {
                 self.rejected.gaps += 1;
             }
             self.expected_seq = Some(seq.wrapping_add(1));
-            let purpose = match kind {
-                Kind::End => return Ok(None),
-                Kind::Train => Purpose::Train,
-                Kind::Eval => Purpose::Eval,
-            };
-            // Finite, bounded values always give finite features; a window that did not
-            // would be refused like a bad frame.
-            let Some(features) = features else {
+            if end {
+                return Ok(None);
+            }
+            let Some((kept, purpose)) = kept else {
                 self.refuse(WireError::NonFinite { index: 0 });
                 continue;
             };
             self.accepted += 1;
-            return Ok(Some(Sample {
-                features,
-                label,
-                purpose,
-            }));
+            return Ok(Some((kept, label, purpose)));
         }
+    }
+}
+
+impl<R: embedded_io::Read> SampleSource for Stream<R> {
+    type Error = StreamError<R::Error>;
+
+    /// The next window's features, computed from the frame's values where they lie.
+    /// Finite, bounded values always give finite features; a window that did not would be
+    /// refused like a bad frame.
+    fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error> {
+        let next = self.next_with(&mut |m, _| window_features(m))?;
+        Ok(next.map(|(features, label, purpose)| Sample {
+            features,
+            label,
+            purpose,
+        }))
     }
 }
 

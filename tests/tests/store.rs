@@ -222,7 +222,37 @@ fn recorded_samples_parse_in_place_for_every_row_count_and_nothing_before_finish
             classes: 4
         })
     );
+    // A row given as values where they lie must have the set's width.
+    assert_eq!(
+        rec.push_values(&mut f, [1.0f32, 2.0].into_iter(), 0),
+        Err(RecordError::Width { found: 2 })
+    );
+    assert_eq!(
+        rec.push_values(&mut f, [1.0f32, 2.0, 3.0, 4.0].into_iter(), 0),
+        Err(RecordError::Width { found: 4 })
+    );
+    assert_eq!(
+        rec.push_values(&mut f, [1.0f32, f32::NAN, 3.0].into_iter(), 0),
+        Err(RecordError::NonFinite { feature: 1 })
+    );
     assert!(f.image().iter().all(|&b| b == 0xFF));
+    assert_eq!(
+        rec.push_values(&mut f, [1.0f32, 2.0, 3.0].into_iter(), 2),
+        Ok(())
+    );
+    let mut same = vec![0xFF; ERASE];
+    let mut g = SimFlash::new(&mut same);
+    let mut other = Recorder::<f32, 3>::new(&mut g, 0, ERASE, 4).unwrap();
+    other.push(&mut g, &[1.0, 2.0, 3.0], 2).unwrap();
+    let (a, b) = (rec.finish(&mut f).unwrap(), other.finish(&mut g).unwrap());
+    assert_eq!(
+        f.image()[..a],
+        g.image()[..b],
+        "push_values writes what push writes"
+    );
+    let mut image = vec![0xFF; ERASE];
+    let mut f = SimFlash::new(&mut image);
+    let mut rec = Recorder::<f32, 3>::new(&mut f, 0, ERASE, 4).unwrap();
     let max = rec.max_rows();
     assert!(max * 14 + 16 + 4 <= ERASE);
     for i in 0..max {

@@ -1,6 +1,6 @@
 //! Host/device parity: the same fine-tuning in host-sim on the host and in the firmware on
 //! QEMU must give bit-identical parameters, with `libm` and with fast-math, for the MLP on
-//! features (samples streamed over UART) and for the CNN on raw windows (built into flash).
+//! features and for the CNN on raw windows, the samples streamed over UART.
 
 use crate::device::device_stream;
 use crate::firmware::{build_firmware_featured, Math};
@@ -47,8 +47,8 @@ const CNN: Case = Case {
     assets: "motion/assets/cnn",
     bin: "finetune-cnn",
     features: &["cnn"],
-    stream: false,
-    device: "the CNN on raw windows in flash",
+    stream: true,
+    device: "raw windows over UART, the CNN on the device",
     name: "cnn, ",
 };
 

@@ -1,16 +1,21 @@
 //! The fine-tuning job of the 1-D CNN on raw windows, on the device: loads the pre-trained
 //! `motion::model::MotionCnn` embedded at build time (its frozen convolutions read in place
-//! from flash), fine-tunes its dense head on the shifted recordings built into flash as raw
-//! `6 x 100` windows, with the host simulator's schedule (`motion::job::run_model`), saves
-//! the fine-tuned model to the data flash, logs with `defmt` over semihosting and exits
-//! with its verdict. Built with the `cnn` feature (`cargo xtask parity` builds it).
+//! from flash), fine-tunes its dense head on the shifted recordings as raw `6 x 100`
+//! windows, with the host simulator's schedule (`motion::job::run_model`), saves the
+//! fine-tuned model to the data flash, logs with `defmt` over semihosting and exits with
+//! its verdict. Built with the `cnn` feature (`cargo xtask parity` builds it).
+//!
+//! With the semihosting argument `stream`, the windows come over UART0 in `motion::wire`
+//! frames and are logged to the data flash as they arrive, each straight from its frame;
+//! otherwise they are the sets built into flash.
 #![no_std]
 #![no_main]
 
 use cortex_m_rt::entry;
 use motion::assets::cnn;
-use motion::job;
+use motion::job::{self, SampleLog};
 use motion::model::{CnnFinetuneWorkspace, MotionCnn, CNN_FINETUNE_SIZES, FINETUNE_PLAN};
+use motion::samples::Stream;
 use motion::samples::WINDOW_VALUES;
 use safegrad::dataset::Dataset;
 use safegrad::session::Session;
@@ -18,12 +23,40 @@ use safegrad::store::Slots;
 use safegrad::Error;
 use static_cell::ConstStaticCell;
 
-use firmware::board::storage;
-use firmware::board::{self, exit, stack, ticks};
+use firmware::board::storage::{self, Flash};
+use firmware::board::uart::{CmsdkUart, UART0_BASE};
+use firmware::board::{self, args, exit, stack, ticks};
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash.
 const SLOTS: Slots = Slots::new(0, 8192);
+/// The streamed windows' two sets after the slots, 96 KiB each (40 windows of 2,402 bytes
+/// at the most).
+const SAMPLE_LOG: SampleLog = SampleLog {
+    train: 16384,
+    eval: 16384 + 98304,
+    capacity: 98304,
+};
+
+/// Reads the windows streamed over UART0 into the flash's sample log; returns the lengths
+/// of the two recorded sets.
+#[inline(never)]
+fn record_stream(flash: &mut Flash) -> Result<(usize, usize), ()> {
+    // SAFETY: UART0 is used by nothing else in this program.
+    let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+    let mut source = Stream::new(uart);
+    let recorded = job::record_windows(&mut source, flash, SAMPLE_LOG);
+    let r = source.rejected();
+    defmt::info!(
+        "stream: {=u32} windows accepted, {=u32} frames refused ({=u32} CRC, {=u32} values), {=u32} sequence gaps",
+        source.accepted(),
+        r.frames,
+        r.crc,
+        r.values,
+        r.gaps
+    );
+    recorded.map_err(|e| defmt::error!("stream: {}", e))
+}
 
 /// The session's memory, sized from the model's type, in a static initialised at compile
 /// time (zero bytes: `.bss`).
@@ -40,12 +73,33 @@ fn run() -> Result<(), Error> {
     };
     let mut session =
         Session::<MotionCnn, f32, _>::from_checkpoint(work, cnn::PRETRAINED, FINETUNE_PLAN)?;
-    let train = Dataset::<f32, WINDOW_VALUES>::parse(cnn::FINETUNE_SET)?;
-    let eval = Dataset::<f32, WINDOW_VALUES>::parse(cnn::EVAL_SET)?;
+    let stream = args::has("stream");
+    let recorded = if stream {
+        Some(record_stream(&mut flash).unwrap_or_else(|()| exit(1)))
+    } else {
+        None
+    };
+    let image = flash.image();
+    let (train, eval) = match recorded {
+        None => (cnn::FINETUNE_SET, cnn::EVAL_SET),
+        Some((t, e)) => {
+            let at = |base: u32, len: usize| {
+                image.get(base as usize..base as usize + len).unwrap_or(&[])
+            };
+            (at(SAMPLE_LOG.train, t), at(SAMPLE_LOG.eval, e))
+        }
+    };
+    let train = Dataset::<f32, WINDOW_VALUES>::parse(train)?;
+    let eval = Dataset::<f32, WINDOW_VALUES>::parse(eval)?;
     defmt::info!(
-        "samples: {=usize} raw windows to fine-tune on, {=usize} to evaluate (built into flash, read in place)",
+        "samples: {=usize} raw windows to fine-tune on, {=usize} to evaluate ({=str}, read in place)",
         train.len(),
-        eval.len()
+        eval.len(),
+        if stream {
+            "UART stream, logged to flash"
+        } else {
+            "built into flash"
+        }
     );
     let r = job::run_model(&mut session, CNN_FINETUNE_SIZES, &train, &eval, &mut ticks)?;
     firmware::log::job(&r);

@@ -1,7 +1,7 @@
-//! The board's data flash: `memory.x`'s `STORAGE` region, 32 KiB at the end of the code
-//! memory, not loaded with the program, as a microcontroller's data flash would be. It is
-//! driven as NOR flash (`nor_sim::SimFlash`: erase by sector, program only clears bits), and
-//! every change is persisted to a host file through semihosting when the program was given
+//! The board's data flash: `memory.x`'s `STORAGE` region at the end of the code memory,
+//! not loaded with the program, as a microcontroller's data flash would be. It is driven as
+//! NOR flash (`nor_sim::SimFlash`: erase by sector, program only clears bits), and every
+//! change is persisted to a host file through semihosting when the program was given
 //! `flash=PATH`, so that a later boot finds what an earlier one saved.
 
 use core::ffi::CStr;
@@ -9,8 +9,9 @@ use core::ffi::CStr;
 use nor_sim::{Persist, SimFlash};
 use semihosting::io::Read as _;
 
-/// Bytes of the data flash.
-pub const FLASH_BYTES: usize = 32768;
+/// Bytes of the data flash: 32 KiB, or 256 KiB for the CNN's programs (`layout/cnn/memory.x`),
+/// whose streamed raw windows take about 125 KB.
+pub const FLASH_BYTES: usize = if cfg!(feature = "cnn") { 262144 } else { 32768 };
 
 /// The data flash, persisted to a host file.
 pub type Flash = SimFlash<'static, HostFile>;
