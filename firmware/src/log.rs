@@ -2,7 +2,9 @@
 
 use motion::job::JobReport;
 
-use crate::board::per;
+use safegrad::Error;
+
+use crate::board::{exit, per, stack};
 
 /// Logs what the fine-tuning job measured: the accuracies, the steps, the divergence
 /// guard's interventions, the time per step, the checkpoint's CRC and the memory minimum.
@@ -51,4 +53,27 @@ pub fn job(r: &JobReport) {
         r.activations,
         r.optimiser_state
     );
+}
+
+/// Ends a fine-tuning program: logs the stack's high-water mark and exits with 0 if the job
+/// succeeded within the stack budget, 4 if the stack exceeded it, 1 if the job failed.
+pub fn finish(result: Result<(), Error>) -> ! {
+    let used = stack::high_water();
+    defmt::info!(
+        "stack high-water mark {=usize} bytes of a {=usize}-byte budget (stack region {=usize} bytes below the statics)",
+        used,
+        stack::BUDGET,
+        stack::region()
+    );
+    if used > stack::BUDGET {
+        defmt::error!("the stack exceeded its budget");
+        exit(4)
+    }
+    match result {
+        Ok(()) => exit(0),
+        Err(e) => {
+            defmt::error!("job failed: {}", e);
+            exit(1)
+        }
+    }
 }

@@ -147,24 +147,52 @@ impl Conv1dShape {
     /// input, for output `t`, and the input index of the first of them.
     #[inline(always)]
     fn taps(&self, t: usize) -> (usize, usize, usize) {
-        let start = t * self.stride;
-        // Taps before `first` read the padding before the input.
-        let first = if start >= self.padding {
-            0
-        } else {
-            (self.padding - start).div_ceil(self.dilation)
-        };
-        // Taps from `end` on read the padding after it.
-        let limit = self.l_in + self.padding;
-        let end = if start >= limit {
-            0
-        } else {
-            ((limit - start).div_ceil(self.dilation)).min(self.kernel)
-        };
-        let first = first.min(end);
-        let at = start + first * self.dilation;
-        (first, end, at - self.padding.min(at))
+        window_taps(
+            t,
+            self.l_in,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
     }
+}
+
+/// The taps `first..end` of a window of `kernel` taps that lie inside an input of `l_in`
+/// values, for output `t` (its taps at `t * stride + k * dilation - padding`), and the input
+/// index of tap `first`. Convolution and pooling share it. A dilation of 0 reads nothing.
+#[inline(always)]
+pub(crate) const fn window_taps(
+    t: usize,
+    l_in: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> (usize, usize, usize) {
+    let start = t * stride;
+    // Taps before `first` read the padding before the input.
+    let first = if start >= padding || dilation == 0 {
+        0
+    } else {
+        (padding - start).div_ceil(dilation)
+    };
+    // Taps from `end` on read the padding after it.
+    let limit = l_in + padding;
+    let end = if start >= limit || dilation == 0 {
+        0
+    } else {
+        let end = (limit - start).div_ceil(dilation);
+        if end < kernel {
+            end
+        } else {
+            kernel
+        }
+    };
+    let first = if first < end { first } else { end };
+    let at = start + first * dilation;
+    let skipped = if padding < at { padding } else { at };
+    (first, end, at - skipped)
 }
 
 /// Convolution as recorded.
@@ -230,15 +258,11 @@ fn conv1d_body<T: Scalar>(shape: &Conv1dShape, x: &[T], w: &[T], b: &[T], y: &mu
     let (per, kernel, l_out) = (shape.group_inputs(), shape.kernel, shape.l_out);
     let outs_per_group = shape.c_out / shape.groups;
     let row_len = per * kernel;
-    // Outputs `interior.start..interior.end` read no padding.
-    let span = shape.dilation * (kernel - 1) + 1;
-    let t_lo = shape.padding.div_ceil(shape.stride).min(l_out);
-    let t_hi = if shape.l_in + shape.padding >= span {
-        ((shape.l_in + shape.padding - span) / shape.stride + 1).min(l_out)
-    } else {
-        0
-    }
-    .max(t_lo);
+    // Outputs `t_lo..t_hi` read no padding.
+    let core::ops::Range {
+        start: t_lo,
+        end: t_hi,
+    } = interior(shape);
     let tiled = shape.dilation == 1 && kernel <= TILED_TAPS;
     let pairs = tiled && outs_per_group.is_multiple_of(2);
     let mut rows = y

@@ -107,27 +107,14 @@ impl Pool1dShape {
     /// the input index of the first.
     #[inline(always)]
     const fn window(&self, t: usize) -> (usize, usize, usize) {
-        let start = t * self.stride;
-        let first = if start >= self.padding || self.dilation == 0 {
-            0
-        } else {
-            (self.padding - start).div_ceil(self.dilation)
-        };
-        let limit = self.l_in + self.padding;
-        let end = if start >= limit || self.dilation == 0 {
-            0
-        } else {
-            let end = (limit - start).div_ceil(self.dilation);
-            if end < self.kernel {
-                end
-            } else {
-                self.kernel
-            }
-        };
-        let first = if first < end { first } else { end };
-        let at = start + first * self.dilation;
-        let skipped = if self.padding < at { self.padding } else { at };
-        (first, end, at - skipped)
+        super::conv::window_taps(
+            t,
+            self.l_in,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.dilation,
+        )
     }
 }
 

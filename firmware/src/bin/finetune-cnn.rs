@@ -25,7 +25,7 @@ use static_cell::ConstStaticCell;
 
 use firmware::board::storage::{self, Flash};
 use firmware::board::uart::{CmsdkUart, UART0_BASE};
-use firmware::board::{self, args, exit, stack, ticks};
+use firmware::board::{self, args, exit, ticks};
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash.
@@ -115,22 +115,5 @@ fn main() -> ! {
     board::init();
     defmt::info!("safegrad firmware: fine-tuning the CNN on raw windows on the device");
     let result = run();
-    let used = stack::high_water();
-    defmt::info!(
-        "stack high-water mark {=usize} bytes of a {=usize}-byte budget (stack region {=usize} bytes below the statics)",
-        used,
-        stack::BUDGET,
-        stack::region()
-    );
-    if used > stack::BUDGET {
-        defmt::error!("the stack exceeded its budget");
-        exit(4)
-    }
-    match result {
-        Ok(()) => exit(0),
-        Err(e) => {
-            defmt::error!("job failed: {}", e);
-            exit(1)
-        }
-    }
+    firmware::log::finish(result)
 }
