@@ -3,22 +3,64 @@
 //! [`Session::fit_observed`] (the same loop, rollback and guard as on the device).
 
 use safegrad::audit::Audit;
-use safegrad::nn::{Build, Module};
+use safegrad::nn::{sizes, Build, Module, Plan, Sizes};
 use safegrad::optim::Optimizer;
 use safegrad::session::{Schedule, Session, Workspace};
 use safegrad::train::{audit_step_graph, Samples};
 use safegrad::{Cap, Capacity, Error, Var};
 
-/// The host's workspace for a model `M`: room for a model of a few thousand parameters, a
-/// batch-1 step and 2048 training rows. 2 x 32 KiB of tape and 2 x 32 KiB of snapshots; it
-/// lives in a `Box`.
-pub type HostWorkspace<M> = Workspace<M, f32, Cap<64, 8192>, 8192, 2048>;
+use crate::digits::DigitsModel;
+use crate::example::ExampleModel;
+use crate::finetune::{MotionCnn, MotionModel};
+
+/// What one training step of the largest of the host's models records with every layer
+/// trained and held in the tape (pre-training): the motion MLP and CNN, the digits MLP and
+/// the first program's model. The host's tapes and snapshots are sized from it.
+pub const HOST_SIZES: Sizes = largest(&[
+    sizes::<MotionModel>(Plan::All),
+    sizes::<MotionCnn>(Plan::All),
+    sizes::<DigitsModel>(Plan::All),
+    sizes::<ExampleModel>(Plan::All),
+]);
+
+/// The sizes of `all`, each field the largest of any (`values` holds every parameter).
+const fn largest(all: &[Sizes]) -> Sizes {
+    let mut out = Sizes {
+        parameters: 0,
+        trainable: 0,
+        nodes: 0,
+        values: 0,
+        values_held: 0,
+        gradients: 0,
+        activations: 0,
+        input: 0,
+        classes: 0,
+    };
+    let mut i = 0;
+    while i < all.len() {
+        let s = &all[i];
+        macro_rules! widen {
+            ($($field:ident)*) => { $(if s.$field > out.$field { out.$field = s.$field; })* };
+        }
+        widen!(parameters trainable nodes values values_held gradients activations input classes);
+        i += 1;
+    }
+    out.values = out.values_held;
+    out
+}
+
+/// The tape's capacities on the host, from [`HOST_SIZES`].
+pub type HostCapacity = Cap<{ HOST_SIZES.nodes }, { HOST_SIZES.values }, { HOST_SIZES.gradients }>;
+
+/// The host's workspace for a model `M`: room for any of the host's models (see
+/// [`HOST_SIZES`]), a batch-1 step and 2048 training rows; it lives in a `Box`.
+pub type HostWorkspace<M> = Workspace<M, f32, HostCapacity, { HOST_SIZES.trainable }, 2048>;
 
 /// A session on the host's workspace.
-pub type HostSession<'w, M> = Session<'w, M, f32, Cap<64, 8192>>;
+pub type HostSession<'w, M> = Session<'w, M, f32, HostCapacity>;
 
 /// The tape of a host session.
-pub type HostTape = safegrad::Tape<f32, Cap<64, 8192>>;
+pub type HostTape = safegrad::Tape<f32, HostCapacity>;
 
 /// A fresh workspace on the heap.
 pub fn new_workspace<M>() -> Box<HostWorkspace<M>> {

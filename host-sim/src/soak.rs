@@ -7,7 +7,7 @@ use motion::features::{imu_features, IMU_CHANNELS, IMU_FEATURES};
 use motion::samples::{VALUE_BOUND, WINDOW_VALUES};
 use motion::wire::{encode_frame, parse_packet, FrameDecoder, Kind, WireError};
 use safegrad::checkpoint;
-use safegrad::nn::{Build, Init};
+use safegrad::nn::{sizes, Build, Init, Plan, Sizes};
 use safegrad::optim::Sgd;
 use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::train::{count_correct, record_loss, step, StepConfig, StepError};
@@ -16,9 +16,14 @@ use safegrad::{Cap, Tape};
 use crate::data::MOTION_CLASSES;
 use crate::finetune::{self, FinetuneConfig, MotionModel};
 
+/// What a step of the motion model records with every parameter held in the tape and
+/// trained: room for any plan the soak run trains.
+const SOAK_SIZES: Sizes = sizes::<MotionModel>(Plan::All);
+
 /// The tape of the soak run: the whole model held in it (the streamed steps train the last
-/// layer through the guarded step directly, without a session).
-type SoakTape = Tape<f32, Cap<64, 8192>>;
+/// layer through the guarded step directly, without a session), sized from its type.
+type SoakTape =
+    Tape<f32, Cap<{ SOAK_SIZES.nodes }, { SOAK_SIZES.values_held }, { SOAK_SIZES.gradients }>>;
 
 /// Faults injected into the stream, one kind per frame chosen for injection.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -382,7 +382,13 @@ type Cnn = (
         Linear<8, 3>,
     ),
 );
-type Big = Tape<f64, Cap<64, 4096>>;
+/// What a step of [`Cnn`] records with every parameter held and trained.
+const CNN_SIZES: safegrad::nn::Sizes = safegrad::nn::sizes::<Cnn>(safegrad::nn::Plan::All);
+/// Its tape, from its type: the input recorded as a variable takes gradients too.
+type Big = Tape<
+    f64,
+    Cap<{ CNN_SIZES.nodes }, { CNN_SIZES.values_held }, { CNN_SIZES.gradients + CNN_SIZES.input }>,
+>;
 
 /// `sum(u * model(x))` with the parameters `params` (all of them, in recording order).
 fn cnn_objective(params: &[f64], x: &[f64], u: &[f64]) -> f64 {
