@@ -632,26 +632,14 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
     /// Overwrites the values of a parameter named by a [`FlatVar`]; [`TapeError::Length`]
     /// if `value` has another length.
     pub fn set_flat_parameter(&mut self, v: FlatVar, value: &[T]) -> Result<()> {
-        let node = *self.resolve_flat(v)?;
-        if v.node.0 >= self.parameter_nodes {
-            return Err(TapeError::UnknownVar { node: v.node.0 });
-        }
-        if value.len() != node.len() {
+        if value.len() != v.len {
             return Err(TapeError::Length {
                 node: v.node.0,
-                expected: node.len(),
+                expected: v.len,
                 found: value.len(),
             });
         }
-        if self.is_in_place(&node) {
-            return Err(TapeError::ReadOnly { node: v.node.0 });
-        }
-        let dst = self
-            .values
-            .get_mut(node.slots())
-            .ok_or(TapeError::UnknownVar { node: v.node.0 })?;
-        dst.copy_from_slice(value);
-        Ok(())
+        self.fill_flat_parameter(v, &mut |i| value.get(i).copied().unwrap_or(T::ZERO))
     }
 
     /// Writes `value(i)` into scalar `i` of a held parameter named by a [`FlatVar`] (for a
