@@ -622,13 +622,7 @@ fn rows_tiled<T: Scalar, const N: usize>(
     macro_rules! unrolled {
         ($($k:literal)*) => {
             match rows.shape.kernel {
-                $($k => {
-                    if rows.dx.is_empty() {
-                        rows_k::<T, $k, N, false>(g, w, rows, dw)
-                    } else {
-                        rows_k::<T, $k, N, true>(g, w, rows, dw)
-                    }
-                })*
+                $($k => rows_k::<T, $k, N>(g, w, rows, dw),)*
                 _ => {}
             }
         };
@@ -636,10 +630,10 @@ fn rows_tiled<T: Scalar, const N: usize>(
     unrolled!(1 2 3 4 5 6 7 8);
 }
 
-/// [`rows_tiled`] for `K` taps; `DX` when the input takes a gradient. The sums of a tap
-/// `k` are `[dw[0][k], .., dw[N - 1][k]]`, the weights likewise.
+/// [`rows_tiled`] for `K` taps. The sums of tap `k` are `[dw[0][k], .., dw[N - 1][k]]`, its
+/// weights likewise.
 #[inline(always)]
-fn rows_k<T: Scalar, const K: usize, const N: usize, const DX: bool>(
+fn rows_k<T: Scalar, const K: usize, const N: usize>(
     g: [&[T]; N],
     w: [&[T]; N],
     rows: Rows<'_, T>,
@@ -669,13 +663,13 @@ fn rows_k<T: Scalar, const K: usize, const N: usize, const DX: bool>(
     } = rows;
     let upstream = |t: usize| g.map(|g_n| g_n.get(t).copied().unwrap_or(T::ZERO));
     for t in 0..inside.start {
-        edge(shape, t, upstream(t), x, dx, &wt, &mut acc, DX);
+        edge(shape, t, upstream(t), x, dx, &wt, &mut acc);
     }
     // The outputs that read no padding: their sums in a copy of their own, which stays in
     // registers (the edges index theirs).
-    acc = interior_k::<T, K, N, DX>(shape, &inside, g, x, dx, wt, acc);
+    acc = interior_k::<T, K, N>(shape, &inside, g, x, dx, wt, acc);
     for t in inside.end..shape.l_out {
-        edge(shape, t, upstream(t), x, dx, &wt, &mut acc, DX);
+        edge(shape, t, upstream(t), x, dx, &wt, &mut acc);
     }
     for (n, dw_n) in dw.iter_mut().enumerate() {
         if let Some(dw_n) = dw_n {
@@ -691,7 +685,7 @@ fn rows_k<T: Scalar, const K: usize, const N: usize, const DX: bool>(
 /// The outputs `inside` of [`rows_k`], whose windows lie in the input, `stride` apart;
 /// returns the sums `acc` with their terms added.
 #[inline(always)]
-fn interior_k<T: Scalar, const K: usize, const N: usize, const DX: bool>(
+fn interior_k<T: Scalar, const K: usize, const N: usize>(
     shape: &Conv1dShape,
     inside: &core::ops::Range<usize>,
     g: [&[T]; N],
@@ -706,11 +700,7 @@ fn interior_k<T: Scalar, const K: usize, const N: usize, const DX: bool>(
     let g_in = g.map(|g_n| g_n.get(inside.clone()).unwrap_or(&[]));
     // The rows cut to the same lengths: one bounds check serves them all.
     let x_in = x.get(span.clone()).unwrap_or(&[]);
-    let dx_in = if DX {
-        dx.get_mut(span.clone()).unwrap_or(&mut [])
-    } else {
-        &mut []
-    };
+    let dx_in = dx.get_mut(span.clone()).unwrap_or(&mut []);
     if count == 0 || g_in.iter().any(|g_n| g_n.len() != count) || x_in.len() != span.len() {
         return acc;
     }
@@ -727,7 +717,7 @@ fn interior_k<T: Scalar, const K: usize, const N: usize, const DX: bool>(
                 }
             }
         }
-        if DX {
+        {
             if let Some(dwin) = dx_in
                 .get_mut(at..at + K)
                 .and_then(|s| <&mut [T; K]>::try_from(s).ok())
@@ -757,7 +747,6 @@ fn edge<T: Scalar, const N: usize>(
     dx: &mut [T],
     wt: &[[T; N]],
     acc: &mut [[T; N]],
-    want_dx: bool,
 ) {
     let (k0, k1, at) = shape.taps(t);
     let taps = acc.get_mut(k0..k1).unwrap_or(&mut []);
@@ -766,7 +755,7 @@ fn edge<T: Scalar, const N: usize>(
             *a += gv * v;
         }
     }
-    if want_dx {
+    {
         let taps = wt.get(k0..k1).unwrap_or(&[]);
         for (d, w_k) in dx.iter_mut().skip(at).zip(taps) {
             let mut sum = *d;
