@@ -81,3 +81,21 @@ pub fn backward(
         }
     }
 }
+
+/// Adds the gradients of `sum(gy * y)` to `dw` and `db` only (an input that is data takes
+/// none).
+pub fn backward_no_input(g: &Geometry, x: &[f32], gy: &[f32], dw: &mut [f32], db: &mut [f32]) {
+    for o in 0..g.c_out {
+        for t in 0..g.l_out {
+            let up = gy[o * g.l_out + t];
+            db[o] += up;
+            for i in 0..g.c_in {
+                for k in 0..g.kernel {
+                    if let Some(p) = g.at(t, k) {
+                        dw[(o * g.c_in + i) * g.kernel + k] += up * x[i * g.l_in + p];
+                    }
+                }
+            }
+        }
+    }
+}

@@ -31,6 +31,7 @@ use crate::graph::{Domain, NodeId, Op};
 use crate::scalar::{strong_mul, Scalar};
 use crate::tape::sweep::Backward;
 use crate::tape::{Capacity, FlatVar, Tape, Var};
+use crate::tensor::kernels::all_finite;
 
 /// The geometry of a 1-D convolution: what a [`Conv1d`](crate::nn::Conv1d) layer's type
 /// fixes.
@@ -466,10 +467,13 @@ fn tile<T: Scalar>(
 
 /// The backward pass: adds to `dx`, `dw` and `db` (each empty to skip it) the gradients of
 /// `sum(g * y)`. An output whose upstream gradient is 0 contributes exactly 0, whatever the
-/// values it read (strong zeros: its terms are skipped). Each gradient sums its terms in a
-/// fixed order: `db[o]` and `dw[o, i, k]` over the outputs `t` in turn, `dx[i, p]` over the
-/// output channels, then the outputs. Kernels of up to [`TILED_TAPS`] taps at dilation 1
-/// keep a kernel row's weights or gradients in registers while they sweep the outputs.
+/// values it read (strong zeros): with finite inputs and weights its terms are `±0`, which
+/// change no sum but in the sign of a zero, and are added without a test; otherwise they
+/// are skipped. Each gradient sums its terms in a fixed order: `db[o]` and `dw[o, i, k]` over
+/// the outputs `t` in turn; `dx[i, p]` over the output channels of the group two at a time
+/// (the last one alone if their number is odd), then the outputs, then the two channels.
+/// Kernels of up to [`TILED_TAPS`] taps at dilation 1 keep the two kernel rows' weights and
+/// gradients in registers while they sweep the outputs.
 #[allow(clippy::too_many_arguments)]
 pub fn conv1d_grad<T: Scalar>(
     shape: &Conv1dShape,
@@ -492,7 +496,7 @@ pub fn conv1d_grad<T: Scalar>(
             return conv1d_grad_f32(shape, x, w, g, dx, dw, db);
         }
     }
-    conv1d_grad_body(shape, x, w, g, dx, dw, db);
+    conv1d_grad_body(shape, x, w, g, dx, dw, db, true);
 }
 
 /// The `f32` instance of [`conv1d_grad`], compiled in this crate.
@@ -506,7 +510,7 @@ fn conv1d_grad_f32(
     dw: &mut [f32],
     db: &mut [f32],
 ) {
-    conv1d_grad_body(shape, x, w, g, dx, dw, db);
+    conv1d_grad_body(shape, x, w, g, dx, dw, db, true);
 }
 
 /// The outputs that read no padding (`start..end`).
@@ -522,7 +526,9 @@ fn interior(shape: &Conv1dShape) -> core::ops::Range<usize> {
     lo..hi.max(lo)
 }
 
-/// The body of [`conv1d_grad`].
+/// The body of [`conv1d_grad`]; `tiles` false computes every row in memory (the tests
+/// compare the two).
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn conv1d_grad_body<T: Scalar>(
     shape: &Conv1dShape,
@@ -532,262 +538,268 @@ fn conv1d_grad_body<T: Scalar>(
     dx: &mut [T],
     dw: &mut [T],
     db: &mut [T],
+    tiles: bool,
 ) {
     if shape.problem().is_some() {
         return;
     }
     let (per, kernel, l_out, l_in) = (shape.group_inputs(), shape.kernel, shape.l_out, shape.l_in);
+    for (d, g_row) in db.iter_mut().zip(g.chunks_exact(l_out)) {
+        for &gv in g_row {
+            *d += gv;
+        }
+    }
     let outs_per_group = shape.c_out / shape.groups;
     let inside = interior(shape);
-    for (o, g_row) in g.chunks_exact(l_out).enumerate() {
-        if let Some(d) = db.get_mut(o) {
-            for &gv in g_row {
-                *d += gv;
-            }
-        }
+    // With finite inputs and weights, the terms of a zero upstream gradient are `±0`, which
+    // change no sum but in the sign of a zero: every term is added, without a branch.
+    // Otherwise they are skipped (strong zeros).
+    let strong = !(all_finite(x) && all_finite(w));
+    let tiled = tiles && !strong && shape.dilation == 1 && kernel <= TILED_TAPS;
+    let mut o = 0;
+    while o < shape.c_out {
+        // Two output channels of a group at a time (the last one of a group alone).
+        let pair = o % outs_per_group + 1 < outs_per_group;
         let first_in = (o / outs_per_group) * per;
+        let g_row = |o: usize| g.get(o * l_out..(o + 1) * l_out).unwrap_or(&[]);
         for i in 0..per {
             let row = (first_in + i) * l_in..(first_in + i + 1) * l_in;
-            let w_at = (o * per + i) * kernel..(o * per + i + 1) * kernel;
-            if let (Some(dw_oi), Some(dx_row), Some(w_oi), Some(x_row)) = (
-                dw.get_mut(w_at.clone()),
-                dx.get_mut(row.clone()),
-                w.get(w_at.clone()),
-                x.get(row.clone()),
-            ) {
-                if both_grads(shape, &inside, x_row, w_oi, g_row, dx_row, dw_oi) {
-                    continue;
-                }
-            }
-            if let Some(dw_oi) = dw.get_mut(w_at.clone()) {
-                let x_row = x.get(row.clone()).unwrap_or(&[]);
-                weight_grad(shape, &inside, x_row, g_row, dw_oi);
-            }
-            if let (Some(dx_row), Some(w_oi)) = (dx.get_mut(row), w.get(w_at)) {
-                input_grad(shape, &inside, w_oi, g_row, dx_row);
+            let rows = Rows {
+                shape,
+                inside: inside.clone(),
+                x: x.get(row.clone()).unwrap_or(&[]),
+                dx: dx.get_mut(row).unwrap_or(&mut []),
+            };
+            let at = |o: usize| (o * per + i) * kernel;
+            let w_row = |o: usize| w.get(at(o)..at(o) + kernel).unwrap_or(&[]);
+            // The kernel rows' gradients; empty when the kernel takes none.
+            let (dw0, dw1) = dw.split_at_mut(at(o + 1).min(dw.len()));
+            let dw0 = dw0.get_mut(at(o)..at(o) + kernel).unwrap_or(&mut []);
+            let dw1 = dw1.get_mut(..kernel).unwrap_or(&mut []);
+            match (pair, tiled) {
+                (true, true) => rows_tiled(
+                    [g_row(o), g_row(o + 1)],
+                    [w_row(o), w_row(o + 1)],
+                    rows,
+                    [dw0, dw1],
+                ),
+                (false, true) => rows_tiled([g_row(o)], [w_row(o)], rows, [dw0]),
+                (true, false) => rows_any(
+                    [g_row(o), g_row(o + 1)],
+                    [w_row(o), w_row(o + 1)],
+                    rows,
+                    [dw0, dw1],
+                    strong,
+                ),
+                (false, false) => rows_any([g_row(o)], [w_row(o)], rows, [dw0], strong),
             }
         }
+        o += if pair { 2 } else { 1 };
     }
 }
 
-/// [`weight_grad`] and [`input_grad`] of one kernel row in one sweep over the outputs, for
-/// kernels of up to [`TILED_TAPS`] taps at dilation 1 (each gradient's terms in the same
-/// order as the two alone); `false` if it does not apply.
-#[allow(clippy::too_many_arguments)]
+/// An input channel's row as the backward of [`conv1d_grad`] sweeps it: the geometry, the
+/// outputs that read no padding, the input row and its gradient (empty when the input
+/// takes none).
+struct Rows<'a, T> {
+    shape: &'a Conv1dShape,
+    inside: core::ops::Range<usize>,
+    x: &'a [T],
+    dx: &'a mut [T],
+}
+
+/// The gradients that `N` output channels' upstream gradients `g` send through their
+/// kernel rows `w` to one input row (`rows.dx`) and to the kernel rows (`dw`), in one sweep
+/// over the outputs, for kernels of up to [`TILED_TAPS`] taps at dilation 1 with finite
+/// inputs and weights: the weights and the kernel gradients stay in registers.
 #[inline(always)]
-fn both_grads<T: Scalar>(
-    shape: &Conv1dShape,
-    inside: &core::ops::Range<usize>,
-    x_row: &[T],
-    w_oi: &[T],
-    g_row: &[T],
-    dx_row: &mut [T],
-    dw: &mut [T],
-) -> bool {
+fn rows_tiled<T: Scalar, const N: usize>(
+    g: [&[T]; N],
+    w: [&[T]; N],
+    rows: Rows<'_, T>,
+    dw: [&mut [T]; N],
+) {
     macro_rules! unrolled {
         ($($k:literal)*) => {
-            match w_oi.len() {
-                $($k if shape.dilation == 1 => {
-                    if let (Ok(w), Ok(dw)) =
-                        (<&[T; $k]>::try_from(w_oi), <&mut [T; $k]>::try_from(&mut *dw))
-                    {
-                        both_grads_k::<T, $k>(shape, inside, x_row, w, g_row, dx_row, dw);
-                        return true;
-                    }
-                })*
+            match rows.shape.kernel {
+                $($k => rows_k::<T, $k, N>(g, w, rows, dw),)*
                 _ => {}
             }
         };
     }
     unrolled!(1 2 3 4 5 6 7 8);
-    false
 }
 
-/// [`both_grads`] for `K` taps: the row's weights and its gradients stay in registers.
-#[allow(clippy::too_many_arguments)]
+/// [`rows_tiled`] for `K` taps. The sums of tap `k` are `[dw[0][k], .., dw[N - 1][k]]`, its
+/// weights likewise.
 #[inline(always)]
-fn both_grads_k<T: Scalar, const K: usize>(
-    shape: &Conv1dShape,
-    inside: &core::ops::Range<usize>,
-    x_row: &[T],
-    w: &[T; K],
-    g_row: &[T],
-    dx_row: &mut [T],
-    dw: &mut [T; K],
+fn rows_k<T: Scalar, const K: usize, const N: usize>(
+    g: [&[T]; N],
+    w: [&[T]; N],
+    rows: Rows<'_, T>,
+    dw: [&mut [T]; N],
 ) {
-    let w = *w;
-    let mut acc = *dw;
-    for (t, &gv) in g_row.iter().enumerate() {
-        if gv == T::ZERO {
-            continue;
-        }
-        if inside.contains(&t) {
-            let at = t * shape.stride - shape.padding;
-            let win = x_row
-                .get(at..at + K)
-                .and_then(|s| <&[T; K]>::try_from(s).ok());
-            let dwin = dx_row
-                .get_mut(at..at + K)
-                .and_then(|s| <&mut [T; K]>::try_from(s).ok());
-            if let (Some(win), Some(dwin)) = (win, dwin) {
-                for (((a, &v), d), &wk) in acc.iter_mut().zip(win).zip(dwin.iter_mut()).zip(&w) {
-                    *a += gv * v;
-                    *d += gv * wk;
+    // The rows as arrays first: indices into them are then known to be in bounds.
+    let w = w.map(|w_n| <[T; K]>::try_from(w_n).unwrap_or([T::ZERO; K]));
+    let mut dw = dw.map(|dw_n| <&mut [T; K]>::try_from(dw_n).ok());
+    let tap = |rows: &[[T; K]; N], k: usize| -> [T; N] {
+        core::array::from_fn(|n| {
+            rows.get(n)
+                .and_then(|r| r.get(k))
+                .copied()
+                .unwrap_or(T::ZERO)
+        })
+    };
+    let wt: [[T; N]; K] = core::array::from_fn(|k| tap(&w, k));
+    let start = dw
+        .each_ref()
+        .map(|dw_n| dw_n.as_deref().copied().unwrap_or([T::ZERO; K]));
+    let mut acc: [[T; N]; K] = core::array::from_fn(|k| tap(&start, k));
+    let Rows {
+        shape,
+        inside,
+        x,
+        dx,
+    } = rows;
+    let upstream = |t: usize| g.map(|g_n| g_n.get(t).copied().unwrap_or(T::ZERO));
+    for t in 0..inside.start {
+        edge(shape, t, upstream(t), x, dx, &wt, &mut acc);
+    }
+    // The outputs that read no padding: their sums in a copy of their own, which stays in
+    // registers (the edges index theirs).
+    acc = interior_k::<T, K, N>(shape, &inside, g, x, dx, wt, acc);
+    for t in inside.end..shape.l_out {
+        edge(shape, t, upstream(t), x, dx, &wt, &mut acc);
+    }
+    for (n, dw_n) in dw.iter_mut().enumerate() {
+        if let Some(dw_n) = dw_n {
+            for (d, acc_k) in dw_n.iter_mut().zip(&acc) {
+                if let Some(&v) = acc_k.get(n) {
+                    *d = v;
                 }
-                continue;
             }
         }
-        let (k0, k1, at) = shape.taps(t);
-        let taps = acc.get_mut(k0..k1).unwrap_or(&mut []);
-        for (a, &v) in taps.iter_mut().zip(x_row.iter().skip(at)) {
-            *a += gv * v;
-        }
-        let taps = w.get(k0..k1).unwrap_or(&[]);
-        for (d, &wk) in dx_row.iter_mut().skip(at).zip(taps) {
-            *d += gv * wk;
-        }
     }
-    *dw = acc;
 }
 
-/// Adds `sum over t of g[t] * x[t * stride + k * dilation - padding]` to `dw[k]`, for one
-/// kernel row.
+/// The outputs `inside` of [`rows_k`], whose windows lie in the input, `stride` apart;
+/// returns the sums `acc` with their terms added.
 #[inline(always)]
-fn weight_grad<T: Scalar>(
+fn interior_k<T: Scalar, const K: usize, const N: usize>(
     shape: &Conv1dShape,
     inside: &core::ops::Range<usize>,
-    x_row: &[T],
-    g_row: &[T],
-    dw: &mut [T],
-) {
-    macro_rules! unrolled {
-        ($($k:literal)*) => {
-            match dw.len() {
-                $($k if shape.dilation == 1 => {
-                    if let Ok(dw) = <&mut [T; $k]>::try_from(&mut *dw) {
-                        return weight_grad_k::<T, $k>(shape, inside, x_row, g_row, dw);
-                    }
-                })*
-                _ => {}
-            }
-        };
+    g: [&[T]; N],
+    x: &[T],
+    dx: &mut [T],
+    wt: [[T; N]; K],
+    mut acc: [[T; N]; K],
+) -> [[T; N]; K] {
+    let count = inside.len();
+    let first = (inside.start * shape.stride).saturating_sub(shape.padding);
+    let span = first..first + count.saturating_sub(1) * shape.stride + K;
+    let g_in = g.map(|g_n| g_n.get(inside.clone()).unwrap_or(&[]));
+    // The rows cut to the same lengths: one bounds check serves them all.
+    let x_in = x.get(span.clone()).unwrap_or(&[]);
+    let dx_in = dx.get_mut(span.clone()).unwrap_or(&mut []);
+    if count == 0 || g_in.iter().any(|g_n| g_n.len() != count) || x_in.len() != span.len() {
+        return acc;
     }
-    unrolled!(1 2 3 4 5 6 7 8);
-    for (t, &gv) in g_row.iter().enumerate() {
-        if gv == T::ZERO {
-            continue;
-        }
-        let (k0, k1, at) = shape.taps(t);
-        let taps = dw.get_mut(k0..k1).unwrap_or(&mut []);
-        for (d, &v) in taps
-            .iter_mut()
-            .zip(x_row.iter().skip(at).step_by(shape.dilation))
+    let mut at = 0;
+    for j in 0..count {
+        let gs = g_in.map(|g_n| g_n.get(j).copied().unwrap_or(T::ZERO));
+        if let Some(win) = x_in
+            .get(at..at + K)
+            .and_then(|s| <&[T; K]>::try_from(s).ok())
         {
-            *d += strong_mul(gv, v);
-        }
-    }
-}
-
-/// [`weight_grad`] for `K` taps at dilation 1: the row's gradients stay in registers.
-#[inline(always)]
-fn weight_grad_k<T: Scalar, const K: usize>(
-    shape: &Conv1dShape,
-    inside: &core::ops::Range<usize>,
-    x_row: &[T],
-    g_row: &[T],
-    dw: &mut [T; K],
-) {
-    let mut acc = *dw;
-    for (t, &gv) in g_row.iter().enumerate() {
-        if gv == T::ZERO {
-            continue;
-        }
-        if inside.contains(&t) {
-            let at = t * shape.stride - shape.padding;
-            if let Some(win) = x_row
-                .get(at..at + K)
-                .and_then(|s| <&[T; K]>::try_from(s).ok())
-            {
-                for (a, &v) in acc.iter_mut().zip(win) {
+            for (a, &v) in acc.iter_mut().zip(win) {
+                for (a, &gv) in a.iter_mut().zip(&gs) {
                     *a += gv * v;
                 }
-                continue;
             }
         }
-        let (k0, k1, at) = shape.taps(t);
-        let taps = acc.get_mut(k0..k1).unwrap_or(&mut []);
-        for (a, &v) in taps.iter_mut().zip(x_row.iter().skip(at)) {
-            *a += gv * v;
-        }
-    }
-    *dw = acc;
-}
-
-/// Adds `g[t] * w[k]` to `dx[t * stride + k * dilation - padding]` for every output `t` and
-/// tap `k` of one kernel row.
-#[inline(always)]
-fn input_grad<T: Scalar>(
-    shape: &Conv1dShape,
-    inside: &core::ops::Range<usize>,
-    w_oi: &[T],
-    g_row: &[T],
-    dx_row: &mut [T],
-) {
-    macro_rules! unrolled {
-        ($($k:literal)*) => {
-            match w_oi.len() {
-                $($k if shape.dilation == 1 => {
-                    if let Ok(w) = <&[T; $k]>::try_from(w_oi) {
-                        return input_grad_k::<T, $k>(shape, inside, w, g_row, dx_row);
-                    }
-                })*
-                _ => {}
-            }
-        };
-    }
-    unrolled!(1 2 3 4 5 6 7 8);
-    for (t, &gv) in g_row.iter().enumerate() {
-        if gv == T::ZERO {
-            continue;
-        }
-        let (k0, k1, at) = shape.taps(t);
-        let taps = w_oi.get(k0..k1).unwrap_or(&[]);
-        for (d, &wk) in dx_row.iter_mut().skip(at).step_by(shape.dilation).zip(taps) {
-            *d += strong_mul(gv, wk);
-        }
-    }
-}
-
-/// [`input_grad`] for `K` taps at dilation 1: the row's weights stay in registers.
-#[inline(always)]
-fn input_grad_k<T: Scalar, const K: usize>(
-    shape: &Conv1dShape,
-    inside: &core::ops::Range<usize>,
-    w: &[T; K],
-    g_row: &[T],
-    dx_row: &mut [T],
-) {
-    let w = *w;
-    for (t, &gv) in g_row.iter().enumerate() {
-        if gv == T::ZERO {
-            continue;
-        }
-        if inside.contains(&t) {
-            let at = t * shape.stride - shape.padding;
-            if let Some(win) = dx_row
+        {
+            if let Some(dwin) = dx_in
                 .get_mut(at..at + K)
                 .and_then(|s| <&mut [T; K]>::try_from(s).ok())
             {
-                for (d, &wk) in win.iter_mut().zip(&w) {
-                    *d += gv * wk;
+                for (d, w_k) in dwin.iter_mut().zip(&wt) {
+                    let mut sum = *d;
+                    for (&wv, &gv) in w_k.iter().zip(&gs) {
+                        sum += gv * wv;
+                    }
+                    *d = sum;
                 }
-                continue;
             }
         }
+        at += shape.stride;
+    }
+    acc
+}
+
+/// The terms of output `t`, whose window reads padding, in [`rows_k`]'s order.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn edge<T: Scalar, const N: usize>(
+    shape: &Conv1dShape,
+    t: usize,
+    gs: [T; N],
+    x: &[T],
+    dx: &mut [T],
+    wt: &[[T; N]],
+    acc: &mut [[T; N]],
+) {
+    let (k0, k1, at) = shape.taps(t);
+    let taps = acc.get_mut(k0..k1).unwrap_or(&mut []);
+    for (a, &v) in taps.iter_mut().zip(x.iter().skip(at)) {
+        for (a, &gv) in a.iter_mut().zip(&gs) {
+            *a += gv * v;
+        }
+    }
+    {
+        let taps = wt.get(k0..k1).unwrap_or(&[]);
+        for (d, w_k) in dx.iter_mut().skip(at).zip(taps) {
+            let mut sum = *d;
+            for (&wv, &gv) in w_k.iter().zip(&gs) {
+                sum += gv * wv;
+            }
+            *d = sum;
+        }
+    }
+}
+
+/// [`rows_tiled`] for any kernel and dilation, the sums in memory: the same terms in the
+/// same order. With `strong`, the terms of a zero upstream gradient are skipped.
+#[inline(always)]
+fn rows_any<T: Scalar, const N: usize>(
+    g: [&[T]; N],
+    w: [&[T]; N],
+    rows: Rows<'_, T>,
+    mut dw: [&mut [T]; N],
+    strong: bool,
+) {
+    let Rows { shape, x, dx, .. } = rows;
+    let mul = |gv: T, v: T| if strong { strong_mul(gv, v) } else { gv * v };
+    for t in 0..shape.l_out {
+        let gs = g.map(|g_n| g_n.get(t).copied().unwrap_or(T::ZERO));
         let (k0, k1, at) = shape.taps(t);
-        let taps = w.get(k0..k1).unwrap_or(&[]);
-        for (d, &wk) in dx_row.iter_mut().skip(at).zip(taps) {
-            *d += gv * wk;
+        let span = (k0..k1).zip((at..).step_by(shape.dilation));
+        for (k, p) in span.clone() {
+            let Some(&v) = x.get(p) else { continue };
+            for (dw_n, &gv) in dw.iter_mut().zip(&gs) {
+                if let Some(a) = dw_n.get_mut(k) {
+                    *a += mul(gv, v);
+                }
+            }
+        }
+        for (k, p) in span {
+            let Some(d) = dx.get_mut(p) else { continue };
+            let mut sum = *d;
+            for (w_n, &gv) in w.iter().zip(&gs) {
+                if let Some(&wv) = w_n.get(k) {
+                    sum += mul(gv, wv);
+                }
+            }
+            *d = sum;
         }
     }
 }
@@ -871,5 +883,94 @@ impl<T: Scalar> OpFamily<T> for ConvOp {
         Domain::finite_if(
             facts.domain(x).finite && facts.domain(weight).finite && facts.domain(bias).finite,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A value of a test tensor: varied signs and magnitudes, with zeros among them.
+    fn value(seed: usize, i: usize) -> f32 {
+        match (i * 7 + seed) % 11 {
+            0 => 0.0,
+            r => ((i * 13 + seed * 5) as f32 * 0.37).sin() * (r as f32 * 0.4),
+        }
+    }
+
+    #[test]
+    fn the_tiled_backward_gives_the_bits_of_the_rows_in_memory() {
+        // Output channels in pairs and alone (groups with an odd number of them), every
+        // unrolled kernel length, strides, padding: the outputs that read padding and the
+        // interior ones.
+        let shapes = [
+            Conv1dShape::new(6, 40, 16, 5, 2, 0, 1, 1),
+            Conv1dShape::new(3, 17, 5, 3, 1, 1, 1, 1),
+            Conv1dShape::new(4, 23, 6, 8, 3, 2, 1, 2),
+            Conv1dShape::new(4, 19, 4, 1, 1, 0, 1, 4),
+            Conv1dShape::new(2, 12, 3, 2, 2, 1, 1, 1),
+            Conv1dShape::new(6, 30, 9, 7, 1, 3, 1, 3),
+            Conv1dShape::new(2, 16, 2, 4, 2, 2, 1, 1),
+            Conv1dShape::new(1, 9, 2, 6, 1, 0, 1, 1),
+        ];
+        for shape in shapes {
+            assert!(shape.problem().is_none(), "{shape:?}");
+            let (nx, nw, ny) = (
+                shape.c_in * shape.l_in,
+                shape.weights(),
+                shape.c_out * shape.l_out,
+            );
+            let x: [f32; 512] = core::array::from_fn(|i| value(1, i));
+            let w: [f32; 512] = core::array::from_fn(|i| value(2, i));
+            let g: [f32; 512] = core::array::from_fn(|i| value(3, i));
+            let (x, w, g) = (&x[..nx], &w[..nw], &g[..ny]);
+            let mut by_way = [([0.25f32; 512], [0.5f32; 512], [0.0f32; 16]); 2];
+            for (tiles, (dx, dw, db)) in [true, false].into_iter().zip(by_way.iter_mut()) {
+                conv1d_grad_body(
+                    &shape,
+                    x,
+                    w,
+                    g,
+                    &mut dx[..nx],
+                    &mut dw[..nw],
+                    &mut db[..shape.c_out],
+                    tiles,
+                );
+            }
+            let [(dx0, dw0, db0), (dx1, dw1, db1)] = by_way;
+            let bits = |v: &[f32]| {
+                v.iter()
+                    .map(|v| v.to_bits())
+                    .collect::<heapless::Vec<u32, 512>>()
+            };
+            assert_eq!(bits(&dx0), bits(&dx1), "dx, {shape:?}");
+            assert_eq!(bits(&dw0), bits(&dw1), "dw, {shape:?}");
+            assert_eq!(bits(&db0), bits(&db1), "db, {shape:?}");
+            // Something was computed.
+            assert!(dw0[..nw].iter().any(|&v| v != 0.5), "{shape:?}");
+            assert!(dx0[..nx].iter().any(|&v| v != 0.25), "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn the_tiled_backward_without_an_input_gradient_gives_the_same_kernel_gradient() {
+        let shape = Conv1dShape::new(6, 40, 16, 5, 2, 1, 1, 1);
+        let (nx, nw, ny) = (
+            shape.c_in * shape.l_in,
+            shape.weights(),
+            shape.c_out * shape.l_out,
+        );
+        let x: [f32; 256] = core::array::from_fn(|i| value(4, i));
+        let w: [f32; 512] = core::array::from_fn(|i| value(5, i));
+        let g: [f32; 512] = core::array::from_fn(|i| value(6, i));
+        let (x, w, g) = (&x[..nx], &w[..nw], &g[..ny]);
+        let (mut dx, mut dw, mut dw_alone) = ([0.0f32; 256], [0.0f32; 512], [0.0f32; 512]);
+        conv1d_grad(&shape, x, w, g, &mut dx[..nx], &mut dw[..nw], &mut []);
+        conv1d_grad(&shape, x, w, g, &mut [], &mut dw_alone[..nw], &mut []);
+        assert!(dw
+            .iter()
+            .zip(&dw_alone)
+            .all(|(p, q)| p.to_bits() == q.to_bits()));
+        assert!(dw[..nw].iter().any(|&v| v != 0.0));
     }
 }

@@ -24,6 +24,10 @@
 //! steps per second, GFLOP/s (a batch-1 step counted as 13,448 FLOPs, as the performance
 //! issue counts it, times the batch) and the ratio to the baseline's time.
 //!
+//! Then the convolution step (`bench/conv.rs`): the two convolutions of `MotionCnn`,
+//! forward and backward, by hand, with safegrad's kernels and with burn 0.19 (with `--features
+//! peers`); their gradients must agree with the baseline's within a relative 1e-4 first.
+//!
 //! ```sh
 //! cargo run --release -p host-sim --features peers --bin bench [-- --json]
 //! ```
@@ -35,6 +39,11 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use serde_json::{json, Value};
 
+#[cfg(feature = "peers")]
+#[path = "bench/burn_conv.rs"]
+mod burn_conv;
+#[path = "bench/conv.rs"]
+mod conv;
 #[cfg(feature = "peers")]
 #[path = "bench/dfdx_mlp.rs"]
 mod dfdx_mlp;
@@ -355,6 +364,133 @@ fn profile_batch<const B: usize>(w: &Weights, cli: &Cli, steps: usize) -> Result
     Ok(())
 }
 
+/// The convolution step's implementations built into this binary, for `work`.
+fn conv_steps(work: &conv::Workload) -> Vec<Box<dyn conv::ConvStep>> {
+    vec![
+        Box::new(conv::Baseline::new(work)),
+        Box::new(conv::Safegrad::new(work)),
+        #[cfg(feature = "peers")]
+        Box::new(burn_conv::BurnConv::new(work)),
+    ]
+}
+
+/// Relative tolerance of the convolution step's gradients against the baseline's (the
+/// implementations sum in different orders).
+const CONV_TOLERANCE: f32 = 1e-4;
+
+/// The convolution step of one implementation at one batch size.
+struct ConvTiming {
+    name: &'static str,
+    batch: usize,
+    /// Largest difference of a gradient from the baseline's, relative to `max(1, |baseline|)`.
+    max_rel_diff: f32,
+    /// Nanoseconds per step of each repetition, sorted.
+    ns: Vec<f64>,
+}
+
+impl ConvTiming {
+    fn median(&self) -> f64 {
+        Timing {
+            name: self.name,
+            batch: self.batch,
+            steps_per_rep: 0,
+            ns: self.ns.clone(),
+        }
+        .median()
+    }
+    fn gflops(&self) -> f64 {
+        (conv::FLOPS_PER_SAMPLE * self.batch) as f64 / self.median()
+    }
+}
+
+/// Checks the convolution step's gradients against the baseline's, then times each
+/// implementation as the MLP's step is timed (interleaved repetitions after a warm-up).
+fn conv_batch(batch: usize, cli: &Cli, out: &mut Vec<ConvTiming>) -> Result<(), String> {
+    let work = conv::Workload::new(batch);
+    let mut list = conv_steps(&work);
+    let mut reference: Option<(f32, Vec<f32>)> = None;
+    let mut timings = Vec::new();
+    for s in &mut list {
+        let loss = s.step();
+        let grads = s.gradients();
+        let (base_loss, base) = reference.get_or_insert_with(|| (loss, grads.clone()));
+        let rel = |a: f32, b: f32| (a - b).abs() / b.abs().max(1.0);
+        let mut worst = if grads.len() == base.len() {
+            grads
+                .iter()
+                .zip(base.iter())
+                .map(|(&a, &b)| rel(a, b))
+                .fold(0.0f32, |m, d| if d > m || d.is_nan() { d } else { m })
+        } else {
+            f32::INFINITY
+        };
+        let loss_diff = rel(loss, *base_loss);
+        if loss_diff > worst || loss_diff.is_nan() {
+            worst = loss_diff;
+        }
+        if worst.is_nan() || worst > CONV_TOLERANCE {
+            return Err(format!(
+                "conv step, B={batch}: {} differs from the baseline by {worst} (relative, > {CONV_TOLERANCE}); no timing",
+                s.name()
+            ));
+        }
+        timings.push(ConvTiming {
+            name: s.name(),
+            batch,
+            max_rel_diff: worst,
+            ns: Vec::new(),
+        });
+    }
+    let selected = |name: &str| cli.only.is_empty() || cli.only.iter().any(|n| n == name);
+    let mut plan = Vec::new();
+    for (s, t) in list.iter_mut().zip(&timings) {
+        if !selected(t.name) {
+            plan.push(0);
+            continue;
+        }
+        let warmup = Duration::from_millis(cli.warmup_ms.max(1));
+        let start = Instant::now();
+        let mut done = 0usize;
+        while start.elapsed() < warmup {
+            black_box(s.step());
+            done += 1;
+        }
+        let steps = done as f64 * cli.ms as f64 / cli.warmup_ms.max(1) as f64;
+        plan.push((steps.round() as usize).max(1));
+    }
+    for _ in 0..cli.reps.max(1) {
+        for ((s, t), &steps) in list.iter_mut().zip(&mut timings).zip(&plan) {
+            if steps == 0 {
+                continue;
+            }
+            let t0 = Instant::now();
+            for _ in 0..steps {
+                black_box(s.step());
+            }
+            t.ns.push(t0.elapsed().as_nanos() as f64 / steps as f64);
+        }
+    }
+    for mut t in timings {
+        if t.ns.is_empty() {
+            continue;
+        }
+        t.ns.sort_by(f64::total_cmp);
+        out.push(t);
+    }
+    Ok(())
+}
+
+/// The convolution step at the selected batch sizes.
+fn conv_bench(cli: &Cli) -> Result<Vec<ConvTiming>, String> {
+    let mut out = Vec::new();
+    for batch in [1, 32] {
+        if cli.batch.is_none_or(|b| b == batch) {
+            conv_batch(batch, cli, &mut out)?;
+        }
+    }
+    Ok(out)
+}
+
 fn main() -> ExitCode {
     #[cfg(feature = "peers")]
     let rayon_threads = Some(single_thread_rayon());
@@ -438,6 +574,14 @@ fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
         time_batch::<32>(&w, cli, &mut out)?;
     }
 
+    let conv_timings = conv_bench(cli)?;
+    let conv_baseline_ns = |batch: usize| {
+        conv_timings
+            .iter()
+            .find(|t| t.batch == batch && t.name == "baseline")
+            .map_or(f64::NAN, ConvTiming::median)
+    };
+
     let cpu = cpu_model();
     let threads = process_threads();
     let baseline_ns = |batch: usize| {
@@ -494,6 +638,21 @@ fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
             "loss_check_tolerance": 1e-5,
             "loss_check": checks,
             "results": results,
+            "conv": {
+                "workload": "MotionCnn's two convolutions (6x100 -> 16x48 -> 16x22, 5 taps, stride 2, biases): forward, then the gradients of sum(gy * y2) (the second one's input, kernel and bias, the first one's kernel and bias); no update",
+                "flops_per_sample": conv::FLOPS_PER_SAMPLE,
+                "gradient_check_relative_tolerance": CONV_TOLERANCE,
+                "results": conv_timings.iter().map(|t| json!({
+                    "implementation": t.name,
+                    "batch": t.batch,
+                    "median_ns_per_step": t.median(),
+                    "min_ns_per_step": t.ns.first(),
+                    "max_ns_per_step": t.ns.last(),
+                    "gflops": t.gflops(),
+                    "time_ratio_to_baseline": t.median() / conv_baseline_ns(t.batch),
+                    "max_relative_gradient_diff_to_baseline": t.max_rel_diff,
+                })).collect::<Vec<_>>(),
+            },
         });
         println!("{report}");
     } else {
@@ -534,6 +693,29 @@ fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
                 1e9 / t.median(),
                 t.gflops(),
                 t.median() / baseline_ns(t.batch),
+            );
+        }
+        println!();
+        println!(
+            "convolution step: MotionCnn's two convolutions (6 x 100 -> 16 x 48 -> 16 x 22, 5 taps, stride 2), forward and backward, no update; {} FLOPs per sample; gradients checked against the baseline (relative {CONV_TOLERANCE})",
+            conv::FLOPS_PER_SAMPLE
+        );
+        println!();
+        println!(
+            "| implementation | batch | median us/step | min - max us/step | GFLOP/s | max gradient diff | time vs baseline |"
+        );
+        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+        for t in &conv_timings {
+            println!(
+                "| {} | {} | {:.1} | {:.1} - {:.1} | {:.2} | {:.1e} | {:.2}x |",
+                t.name,
+                t.batch,
+                t.median() / 1e3,
+                t.ns.first().copied().unwrap_or(f64::NAN) / 1e3,
+                t.ns.last().copied().unwrap_or(f64::NAN) / 1e3,
+                t.gflops(),
+                t.max_rel_diff,
+                t.median() / conv_baseline_ns(t.batch),
             );
         }
     }
