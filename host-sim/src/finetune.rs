@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use motion::features::{imu_features, rotate_imu, IMU_FEATURES};
+use motion::features::{imu_features, IMU_FEATURES};
 use motion::model::finetune_seed;
 pub use motion::model::{MotionCnn, MotionModel};
 use motion::samples::WINDOW_VALUES;
@@ -18,6 +18,7 @@ use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
 use crate::model::{
     accuracy, audit_step, checkpoint_of, fit, keep_checkpoint, new_workspace, EpochStats, HostTape,
 };
+use crate::shift::Shift;
 
 /// Trainable scalars of [`MotionModel`] when every layer trains.
 pub const MOTION_PARAMETERS: usize = sizes::<MotionModel>(Plan::All).trainable;
@@ -198,17 +199,6 @@ impl std::str::FromStr for FinetuneMode {
     }
 }
 
-/// The domain shift: the watch worn turned by `degrees` around the axis pointing out of its
-/// face (`z`), as when it has slipped round the wrist or is worn at another angle. Both
-/// sensors see the same rotation.
-pub fn rotation_z(degrees: f64) -> [[f32; 3]; 3] {
-    let (s, c) = (
-        degrees.to_radians().sin() as f32,
-        degrees.to_radians().cos() as f32,
-    );
-    [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
-}
-
 /// Settings of the job.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FinetuneConfig {
@@ -220,8 +210,8 @@ pub struct FinetuneConfig {
     pub pretrain_epochs: usize,
     /// Pre-training learning rate.
     pub pretrain_lr: f32,
-    /// Rotation of the worn watch, degrees.
-    pub rotation_degrees: f64,
+    /// How the watch is worn after pre-training (see [`Shift`]).
+    pub shift: Shift,
     /// Shifted recordings per class used for fine-tuning (from the training split; the
     /// evaluation uses the held-out split only).
     pub per_class: usize,
@@ -257,7 +247,7 @@ impl Default for FinetuneConfig {
             seed: 7,
             pretrain_epochs: 60,
             pretrain_lr: 0.01,
-            rotation_degrees: 90.0,
+            shift: Shift::default(),
             per_class: 3,
             finetune_epochs: 30,
             finetune_lr: 0.05,
@@ -347,18 +337,22 @@ impl FinetuneReport {
     }
 }
 
-/// Features of every recording, optionally rotated first.
+/// A split's shift: the shift and whether the split is the held-out one (their noise
+/// streams differ).
+pub type SplitShift<'a> = Option<(&'a Shift, bool)>;
+
+/// Features of every recording, optionally shifted first.
 pub fn featurize(
     examples: &[Example<MotionWindow>],
-    rotation: Option<&[[f32; 3]; 3]>,
+    shift: SplitShift<'_>,
 ) -> Result<Vec<([f32; IMU_FEATURES], usize)>, String> {
     examples
         .iter()
         .enumerate()
         .map(|(i, e)| {
             let mut w = e.x;
-            if let Some(r) = rotation {
-                rotate_imu(&mut w, r);
+            if let Some((shift, test)) = shift {
+                shift.apply(&mut w, Shift::stream(test, i));
             }
             let f = imu_features(&w).map_err(|err| format!("recording {i}: {err}"))?;
             let mut x = [0.0f32; IMU_FEATURES];
@@ -369,17 +363,18 @@ pub fn featurize(
 }
 
 /// Every recording as the CNN's input row (the channels one after the other), optionally
-/// rotated first.
+/// shifted first.
 pub fn window_rows(
     examples: &[Example<MotionWindow>],
-    rotation: Option<&[[f32; 3]; 3]>,
+    shift: SplitShift<'_>,
 ) -> Vec<([f32; WINDOW_VALUES], usize)> {
     examples
         .iter()
-        .map(|e| {
+        .enumerate()
+        .map(|(i, e)| {
             let mut w = e.x;
-            if let Some(r) = rotation {
-                rotate_imu(&mut w, r);
+            if let Some((shift, test)) = shift {
+                shift.apply(&mut w, Shift::stream(test, i));
             }
             let mut x = [0.0f32; WINDOW_VALUES];
             for (row, channel) in x.chunks_exact_mut(w[0].len()).zip(&w) {
@@ -423,26 +418,32 @@ pub fn channel_statistics(rows: &[([f32; WINDOW_VALUES], usize)]) -> Tensor<f32,
 /// A recording and its class.
 pub type LabelledWindow = (MotionWindow, usize);
 
-/// The recordings the device is streamed, as raw windows seen by the rotated watch: the
+/// The recordings the device is streamed, as raw windows seen by the shifted watch: the
 /// fine-tuning recordings (the first `per_class` of each class of the training split, as
 /// [`run`] takes them) and the held-out ones.
 pub fn shifted_windows(
     dir: &Path,
     config: &FinetuneConfig,
 ) -> Result<(Vec<LabelledWindow>, Vec<LabelledWindow>), String> {
-    let rotation = rotation_z(config.rotation_degrees);
-    let rotate = |examples: Vec<Example<MotionWindow>>| -> Vec<LabelledWindow> {
+    let shifted = |examples: Vec<Example<MotionWindow>>, test: bool| -> Vec<LabelledWindow> {
         examples
             .into_iter()
-            .map(|e| {
+            .enumerate()
+            .map(|(i, e)| {
                 let mut w = e.x;
-                rotate_imu(&mut w, &rotation);
+                config.shift.apply(&mut w, Shift::stream(test, i));
                 (w, e.label)
             })
             .collect()
     };
-    let train = rotate(data::load_motions(dir, "train").map_err(|e| e.to_string())?);
-    let test = rotate(data::load_motions(dir, "test").map_err(|e| e.to_string())?);
+    let train = shifted(
+        data::load_motions(dir, "train").map_err(|e| e.to_string())?,
+        false,
+    );
+    let test = shifted(
+        data::load_motions(dir, "test").map_err(|e| e.to_string())?,
+        true,
+    );
     Ok((first_per_class(&train, config.per_class), test))
 }
 
@@ -467,6 +468,26 @@ pub fn feature_statistics(
         Tensor::new([mean.map(|m| m as f32)]),
         Tensor::new([var.map(|v| v.sqrt() as f32)]),
     )
+}
+
+/// `Ok` if the training split has `per_class` recordings of every class; otherwise the
+/// refusal of `--per-class`, with how many there are.
+pub fn check_per_class<X>(train: &[Example<X>], per_class: usize) -> Result<(), String> {
+    if per_class == 0 {
+        return Err("--per-class must be at least 1: fine-tuning needs recordings".into());
+    }
+    let mut counts = [0usize; MOTION_CLASSES];
+    for e in train {
+        if let Some(c) = counts.get_mut(e.label) {
+            *c += 1;
+        }
+    }
+    match counts.iter().enumerate().find(|(_, &n)| n < per_class) {
+        Some((class, &n)) => Err(format!(
+            "--per-class {per_class}: the training split has {n} recordings of class {class}"
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The first `per_class` recordings of each class, in file order.
@@ -515,14 +536,15 @@ pub fn run(
     }
     let train = data::load_motions(dir, "train").map_err(|x| e(&x))?;
     let test = data::load_motions(dir, "test").map_err(|x| e(&x))?;
-    let rotation = rotation_z(config.rotation_degrees);
+    check_per_class(&train, config.per_class)?;
+    let (train_shift, test_shift) = (Some((&config.shift, false)), Some((&config.shift, true)));
     match config.model {
         MotionNet::Mlp => {
             let rows = Rows {
                 train: featurize(&train, None)?,
                 test: featurize(&test, None)?,
-                shifted_train: featurize(&train, Some(&rotation))?,
-                shifted_test: featurize(&test, Some(&rotation))?,
+                shifted_train: featurize(&train, train_shift)?,
+                shifted_test: featurize(&test, test_shift)?,
             };
             let (mean, std) = feature_statistics(&rows.train);
             run_model::<MotionModel, IMU_FEATURES>(config, rows, progress, &|tape, model| {
@@ -533,8 +555,8 @@ pub fn run(
             let rows = Rows {
                 train: window_rows(&train, None),
                 test: window_rows(&test, None),
-                shifted_train: window_rows(&train, Some(&rotation)),
-                shifted_test: window_rows(&test, Some(&rotation)),
+                shifted_train: window_rows(&train, train_shift),
+                shifted_test: window_rows(&test, test_shift),
             };
             let stats = channel_statistics(&rows.train);
             run_model::<MotionCnn, WINDOW_VALUES>(config, rows, progress, &|tape, model| {

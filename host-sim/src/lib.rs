@@ -14,4 +14,5 @@ pub mod json;
 pub mod model;
 pub mod plans;
 pub mod plot;
+pub mod shift;
 pub mod soak;

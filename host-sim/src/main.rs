@@ -12,6 +12,7 @@ use host_sim::digits::{self, DigitsConfig};
 use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, MotionNet, Progress};
 use host_sim::plans;
 use host_sim::plot::{self, Series};
+use host_sim::shift::Shift;
 
 /// safegrad on the host: the fine-tuning job, training, and the reference cases.
 #[derive(Parser)]
@@ -42,11 +43,18 @@ enum Command {
         /// Seed of initialisation and shuffling.
         #[arg(long, default_value_t = FinetuneConfig::default().seed)]
         seed: u64,
-        /// Rotation of the worn watch around the axis out of its face, degrees.
-        #[arg(long, default_value_t = FinetuneConfig::default().rotation_degrees)]
-        rotation: f64,
-        /// Shifted training recordings per class used for fine-tuning.
-        #[arg(long, default_value_t = FinetuneConfig::default().per_class)]
+        /// How the watch is worn after pre-training: one part or several joined by `+`,
+        /// applied in order: rot-x:DEG, rot-y:DEG, rot-z:DEG (about the watch's axes, z out
+        /// of its face), rot:AX,AY,AZ:DEG (any axis), mirror[:x|y|z] (the other wrist),
+        /// gain:ACC,GYRO, offset:X,Y,Z (accelerometer), noise:STD (seeded). Default rot-z:90.
+        #[arg(long, value_name = "SPEC", conflicts_with = "rotation")]
+        shift: Option<Shift>,
+        /// Shorthand for `--shift rot-z:DEG`.
+        #[arg(long, value_name = "DEG", allow_negative_numbers = true, value_parser = finite_degrees)]
+        rotation: Option<f64>,
+        /// Shifted training recordings per class used for fine-tuning (at least 1, at most
+        /// the training split's recordings of a class).
+        #[arg(long, default_value_t = FinetuneConfig::default().per_class, value_parser = recordings)]
         per_class: usize,
         /// What fine-tuning trains: all, last-layer, last-K-layers, bias-only (TinyTL),
         /// biases-last-layer or biases-last-K-layers (TinyTL's biases and the last K layers).
@@ -88,11 +96,18 @@ enum Command {
         /// Seeds 1 to this.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
-        /// Rotation of the worn watch around the axis out of its face, degrees.
-        #[arg(long, default_value_t = FinetuneConfig::default().rotation_degrees)]
-        rotation: f64,
-        /// Shifted training recordings per class used for fine-tuning.
-        #[arg(long, default_value_t = FinetuneConfig::default().per_class)]
+        /// How the watch is worn after pre-training: one part or several joined by `+`,
+        /// applied in order: rot-x:DEG, rot-y:DEG, rot-z:DEG (about the watch's axes, z out
+        /// of its face), rot:AX,AY,AZ:DEG (any axis), mirror[:x|y|z] (the other wrist),
+        /// gain:ACC,GYRO, offset:X,Y,Z (accelerometer), noise:STD (seeded). Default rot-z:90.
+        #[arg(long, value_name = "SPEC", conflicts_with = "rotation")]
+        shift: Option<Shift>,
+        /// Shorthand for `--shift rot-z:DEG`.
+        #[arg(long, value_name = "DEG", allow_negative_numbers = true, value_parser = finite_degrees)]
+        rotation: Option<f64>,
+        /// Shifted training recordings per class used for fine-tuning (at least 1, at most
+        /// the training split's recordings of a class).
+        #[arg(long, default_value_t = FinetuneConfig::default().per_class, value_parser = recordings)]
         per_class: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
@@ -267,12 +282,15 @@ fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> 
             .collect(),
     );
     println!(
-        "{}, seeds 1-{}: pre-trained {} (worst {}), rotated {:.0} deg before fine-tuning {} (worst {})",
+        "{}, seeds 1-{}: pre-trained {} (worst {}), {} before fine-tuning {} (worst {})",
         config.model.name(),
         seeds.len(),
         percent(pre),
         percent(pre_worst),
-        config.rotation_degrees,
+        match config.shift.rotation_z_degrees() {
+            Some(d) => format!("rotated {d:.0} deg"),
+            None => format!("shifted ({})", config.shift),
+        },
         percent(before),
         percent(before_worst),
     );
@@ -463,7 +481,8 @@ fn run_finetune(
             "model_bytes": report.model_bytes,
             "mode": config.mode.name(),
             "model": config.model.name(),
-            "rotation_degrees": config.rotation_degrees,
+            "rotation_degrees": config.shift.rotation_z_degrees(),
+            "shift": config.shift.to_string(),
             "seed": config.seed,
             "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
         });
@@ -479,8 +498,8 @@ fn run_finetune(
             percent(report.pretrain_accuracy)
         );
         println!(
-            "  held-out accuracy, watch rotated {:>5.1} deg     {}",
-            config.rotation_degrees,
+            "  held-out accuracy, watch {}     {}",
+            shifted(&config.shift),
             percent(report.shifted_accuracy_before)
         );
         println!(
@@ -909,6 +928,40 @@ fn run_bugzoo(json: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// The shift of `--shift` or `--rotation` (clap refuses both), `rot-z:90` by default.
+fn shift_of(shift: Option<Shift>, rotation: Option<f64>) -> Shift {
+    shift
+        .or(rotation.map(Shift::rotation_z))
+        .unwrap_or_default()
+}
+
+/// A number of recordings of at least 1, or the refusal of `--per-class`.
+fn recordings(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("fine-tuning needs at least 1 recording per class".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{text}` is not a whole number")),
+    }
+}
+
+/// An angle that is a finite number of degrees, or the refusal of `--rotation`.
+fn finite_degrees(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        Ok(_) => Err(format!("`{text}` is not a finite angle")),
+        Err(_) => Err(format!("`{text}` is not a number of degrees")),
+    }
+}
+
+/// How the report names the shift: `rotated  90.0 deg` for a rotation about z, else the
+/// spec.
+fn shifted(shift: &Shift) -> String {
+    match shift.rotation_z_degrees() {
+        Some(d) => format!("rotated {d:>5.1} deg"),
+        None => format!("shifted ({shift})"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -916,6 +969,7 @@ fn main() -> ExitCode {
             json,
             model,
             seed,
+            shift,
             rotation,
             per_class,
             mode,
@@ -940,7 +994,7 @@ fn main() -> ExitCode {
             let config = FinetuneConfig {
                 pretrained,
                 seed,
-                rotation_degrees: rotation,
+                shift: shift_of(shift, rotation),
                 per_class,
                 pretrain_epochs,
                 finetune_epochs,
@@ -955,12 +1009,13 @@ fn main() -> ExitCode {
             json,
             model,
             seeds,
+            shift,
             rotation,
             per_class,
             data_dir,
         } => {
             let config = FinetuneConfig {
-                rotation_degrees: rotation,
+                shift: shift_of(shift, rotation),
                 per_class,
                 ..FinetuneConfig::for_model(model)
             };

@@ -80,3 +80,85 @@ fn audit_json_flags_every_unsafe_graph_and_no_safe_one() {
         }
     }
 }
+
+/// The refusal of `args`: no success, one error naming `flag` and saying `says`, and
+/// nothing on standard output (nothing was run).
+fn refused(args: &[&str], flag: &str, says: &str) {
+    let out = host_sim(args);
+    assert!(!out.status.success(), "{args:?} was accepted");
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(err.contains(flag), "{args:?}: {err}");
+    assert!(err.contains(says), "{args:?}: {err}");
+    assert!(out.stdout.is_empty(), "{args:?} ran: {:?}", out.stdout);
+}
+
+#[test]
+fn finetune_refuses_bad_shifts_and_counts_up_front_naming_the_flag() {
+    refused(
+        &["finetune", "--per-class", "0"],
+        "--per-class",
+        "at least 1 recording",
+    );
+    refused(
+        &["finetune", "--per-class", "-2"],
+        "-2",
+        "unexpected argument",
+    );
+    refused(
+        &["plans", "--per-class", "0"],
+        "--per-class",
+        "at least 1 recording",
+    );
+    refused(
+        &["finetune", "--rotation", "nan"],
+        "--rotation",
+        "not a finite angle",
+    );
+    refused(
+        &["finetune", "--rotation", "inf"],
+        "--rotation",
+        "not a finite angle",
+    );
+    refused(
+        &["finetune", "--rotation", "left"],
+        "--rotation",
+        "not a number",
+    );
+    refused(
+        &["finetune", "--shift", "rot-x:nan"],
+        "--shift",
+        "rot-x:nan",
+    );
+    refused(
+        &["finetune", "--shift", "rot-z:90+tilt:3"],
+        "--shift",
+        "tilt:3",
+    );
+    refused(
+        &["finetune", "--shift", "gain:1,inf"],
+        "--shift",
+        "not finite",
+    );
+    refused(&["finetune", "--shift", "noise:-1"], "--shift", "negative");
+    refused(
+        &["finetune", "--shift", "rot:0,0,0:10"],
+        "--shift",
+        "no direction",
+    );
+    refused(
+        &["finetune", "--shift", "rot-z:10", "--rotation", "10"],
+        "--shift",
+        "--rotation",
+    );
+}
+
+#[test]
+fn more_recordings_per_class_than_the_split_has_are_refused_with_how_many_there_are() {
+    let out = host_sim(&["finetune", "--per-class", "1000"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).expect("utf-8");
+    assert!(err.contains("--per-class 1000"), "{err}");
+    // BasicMotions' training split holds 10 recordings of each class.
+    assert!(err.contains("has 10 recordings of class"), "{err}");
+    assert!(out.stdout.is_empty());
+}

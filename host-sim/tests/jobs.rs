@@ -373,3 +373,42 @@ fn a_plan_deeper_than_the_model_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn finetune_json_names_the_shift() {
+    let args = |shift: &[&'static str]| {
+        let mut a = vec![
+            "finetune",
+            "--json",
+            "--pretrain-epochs",
+            "2",
+            "--finetune-epochs",
+            "1",
+        ];
+        a.extend_from_slice(shift);
+        a
+    };
+    let v = last_json_line(&host_sim(&args(&[])));
+    assert_eq!(v["shift"], "rot-z:90");
+    assert_eq!(v["rotation_degrees"], 90.0);
+    let v = last_json_line(&host_sim(&args(&["--rotation", "-30"])));
+    assert_eq!(v["shift"], "rot-z:-30");
+    assert_eq!(v["rotation_degrees"], -30.0);
+    let v = last_json_line(&host_sim(&args(&["--shift", "rot-y:45+mirror+noise:0.1"])));
+    assert_eq!(v["shift"], "rot-y:45+mirror+noise:0.1");
+    assert!(v["rotation_degrees"].is_null());
+    // The shift is applied: a different shift, a different accuracy before fine-tuning or
+    // a different fine-tuned model.
+    let z = last_json_line(&host_sim(&args(&["--shift", "rot-z:90"])));
+    let other = last_json_line(&host_sim(&args(&["--shift", "rot-x:90"])));
+    assert_ne!(
+        (
+            &z["shifted_accuracy_before"],
+            &z["finetuned_checkpoint_crc32"]
+        ),
+        (
+            &other["shifted_accuracy_before"],
+            &other["finetuned_checkpoint_crc32"]
+        )
+    );
+}
