@@ -267,6 +267,9 @@ pub struct FinetuneReport {
     pub shifted_accuracy_before: f64,
     /// Held-out accuracy on the shifted data, after fine-tuning.
     pub shifted_accuracy_after: f64,
+    /// Held-out accuracy on the original, unshifted data after fine-tuning (what the model
+    /// forgot).
+    pub original_accuracy_after: f64,
     /// Fine-tuning steps (batch 1).
     pub finetune_steps: usize,
     /// Recordings used for fine-tuning.
@@ -652,6 +655,7 @@ where
     )
     .map_err(|x| e(&x))?;
     let shifted_accuracy_after = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
+    let original_accuracy_after = accuracy(&mut session, &test_rows).map_err(|x| e(&x))?;
     let first = finetune_set.first().ok_or("no fine-tuning samples")?;
     let audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
     // The training state of one batch-1 step, from the model's type: the gradients of the
@@ -664,6 +668,7 @@ where
         pretrain_accuracy,
         shifted_accuracy_before,
         shifted_accuracy_after,
+        original_accuracy_after,
         finetune_steps,
         finetune_samples: finetune_set.len(),
         trainable_params,

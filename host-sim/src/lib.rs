@@ -14,5 +14,6 @@ pub mod json;
 pub mod model;
 pub mod plans;
 pub mod plot;
+pub mod reference;
 pub mod shift;
 pub mod soak;

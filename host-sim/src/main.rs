@@ -12,6 +12,7 @@ use host_sim::digits::{self, DigitsConfig};
 use host_sim::finetune::{self, FinetuneConfig, FinetuneMode, MotionNet, Progress};
 use host_sim::plans;
 use host_sim::plot::{self, Series};
+use host_sim::reference;
 use host_sim::shift::Shift;
 
 /// safegrad on the host: the fine-tuning job, training, and the reference cases.
@@ -123,6 +124,23 @@ enum Command {
         /// Seeds 1 to this.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Fine-tune the MLP's last layer under many simulated installations (rotations about
+    /// every axis, the other wrist, gains, offsets and noise), several seeds each, next to
+    /// a logistic-regression head refit on the same frozen features, as a Markdown table.
+    Shifts {
+        /// Print one JSON array, one object per shift.
+        #[arg(long)]
+        json: bool,
+        /// Seeds 1 to this.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: u64,
+        /// The shifts (as `finetune --shift`); the built-in list by default.
+        #[arg(long, value_name = "SPEC")]
+        shift: Vec<Shift>,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -319,6 +337,68 @@ fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> 
     Ok(())
 }
 
+fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Result<(), String> {
+    let shifts = if shifts.is_empty() {
+        reference::SHIFTS
+            .iter()
+            .map(|s| s.parse::<Shift>())
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        shifts
+    };
+    let runs = bar(shifts.len() * seeds.len(), "shifts", json);
+    let rows = reference::shifts(dir, &shifts, seeds, &mut |d| runs.set_position(d as u64))?;
+    runs.finish_and_clear();
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    let worst = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let of = |row: &reference::ShiftRow, f: fn(&finetune::FinetuneReport) -> f64| -> Vec<f64> {
+        row.reports.iter().map(f).collect()
+    };
+    if json {
+        let objects: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                json!({
+                    "shift": row.shift,
+                    "seeds": seeds,
+                    "pretrain_accuracy": of(row, |r| r.pretrain_accuracy),
+                    "shifted_accuracy_before": of(row, |r| r.shifted_accuracy_before),
+                    "shifted_accuracy_after": of(row, |r| r.shifted_accuracy_after),
+                    "original_accuracy_after": of(row, |r| r.original_accuracy_after),
+                    "reference_accuracy": row.reference,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(objects));
+        return Ok(());
+    }
+    println!(
+        "mlp, last layer, 3 recordings per class (SGD, 30 epochs), seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        seeds.len()
+    );
+    println!();
+    println!(
+        "| shift | pre-trained | before | after, mean | after, worst | reference, mean | reference, worst | after - reference | unshifted, after |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for row in &rows {
+        let after = of(row, |r| r.shifted_accuracy_after);
+        println!(
+            "| `{}` | {} | {} | {} | {} | {} | {} | {:+.1} | {} |",
+            row.shift,
+            percent(mean(&of(row, |r| r.pretrain_accuracy))),
+            percent(mean(&of(row, |r| r.shifted_accuracy_before))),
+            percent(mean(&after)),
+            percent(worst(&after)),
+            percent(mean(&row.reference)),
+            percent(worst(&row.reference)),
+            100.0 * (mean(&after) - mean(&row.reference)),
+            percent(mean(&of(row, |r| r.original_accuracy_after))),
+        );
+    }
+    Ok(())
+}
+
 fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
     let models = [MotionNet::Mlp, MotionNet::Cnn];
     let runs = bar(seeds.len() * models.len(), "compare", json);
@@ -471,6 +551,7 @@ fn run_finetune(
             "pretrain_accuracy": report.pretrain_accuracy,
             "shifted_accuracy_before": report.shifted_accuracy_before,
             "shifted_accuracy_after": report.shifted_accuracy_after,
+            "original_accuracy_after": report.original_accuracy_after,
             "drop_recovered": recovered,
             "finetune_steps": report.finetune_steps,
             "finetune_samples": report.finetune_samples,
@@ -1031,6 +1112,16 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
             run_compare(json, &seeds, &dir)
+        }
+        Command::Shifts {
+            json,
+            seeds,
+            shift,
+            data_dir,
+        } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            let seeds: Vec<u64> = (1..=seeds).collect();
+            run_shifts(json, shift, &seeds, &dir)
         }
         Command::Train {
             data: Dataset::Digits,

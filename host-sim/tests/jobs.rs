@@ -105,6 +105,7 @@ fn finetune_json_has_the_required_fields_and_exports_a_loadable_checkpoint() {
         "pretrain_accuracy",
         "shifted_accuracy_before",
         "shifted_accuracy_after",
+        "original_accuracy_after",
         "finetune_steps",
         "trainable_params",
         "train_state_bytes",
@@ -411,4 +412,29 @@ fn finetune_json_names_the_shift() {
             &other["finetuned_checkpoint_crc32"]
         )
     );
+}
+
+#[test]
+fn shifts_runs_the_job_and_the_reference_for_each_shift() {
+    let out = host_sim(&[
+        "shifts", "--json", "--seeds", "1", "--shift", "rot-z:90", "--shift", "mirror",
+    ]);
+    let v = last_json_line(&out);
+    let rows = v.as_array().expect("an array");
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["shift"], "rot-z:90");
+    assert_eq!(rows[1]["shift"], "mirror");
+    // The shipped shift's run is the job's own: the same accuracies as `finetune --seed 1`.
+    let job = last_json_line(&host_sim(&["finetune", "--json", "--seed", "1"]));
+    for key in [
+        "shifted_accuracy_before",
+        "shifted_accuracy_after",
+        "original_accuracy_after",
+    ] {
+        assert_eq!(rows[0][key][0], job[key], "{key}");
+    }
+    for row in rows {
+        let r = row["reference_accuracy"][0].as_f64().expect("a number");
+        assert!((0.0..=1.0).contains(&r), "{row}");
+    }
 }
