@@ -329,9 +329,10 @@ pub mod baseline {
 ///
 /// ```
 /// use bench_steps::{batches, on_tape, Weights, LR};
+/// use bench_steps::on_tape::SIZES as S;
 /// use safegrad::{optim::Sgd, Cap, Tape, Tensor};
 ///
-/// let mut tape = Box::new(Tape::<f32, Cap<16, 2048>>::new());
+/// let mut tape = Box::new(Tape::<f32, Cap<{ S.nodes }, { S.values_held }, { S.gradients }>>::new());
 /// let model = on_tape::build(&mut tape, &Weights::initial()).unwrap();
 /// let mut sgd = Sgd::new(LR);
 /// let data = batches::<1>();
@@ -341,7 +342,7 @@ pub mod baseline {
 /// ```
 pub mod on_tape {
     use super::{Weights, HIDDEN, IN, OUT};
-    use safegrad::nn::{Build, Init, Linear, LinearRelu, Module};
+    use safegrad::nn::{sizes, Build, Init, Linear, LinearRelu, Module, Plan, Sizes};
     use safegrad::optim::Sgd;
     use safegrad::train::{step, StepConfig, StepError};
     use safegrad::{Capacity, Tape, TapeError, Tensor, Var};
@@ -352,6 +353,10 @@ pub mod on_tape {
         LinearRelu<HIDDEN, HIDDEN>,
         Linear<HIDDEN, OUT>,
     );
+
+    /// What one step at batch 1 records, every parameter trained and held in the tape
+    /// (`Sizes::batch` for more rows).
+    pub const SIZES: Sizes = sizes::<Model>(Plan::All);
 
     /// Records the model on `tape` with the weights `w`.
     pub fn build<Mem: Capacity>(
@@ -433,7 +438,10 @@ pub mod device {
 
     /// A tape for the model at batch 1: 1,732 parameters and their gradients, and one
     /// step's activations.
-    pub type BenchTape = Tape<f32, Cap<32, 2048, 2048>>;
+    pub type BenchTape = Tape<
+        f32,
+        Cap<{ on_tape::SIZES.nodes }, { on_tape::SIZES.values_held }, { on_tape::SIZES.gradients }>,
+    >;
 
     /// Records the model on `tape` with the initial [`Weights`].
     pub fn build(tape: &mut BenchTape) -> Result<Model, TapeError> {
@@ -471,6 +479,7 @@ pub mod device {
 mod tests {
     use super::baseline::Baseline;
     use super::*;
+    use safegrad::nn::Sizes;
     use safegrad::optim::Sgd;
     use safegrad::{Cap, Capacity, Tape, Tensor};
 
@@ -502,7 +511,11 @@ mod tests {
     #[test]
     fn the_baseline_and_safegrad_agree_step_after_step() {
         agree::<1, _>(&mut Box::new(device::BenchTape::new()));
-        agree::<32, _>(&mut Box::new(Tape::<f32, Cap<16, 4608, 6144>>::new()));
+        const S: Sizes = on_tape::SIZES.batch(32);
+        agree::<32, _>(&mut Box::new(Tape::<
+            f32,
+            Cap<{ S.nodes }, { S.values_held }, { S.gradients }>,
+        >::new()));
     }
 
     #[test]

@@ -332,6 +332,42 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// The same step on a batch of `rows` samples: the loss is one scalar for the batch,
+    /// every other activation and its gradient is recorded once per row; the parameters and
+    /// the nodes do not change.
+    ///
+    /// ```
+    /// use safegrad::nn::{sizes, Linear, LinearRelu, Plan};
+    ///
+    /// type Mlp = (LinearRelu<16, 32>, LinearRelu<32, 32>, Linear<32, 4>);
+    /// let one = sizes::<Mlp>(Plan::All);
+    /// assert_eq!(one.batch(1), one);
+    /// // Counted by hand: 1,732 parameters; per row the input (16), both hidden layers (32
+    /// // each), the logits (4), the label and the softmax (4); and the loss.
+    /// let s = one.batch(32);
+    /// assert_eq!(s.values_held, 1732 + 32 * (16 + 32 + 32 + 4 + 1 + 4) + 1);
+    /// // Per row the gradients of both hidden layers' two nodes and of the logits.
+    /// assert_eq!(s.gradients, 1732 + 32 * (2 * 32 + 2 * 32 + 4) + 1);
+    /// ```
+    pub const fn batch(&self, rows: usize) -> Sizes {
+        // The loss's value, and its gradient when anything upstream of it trains.
+        let loss_grad = if self.gradients > self.trainable {
+            1
+        } else {
+            0
+        };
+        let per_row = self.activations.saturating_sub(1);
+        let grads_per_row = self.gradients.saturating_sub(self.trainable + loss_grad);
+        let activations = per_row * rows + 1;
+        Sizes {
+            values: self.values - self.activations + activations,
+            values_held: self.values_held - self.activations + activations,
+            gradients: self.trainable + grads_per_row * rows + loss_grad,
+            activations,
+            ..*self
+        }
+    }
+
     /// Bytes of the model's checkpoint with `scalar_bytes`-byte scalars
     /// ([`checkpoint`](crate::checkpoint)'s header, the parameters and the CRC).
     pub const fn checkpoint_bytes(&self, scalar_bytes: usize) -> usize {

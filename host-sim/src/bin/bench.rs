@@ -229,15 +229,20 @@ struct Timing {
 
 impl Timing {
     fn median(&self) -> f64 {
-        let n = self.ns.len();
-        match n {
-            0 => f64::NAN,
-            _ if n % 2 == 1 => self.ns[n / 2],
-            _ => 0.5 * (self.ns[n / 2 - 1] + self.ns[n / 2]),
-        }
+        median(&self.ns)
     }
     fn gflops(&self) -> f64 {
         (FLOPS_PER_SAMPLE * self.batch) as f64 / self.median()
+    }
+}
+
+/// The median of sorted values (`nan` for none).
+fn median(sorted: &[f64]) -> f64 {
+    let n = sorted.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => sorted[n / 2],
+        _ => 0.5 * (sorted[n / 2 - 1] + sorted[n / 2]),
     }
 }
 
@@ -390,13 +395,7 @@ struct ConvTiming {
 
 impl ConvTiming {
     fn median(&self) -> f64 {
-        Timing {
-            name: self.name,
-            batch: self.batch,
-            steps_per_rep: 0,
-            ns: self.ns.clone(),
-        }
-        .median()
+        median(&self.ns)
     }
     fn gflops(&self) -> f64 {
         (conv::FLOPS_PER_SAMPLE * self.batch) as f64 / self.median()

@@ -5,20 +5,29 @@
 
 use bench_steps::on_tape::{self, Model};
 use bench_steps::{Batch, Weights, IN, LR};
+use safegrad::nn::Sizes;
 use safegrad::optim::Sgd;
 use safegrad::{Cap, Tape, Tensor};
 
-/// Nodes: 6 parameters, the input, 3 layers, labels, loss = 12.
-pub const TAPE_NODES: usize = 16;
-/// Values for batch 32: 1,732 parameters, 32 x (16 + 32 + 32 + 4 + 1 label + 4 softmax) and
-/// the loss, 4,581, rounded up to 4,608: not a multiple of 1,024, so that the gradient
-/// buffer that follows does not start a whole number of 4 KiB pages after the values (an
-/// x86 core stalls on loads that seem to alias stores to the other buffer).
-pub const TAPE_SCALARS: usize = 4608;
-/// Gradients for batch 32: 1,732 parameters + 32 x (2 x 32 + 2 x 32 + 4) + 1 loss = 5,957
-/// (a hidden layer with its ReLU keeps its output's and its pre-activation's), rounded up
-/// to 6 x 1024.
-pub const TAPE_GRADIENTS: usize = 6 * 1024;
+/// What a step at batch 32 records, from the model's type.
+const SIZES: Sizes = on_tape::SIZES.batch(32);
+/// Nodes of the tape.
+pub const TAPE_NODES: usize = SIZES.nodes;
+/// Values for batch 32 (4,581), rounded up to a multiple of 512 that is not one of 1,024
+/// (4,608): the gradient buffer that follows then does not start a whole number of 4 KiB
+/// pages after the values (an x86 core stalls on loads that seem to alias stores to the
+/// other buffer).
+pub const TAPE_SCALARS: usize = {
+    let r = SIZES.values_held.div_ceil(512) * 512;
+    if r.is_multiple_of(1024) {
+        r + 512
+    } else {
+        r
+    }
+};
+/// Gradients for batch 32 (5,957), rounded up to a multiple of 1,024 (6,144).
+pub const TAPE_GRADIENTS: usize = SIZES.gradients.div_ceil(1024) * 1024;
+const _: () = assert!(TAPE_SCALARS >= SIZES.values_held && !TAPE_SCALARS.is_multiple_of(1024));
 
 /// A tape sized for batch 32, used for both batch sizes.
 pub type BenchTape = Tape<f32, Cap<TAPE_NODES, TAPE_SCALARS, TAPE_GRADIENTS>>;
