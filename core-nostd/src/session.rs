@@ -41,7 +41,7 @@ use crate::scalar::Scalar;
 use crate::store::Slots;
 use crate::tape::{Cap, Capacity, Tape, Var};
 use crate::train::{
-    anchored_epoch, audit_step_graph, count_correct, predict, score, Anchor, Divergence,
+    anchored_epoch, audit_step_graph_at, count_correct, predict, score, Anchor, Divergence,
     DivergenceGuard, Fold, Samples, Score, Shuffle, StepConfig, StepError,
 };
 
@@ -609,6 +609,9 @@ where
     /// the learning rate is halved and the guard starts afresh. After the last epoch (or
     /// the step budget), a model that classifies fewer validation rows correctly than before
     /// is replaced by the parameters from before.
+    // One copy on the device, called by `fit` and by each of `fit_gated`'s fits: inlined
+    // there, it took the stack of two frames and the flash of two copies.
+    #[cfg_attr(target_os = "none", inline(never))]
     pub fn fit_observed<O, D, V, const IN: usize, const OUT: usize>(
         &mut self,
         data: &D,
@@ -628,9 +631,7 @@ where
         let mut shuffle = Shuffle::new(self.order, rows, schedule.seed)?;
         shuffle.limit(schedule.max_steps);
         if schedule.audit {
-            if let Some((x, label)) = data.row(0) {
-                audit_step_graph(self.tape, &self.model, &x, label)?;
-            }
+            audit_step_graph_at(self.tape, &self.model, data, 0)?;
         }
         let before = match schedule.validation {
             Some(v) => Some(count_correct(self.tape, &self.model, v)?),

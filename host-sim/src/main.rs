@@ -72,7 +72,7 @@ enum Command {
         finetune_lr: f32,
         /// L2-SP: the weight of a penalty on the fine-tuned parameters' distance from the
         /// pre-trained ones (0 for none).
-        #[arg(long, default_value_t = motion::model::ANCHOR, value_parser = penalty)]
+        #[arg(long, default_value_t = motion::model::ANCHOR, allow_negative_numbers = true, value_parser = penalty)]
         anchor: f32,
         /// Keep the fine-tuned model even if, cross-validated over the fine-tuning
         /// recordings, it does not beat the pre-trained one (the validation gate off).

@@ -539,6 +539,30 @@ where
     Ok(report)
 }
 
+/// [`audit_step_graph`] for row `i` of `data`, its values written straight into the tape
+/// (no copy of the row on the stack: a raw window of hundreds of values would take
+/// kilobytes of a microcontroller's stack); `None` past the end.
+pub fn audit_step_graph_at<T, M, D, Mem: Capacity, const IN: usize, const OUT: usize>(
+    tape: &mut Tape<T, Mem>,
+    model: &M,
+    data: &D,
+    i: usize,
+) -> Result<Option<crate::audit::Audit<STRICT_FINDINGS>>, StepError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    D: Samples<T, IN> + ?Sized,
+{
+    if record_loss_at(tape, model, data, i)?.is_none() {
+        return Ok(None);
+    }
+    let report = audit::<T, Mem, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
+    if let Some(finding) = report.first_error() {
+        return Err(StepError::Unsafe(*finding));
+    }
+    Ok(Some(report))
+}
+
 #[cfg(test)]
 mod tests {
     //! The crate-private fast path of a step: weight gradients held as outer products.
