@@ -694,16 +694,16 @@ where
                     if window_len >= plateau.window.max(1) {
                         let mean = window_sum / T::from_usize(window_len as usize);
                         (window_sum, window_len) = (T::ZERO, 0);
-                        match best {
-                            Some(b) if !(mean < b - b * plateau.tolerance) => {
-                                halvings += 1;
-                                if halvings >= plateau.halvings {
-                                    report.converged = true;
-                                } else {
-                                    schedule.optimizer.scale_learning_rate(T::from_f64(0.5));
-                                }
+                        // A loss that is not a number is no progress.
+                        if best.is_none_or(|b| mean < b - b * plateau.tolerance) {
+                            best = Some(mean);
+                        } else {
+                            halvings += 1;
+                            if halvings >= plateau.halvings {
+                                report.converged = true;
+                            } else {
+                                schedule.optimizer.scale_learning_rate(T::from_f64(0.5));
                             }
-                            _ => best = Some(mean),
                         }
                     }
                 }

@@ -20,7 +20,11 @@ fn main() -> Result<(), String> {
                 .map_err(|e| format!("argument {}: `{a}`: {e}", i + 1))
         })
     };
-    let (lr, anchor, clip) = (arg(0, 0.1)? as f32, arg(1, 0.01)? as f32, arg(2, 0.0)? as f32);
+    let (lr, anchor, clip) = (
+        arg(0, 0.1)? as f32,
+        arg(1, 0.01)? as f32,
+        arg(2, 0.0)? as f32,
+    );
     let (gate, random) = (arg(3, 1.0)? != 0.0, arg(4, 24.0)? as usize);
     let mut shifts: Vec<Shift> = SHIFTS.iter().filter_map(|s| s.parse().ok()).collect();
     shifts.extend(random_shifts(random));
@@ -32,12 +36,22 @@ fn main() -> Result<(), String> {
         ..FinetuneConfig::default()
     };
     let seeds: Vec<u64> = (1..=10).collect();
-    let rows = shifts_with(&host_sim::data::default_dir(), &base, &shifts, &seeds, &mut |_| {})?;
+    let rows = shifts_with(
+        &host_sim::data::default_dir(),
+        &base,
+        &shifts,
+        &seeds,
+        &mut |_| {},
+    )?;
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
     let worst = |xs: &[f64]| xs.iter().copied().fold(1.0, f64::min);
     let (mut at_least, mut above_85, mut total, mut committed) = (0, 0, 0.0, 0);
     for row in &rows {
-        let after: Vec<f64> = row.reports.iter().map(|r| r.shifted_accuracy_after).collect();
+        let after: Vec<f64> = row
+            .reports
+            .iter()
+            .map(|r| r.shifted_accuracy_after)
+            .collect();
         let kept = row
             .reports
             .iter()

@@ -16,7 +16,8 @@ use safegrad::{Tensor, Var};
 
 use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
 use crate::model::{
-    accuracy, audit_step, checkpoint_of, fit, fit_gated, keep_checkpoint, new_workspace, EpochStats, HostTape,
+    accuracy, audit_step, checkpoint_of, fit, fit_gated, keep_checkpoint, new_workspace,
+    EpochStats, HostTape,
 };
 use crate::shift::Shift;
 

@@ -478,8 +478,10 @@ fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "seeds 1-{}, rotated 90 deg, fine-tuning the last layer on 3 recordings per class (SGD, 30 epochs)",
-        seeds.len()
+        "seeds 1-{}, rotated 90 deg, fine-tuning the last layer on 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate)",
+        seeds.len(),
+        motion::model::LEARNING_RATE,
+        motion::model::ANCHOR
     );
     println!();
     println!("| model | input | parameters | pre-trained | rotated, before | after fine-tuning | after, worst seed | drop recovered | trainable | training state | RAM, SGD |");

@@ -66,7 +66,11 @@ impl LogisticHead {
 }
 
 /// The objective and its gradient (weights then biases) at `head`.
-pub fn objective(head: &LogisticHead, rows: &[(Vec<f64>, usize)], lambda: f64) -> (f64, LogisticHead) {
+pub fn objective(
+    head: &LogisticHead,
+    rows: &[(Vec<f64>, usize)],
+    lambda: f64,
+) -> (f64, LogisticHead) {
     let n = rows.len().max(1) as f64;
     let mut grad = LogisticHead {
         weights: vec![vec![0.0; head.weights[0].len()]; head.weights.len()],

@@ -456,7 +456,9 @@ fn finetune_json_reports_the_gate_and_a_model_it_refuses_is_the_pre_trained_one(
     // fine-tuning wins on the held-out folds and is committed.
     let turned = run(&[]);
     assert_eq!(turned["committed"], true);
-    assert!(rate(&turned, "validation_accuracy_after") > rate(&turned, "validation_accuracy_before"));
+    assert!(
+        rate(&turned, "validation_accuracy_after") > rate(&turned, "validation_accuracy_before")
+    );
     assert_ne!(
         turned["finetuned_checkpoint_crc32"],
         format!("{stored_crc:#010x}")

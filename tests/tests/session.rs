@@ -694,7 +694,9 @@ fn a_gated_fit_on_rows_that_contradict_each_other_is_not_committed() {
     // The pre-trained model is right on the true half of the rows.
     assert_eq!(session.correct(&data[..]).expect("correct"), 12);
     let mut schedule = Schedule::new(Sgd::new(0.2f32)).epochs(20).seed(5);
-    let gate = session.fit_gated(&data[..], &mut schedule, 2).expect("gate");
+    let gate = session
+        .fit_gated(&data[..], &mut schedule, 2)
+        .expect("gate");
     assert!(!gate.committed, "{gate:?}");
     assert!(gate.fit.is_none());
     assert_eq!((gate.before.correct, gate.before.rows), (12, 24));
@@ -746,7 +748,10 @@ fn a_gated_fit_that_helps_is_committed_and_is_the_fit_on_every_row() {
         after.0 += score.correct;
         after.1 += score.loss;
     }
-    assert_eq!((gate.after.correct, gate.after.loss.to_bits()), (after.0, after.1.to_bits()));
+    assert_eq!(
+        (gate.after.correct, gate.after.loss.to_bits()),
+        (after.0, after.1.to_bits())
+    );
 }
 
 #[test]
@@ -828,17 +833,16 @@ fn a_fit_until_converged_stops_where_the_losses_it_saw_say() {
     assert_eq!(seen.len() % 4, 0, "it stops at the end of a window");
     // The criterion, replayed on the losses the observer saw, four epochs at a time.
     let (mut best, mut halvings, mut lr) = (None::<f32>, 0, 0.2f32);
-    for (n, &(loss, rate)) in seen.iter().enumerate() {
+    for (n, &(_, rate)) in seen.iter().enumerate() {
         if n % 4 == 3 {
             let window = seen[n - 3..=n].iter().map(|&(l, _)| l).sum::<f32>() / 4.0;
-            match best {
-                Some(b) if !(window < b - b * 0.05) => {
-                    halvings += 1;
-                    if halvings < 3 {
-                        lr *= 0.5;
-                    }
+            if best.is_none_or(|b| window < b - b * 0.05) {
+                best = Some(window);
+            } else {
+                halvings += 1;
+                if halvings < 3 {
+                    lr *= 0.5;
                 }
-                _ => best = Some(window),
             }
         }
         assert_eq!(rate, lr, "epoch {}", n + 1);
