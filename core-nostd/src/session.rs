@@ -41,8 +41,8 @@ use crate::scalar::Scalar;
 use crate::store::Slots;
 use crate::tape::{Cap, Capacity, Tape, Var};
 use crate::train::{
-    audit_step_graph, count_correct, epoch, predict, Divergence, DivergenceGuard, Samples, Shuffle,
-    StepConfig, StepError,
+    anchored_epoch, audit_step_graph_at, count_correct, predict, score, Anchor, Divergence,
+    DivergenceGuard, Fold, Samples, Score, Shuffle, StepConfig, StepError,
 };
 
 /// The memory a session of the model `M` works in: the tape, room for two copies of the
@@ -220,6 +220,38 @@ pub struct Schedule<'v, T, O, V: ?Sized = NoValidation> {
     /// Rows the result is checked on: if the model classifies fewer of them correctly after
     /// fitting than before, the parameters from before are restored.
     pub validation: Option<&'v V>,
+    /// The weight of an L2 penalty on the trainable parameters' distance from their values
+    /// before fitting (L2-SP), applied as a decoupled step after each update
+    /// ([`anchored_epoch`](crate::train::anchored_epoch)); `None` for none.
+    pub anchor: Option<T>,
+    /// Stop once the loss has converged (see [`Plateau`]) rather than after `epochs`
+    /// (which still bounds the fit); `None` to run every epoch.
+    pub plateau: Option<Plateau<T>>,
+}
+
+/// When a fit has converged. The epochs are taken `window` at a time (epochs the guard
+/// rolled back do not count); a window counts as progress when the mean of its epochs'
+/// mean losses is below the best window's so far by more than `tolerance` times the best.
+/// A window without progress halves the learning rate; the fit has converged, and stops,
+/// at the `halvings`-th such window. Batch-1 losses are noisy from one epoch to the next:
+/// the window averages the noise out, and the halvings let SGD settle near the minimum
+/// rather than wander around it at the first rate.
+///
+/// ```
+/// use safegrad::session::Plateau;
+///
+/// let plateau = Plateau { window: 20, tolerance: 0.01f32, halvings: 3 };
+/// # let _ = plateau;
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Plateau<T> {
+    /// Epochs per window (0 counts as 1).
+    pub window: u32,
+    /// The relative fall of the mean loss a window must reach to count as progress.
+    pub tolerance: T,
+    /// Windows without progress (each halving the learning rate) until the fit stops.
+    pub halvings: u32,
 }
 
 /// No validation set ([`Schedule`]'s default).
@@ -248,6 +280,8 @@ impl<T: Scalar, O> Schedule<'static, T, O, NoValidation> {
             guard: DivergenceGuard::default(),
             audit: true,
             validation: None,
+            anchor: None,
+            plateau: None,
         }
     }
 }
@@ -289,6 +323,18 @@ impl<'v, T: Scalar, O, V: ?Sized> Schedule<'v, T, O, V> {
         self
     }
 
+    /// The same with an L2-SP penalty of weight `strength` (see [`anchor`](Self::anchor)).
+    pub fn anchor(mut self, strength: T) -> Self {
+        self.anchor = Some(strength);
+        self
+    }
+
+    /// The same, stopping once the loss has converged (see [`Plateau`]).
+    pub fn until_converged(mut self, plateau: Plateau<T>) -> Self {
+        self.plateau = Some(plateau);
+        self
+    }
+
     /// The same with a validation set that gates the result (see
     /// [`validation`](Self::validation)).
     pub fn validate<'w, W: ?Sized>(self, rows: &'w W) -> Schedule<'w, T, O, W> {
@@ -301,6 +347,8 @@ impl<'v, T: Scalar, O, V: ?Sized> Schedule<'v, T, O, V> {
             guard: self.guard,
             audit: self.audit,
             validation: Some(rows),
+            anchor: self.anchor,
+            plateau: self.plateau,
         }
     }
 }
@@ -325,6 +373,25 @@ pub struct FitReport<T> {
     pub validation: Option<(usize, usize)>,
     /// The validation gate restored the parameters from before fitting.
     pub restored: bool,
+    /// The loss converged before the last epoch the schedule allowed (see [`Plateau`]).
+    pub converged: bool,
+}
+
+/// What [`Session::fit_gated`] did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct GateReport<T> {
+    /// The model before fitting, scored on every row.
+    pub before: Score<T>,
+    /// Every row scored by the model fitted on the other folds.
+    pub after: Score<T>,
+    /// `after` beat `before` ([`Score::beats`]), so the model was fitted on every row and
+    /// kept; otherwise the model is the one from before.
+    pub committed: bool,
+    /// The fit on every row, if the model was committed.
+    pub fit: Option<FitReport<T>>,
+    /// Steps of every fit, the folds' and the last one's.
+    pub steps: usize,
 }
 
 /// The end of one epoch of [`Session::fit_observed`].
@@ -542,6 +609,9 @@ where
     /// the learning rate is halved and the guard starts afresh. After the last epoch (or
     /// the step budget), a model that classifies fewer validation rows correctly than before
     /// is replaced by the parameters from before.
+    // One copy on the device, called by `fit` and by each of `fit_gated`'s fits: inlined
+    // there, it took the stack of two frames and the flash of two copies.
+    #[cfg_attr(target_os = "none", inline(never))]
     pub fn fit_observed<O, D, V, const IN: usize, const OUT: usize>(
         &mut self,
         data: &D,
@@ -561,18 +631,14 @@ where
         let mut shuffle = Shuffle::new(self.order, rows, schedule.seed)?;
         shuffle.limit(schedule.max_steps);
         if schedule.audit {
-            if let Some((x, label)) = data.row(0) {
-                audit_step_graph(self.tape, &self.model, &x, label)?;
-            }
+            audit_step_graph_at(self.tape, &self.model, data, 0)?;
         }
         let before = match schedule.validation {
             Some(v) => Some(count_correct(self.tape, &self.model, v)?),
             None => None,
         };
         self.tape.snapshot_trainable(self.rollback)?;
-        if before.is_some() {
-            self.tape.snapshot_trainable(self.start)?;
-        }
+        self.tape.snapshot_trainable(self.start)?;
         let config = StepConfig {
             clip_norm: schedule.clip_norm,
             ..StepConfig::default()
@@ -588,12 +654,19 @@ where
             final_loss: T::ZERO,
             validation: None,
             restored: false,
+            converged: false,
         };
+        let mut best: Option<T> = None;
+        let (mut halvings, mut window_sum, mut window_len) = (0, T::ZERO, 0);
         for n in 1..=schedule.epochs {
             if shuffle.exhausted() {
                 break;
             }
-            let out = epoch(
+            let anchor = schedule.anchor.map(|strength| Anchor {
+                values: &*self.start,
+                strength,
+            });
+            let out = anchored_epoch(
                 self.tape,
                 &self.model,
                 &mut schedule.optimizer,
@@ -601,6 +674,7 @@ where
                 &mut shuffle,
                 &config,
                 Some(&mut guard),
+                anchor,
             )?;
             report.epochs = n;
             report.final_loss = out.mean_loss;
@@ -614,6 +688,25 @@ where
                 report.rollbacks += 1;
             } else {
                 self.tape.snapshot_trainable(self.rollback)?;
+                if let Some(plateau) = schedule.plateau {
+                    window_sum += out.mean_loss;
+                    window_len += 1;
+                    if window_len >= plateau.window.max(1) {
+                        let mean = window_sum / T::from_usize(window_len as usize);
+                        (window_sum, window_len) = (T::ZERO, 0);
+                        // A loss that is not a number is no progress.
+                        if best.is_none_or(|b| mean < b - b * plateau.tolerance) {
+                            best = Some(mean);
+                        } else {
+                            halvings += 1;
+                            if halvings >= plateau.halvings {
+                                report.converged = true;
+                            } else {
+                                schedule.optimizer.scale_learning_rate(T::from_f64(0.5));
+                            }
+                        }
+                    }
+                }
             }
             let end = EpochEnd {
                 epoch: n,
@@ -628,6 +721,9 @@ where
                 model: &self.model,
             };
             observer(&end, &mut probe);
+            if report.converged {
+                break;
+            }
         }
         if let (Some(before), Some(v)) = (before, schedule.validation) {
             let mut after = count_correct(self.tape, &self.model, v)?;
@@ -639,6 +735,91 @@ where
             report.validation = Some((before, after));
         }
         Ok(report)
+    }
+
+    /// Fits the model on `data` under `schedule` only if that makes it better, judged by
+    /// k-fold cross-validation over `folds` folds (row `i` in fold `i % folds`, see
+    /// [`Fold`]; as many folds as rows is leave-one-out).
+    ///
+    /// The model as it stands is scored on every row ([`score`](crate::train::score)). For
+    /// each fold, the model is fitted from where it stands on the other folds (the
+    /// schedule's optimiser afresh each time) and scored on the fold's rows, then put back.
+    /// If those scores together [beat](Score::beats) the model's own (more rows correct, or
+    /// as many with a lower loss), the model is fitted on every row and kept: committed.
+    /// Otherwise it is left as it was. The schedule's optimiser ends as the last fit left it.
+    pub fn fit_gated<O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+        folds: usize,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + Clone + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
+        self.fit_gated_observed(data, schedule, folds, &mut |_, _| {})
+    }
+
+    /// [`fit_gated`](Self::fit_gated), calling `observer` at the end of each epoch of the
+    /// fit on every row (if the model is committed).
+    pub fn fit_gated_observed<O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+        folds: usize,
+        observer: &mut Observer<'_, T, M, Mem>,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + Clone + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
+        let rows = data.len();
+        if folds < 2 || folds > rows {
+            return Err(Error::Step(StepError::Folds { folds, rows }));
+        }
+        // Every row is read through a `Fold` (a fold past the last holds out none), so that
+        // the fits and scores below are compiled once, for one type of rows.
+        let every = Fold::rest(data, folds, folds);
+        let before = score(self.tape, &self.model, &every)?;
+        // What each fold's fit starts from and is put back to (`fit` keeps the same values
+        // there once it starts).
+        self.tape.snapshot_trainable(self.start)?;
+        let optimizer = schedule.optimizer.clone();
+        let mut after = Score::zero();
+        let mut steps = 0;
+        for fold in 0..folds {
+            schedule.optimizer = optimizer.clone();
+            let held = self
+                .fit(&Fold::rest(data, folds, fold), schedule)
+                .and_then(|fit| {
+                    steps += fit.steps;
+                    let held = Fold::held_out(data, folds, fold);
+                    Ok(score(self.tape, &self.model, &held)?)
+                });
+            // Put back whether or not the fold's fit succeeded: a refusal changes nothing.
+            self.tape.restore_trainable(self.start)?;
+            after = after.plus(held?);
+        }
+        let committed = after.beats(&before);
+        let fit = if committed {
+            schedule.optimizer = optimizer;
+            let fit = self.fit_observed(&every, schedule, observer)?;
+            steps += fit.steps;
+            Some(fit)
+        } else {
+            None
+        };
+        Ok(GateReport {
+            before,
+            after,
+            committed,
+            fit,
+            steps,
+        })
     }
 
     /// CRC-32 of the model's checkpoint (the value stored at its end): two models with the

@@ -21,7 +21,19 @@ pub fn job(r: &JobReport) {
         r.eval_samples
     );
     defmt::info!(
-        "steps {=usize} on {=usize} samples, {=usize} trainable, final loss {=f32}",
+        "validation gate: fine-tuning cross-validated {=usize}/{=usize} correct, pre-trained {=usize}/{=usize}: committed {=bool}",
+        r.validation_after.correct,
+        r.validation_after.rows,
+        r.validation_before.correct,
+        r.validation_before.rows,
+        r.committed
+    );
+    if !r.committed {
+        defmt::warn!("fine-tuning does not beat the pre-trained model on the samples held out: the pre-trained model is kept");
+    }
+    defmt::info!(
+        "{=usize} epochs, {=usize} steps on {=usize} samples, {=usize} trainable, final loss {=f32}",
+        r.epochs,
         r.steps,
         r.finetune_samples,
         r.trainable,
@@ -38,8 +50,9 @@ pub fn job(r: &JobReport) {
         defmt::warn!("divergence guard: last rollback because {}", why);
     }
     defmt::info!(
-        "ticks per step {=u32} (SysTick, core clock)",
-        per(r.train_ticks, r.steps as u32)
+        "ticks per step {=u32} (SysTick, core clock; {=usize} steps with the gate's folds)",
+        per(r.train_ticks, r.all_steps as u32),
+        r.all_steps
     );
     defmt::info!("checkpoint crc32 {=u32:#010x}", r.checkpoint_crc32);
     // What the model needs at the least: parameters, the trainable ones' gradients, one

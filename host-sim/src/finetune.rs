@@ -11,12 +11,13 @@ pub use motion::model::{MotionCnn, MotionModel};
 use motion::samples::WINDOW_VALUES;
 use safegrad::nn::{sizes, Build, Footprint, Init, Module, Plan};
 use safegrad::optim::{Adam, Optimizer, Sgd};
-use safegrad::session::{Schedule, Session};
+use safegrad::session::{GateReport, Plateau, Schedule, Session};
 use safegrad::{Tensor, Var};
 
 use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
 use crate::model::{
-    accuracy, audit_step, checkpoint_of, fit, keep_checkpoint, new_workspace, EpochStats, HostTape,
+    accuracy, audit_step, checkpoint_of, fit, fit_gated, keep_checkpoint, new_workspace,
+    EpochStats, HostTape,
 };
 use crate::shift::Shift;
 
@@ -215,12 +216,20 @@ pub struct FinetuneConfig {
     /// Shifted recordings per class used for fine-tuning (from the training split; the
     /// evaluation uses the held-out split only).
     pub per_class: usize,
-    /// Fine-tuning epochs over those recordings (SGD, batch 1).
+    /// Most fine-tuning epochs over those recordings (SGD, batch 1; `plateau` may end it first).
     pub finetune_epochs: usize,
     /// Fine-tuning learning rate.
     pub finetune_lr: f32,
-    /// Gradient clipping during fine-tuning (on by default, as on the device).
+    /// Gradient clipping during fine-tuning (off by default, as on the device).
     pub clip_norm: Option<f32>,
+    /// L2-SP: the weight of the penalty on the distance from the pre-trained parameters.
+    pub anchor: Option<f32>,
+    /// Stop fine-tuning once its loss has converged (`finetune_epochs` still bounds it).
+    pub plateau: Option<Plateau<f32>>,
+    /// The validation gate: keep the fine-tuned model only if, cross-validated over the
+    /// fine-tuning recordings ([`motion::model::gate_folds`] folds), it beats the
+    /// pre-trained one on them; `false` to keep it ungated.
+    pub gate: bool,
     /// What fine-tuning trains.
     pub mode: FinetuneMode,
     /// Start from this pre-trained checkpoint (the device's asset, say) instead of
@@ -249,9 +258,12 @@ impl Default for FinetuneConfig {
             pretrain_lr: 0.01,
             shift: Shift::default(),
             per_class: 3,
-            finetune_epochs: 30,
-            finetune_lr: 0.05,
-            clip_norm: Some(1.0),
+            finetune_epochs: motion::model::EPOCHS,
+            finetune_lr: motion::model::LEARNING_RATE,
+            clip_norm: None,
+            anchor: Some(motion::model::ANCHOR),
+            plateau: Some(motion::model::PLATEAU),
+            gate: true,
             mode: FinetuneMode::LAST_LAYER,
             pretrained: None,
         }
@@ -270,8 +282,11 @@ pub struct FinetuneReport {
     /// Held-out accuracy on the original, unshifted data after fine-tuning (what the model
     /// forgot).
     pub original_accuracy_after: f64,
-    /// Fine-tuning steps (batch 1).
+    /// Fine-tuning steps (batch 1) of the fit on every fine-tuning recording (none if the
+    /// gate kept the pre-trained model).
     pub finetune_steps: usize,
+    /// The validation gate's verdict, if the job was gated.
+    pub gate: Option<GateReport<f32>>,
     /// Recordings used for fine-tuning.
     pub finetune_samples: usize,
     /// Trainable scalars during fine-tuning.
@@ -493,16 +508,16 @@ pub fn check_per_class<X>(train: &[Example<X>], per_class: usize) -> Result<(), 
     }
 }
 
-/// The first `per_class` recordings of each class, in file order.
+/// The first `per_class` recordings of each class in file order, class by class: the
+/// `j`-th recording of every class is row `class * per_class + j`, so that folds of
+/// `per_class` ([`safegrad::train::Fold`], row `i` in fold `i % per_class`) each hold one
+/// recording of every class.
 pub fn first_per_class<X: Clone>(rows: &[(X, usize)], per_class: usize) -> Vec<(X, usize)> {
-    let mut taken = [0usize; MOTION_CLASSES];
-    rows.iter()
-        .filter(|(_, label)| {
-            let Some(t) = taken.get_mut(*label) else {
-                return false;
-            };
-            *t += 1;
-            *t <= per_class
+    (0..MOTION_CLASSES)
+        .flat_map(|class| {
+            rows.iter()
+                .filter(move |(_, label)| *label == class)
+                .take(per_class)
         })
         .cloned()
         .collect()
@@ -631,7 +646,8 @@ where
     let pretrain_audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
 
     // Fine-tuning: a session on the pre-trained checkpoint, the body frozen and read in
-    // place, as on the device; SGD, batch 1, clipping on.
+    // place, as on the device; SGD, batch 1, the L2-SP anchor, until converged, behind the
+    // validation gate.
     let plan = config.mode.plan();
     let mut work = new_workspace();
     let mut session = Session::<M, _, _>::from_checkpoint(
@@ -645,15 +661,32 @@ where
         .epochs(config.finetune_epochs)
         .seed(finetune_seed(config.seed));
     schedule.clip_norm = config.clip_norm;
+    schedule.anchor = config.anchor;
+    schedule.plateau = config.plateau;
     let epochs = config.finetune_epochs;
-    let (finetune_curve, finetune_steps) = fit(
-        &mut session,
-        &finetune_set,
-        &shifted_test,
-        &mut schedule,
-        &mut |s| progress(Progress::Finetune(s, epochs)),
-    )
-    .map_err(|x| e(&x))?;
+    let (finetune_curve, finetune_steps, gate) = if config.gate {
+        let folds = motion::model::gate_folds(finetune_set.len());
+        let (curve, gate) = fit_gated(
+            &mut session,
+            &finetune_set,
+            &shifted_test,
+            &mut schedule,
+            folds,
+            &mut |s| progress(Progress::Finetune(s, epochs)),
+        )
+        .map_err(|x| e(&x))?;
+        (curve, gate.fit.map_or(0, |f| f.steps), Some(gate))
+    } else {
+        let (curve, steps) = fit(
+            &mut session,
+            &finetune_set,
+            &shifted_test,
+            &mut schedule,
+            &mut |s| progress(Progress::Finetune(s, epochs)),
+        )
+        .map_err(|x| e(&x))?;
+        (curve, steps, None)
+    };
     let shifted_accuracy_after = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
     let original_accuracy_after = accuracy(&mut session, &test_rows).map_err(|x| e(&x))?;
     let first = finetune_set.first().ok_or("no fine-tuning samples")?;
@@ -670,6 +703,7 @@ where
         shifted_accuracy_after,
         original_accuracy_after,
         finetune_steps,
+        gate,
         finetune_samples: finetune_set.len(),
         trainable_params,
         train_state_bytes: state_scalars * std::mem::size_of::<f32>(),

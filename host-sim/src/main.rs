@@ -64,12 +64,20 @@ enum Command {
         /// Pre-training epochs.
         #[arg(long, default_value_t = FinetuneConfig::default().pretrain_epochs)]
         pretrain_epochs: usize,
-        /// Fine-tuning epochs.
+        /// Most fine-tuning epochs (fine-tuning stops earlier once its loss has converged).
         #[arg(long, default_value_t = FinetuneConfig::default().finetune_epochs)]
         finetune_epochs: usize,
         /// Fine-tuning learning rate (SGD).
-        #[arg(long, default_value_t = FinetuneConfig::default().finetune_lr)]
+        #[arg(long, default_value_t = FinetuneConfig::default().finetune_lr, value_parser = positive_rate)]
         finetune_lr: f32,
+        /// L2-SP: the weight of a penalty on the fine-tuned parameters' distance from the
+        /// pre-trained ones (0 for none).
+        #[arg(long, default_value_t = motion::model::ANCHOR, allow_negative_numbers = true, value_parser = penalty)]
+        anchor: f32,
+        /// Keep the fine-tuned model even if, cross-validated over the fine-tuning
+        /// recordings, it does not beat the pre-trained one (the validation gate off).
+        #[arg(long)]
+        no_gate: bool,
         /// Write the loss and accuracy curves to this PNG (and a CSV beside it).
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
@@ -141,6 +149,10 @@ enum Command {
         /// The shifts (as `finetune --shift`); the built-in list by default.
         #[arg(long, value_name = "SPEC")]
         shift: Vec<Shift>,
+        /// Add this many rigid installations drawn at random (always the same ones: a
+        /// rotation about a random axis, every third on the other wrist).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        random: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -365,6 +377,7 @@ fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Resu
                     "shifted_accuracy_before": of(row, |r| r.shifted_accuracy_before),
                     "shifted_accuracy_after": of(row, |r| r.shifted_accuracy_after),
                     "original_accuracy_after": of(row, |r| r.original_accuracy_after),
+                    "committed": row.reports.iter().map(|r| r.gate.is_none_or(|g| g.committed)).collect::<Vec<_>>(),
                     "reference_accuracy": row.reference,
                 })
             })
@@ -373,18 +386,29 @@ fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Resu
         return Ok(());
     }
     println!(
-        "mlp, last layer, 3 recordings per class (SGD, 30 epochs), seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        "mlp, last layer, 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate), seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        motion::model::LEARNING_RATE,
+        motion::model::ANCHOR,
         seeds.len()
     );
     println!();
     println!(
-        "| shift | pre-trained | before | after, mean | after, worst | reference, mean | reference, worst | after - reference | unshifted, after |"
+        "| shift | pre-trained | before | after, mean | after, worst | reference, mean | reference, worst | after - reference | committed | unshifted, after |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let (mut at_least, mut above_85, mut committed) = (0, 0, 0);
     for row in &rows {
         let after = of(row, |r| r.shifted_accuracy_after);
+        let kept = row
+            .reports
+            .iter()
+            .filter(|r| r.gate.is_none_or(|g| g.committed))
+            .count();
+        at_least += usize::from(mean(&after) >= mean(&row.reference));
+        above_85 += usize::from(worst(&after) >= 0.85);
+        committed += kept;
         println!(
-            "| `{}` | {} | {} | {} | {} | {} | {} | {:+.1} | {} |",
+            "| `{}` | {} | {} | {} | {} | {} | {} | {:+.1} | {}/{} | {} |",
             row.shift,
             percent(mean(&of(row, |r| r.pretrain_accuracy))),
             percent(mean(&of(row, |r| r.shifted_accuracy_before))),
@@ -393,9 +417,17 @@ fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Resu
             percent(mean(&row.reference)),
             percent(worst(&row.reference)),
             100.0 * (mean(&after) - mean(&row.reference)),
+            kept,
+            row.reports.len(),
             percent(mean(&of(row, |r| r.original_accuracy_after))),
         );
     }
+    println!();
+    println!(
+        "mean at least the reference's on {at_least} of {} shifts; worst seed at least 85% on {above_85}; fine-tuned model committed in {committed} of {} runs",
+        rows.len(),
+        rows.len() * seeds.len()
+    );
     Ok(())
 }
 
@@ -446,8 +478,10 @@ fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "seeds 1-{}, rotated 90 deg, fine-tuning the last layer on 3 recordings per class (SGD, 30 epochs)",
-        seeds.len()
+        "seeds 1-{}, rotated 90 deg, fine-tuning the last layer on 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate)",
+        seeds.len(),
+        motion::model::LEARNING_RATE,
+        motion::model::ANCHOR
     );
     println!();
     println!("| model | input | parameters | pre-trained | rotated, before | after fine-tuning | after, worst seed | drop recovered | trainable | training state | RAM, SGD |");
@@ -554,6 +588,10 @@ fn run_finetune(
             "original_accuracy_after": report.original_accuracy_after,
             "drop_recovered": recovered,
             "finetune_steps": report.finetune_steps,
+            "finetune_epochs": report.finetune_curve.len(),
+            "committed": report.gate.is_none_or(|g| g.committed),
+            "validation_accuracy_before": report.gate.map(|g| g.before.correct as f64 / g.before.rows.max(1) as f64),
+            "validation_accuracy_after": report.gate.map(|g| g.after.correct as f64 / g.after.rows.max(1) as f64),
             "finetune_samples": report.finetune_samples,
             "trainable_params": report.trainable_params,
             "train_state_bytes": report.train_state_bytes,
@@ -594,6 +632,23 @@ fn run_finetune(
             "  drop recovered                                 {}",
             percent(recovered)
         );
+        if let Some(g) = &report.gate {
+            let verdict = if g.committed {
+                "beats the pre-trained model: committed".to_string()
+            } else {
+                "does not beat the pre-trained model: kept the pre-trained model".to_string()
+            };
+            println!(
+                "  validation gate: fine-tuning, cross-validated on the {} recordings, {}/{} correct (loss {:.3}), pre-trained {}/{} (loss {:.3}): {verdict}",
+                g.before.rows,
+                g.after.correct,
+                g.after.rows,
+                g.after.loss / g.after.rows.max(1) as f32,
+                g.before.correct,
+                g.before.rows,
+                g.before.loss / g.before.rows.max(1) as f32,
+            );
+        }
         println!(
             "  trainable parameters {}, training state {} bytes, model {} bytes",
             report.trainable_params, report.train_state_bytes, report.model_bytes
@@ -694,9 +749,14 @@ fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<()
         "shifted_accuracy_before": report.shifted_accuracy_before,
         "shifted_accuracy_after": report.shifted_accuracy_after,
         "finetune_steps": report.finetune_steps,
+        "finetune_epochs": report.finetune_curve.len(),
+        "committed": report.gate.is_none_or(|g| g.committed),
+        "validation_correct_before": report.gate.map(|g| g.before.correct),
+        "validation_correct_after": report.gate.map(|g| g.after.correct),
         "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
         "seed": config.seed,
-        "finetune_epochs": config.finetune_epochs,
+        "max_finetune_epochs": config.finetune_epochs,
+        "anchor": config.anchor,
         "finetune_lr": config.finetune_lr,
         "clip_norm": config.clip_norm,
     });
@@ -1025,6 +1085,24 @@ fn recordings(text: &str) -> Result<usize, String> {
     }
 }
 
+/// A learning rate: a finite number above 0.
+fn positive_rate(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        Ok(_) => Err(format!("`{text}` is not a finite learning rate above 0")),
+        Err(_) => Err(format!("`{text}` is not a number")),
+    }
+}
+
+/// A penalty's weight: a finite number, 0 or more.
+fn penalty(text: &str) -> Result<f32, String> {
+    match text.parse::<f32>() {
+        Ok(v) if v.is_finite() && v >= 0.0 => Ok(v),
+        Ok(_) => Err(format!("`{text}` is not a finite weight of 0 or more")),
+        Err(_) => Err(format!("`{text}` is not a number")),
+    }
+}
+
 /// An angle that is a finite number of degrees, or the refusal of `--rotation`.
 fn finite_degrees(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
@@ -1057,6 +1135,8 @@ fn main() -> ExitCode {
             pretrain_epochs,
             finetune_epochs,
             finetune_lr,
+            anchor,
+            no_gate,
             plot,
             export,
             pretrained,
@@ -1080,6 +1160,8 @@ fn main() -> ExitCode {
                 pretrain_epochs,
                 finetune_epochs,
                 finetune_lr,
+                anchor: (anchor > 0.0).then_some(anchor),
+                gate: !no_gate,
                 mode,
                 ..FinetuneConfig::for_model(model)
             };
@@ -1116,9 +1198,17 @@ fn main() -> ExitCode {
         Command::Shifts {
             json,
             seeds,
-            shift,
+            mut shift,
+            random,
             data_dir,
         } => {
+            if random > 0 && shift.is_empty() {
+                shift = host_sim::reference::SHIFTS
+                    .iter()
+                    .filter_map(|s| s.parse().ok())
+                    .collect();
+            }
+            shift.extend(host_sim::reference::random_shifts(random));
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
             run_shifts(json, shift, &seeds, &dir)

@@ -5,7 +5,7 @@
 use safegrad::audit::Audit;
 use safegrad::nn::{sizes, Build, Module, Plan, Sizes};
 use safegrad::optim::Optimizer;
-use safegrad::session::{Schedule, Session, Workspace};
+use safegrad::session::{GateReport, Schedule, Session, Workspace};
 use safegrad::train::{audit_step_graph, Samples};
 use safegrad::{Cap, Capacity, Error, Var};
 
@@ -153,6 +153,47 @@ where
         return Err(e);
     }
     Ok((curve, report.steps))
+}
+
+/// [`fit`] behind the session's validation gate ([`Session::fit_gated`] over `folds`
+/// folds): the curve of the fit on every row (empty if the gate kept the model as it was)
+/// and the gate's verdict.
+pub fn fit_gated<M, O, const IN: usize, const OUT: usize>(
+    session: &mut HostSession<'_, M>,
+    train: &[([f32; IN], usize)],
+    eval: &[([f32; IN], usize)],
+    schedule: &mut Schedule<'_, f32, O>,
+    folds: usize,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(Vec<EpochStats>, GateReport<f32>), Error>
+where
+    M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+    O: Optimizer<f32> + Clone + 'static,
+{
+    let mut curve = Vec::with_capacity(schedule.epochs);
+    let mut failure = None;
+    let gate = session.fit_gated_observed(train, schedule, folds, &mut |end, probe| {
+        let correct = match probe.correct(eval) {
+            Ok(c) => c,
+            Err(e) => {
+                failure.get_or_insert(e);
+                0
+            }
+        };
+        let stats = EpochStats {
+            epoch: end.epoch,
+            loss: f64::from(end.mean_loss),
+            accuracy: correct as f64 / Samples::len(eval).max(1) as f64,
+            rejected: end.rejected,
+            rolled_back: end.divergence.is_some(),
+        };
+        on_epoch(&stats);
+        curve.push(stats);
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok((curve, gate))
 }
 
 /// The audit of one training step's graph (forward and loss on `row`), as the training

@@ -66,7 +66,11 @@ impl LogisticHead {
 }
 
 /// The objective and its gradient (weights then biases) at `head`.
-fn objective(head: &LogisticHead, rows: &[(Vec<f64>, usize)], lambda: f64) -> (f64, LogisticHead) {
+pub fn objective(
+    head: &LogisticHead,
+    rows: &[(Vec<f64>, usize)],
+    lambda: f64,
+) -> (f64, LogisticHead) {
     let n = rows.len().max(1) as f64;
     let mut grad = LogisticHead {
         weights: vec![vec![0.0; head.weights[0].len()]; head.weights.len()],
@@ -144,7 +148,7 @@ pub fn fit_logistic(rows: &[(Vec<f64>, usize)], classes: usize) -> LogisticHead 
 
 /// The frozen body's output for one input row of the MLP: its second hidden layer (the
 /// last layer's input).
-fn mlp_features(
+pub fn mlp_features(
     tape: &mut HostTape,
     model: &MotionModel,
     x: &[f32; IMU_FEATURES],
@@ -203,6 +207,34 @@ pub const SHIFTS: [&str; 12] = [
     "gain:1.2,0.8+offset:0.5,0,-0.5+noise:0.05",
 ];
 
+/// `n` rigid installations drawn at random (a fixed generator, so always the same ones):
+/// a rotation by 20 to 180 degrees about an axis drawn from the cube `[-1, 1]^3`, every
+/// third one on the other wrist as well (`mirror+rot:AX,AY,AZ:DEG`).
+pub fn random_shifts(n: usize) -> Vec<Shift> {
+    let mut state = 12345u64;
+    let mut uniform = move || {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let (a, b, c) = (
+            uniform() * 2.0 - 1.0,
+            uniform() * 2.0 - 1.0,
+            uniform() * 2.0 - 1.0,
+        );
+        let degrees = 20.0 + uniform() * 160.0;
+        let mirror = if out.len() % 3 == 2 { "mirror+" } else { "" };
+        // An axis that rounds to zero has no direction: draw again.
+        if let Ok(shift) = format!("{mirror}rot:{a:.2},{b:.2},{c:.2}:{degrees:.0}").parse() {
+            out.push(shift);
+        }
+    }
+    out
+}
+
 /// One installation over the seeds: the fine-tuning job's reports and the reference's
 /// accuracies.
 pub struct ShiftRow {
@@ -222,6 +254,17 @@ pub fn shifts(
     seeds: &[u64],
     done: &mut dyn FnMut(usize),
 ) -> Result<Vec<ShiftRow>, String> {
+    shifts_with(dir, &FinetuneConfig::default(), shifts, seeds, done)
+}
+
+/// [`shifts`] with the job's settings from `base` (its seed and shift replaced).
+pub fn shifts_with(
+    dir: &std::path::Path,
+    base: &FinetuneConfig,
+    shifts: &[Shift],
+    seeds: &[u64],
+    done: &mut dyn FnMut(usize),
+) -> Result<Vec<ShiftRow>, String> {
     let mut out = Vec::new();
     let mut runs = 0;
     for shift in shifts {
@@ -234,7 +277,7 @@ pub fn shifts(
             let config = FinetuneConfig {
                 seed,
                 shift: shift.clone(),
-                ..FinetuneConfig::default()
+                ..base.clone()
             };
             let report = finetune::run(dir, &config, &mut |_: Progress<'_>| {})?;
             row.reference.push(mlp_reference_accuracy(&report)?);

@@ -150,6 +150,26 @@ fn finetune_refuses_bad_shifts_and_counts_up_front_naming_the_flag() {
         "--shift",
         "--rotation",
     );
+    refused(
+        &["finetune", "--anchor", "-0.5"],
+        "--anchor",
+        "not a finite weight",
+    );
+    refused(
+        &["finetune", "--anchor", "nan"],
+        "--anchor",
+        "not a finite weight",
+    );
+    refused(
+        &["finetune", "--finetune-lr", "0"],
+        "--finetune-lr",
+        "not a finite learning rate",
+    );
+    refused(
+        &["finetune", "--finetune-lr", "inf"],
+        "--finetune-lr",
+        "not a finite learning rate",
+    );
 }
 
 #[test]

@@ -438,3 +438,53 @@ fn shifts_runs_the_job_and_the_reference_for_each_shift() {
         assert!((0.0..=1.0).contains(&r), "{row}");
     }
 }
+
+#[test]
+fn finetune_json_reports_the_gate_and_a_model_it_refuses_is_the_pre_trained_one() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let pretrained = format!("{root}/motion/assets/pretrained.sgck");
+    let bytes = std::fs::read(&pretrained).expect("the device's pre-trained model");
+    let stored_crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["finetune", "--json", "--pretrained", &pretrained];
+        args.extend_from_slice(extra);
+        last_json_line(&host_sim(&args))
+    };
+    let rate = |v: &serde_json::Value, key: &str| v[key].as_f64().expect(key);
+
+    // Turned 90 degrees: the pre-trained model gets half the fine-tuning recordings wrong,
+    // fine-tuning wins on the held-out folds and is committed.
+    let turned = run(&[]);
+    assert_eq!(turned["committed"], true);
+    assert!(
+        rate(&turned, "validation_accuracy_after") > rate(&turned, "validation_accuracy_before")
+    );
+    assert_ne!(
+        turned["finetuned_checkpoint_crc32"],
+        format!("{stored_crc:#010x}")
+    );
+
+    // The other wrist: the pre-trained model already classifies every fine-tuning recording,
+    // nothing beats it, and the model kept is the pre-trained one, bit for bit.
+    let mirrored = run(&["--shift", "mirror"]);
+    assert_eq!(mirrored["committed"], false);
+    assert_eq!(rate(&mirrored, "validation_accuracy_before"), 1.0);
+    assert_eq!(
+        mirrored["finetuned_checkpoint_crc32"],
+        format!("{stored_crc:#010x}")
+    );
+    assert_eq!(mirrored["finetune_steps"], 0);
+    assert_eq!(
+        mirrored["shifted_accuracy_after"],
+        mirrored["shifted_accuracy_before"]
+    );
+
+    // Without the gate the same fine-tuning is kept, and nothing is validated.
+    let ungated = run(&["--shift", "mirror", "--no-gate"]);
+    assert_eq!(ungated["committed"], true);
+    assert!(ungated["validation_accuracy_before"].is_null());
+    assert_ne!(
+        ungated["finetuned_checkpoint_crc32"],
+        format!("{stored_crc:#010x}")
+    );
+}

@@ -5,13 +5,14 @@
 use embedded_storage::nor_flash::NorFlash;
 use safegrad::dataset::{RecordError, Recorder};
 use safegrad::nn::{Build, Module, Sizes};
-use safegrad::session::Session;
-use safegrad::train::{record_loss, step, Divergence, Samples, StepConfig};
+use safegrad::session::{FitReport, Session};
+use safegrad::train::{record_loss, step, Divergence, Samples, Score, StepConfig};
 use safegrad::{Capacity, Error, Var};
 
 use crate::features::IMU_FEATURES;
 use crate::model::{
-    finetune_schedule, FinetuneCapacity, MotionModel, CLASSES, CLIP_NORM, FINETUNE_SIZES, SEED,
+    finetune_schedule, gate_folds, FinetuneCapacity, MotionModel, CLASSES, CLIP_NORM,
+    FINETUNE_SIZES, SEED,
 };
 use crate::samples::{Purpose, SampleSource};
 
@@ -30,8 +31,19 @@ pub struct JobReport {
     pub eval_samples: usize,
     /// Fine-tuning samples.
     pub finetune_samples: usize,
-    /// Training steps taken.
+    /// The validation gate's score of the pre-trained model on the fine-tuning samples.
+    pub validation_before: Score<f32>,
+    /// The gate's cross-validated score of fine-tuning on them.
+    pub validation_after: Score<f32>,
+    /// The gate kept the fine-tuned model; otherwise the model is the pre-trained one.
+    pub committed: bool,
+    /// Epochs of the fit on every fine-tuning sample (0 if the gate kept the pre-trained
+    /// model).
+    pub epochs: usize,
+    /// Training steps of that fit.
     pub steps: usize,
+    /// Training steps of every fit, the gate's folds' included: what `train_ticks` paid for.
+    pub all_steps: usize,
     /// Samples refused as non-finite.
     pub rejected: usize,
     /// Times the divergence guard rolled back to the last good parameters and halved the
@@ -95,15 +107,31 @@ where
     let correct_before = session.correct(eval)?;
     let mut schedule = finetune_schedule(SEED);
     let start = now();
-    let fit = session.fit(train, &mut schedule)?;
+    let gate = session.fit_gated(train, &mut schedule, gate_folds(train.len()))?;
     let train_ticks = now().wrapping_sub(start);
     let correct_after = session.correct(eval)?;
+    let fit = gate.fit.unwrap_or(FitReport {
+        epochs: 0,
+        steps: 0,
+        rejected: 0,
+        rollbacks: 0,
+        last_divergence: None,
+        final_loss: 0.0,
+        validation: None,
+        restored: false,
+        converged: false,
+    });
     Ok(JobReport {
         correct_before,
         correct_after,
         eval_samples: eval.len(),
         finetune_samples: train.len(),
+        validation_before: gate.before,
+        validation_after: gate.after,
+        committed: gate.committed,
+        epochs: fit.epochs,
         steps: fit.steps,
+        all_steps: gate.steps,
         rejected: fit.rejected,
         rollbacks: fit.rollbacks,
         last_divergence: fit.last_divergence,

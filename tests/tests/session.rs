@@ -670,6 +670,187 @@ fn a_fit_that_improves_validation_is_kept() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The cross-validated gate, the anchor and the plateau
+
+/// `n` rows of the plane whose even rows carry the true class and odd rows the other one:
+/// whatever a model learns from one fold of two, the other contradicts.
+fn contradicting(n: usize) -> Vec<Row> {
+    rows(n, 300, false)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (x, class))| (x, if i % 2 == 1 { 1 - class } else { class }))
+        .collect()
+}
+
+#[test]
+fn a_gated_fit_on_rows_that_contradict_each_other_is_not_committed() {
+    let bytes = pretrained();
+    let mut work = Box::new(Work::new());
+    let mut session = Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let data = contradicting(24);
+    let params = bits(session.tape_ref().parameters());
+    let crc = session.checkpoint_crc32();
+    // The pre-trained model is right on the true half of the rows.
+    assert_eq!(session.correct(&data[..]).expect("correct"), 12);
+    let mut schedule = Schedule::new(Sgd::new(0.2f32)).epochs(20).seed(5);
+    let gate = session
+        .fit_gated(&data[..], &mut schedule, 2)
+        .expect("gate");
+    assert!(!gate.committed, "{gate:?}");
+    assert!(gate.fit.is_none());
+    assert_eq!((gate.before.correct, gate.before.rows), (12, 24));
+    assert_eq!(gate.after.rows, 24);
+    // Each fold's model learnt the other fold's labels: it is worse on the held-out rows.
+    assert!(gate.after.correct < gate.before.correct, "{gate:?}");
+    assert_eq!(bits(session.tape_ref().parameters()), params);
+    assert_eq!(session.checkpoint_crc32(), crc);
+}
+
+#[test]
+fn a_gated_fit_that_helps_is_committed_and_is_the_fit_on_every_row() {
+    let bytes = initial_checkpoint::<Model>(21);
+    let data = rows(24, 0, false);
+    let schedule = || Schedule::new(Sgd::new(0.2f32)).epochs(15).seed(3);
+
+    let mut work = Box::new(Work::new());
+    let mut session = Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let gate = session
+        .fit_gated(&data[..], &mut schedule(), 3)
+        .expect("gate");
+    assert!(gate.committed, "{gate:?}");
+    assert!(gate.after.correct > gate.before.correct, "{gate:?}");
+
+    // The same schedule run once on every row, from the same checkpoint.
+    let mut plain_work = Box::new(Work::new());
+    let mut plain =
+        Session::<Model, _, _>::from_checkpoint(&mut plain_work, bytes, Plan::LastLayer)
+            .expect("session");
+    let fit = plain.fit(&data[..], &mut schedule()).expect("fit");
+    assert_eq!(gate.fit, Some(fit));
+    assert_eq!(
+        bits(session.tape_ref().parameters()),
+        bits(plain.tape_ref().parameters())
+    );
+
+    // The cross-validated score, by hand: fit on two folds of three, score the third.
+    let mut after = (0, 0.0f32);
+    for fold in 0..3 {
+        let rest: Vec<Row> = (0..24).filter(|i| i % 3 != fold).map(|i| data[i]).collect();
+        let held: Vec<Row> = (0..24).filter(|i| i % 3 == fold).map(|i| data[i]).collect();
+        let mut w = Box::new(Work::new());
+        let mut s = Session::<Model, _, _>::from_checkpoint(&mut w, bytes, Plan::LastLayer)
+            .expect("session");
+        s.fit(&rest[..], &mut schedule()).expect("fit");
+        let (tape, model) = s.parts();
+        let score = safegrad::train::score(tape, model, &held[..]).expect("score");
+        after.0 += score.correct;
+        after.1 += score.loss;
+    }
+    assert_eq!(
+        (gate.after.correct, gate.after.loss.to_bits()),
+        (after.0, after.1.to_bits())
+    );
+}
+
+#[test]
+fn a_gate_over_too_few_or_too_many_folds_is_refused_and_changes_nothing() {
+    let bytes = pretrained();
+    let mut work = Box::new(Work::new());
+    let mut session = Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let data = rows(6, 0, true);
+    let params = bits(session.tape_ref().parameters());
+    for folds in [0, 1, 7] {
+        let mut schedule = Schedule::new(Sgd::new(0.2f32)).epochs(5);
+        let err = session
+            .fit_gated(&data[..], &mut schedule, folds)
+            .expect_err("refused");
+        assert_eq!(err, Error::Step(StepError::Folds { folds, rows: 6 }));
+        assert!(err.to_string().contains("folds"), "{err}");
+        assert_eq!(bits(session.tape_ref().parameters()), params);
+    }
+}
+
+/// The L2 distance of the session's trainable parameters from `start`.
+fn distance(values: &[f32], start: &[f32]) -> f64 {
+    values
+        .iter()
+        .zip(start)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum::<f64>()
+        .sqrt()
+}
+
+#[test]
+fn a_stronger_anchor_keeps_the_fit_closer_to_where_it_started() {
+    let bytes = pretrained();
+    let data = rows(30, 0, true);
+    let mut distances = Vec::new();
+    for strength in [0.0f32, 0.5, 4.0] {
+        let mut work = Box::new(Work::new());
+        let mut session =
+            Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+                .expect("session");
+        let start = session.tape_ref().parameters().to_vec();
+        let mut schedule = Schedule::new(Sgd::new(0.1f32)).epochs(10).seed(2);
+        if strength > 0.0 {
+            schedule = schedule.anchor(strength);
+        }
+        session.fit(&data[..], &mut schedule).expect("fit");
+        distances.push(distance(session.tape_ref().parameters(), &start));
+    }
+    assert!(
+        distances[0] > distances[1] && distances[1] > distances[2] && distances[2] > 0.0,
+        "{distances:?}"
+    );
+}
+
+#[test]
+fn a_fit_until_converged_stops_where_the_losses_it_saw_say() {
+    let bytes = initial_checkpoint::<Model>(8);
+    let data = rows(24, 0, false);
+    let mut work = Box::new(Work::new());
+    let mut session = Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let plateau = safegrad::session::Plateau {
+        window: 4,
+        tolerance: 0.05f32,
+        halvings: 3,
+    };
+    let mut schedule = Schedule::new(Sgd::new(0.2f32))
+        .epochs(500)
+        .seed(4)
+        .until_converged(plateau);
+    let mut seen = Vec::new();
+    let report = session
+        .fit_observed(&data[..], &mut schedule, &mut |end, _| {
+            seen.push((end.mean_loss, end.learning_rate))
+        })
+        .expect("fit");
+    assert!(report.converged && report.epochs < 500, "{report:?}");
+    assert_eq!(seen.len() % 4, 0, "it stops at the end of a window");
+    // The criterion, replayed on the losses the observer saw, four epochs at a time.
+    let (mut best, mut halvings, mut lr) = (None::<f32>, 0, 0.2f32);
+    for (n, &(_, rate)) in seen.iter().enumerate() {
+        if n % 4 == 3 {
+            let window = seen[n - 3..=n].iter().map(|&(l, _)| l).sum::<f32>() / 4.0;
+            if best.is_none_or(|b| window < b - b * 0.05) {
+                best = Some(window);
+            } else {
+                halvings += 1;
+                if halvings < 3 {
+                    lr *= 0.5;
+                }
+            }
+        }
+        assert_eq!(rate, lr, "epoch {}", n + 1);
+        assert_eq!(halvings >= 3, n + 1 == seen.len(), "epoch {}", n + 1);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // fit_observed
 
 #[test]

@@ -522,6 +522,44 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         Ok(())
     }
 
+    /// Moves every trainable scalar `v` toward its value `a` in `anchor` (a
+    /// [`snapshot_trainable`](Self::snapshot_trainable)): `v -= rate * (v - a)`, one scalar
+    /// at a time. It is the decoupled step of an L2 penalty `strength / 2 * |v - a|^2` at
+    /// `rate = learning rate * strength` (L2-SP: a fine-tuned model kept near the model it
+    /// started from). A snapshot of another length is refused and changes nothing.
+    ///
+    /// ```
+    /// use safegrad::{Cap, Tape, Tensor};
+    ///
+    /// let mut tape = Tape::<f32, Cap<8, 16>>::new();
+    /// let w = tape.parameter(&Tensor::new([[1.0, 2.0]]))?;
+    /// tape.pull_trainable_toward(&[0.0, 4.0], 0.25)?;
+    /// assert_eq!(tape.value(w)?, Tensor::new([[0.75, 2.5]]));
+    /// assert!(tape.pull_trainable_toward(&[0.0], 0.25).is_err());
+    /// # Ok::<(), safegrad::TapeError>(())
+    /// ```
+    pub fn pull_trainable_toward(&mut self, anchor: &[T], rate: T) -> Result<()> {
+        let expected = self.trainable_len();
+        if anchor.len() != expected {
+            return Err(TapeError::SnapshotLength {
+                expected,
+                found: anchor.len(),
+            });
+        }
+        let params = self.nodes.get(..self.parameter_nodes).unwrap_or(&[]);
+        for node in params {
+            if let (Some(g), Some(values)) = (node.grad_slots(), self.values.get_mut(node.slots()))
+            {
+                if let Some(src) = anchor.get(g) {
+                    for (v, &a) in values.iter_mut().zip(src) {
+                        *v -= rate * (*v - a);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The values of a recorded node, flat (empty for a node of another tape).
     pub fn values_of(&self, node: &Node<T>) -> &[T] {
         self.view().get(node.slots()).unwrap_or(&[])

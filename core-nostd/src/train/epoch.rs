@@ -114,7 +114,43 @@ pub fn epoch<T, M, O, D, Mem, const IN: usize, const OUT: usize>(
     data: &D,
     shuffle: &mut Shuffle<'_>,
     config: &StepConfig<T>,
+    guard: Option<&mut DivergenceGuard<T>>,
+) -> Result<EpochReport<T>, StepError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    O: Optimizer<T> + 'static,
+    D: Samples<T, IN> + ?Sized,
+    Mem: Capacity,
+{
+    anchored_epoch(tape, model, optimizer, data, shuffle, config, guard, None)
+}
+
+/// Where an [`anchored_epoch`] pulls the trainable parameters after each step: toward
+/// `values` (a [`Tape::snapshot_trainable`], the model before fine-tuning, say) with an L2
+/// penalty of `strength` (L2-SP).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Anchor<'a, T> {
+    /// The trainable scalars to pull toward, in the tape's order.
+    pub values: &'a [T],
+    /// The penalty's weight: the mean loss minimised is the data's plus
+    /// `strength / 2 * |params - values|^2`.
+    pub strength: T,
+}
+
+/// [`epoch`], with each accepted step followed by the decoupled step of `anchor`'s penalty:
+/// every trainable scalar moves toward its anchor by `learning rate * strength` of the
+/// distance ([`Tape::pull_trainable_toward`]).
+#[allow(clippy::too_many_arguments)]
+pub fn anchored_epoch<T, M, O, D, Mem, const IN: usize, const OUT: usize>(
+    tape: &mut Tape<T, Mem>,
+    model: &M,
+    optimizer: &mut O,
+    data: &D,
+    shuffle: &mut Shuffle<'_>,
+    config: &StepConfig<T>,
     mut guard: Option<&mut DivergenceGuard<T>>,
+    anchor: Option<Anchor<'_, T>>,
 ) -> Result<EpochReport<T>, StepError>
 where
     T: Scalar,
@@ -136,6 +172,9 @@ where
         };
         match step(tape, loss, optimizer, config) {
             Ok(report) => {
+                if let Some(a) = anchor {
+                    tape.pull_trainable_toward(a.values, optimizer.learning_rate() * a.strength)?;
+                }
                 total += report.loss;
                 out.steps += 1;
                 if let Some(g) = guard.as_deref_mut() {

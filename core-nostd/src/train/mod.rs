@@ -38,9 +38,9 @@ mod guard;
 mod samples;
 mod update;
 
-pub use epoch::{epoch, EpochReport, Shuffle};
+pub use epoch::{anchored_epoch, epoch, Anchor, EpochReport, Shuffle};
 pub use guard::{Divergence, DivergenceGuard};
-pub use samples::Samples;
+pub use samples::{Fold, Samples};
 
 use crate::audit::{audit, first_non_finite, AuditError, Finding};
 use crate::error::TapeError;
@@ -117,6 +117,13 @@ pub enum StepError {
         /// Rows of the data.
         rows: usize,
     },
+    /// Cross-validation asked for fewer than two folds, or more folds than rows.
+    Folds {
+        /// Folds asked for.
+        folds: usize,
+        /// Rows of the data.
+        rows: usize,
+    },
     /// The optimiser's state holds fewer scalars than the tape trains.
     OptimizerCapacity {
         /// Scalars the optimiser state holds.
@@ -147,6 +154,10 @@ impl fmt::Display for StepError {
             Self::SampleCapacity { capacity, rows } => write!(
                 f,
                 "{rows} training rows, the shuffling order holds {capacity}"
+            ),
+            Self::Folds { folds, rows } => write!(
+                f,
+                "cross-validation over {folds} folds of {rows} rows: it needs from 2 folds to one per row"
             ),
             Self::OptimizerCapacity { capacity, needed } => write!(
                 f,
@@ -386,6 +397,87 @@ where
     Ok(correct)
 }
 
+/// How a model does on some rows: how many it classifies correctly, and its cross-entropy
+/// summed over them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct Score<T> {
+    /// Rows classified correctly.
+    pub correct: usize,
+    /// Rows scored.
+    pub rows: usize,
+    /// The sum of their losses.
+    pub loss: T,
+}
+
+impl<T: Scalar> Score<T> {
+    /// No rows.
+    pub const fn zero() -> Self {
+        Self {
+            correct: 0,
+            rows: 0,
+            loss: T::ZERO,
+        }
+    }
+
+    /// The two scores' rows together.
+    pub fn plus(self, other: Self) -> Self {
+        Self {
+            correct: self.correct + other.correct,
+            rows: self.rows + other.rows,
+            loss: self.loss + other.loss,
+        }
+    }
+
+    /// `true` if this score is better than `other`'s on the same rows: more rows correct,
+    /// or as many with a lower loss.
+    ///
+    /// ```
+    /// use safegrad::train::Score;
+    ///
+    /// let s = |correct, loss| Score { correct, rows: 4, loss };
+    /// assert!(s(3, 2.0f32).beats(&s(2, 0.5)));
+    /// assert!(s(3, 0.5f32).beats(&s(3, 2.0)));
+    /// assert!(!s(3, 2.0f32).beats(&s(3, 2.0)));
+    /// ```
+    pub fn beats(&self, other: &Self) -> bool {
+        self.correct > other.correct || (self.correct == other.correct && self.loss < other.loss)
+    }
+}
+
+/// The [`Score`] of the model on `data`: one forward pass and loss per row. Rows whose loss
+/// is not finite are left out of it, as a guarded [`epoch`] leaves them out of training.
+pub fn score<T, M, D, Mem: Capacity, const IN: usize, const OUT: usize>(
+    tape: &mut Tape<T, Mem>,
+    model: &M,
+    data: &D,
+) -> Result<Score<T>, TapeError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    D: Samples<T, IN> + ?Sized,
+{
+    let mut out = Score::zero();
+    for i in 0..data.len() {
+        tape.clear_activations();
+        let Some((input, label)) = tape.input_with::<IN, _>(|out| data.read_into(i, out))? else {
+            continue;
+        };
+        let logits = model.forward(tape, input)?;
+        let class = argmax(tape.value(logits)?.as_slice());
+        let loss = tape.softmax_cross_entropy(logits, &[label])?;
+        let loss = tape.scalar(loss)?;
+        // A row whose loss is not finite (a non-finite sample) is skipped, as training
+        // skips it.
+        if loss.is_finite() {
+            out.correct += usize::from(class == label);
+            out.rows += 1;
+            out.loss += loss;
+        }
+    }
+    Ok(out)
+}
+
 /// [`record_loss`] for row `i` of `data`, its values written straight into the tape (no
 /// copy of the row on the stack); `None` past the end.
 pub fn record_loss_at<T, M, D, Mem: Capacity, const IN: usize, const OUT: usize>(
@@ -445,6 +537,30 @@ where
         return Err(StepError::Unsafe(*finding));
     }
     Ok(report)
+}
+
+/// [`audit_step_graph`] for row `i` of `data`, its values written straight into the tape
+/// (no copy of the row on the stack: a raw window of hundreds of values would take
+/// kilobytes of a microcontroller's stack); `None` past the end.
+pub fn audit_step_graph_at<T, M, D, Mem: Capacity, const IN: usize, const OUT: usize>(
+    tape: &mut Tape<T, Mem>,
+    model: &M,
+    data: &D,
+    i: usize,
+) -> Result<Option<crate::audit::Audit<STRICT_FINDINGS>>, StepError>
+where
+    T: Scalar,
+    M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+    D: Samples<T, IN> + ?Sized,
+{
+    if record_loss_at(tape, model, data, i)?.is_none() {
+        return Ok(None);
+    }
+    let report = audit::<T, Mem, STRICT_FINDINGS>(tape).map_err(StepError::Audit)?;
+    if let Some(finding) = report.first_error() {
+        return Err(StepError::Unsafe(*finding));
+    }
+    Ok(Some(report))
 }
 
 #[cfg(test)]

@@ -73,3 +73,105 @@ impl<T: Copy, const F: usize, const K: usize> Samples<T, F> for heapless::Vec<([
         self.as_slice().read_into(i, out)
     }
 }
+
+/// One fold of `data` split `folds` ways (row `i` falls in fold `i % folds`): its rows, or
+/// every row but its rows. The two parts of k-fold cross-validation, read in place.
+///
+/// ```
+/// use safegrad::train::{Fold, Samples};
+///
+/// let rows = [([0.0f32], 0), ([1.0], 1), ([2.0], 0), ([3.0], 1), ([4.0], 0)];
+/// let held = Fold::held_out(&rows[..], 3, 1);
+/// let rest = Fold::rest(&rows[..], 3, 1);
+/// assert_eq!((held.len(), rest.len()), (2, 3));
+/// assert_eq!((held.row(0), held.row(1), held.row(2)), (Some(([1.0], 1)), Some(([4.0], 0)), None));
+/// let rest: Vec<_> = (0..3).filter_map(|j| rest.row(j)).map(|(x, _)| x[0]).collect();
+/// assert_eq!(rest, [0.0, 2.0, 3.0]);
+/// ```
+#[derive(Debug)]
+pub struct Fold<'a, D: ?Sized> {
+    data: &'a D,
+    folds: usize,
+    fold: usize,
+    held_out: bool,
+}
+
+impl<D: ?Sized> Clone for Fold<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D: ?Sized> Copy for Fold<'_, D> {}
+
+impl<'a, D: ?Sized> Fold<'a, D> {
+    /// The rows of fold `fold` of `folds` (none if `fold >= folds`).
+    pub fn held_out(data: &'a D, folds: usize, fold: usize) -> Self {
+        Self {
+            data,
+            folds,
+            fold,
+            held_out: true,
+        }
+    }
+
+    /// Every row outside fold `fold` of `folds` (every row if `fold >= folds`).
+    pub fn rest(data: &'a D, folds: usize, fold: usize) -> Self {
+        Self {
+            data,
+            folds,
+            fold,
+            held_out: false,
+        }
+    }
+
+    /// The index in `data` of this part's row `j`, if it has one among `rows` rows.
+    fn index(&self, j: usize, rows: usize) -> Option<usize> {
+        let k = self.folds;
+        if k == 0 || self.fold >= k {
+            return if self.held_out || j >= rows {
+                None
+            } else {
+                Some(j)
+            };
+        }
+        let i = if self.held_out {
+            j.checked_mul(k)?.checked_add(self.fold)?
+        } else if k == 1 {
+            return None;
+        } else {
+            let (block, r) = (j / (k - 1), j % (k - 1));
+            block * k + r + usize::from(r >= self.fold)
+        };
+        (i < rows).then_some(i)
+    }
+
+    /// Rows of `rows` in fold `fold` of `folds`.
+    fn held_len(rows: usize, folds: usize, fold: usize) -> usize {
+        if folds == 0 || fold >= folds || rows <= fold {
+            0
+        } else {
+            (rows - fold).div_ceil(folds)
+        }
+    }
+}
+
+impl<T, D: Samples<T, F> + ?Sized, const F: usize> Samples<T, F> for Fold<'_, D> {
+    fn len(&self) -> usize {
+        let rows = self.data.len();
+        let held = Self::held_len(rows, self.folds, self.fold);
+        if self.held_out {
+            held
+        } else {
+            rows - held
+        }
+    }
+
+    fn row(&self, j: usize) -> Option<([T; F], usize)> {
+        self.data.row(self.index(j, self.data.len())?)
+    }
+
+    fn read_into(&self, j: usize, out: &mut [T]) -> Option<usize> {
+        self.data.read_into(self.index(j, self.data.len())?, out)
+    }
+}
