@@ -807,7 +807,14 @@ where
         let committed = after.beats(&before);
         let fit = if committed {
             schedule.optimizer = optimizer;
-            let fit = self.fit_observed(&every, schedule, observer)?;
+            let fit = match self.fit_observed(&every, schedule, observer) {
+                Ok(fit) => fit,
+                Err(e) => {
+                    // A fit refused part-way leaves the model as it was.
+                    self.tape.restore_trainable(self.start)?;
+                    return Err(e);
+                }
+            };
             steps += fit.steps;
             Some(fit)
         } else {
