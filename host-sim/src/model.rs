@@ -3,7 +3,7 @@
 //! [`Session::fit_observed`] (the same loop, rollback and guard as on the device).
 
 use safegrad::audit::Audit;
-use safegrad::nn::{sizes, Build, Module, Plan, Sizes};
+use safegrad::nn::{sizes, Build, Module, Plan, Sizes, WithHead};
 use safegrad::optim::Optimizer;
 use safegrad::session::{EpochEnd, GateReport, Probe, Schedule, Session, Workspace};
 use safegrad::train::{audit_step_graph, Samples};
@@ -188,6 +188,35 @@ where
     let mut curve = Vec::with_capacity(schedule.epochs);
     let mut failure = None;
     let gate = session.fit_gated_observed(train, schedule, folds, &mut |end, probe| {
+        let stats = curve_point(end, probe, eval, &mut failure);
+        on_epoch(&stats);
+        curve.push(stats);
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok((curve, gate))
+}
+
+/// [`fit_gated`] of the session's head alone on latent rows ([`Session::latents`]; the
+/// new domain's, with replayed ones, say), evaluating on `eval` latents after every epoch.
+pub fn fit_head_gated<M, O, L, const F: usize, const OUT: usize>(
+    session: &mut HostSession<'_, M>,
+    train: &L,
+    eval: &[([f32; F], usize)],
+    schedule: &mut Schedule<'_, f32, O>,
+    folds: usize,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(Vec<EpochStats>, GateReport<f32>), Error>
+where
+    M: Build<f32> + WithHead,
+    M::Head: Module<f32, Var<1, F>, Output = Var<1, OUT>>,
+    O: Optimizer<f32> + Clone + 'static,
+    L: Samples<f32, F> + ?Sized,
+{
+    let mut curve = Vec::with_capacity(schedule.epochs);
+    let mut failure = None;
+    let gate = session.fit_head_gated_observed(train, schedule, folds, &mut |end, probe| {
         let stats = curve_point(end, probe, eval, &mut failure);
         on_epoch(&stats);
         curve.push(stats);
