@@ -719,7 +719,10 @@ where
                 continue;
             };
             let latent = self.model.body(self.tape, x)?;
-            slot.0.copy_from_slice(self.tape.value(latent)?.as_slice());
+            let value = self.tape.value(latent)?;
+            for (d, &v) in slot.0.iter_mut().zip(value.as_slice()) {
+                *d = v;
+            }
             slot.1 = label;
             written += 1;
         }
