@@ -35,7 +35,7 @@ use embedded_storage::nor_flash::NorFlash;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::error::Error;
-use crate::nn::{Build, Init, InitScheme, Module, Plan};
+use crate::nn::{Build, Headed, Init, InitScheme, Module, Plan, WithHead};
 use crate::optim::Optimizer;
 use crate::scalar::Scalar;
 use crate::store::Slots;
@@ -544,6 +544,26 @@ where
         (self.tape, &self.model)
     }
 
+    /// The fit's buffers and the model, borrowed apart.
+    fn split(&mut self) -> (Work<'_, T, Mem>, &M) {
+        let Self {
+            tape,
+            model,
+            rollback,
+            start,
+            order,
+        } = self;
+        (
+            Work {
+                tape,
+                rollback,
+                start,
+                order,
+            },
+            model,
+        )
+    }
+
     /// Loads the trainable parameters of a checkpoint of this model (a fine-tuned one from
     /// flash, say): every check passes or nothing changes. Frozen parameters read in place
     /// must hold the same values.
@@ -609,9 +629,6 @@ where
     /// the learning rate is halved and the guard starts afresh. After the last epoch (or
     /// the step budget), a model that classifies fewer validation rows correctly than before
     /// is replaced by the parameters from before.
-    // One copy on the device, called by `fit` and by each of `fit_gated`'s fits: inlined
-    // there, it took the stack of two frames and the flash of two copies.
-    #[cfg_attr(target_os = "none", inline(never))]
     pub fn fit_observed<O, D, V, const IN: usize, const OUT: usize>(
         &mut self,
         data: &D,
@@ -624,6 +641,186 @@ where
         D: Samples<T, IN> + ?Sized,
         V: Samples<T, IN> + ?Sized,
     {
+        let (mut work, model) = self.split();
+        work.fit(model, data, schedule, observer)
+    }
+
+    /// Fits the model on `data` under `schedule` only if that makes it better, judged by
+    /// k-fold cross-validation over `folds` folds (row `i` in fold `i % folds`, see
+    /// [`Fold`]; as many folds as rows is leave-one-out).
+    ///
+    /// The model as it stands is scored on every row ([`score`](crate::train::score)). For
+    /// each fold, the model is fitted from where it stands on the other folds (the
+    /// schedule's optimiser afresh each time) and scored on the fold's rows, then put back.
+    /// If those scores together [beat](Score::beats) the model's own (more rows correct, or
+    /// as many with a lower loss), the model is fitted on every row and kept: committed.
+    /// Otherwise it is left as it was. The schedule's optimiser ends as the last fit left it.
+    pub fn fit_gated<O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+        folds: usize,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + Clone + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
+        self.fit_gated_observed(data, schedule, folds, &mut |_, _| {})
+    }
+
+    /// [`fit_gated`](Self::fit_gated), calling `observer` at the end of each epoch of the
+    /// fit on every row (if the model is committed).
+    pub fn fit_gated_observed<O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+        folds: usize,
+        observer: &mut Observer<'_, T, M, Mem>,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + Clone + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
+        let (mut work, model) = self.split();
+        work.fit_gated(model, data, schedule, folds, observer)
+    }
+
+    /// The body's output for each row of `data` ([`Headed`]), with the row's class, into
+    /// the first rows of `out`; returns how many. With the body frozen (the last-layer
+    /// plan) these latent rows are all the head sees: [`fit_head`](Self::fit_head) on them
+    /// trains it as [`fit`](Self::fit) on `data` does, bit for bit, without running the
+    /// body again. More rows than `out` holds is [`StepError::SampleCapacity`].
+    pub fn latents<D, const IN: usize, const F: usize>(
+        &mut self,
+        data: &D,
+        out: &mut [([T; F], usize)],
+    ) -> Result<usize, Error>
+    where
+        M: Headed<T, Var<1, IN>, Latent = Var<1, F>>,
+        M::Head: Module<T, Var<1, F>, Output = M::Output>,
+        D: Samples<T, IN> + ?Sized,
+    {
+        let rows = data.len();
+        let capacity = out.len();
+        let out = out
+            .get_mut(..rows)
+            .ok_or(Error::Step(StepError::SampleCapacity { capacity, rows }))?;
+        let mut written = 0;
+        for (i, slot) in out.iter_mut().enumerate() {
+            self.tape.clear_activations();
+            let Some((x, label)) = self
+                .tape
+                .input_with::<IN, _>(|row| data.read_into(i, row))?
+            else {
+                continue;
+            };
+            let latent = self.model.body(self.tape, x)?;
+            let value = self.tape.value(latent)?;
+            for (d, &v) in slot.0.iter_mut().zip(value.as_slice()) {
+                *d = v;
+            }
+            slot.1 = label;
+            written += 1;
+        }
+        Ok(written)
+    }
+
+    /// Trains the head alone on latent rows ([`latents`](Self::latents)) under `schedule`:
+    /// [`fit`](Self::fit) with the last layer as the model.
+    pub fn fit_head<O, L, V, const F: usize, const OUT: usize>(
+        &mut self,
+        latents: &L,
+        schedule: &mut Schedule<'_, T, O, V>,
+    ) -> Result<FitReport<T>, Error>
+    where
+        M: WithHead,
+        M::Head: Module<T, Var<1, F>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + 'static,
+        L: Samples<T, F> + ?Sized,
+        V: Samples<T, F> + ?Sized,
+    {
+        let (mut work, model) = self.split();
+        work.fit(model.head(), latents, schedule, &mut |_, _| {})
+    }
+
+    /// [`fit_gated_observed`](Self::fit_gated_observed) of the head alone on latent rows
+    /// ([`latents`](Self::latents)): the same gate, the same fits, bit for bit, as on the
+    /// rows they came from, without running the frozen body again.
+    pub fn fit_head_gated_observed<O, L, V, const F: usize, const OUT: usize>(
+        &mut self,
+        latents: &L,
+        schedule: &mut Schedule<'_, T, O, V>,
+        folds: usize,
+        observer: &mut Observer<'_, T, M::Head, Mem>,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: WithHead,
+        M::Head: Module<T, Var<1, F>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + Clone + 'static,
+        L: Samples<T, F> + ?Sized,
+        V: Samples<T, F> + ?Sized,
+    {
+        let (mut work, model) = self.split();
+        work.fit_gated(model.head(), latents, schedule, folds, observer)
+    }
+
+    /// CRC-32 of the model's checkpoint (the value stored at its end): two models with the
+    /// same value have the same parameters, bit for bit.
+    pub fn checkpoint_crc32(&self) -> u32 {
+        checkpoint::checksum(self.tape)
+    }
+
+    /// Bytes of the model's checkpoint.
+    pub fn checkpoint_len(&self) -> usize {
+        checkpoint::encoded_len(self.tape)
+    }
+
+    /// Writes the model's checkpoint into `out`; returns its length.
+    pub fn write_checkpoint(&self, out: &mut [u8]) -> Result<usize, Error> {
+        Ok(checkpoint::save(self.tape, out)?)
+    }
+
+    /// Saves the model's checkpoint into the older of the two `slots` of `flash`, a piece
+    /// at a time, straight from the tape, with the model's shape signature; the newer slot
+    /// is untouched until the new one is complete. Returns the slot's sequence number.
+    pub fn save<F: NorFlash>(&self, flash: &mut F, slots: &Slots) -> Result<u32, Error> {
+        let signature = checkpoint::shape_signature(self.tape);
+        let mut encoder = checkpoint::Encoder::new(self.tape);
+        Ok(slots.save_from(flash, encoder.len(), signature, |out| encoder.fill(out))?)
+    }
+}
+
+/// The buffers a fit works in, apart from the model: the fits of the whole model and of
+/// its head are the same code over another module.
+struct Work<'a, T: Scalar, Mem: Capacity> {
+    tape: &'a mut Tape<T, Mem>,
+    rollback: &'a mut [T],
+    start: &'a mut [T],
+    order: &'a mut [usize],
+}
+
+impl<T: Scalar, Mem: Capacity> Work<'_, T, Mem> {
+    /// [`Session::fit_observed`] for `model`.
+    // One copy on the device, called for the plain fit and each of the gate's fits: inlined
+    // there, it took the stack of two frames and the flash of two copies.
+    #[cfg_attr(target_os = "none", inline(never))]
+    fn fit<Md, O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        model: &Md,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+        observer: &mut Observer<'_, T, Md, Mem>,
+    ) -> Result<FitReport<T>, Error>
+    where
+        Md: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
         let rows = data.len();
         if rows == 0 {
             return Err(Error::Step(StepError::NoSamples));
@@ -631,10 +828,10 @@ where
         let mut shuffle = Shuffle::new(self.order, rows, schedule.seed)?;
         shuffle.limit(schedule.max_steps);
         if schedule.audit {
-            audit_step_graph_at(self.tape, &self.model, data, 0)?;
+            audit_step_graph_at(&mut *self.tape, model, data, 0)?;
         }
         let before = match schedule.validation {
-            Some(v) => Some(count_correct(self.tape, &self.model, v)?),
+            Some(v) => Some(count_correct(&mut *self.tape, model, v)?),
             None => None,
         };
         self.tape.snapshot_trainable(self.rollback)?;
@@ -667,8 +864,8 @@ where
                 strength,
             });
             let out = anchored_epoch(
-                self.tape,
-                &self.model,
+                &mut *self.tape,
+                model,
                 &mut schedule.optimizer,
                 data,
                 &mut shuffle,
@@ -717,8 +914,8 @@ where
                 learning_rate: schedule.optimizer.learning_rate(),
             };
             let mut probe = Probe {
-                tape: self.tape,
-                model: &self.model,
+                tape: &mut *self.tape,
+                model,
             };
             observer(&end, &mut probe);
             if report.converged {
@@ -726,7 +923,7 @@ where
             }
         }
         if let (Some(before), Some(v)) = (before, schedule.validation) {
-            let mut after = count_correct(self.tape, &self.model, v)?;
+            let mut after = count_correct(&mut *self.tape, model, v)?;
             if after < before {
                 self.tape.restore_trainable(self.start)?;
                 report.restored = true;
@@ -737,42 +934,17 @@ where
         Ok(report)
     }
 
-    /// Fits the model on `data` under `schedule` only if that makes it better, judged by
-    /// k-fold cross-validation over `folds` folds (row `i` in fold `i % folds`, see
-    /// [`Fold`]; as many folds as rows is leave-one-out).
-    ///
-    /// The model as it stands is scored on every row ([`score`](crate::train::score)). For
-    /// each fold, the model is fitted from where it stands on the other folds (the
-    /// schedule's optimiser afresh each time) and scored on the fold's rows, then put back.
-    /// If those scores together [beat](Score::beats) the model's own (more rows correct, or
-    /// as many with a lower loss), the model is fitted on every row and kept: committed.
-    /// Otherwise it is left as it was. The schedule's optimiser ends as the last fit left it.
-    pub fn fit_gated<O, D, V, const IN: usize, const OUT: usize>(
+    /// [`Session::fit_gated_observed`] for `model`.
+    fn fit_gated<Md, O, D, V, const IN: usize, const OUT: usize>(
         &mut self,
+        model: &Md,
         data: &D,
         schedule: &mut Schedule<'_, T, O, V>,
         folds: usize,
+        observer: &mut Observer<'_, T, Md, Mem>,
     ) -> Result<GateReport<T>, Error>
     where
-        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
-        O: Optimizer<T> + Clone + 'static,
-        D: Samples<T, IN> + ?Sized,
-        V: Samples<T, IN> + ?Sized,
-    {
-        self.fit_gated_observed(data, schedule, folds, &mut |_, _| {})
-    }
-
-    /// [`fit_gated`](Self::fit_gated), calling `observer` at the end of each epoch of the
-    /// fit on every row (if the model is committed).
-    pub fn fit_gated_observed<O, D, V, const IN: usize, const OUT: usize>(
-        &mut self,
-        data: &D,
-        schedule: &mut Schedule<'_, T, O, V>,
-        folds: usize,
-        observer: &mut Observer<'_, T, M, Mem>,
-    ) -> Result<GateReport<T>, Error>
-    where
-        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        Md: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
         O: Optimizer<T> + Clone + 'static,
         D: Samples<T, IN> + ?Sized,
         V: Samples<T, IN> + ?Sized,
@@ -784,7 +956,7 @@ where
         // Every row is read through a `Fold` (a fold past the last holds out none), so that
         // the fits and scores below are compiled once, for one type of rows.
         let every = Fold::rest(data, folds, folds);
-        let before = score(self.tape, &self.model, &every)?;
+        let before = score(&mut *self.tape, model, &every)?;
         // What each fold's fit starts from and is put back to (`fit` keeps the same values
         // there once it starts).
         self.tape.snapshot_trainable(self.start)?;
@@ -794,11 +966,16 @@ where
         for fold in 0..folds {
             schedule.optimizer = optimizer.clone();
             let held = self
-                .fit(&Fold::rest(data, folds, fold), schedule)
+                .fit(
+                    model,
+                    &Fold::rest(data, folds, fold),
+                    schedule,
+                    &mut |_, _| {},
+                )
                 .and_then(|fit| {
                     steps += fit.steps;
                     let held = Fold::held_out(data, folds, fold);
-                    Ok(score(self.tape, &self.model, &held)?)
+                    Ok(score(&mut *self.tape, model, &held)?)
                 });
             // Put back whether or not the fold's fit succeeded: a refusal changes nothing.
             self.tape.restore_trainable(self.start)?;
@@ -807,7 +984,14 @@ where
         let committed = after.beats(&before);
         let fit = if committed {
             schedule.optimizer = optimizer;
-            let fit = self.fit_observed(&every, schedule, observer)?;
+            let fit = match self.fit(model, &every, schedule, observer) {
+                Ok(fit) => fit,
+                Err(e) => {
+                    // A fit refused part-way leaves the model as it was.
+                    self.tape.restore_trainable(self.start)?;
+                    return Err(e);
+                }
+            };
             steps += fit.steps;
             Some(fit)
         } else {
@@ -820,30 +1004,5 @@ where
             fit,
             steps,
         })
-    }
-
-    /// CRC-32 of the model's checkpoint (the value stored at its end): two models with the
-    /// same value have the same parameters, bit for bit.
-    pub fn checkpoint_crc32(&self) -> u32 {
-        checkpoint::checksum(self.tape)
-    }
-
-    /// Bytes of the model's checkpoint.
-    pub fn checkpoint_len(&self) -> usize {
-        checkpoint::encoded_len(self.tape)
-    }
-
-    /// Writes the model's checkpoint into `out`; returns its length.
-    pub fn write_checkpoint(&self, out: &mut [u8]) -> Result<usize, Error> {
-        Ok(checkpoint::save(self.tape, out)?)
-    }
-
-    /// Saves the model's checkpoint into the older of the two `slots` of `flash`, a piece
-    /// at a time, straight from the tape, with the model's shape signature; the newer slot
-    /// is untouched until the new one is complete. Returns the slot's sequence number.
-    pub fn save<F: NorFlash>(&self, flash: &mut F, slots: &Slots) -> Result<u32, Error> {
-        let signature = checkpoint::shape_signature(self.tape);
-        let mut encoder = checkpoint::Encoder::new(self.tape);
-        Ok(slots.save_from(flash, encoder.len(), signature, |out| encoder.fill(out))?)
     }
 }

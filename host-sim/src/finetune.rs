@@ -9,15 +9,16 @@ use motion::features::{imu_features, IMU_FEATURES};
 use motion::model::finetune_seed;
 pub use motion::model::{MotionCnn, MotionModel};
 use motion::samples::WINDOW_VALUES;
-use safegrad::nn::{sizes, Build, Footprint, Init, Module, Plan};
+use safegrad::nn::{sizes, Build, Footprint, Headed, Init, Module, Plan};
 use safegrad::optim::{Adam, Optimizer, Sgd};
 use safegrad::session::{GateReport, Plateau, Schedule, Session};
+use safegrad::train::{Chain, Latent8};
 use safegrad::{Tensor, Var};
 
 use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
 use crate::model::{
-    accuracy, audit_step, checkpoint_of, fit, fit_gated, keep_checkpoint, new_workspace,
-    EpochStats, HostTape,
+    accuracy, audit_step, checkpoint_of, fit, fit_gated, fit_head_gated, keep_checkpoint,
+    new_workspace, EpochStats, HostSession, HostTape,
 };
 use crate::shift::Shift;
 
@@ -232,6 +233,10 @@ pub struct FinetuneConfig {
     pub gate: bool,
     /// What fine-tuning trains.
     pub mode: FinetuneMode,
+    /// Latent replay: this many unshifted training recordings per class, their latents (the
+    /// frozen body's output) kept in 8 bits ([`safegrad::train::Latent8`]), trained on next
+    /// to the shifted ones. The last layer only; 0 for none.
+    pub replay: usize,
     /// Start from this pre-trained checkpoint (the device's asset, say) instead of
     /// pre-training: then the pre-training curve is empty and the pre-training settings
     /// are not used.
@@ -265,6 +270,7 @@ impl Default for FinetuneConfig {
             plateau: Some(motion::model::PLATEAU),
             gate: true,
             mode: FinetuneMode::LAST_LAYER,
+            replay: 0,
             pretrained: None,
         }
     }
@@ -287,6 +293,8 @@ pub struct FinetuneReport {
     pub finetune_steps: usize,
     /// The validation gate's verdict, if the job was gated.
     pub gate: Option<GateReport<f32>>,
+    /// Latent rows replayed ([`FinetuneConfig::replay`]).
+    pub replay_samples: usize,
     /// Recordings used for fine-tuning.
     pub finetune_samples: usize,
     /// Trainable scalars during fine-tuning.
@@ -552,9 +560,18 @@ pub fn run(
             ));
         }
     }
+    if config.replay > 0 && config.mode != FinetuneMode::LAST_LAYER {
+        return Err(format!(
+            "--replay keeps the frozen body's outputs, so it trains the last layer only, not `{}`",
+            config.mode.name()
+        ));
+    }
     let train = data::load_motions(dir, "train").map_err(|x| e(&x))?;
     let test = data::load_motions(dir, "test").map_err(|x| e(&x))?;
     check_per_class(&train, config.per_class)?;
+    if config.replay > 0 {
+        check_per_class(&train, config.replay).map_err(|x| x.replace("--per-class", "--replay"))?;
+    }
     let (train_shift, test_shift) = (Some((&config.shift, false)), Some((&config.shift, true)));
     match config.model {
         MotionNet::Mlp => {
@@ -565,7 +582,7 @@ pub fn run(
                 shifted_test: featurize(&test, test_shift)?,
             };
             let (mean, std) = feature_statistics(&rows.train);
-            run_model::<MotionModel, IMU_FEATURES>(config, rows, progress, &|tape, model| {
+            run_model::<MotionModel, IMU_FEATURES, 32>(config, rows, progress, &|tape, model| {
                 model.0.set_statistics(tape, &mean, &std, 1e-6)
             })
         }
@@ -577,7 +594,7 @@ pub fn run(
                 shifted_test: window_rows(&test, test_shift),
             };
             let stats = channel_statistics(&rows.train);
-            run_model::<MotionCnn, WINDOW_VALUES>(config, rows, progress, &|tape, model| {
+            run_model::<MotionCnn, WINDOW_VALUES, 16>(config, rows, progress, &|tape, model| {
                 tape.set_parameter((model.0).1.stats, &stats)
             })
         }
@@ -596,14 +613,17 @@ struct Rows<const IN: usize> {
 type Prepare<'a, M> = &'a dyn Fn(&mut HostTape, &M) -> Result<(), safegrad::TapeError>;
 
 /// The job for the model `M` on `IN`-value rows.
-fn run_model<M, const IN: usize>(
+fn run_model<M, const IN: usize, const LATENT: usize>(
     config: &FinetuneConfig,
     rows: Rows<IN>,
     progress: &mut dyn FnMut(Progress<'_>),
     prepare: Prepare<'_, M>,
 ) -> Result<FinetuneReport, String>
 where
-    M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, MOTION_CLASSES>>,
+    M: Build<f32>
+        + Module<f32, Var<1, IN>, Output = Var<1, MOTION_CLASSES>>
+        + Headed<f32, Var<1, IN>, Latent = Var<1, LATENT>>,
+    M::Head: Module<f32, Var<1, LATENT>, Output = Var<1, MOTION_CLASSES>>,
 {
     let e = |err: &dyn std::fmt::Display| err.to_string();
     let Rows {
@@ -664,7 +684,40 @@ where
     schedule.anchor = config.anchor;
     schedule.plateau = config.plateau;
     let epochs = config.finetune_epochs;
-    let (finetune_curve, finetune_steps, gate) = if config.gate {
+    // The latents of `rows` through the frozen body.
+    let latents = |session: &mut HostSession<'_, M>,
+                   rows: &[([f32; IN], usize)]|
+     -> Result<Vec<([f32; LATENT], usize)>, String> {
+        let mut out = vec![([0.0f32; LATENT], 0usize); rows.len()];
+        session.latents(rows, &mut out).map_err(|x| e(&x))?;
+        Ok(out)
+    };
+    let replay: Vec<Latent8<LATENT>> = if config.replay > 0 {
+        latents(&mut session, &first_per_class(&train_rows, config.replay))?
+            .iter()
+            .map(|(x, class)| Latent8::encode(x, *class).map_err(|x| e(&x)))
+            .collect::<Result<_, _>>()?
+    } else {
+        Vec::new()
+    };
+    let (finetune_curve, finetune_steps, gate) = if !replay.is_empty() {
+        // The head alone, on the shifted recordings' latents and the replayed ones.
+        let new = latents(&mut session, &finetune_set)?;
+        let eval = latents(&mut session, &shifted_test)?;
+        let rows = Chain::new(&new[..], &replay[..]);
+        if !config.gate {
+            let fit = session.fit_head(&rows, &mut schedule).map_err(|x| e(&x))?;
+            (Vec::new(), fit.steps, None)
+        } else {
+            let folds = motion::model::gate_folds(finetune_set.len());
+            let (curve, gate) =
+                fit_head_gated(&mut session, &rows, &eval, &mut schedule, folds, &mut |s| {
+                    progress(Progress::Finetune(s, epochs))
+                })
+                .map_err(|x| e(&x))?;
+            (curve, gate.fit.map_or(0, |f| f.steps), Some(gate))
+        }
+    } else if config.gate {
         let folds = motion::model::gate_folds(finetune_set.len());
         let (curve, gate) = fit_gated(
             &mut session,
@@ -704,6 +757,7 @@ where
         original_accuracy_after,
         finetune_steps,
         gate,
+        replay_samples: replay.len(),
         finetune_samples: finetune_set.len(),
         trainable_params,
         train_state_bytes: state_scalars * std::mem::size_of::<f32>(),

@@ -78,6 +78,11 @@ enum Command {
         /// recordings, it does not beat the pre-trained one (the validation gate off).
         #[arg(long)]
         no_gate: bool,
+        /// Latent replay: keep this many unshifted training recordings per class as the
+        /// frozen body's outputs in 8 bits, and train the last layer on them next to the
+        /// shifted ones, so that it still serves the original installation (0 for none).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        replay: usize,
         /// Write the loss and accuracy curves to this PNG (and a CSV beside it).
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
@@ -153,6 +158,10 @@ enum Command {
         /// rotation about a random axis, every third on the other wrist).
         #[arg(long, value_name = "N", default_value_t = 0)]
         random: usize,
+        /// Latent replay of this many unshifted recordings per class (as `finetune
+        /// --replay`).
+        #[arg(long, value_name = "N", default_value_t = 0)]
+        replay: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -349,7 +358,13 @@ fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> 
     Ok(())
 }
 
-fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Result<(), String> {
+fn run_shifts(
+    json: bool,
+    shifts: Vec<Shift>,
+    replay: usize,
+    seeds: &[u64],
+    dir: &Path,
+) -> Result<(), String> {
     let shifts = if shifts.is_empty() {
         reference::SHIFTS
             .iter()
@@ -359,7 +374,13 @@ fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Resu
         shifts
     };
     let runs = bar(shifts.len() * seeds.len(), "shifts", json);
-    let rows = reference::shifts(dir, &shifts, seeds, &mut |d| runs.set_position(d as u64))?;
+    let base = FinetuneConfig {
+        replay,
+        ..FinetuneConfig::default()
+    };
+    let rows = reference::shifts_with(dir, &base, &shifts, seeds, &mut |d| {
+        runs.set_position(d as u64)
+    })?;
     runs.finish_and_clear();
     let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
     let worst = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
@@ -386,9 +407,17 @@ fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Resu
         return Ok(());
     }
     println!(
-        "mlp, last layer, 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate), seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        "mlp, last layer, 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate{}), seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
         motion::model::LEARNING_RATE,
         motion::model::ANCHOR,
+        if replay > 0 {
+            format!(
+                ", latent replay of {replay} unshifted recordings per class in 8 bits ({} bytes each)",
+                safegrad::train::Latent8::<32>::BYTES
+            )
+        } else {
+            String::new()
+        },
         seeds.len()
     );
     println!();
@@ -427,6 +456,18 @@ fn run_shifts(json: bool, shifts: Vec<Shift>, seeds: &[u64], dir: &Path) -> Resu
         "mean at least the reference's on {at_least} of {} shifts; worst seed at least 85% on {above_85}; fine-tuned model committed in {committed} of {} runs",
         rows.len(),
         rows.len() * seeds.len()
+    );
+    // Forgetting: the unshifted held-out accuracy lost, per shift (the mean over seeds).
+    let lost: Vec<f64> = rows
+        .iter()
+        .map(|row| {
+            mean(&of(row, |r| r.pretrain_accuracy)) - mean(&of(row, |r| r.original_accuracy_after))
+        })
+        .collect();
+    println!(
+        "unshifted held-out accuracy lost to fine-tuning: {:.1} points on average over the shifts, {:.1} at most",
+        100.0 * mean(&lost),
+        100.0 * lost.iter().copied().fold(f64::NEG_INFINITY, f64::max)
     );
     Ok(())
 }
@@ -593,6 +634,7 @@ fn run_finetune(
             "validation_accuracy_before": report.gate.map(|g| g.before.correct as f64 / g.before.rows.max(1) as f64),
             "validation_accuracy_after": report.gate.map(|g| g.after.correct as f64 / g.after.rows.max(1) as f64),
             "finetune_samples": report.finetune_samples,
+            "replay_samples": report.replay_samples,
             "trainable_params": report.trainable_params,
             "train_state_bytes": report.train_state_bytes,
             "audit": audit_json(&report.audit),
@@ -1137,6 +1179,7 @@ fn main() -> ExitCode {
             finetune_lr,
             anchor,
             no_gate,
+            replay,
             plot,
             export,
             pretrained,
@@ -1162,6 +1205,7 @@ fn main() -> ExitCode {
                 finetune_lr,
                 anchor: (anchor > 0.0).then_some(anchor),
                 gate: !no_gate,
+                replay,
                 mode,
                 ..FinetuneConfig::for_model(model)
             };
@@ -1200,6 +1244,7 @@ fn main() -> ExitCode {
             seeds,
             mut shift,
             random,
+            replay,
             data_dir,
         } => {
             if random > 0 && shift.is_empty() {
@@ -1211,7 +1256,7 @@ fn main() -> ExitCode {
             shift.extend(host_sim::reference::random_shifts(random));
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
-            run_shifts(json, shift, &seeds, &dir)
+            run_shifts(json, shift, replay, &seeds, &dir)
         }
         Command::Train {
             data: Dataset::Digits,

@@ -3,9 +3,9 @@
 //! [`Session::fit_observed`] (the same loop, rollback and guard as on the device).
 
 use safegrad::audit::Audit;
-use safegrad::nn::{sizes, Build, Module, Plan, Sizes};
+use safegrad::nn::{sizes, Build, Module, Plan, Sizes, WithHead};
 use safegrad::optim::Optimizer;
-use safegrad::session::{GateReport, Schedule, Session, Workspace};
+use safegrad::session::{EpochEnd, GateReport, Probe, Schedule, Session, Workspace};
 use safegrad::train::{audit_step_graph, Samples};
 use safegrad::{Cap, Capacity, Error, Var};
 
@@ -109,6 +109,40 @@ where
     Ok(session.correct(data)? as f64 / data.len() as f64)
 }
 
+/// One point of a fit's curve: the epoch's loss and the accuracy on `eval` of the model as
+/// it stands (a failure to evaluate is kept in `failure`, and counts as 0 correct); a
+/// rollback is reported on standard error.
+fn curve_point<M, Mem: Capacity, const IN: usize, const OUT: usize>(
+    end: &EpochEnd<f32>,
+    probe: &mut Probe<'_, f32, M, Mem>,
+    eval: &[([f32; IN], usize)],
+    failure: &mut Option<Error>,
+) -> EpochStats
+where
+    M: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    let correct = match probe.correct(eval) {
+        Ok(c) => c,
+        Err(e) => {
+            failure.get_or_insert(e);
+            0
+        }
+    };
+    if let Some(why) = end.divergence {
+        eprintln!(
+            "warning: epoch {}: {why}; rolled back to the last good parameters, learning rate now {}",
+            end.epoch, end.learning_rate
+        );
+    }
+    EpochStats {
+        epoch: end.epoch,
+        loss: f64::from(end.mean_loss),
+        accuracy: correct as f64 / Samples::len(eval).max(1) as f64,
+        rejected: end.rejected,
+        rolled_back: end.divergence.is_some(),
+    }
+}
+
 /// Trains the session's model on `train` under `schedule`, evaluating on `eval` after every
 /// epoch: the curve, and the steps taken. `on_epoch` sees each epoch's statistics as they
 /// come; a rollback is reported on standard error.
@@ -126,26 +160,7 @@ where
     let mut curve = Vec::with_capacity(schedule.epochs);
     let mut failure = None;
     let report = session.fit_observed(train, schedule, &mut |end, probe| {
-        let correct = match probe.correct(eval) {
-            Ok(c) => c,
-            Err(e) => {
-                failure.get_or_insert(e);
-                0
-            }
-        };
-        if let Some(why) = end.divergence {
-            eprintln!(
-                "warning: epoch {}: {why}; rolled back to the last good parameters, learning rate now {}",
-                end.epoch, end.learning_rate
-            );
-        }
-        let stats = EpochStats {
-            epoch: end.epoch,
-            loss: f64::from(end.mean_loss),
-            accuracy: correct as f64 / Samples::len(eval).max(1) as f64,
-            rejected: end.rejected,
-            rolled_back: end.divergence.is_some(),
-        };
+        let stats = curve_point(end, probe, eval, &mut failure);
         on_epoch(&stats);
         curve.push(stats);
     })?;
@@ -173,20 +188,36 @@ where
     let mut curve = Vec::with_capacity(schedule.epochs);
     let mut failure = None;
     let gate = session.fit_gated_observed(train, schedule, folds, &mut |end, probe| {
-        let correct = match probe.correct(eval) {
-            Ok(c) => c,
-            Err(e) => {
-                failure.get_or_insert(e);
-                0
-            }
-        };
-        let stats = EpochStats {
-            epoch: end.epoch,
-            loss: f64::from(end.mean_loss),
-            accuracy: correct as f64 / Samples::len(eval).max(1) as f64,
-            rejected: end.rejected,
-            rolled_back: end.divergence.is_some(),
-        };
+        let stats = curve_point(end, probe, eval, &mut failure);
+        on_epoch(&stats);
+        curve.push(stats);
+    })?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok((curve, gate))
+}
+
+/// [`fit_gated`] of the session's head alone on latent rows ([`Session::latents`]; the
+/// new domain's, with replayed ones, say), evaluating on `eval` latents after every epoch.
+pub fn fit_head_gated<M, O, L, const F: usize, const OUT: usize>(
+    session: &mut HostSession<'_, M>,
+    train: &L,
+    eval: &[([f32; F], usize)],
+    schedule: &mut Schedule<'_, f32, O>,
+    folds: usize,
+    on_epoch: &mut dyn FnMut(&EpochStats),
+) -> Result<(Vec<EpochStats>, GateReport<f32>), Error>
+where
+    M: Build<f32> + WithHead,
+    M::Head: Module<f32, Var<1, F>, Output = Var<1, OUT>>,
+    O: Optimizer<f32> + Clone + 'static,
+    L: Samples<f32, F> + ?Sized,
+{
+    let mut curve = Vec::with_capacity(schedule.epochs);
+    let mut failure = None;
+    let gate = session.fit_head_gated_observed(train, schedule, folds, &mut |end, probe| {
+        let stats = curve_point(end, probe, eval, &mut failure);
         on_epoch(&stats);
         curve.push(stats);
     })?;

@@ -170,6 +170,16 @@ fn finetune_refuses_bad_shifts_and_counts_up_front_naming_the_flag() {
         "--finetune-lr",
         "not a finite learning rate",
     );
+    refused(
+        &["finetune", "--replay", "2", "--mode", "bias-only"],
+        "--replay",
+        "last layer only",
+    );
+    refused(
+        &["finetune", "--replay", "11"],
+        "--replay 11",
+        "recordings of class",
+    );
 }
 
 #[test]

@@ -488,3 +488,30 @@ fn finetune_json_reports_the_gate_and_a_model_it_refuses_is_the_pre_trained_one(
         format!("{stored_crc:#010x}")
     );
 }
+
+#[test]
+fn replay_trains_on_the_stored_latents_and_reports_them() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let pretrained = format!("{root}/motion/assets/pretrained.sgck");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["finetune", "--json", "--pretrained", &pretrained];
+        args.extend_from_slice(extra);
+        last_json_line(&host_sim(&args))
+    };
+    let plain = run(&[]);
+    let replayed = run(&["--replay", "3"]);
+    assert_eq!(plain["replay_samples"], 0);
+    // Three recordings of each of the four classes.
+    assert_eq!(replayed["replay_samples"], 12);
+    // The replayed rows are trained on: another model, more steps per epoch.
+    assert_ne!(
+        plain["finetuned_checkpoint_crc32"],
+        replayed["finetuned_checkpoint_crc32"]
+    );
+    let per_epoch = |v: &serde_json::Value| {
+        v["finetune_steps"].as_f64().expect("steps")
+            / v["finetune_epochs"].as_f64().expect("epochs")
+    };
+    assert_eq!(per_epoch(&plain), 12.0);
+    assert_eq!(per_epoch(&replayed), 24.0);
+}

@@ -556,4 +556,43 @@ mod cnn_tests {
         assert_eq!(Ok(after), expected("shifted_accuracy_after").parse::<f64>());
         assert_eq!(r.trainable, 16 * 4 + 4);
     }
+
+    /// The CNN's head applied to its body's output gives its forward pass's logits, bit for
+    /// bit, on every held-out window; the latent is the pooled 16 channels.
+    #[test]
+    fn the_cnn_is_its_head_on_its_body() {
+        use safegrad::nn::{Headed, Module, WithHead};
+        use safegrad::Var;
+        let mut work = Box::new(CnnFinetuneWorkspace::new());
+        let mut session = Session::<MotionCnn, f32, _>::from_checkpoint(
+            &mut work,
+            cnn::PRETRAINED,
+            FINETUNE_PLAN,
+        )
+        .unwrap();
+        let eval = Dataset::<f32, WINDOW_VALUES>::parse(cnn::EVAL_SET).unwrap();
+        let (tape, model) = session.parts();
+        let bits = |tape: &safegrad::Tape<f32, _>, v| -> Vec<u32> {
+            let value = tape.value(v).unwrap();
+            value.as_slice().iter().map(|f| f.to_bits()).collect()
+        };
+        for i in 0..eval.len() {
+            // The device's tape holds one pass: the whole model first, then its parts.
+            tape.clear_activations();
+            let (x, _) = tape
+                .input_with::<WINDOW_VALUES, _>(|out| eval.read_into(i, out))
+                .unwrap()
+                .unwrap();
+            let whole = model.forward(tape, x).unwrap();
+            let whole = bits(tape, whole);
+            tape.clear_activations();
+            let (x, _) = tape
+                .input_with::<WINDOW_VALUES, _>(|out| eval.read_into(i, out))
+                .unwrap()
+                .unwrap();
+            let latent: Var<1, 16> = model.body(tape, x).unwrap();
+            let split = model.head().forward(tape, latent).unwrap();
+            assert_eq!(bits(tape, split), whole, "window {i}");
+        }
+    }
 }

@@ -773,6 +773,60 @@ fn a_gate_over_too_few_or_too_many_folds_is_refused_and_changes_nothing() {
     }
 }
 
+#[test]
+fn the_head_fitted_on_latents_is_the_fit_on_the_rows_bit_for_bit() {
+    let bytes = pretrained();
+    let data = rows(24, 0, true);
+    let schedule = || {
+        Schedule::new(Sgd::new(0.2f32))
+            .epochs(12)
+            .seed(9)
+            .anchor(0.05)
+            .until_converged(safegrad::session::Plateau {
+                window: 3,
+                tolerance: 0.01,
+                halvings: 2,
+            })
+    };
+    let mut work = Box::new(Work::new());
+    let mut whole = Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let fit = whole.fit(&data[..], &mut schedule()).expect("fit");
+    let gate = whole
+        .fit_gated(&data[..], &mut schedule(), 3)
+        .expect("gate");
+
+    let mut head_work = Box::new(Work::new());
+    let mut head = Session::<Model, _, _>::from_checkpoint(&mut head_work, bytes, Plan::LastLayer)
+        .expect("session");
+    let mut latents = vec![([0.0f32; 8], 0usize); 24];
+    assert_eq!(head.latents(&data[..], &mut latents).expect("latents"), 24);
+    // The latent is the ReLU of the first layer: 8 values, none negative.
+    assert!(latents.iter().flat_map(|(x, _)| x).all(|&v| v >= 0.0));
+    let head_fit = head.fit_head(&latents[..], &mut schedule()).expect("fit");
+    let head_gate = head
+        .fit_head_gated_observed(&latents[..], &mut schedule(), 3, &mut |_, _| {})
+        .expect("gate");
+    assert_eq!(head_fit, fit);
+    assert_eq!(head_gate, gate);
+    assert_eq!(head.checkpoint_crc32(), whole.checkpoint_crc32());
+    assert_eq!(
+        bits(head.tape_ref().parameters()),
+        bits(whole.tape_ref().parameters())
+    );
+    // Too little room for the latents is refused.
+    let err = head
+        .latents(&data[..], &mut latents[..10])
+        .expect_err("refused");
+    assert_eq!(
+        err,
+        Error::Step(StepError::SampleCapacity {
+            capacity: 10,
+            rows: 24
+        })
+    );
+}
+
 /// The L2 distance of the session's trainable parameters from `start`.
 fn distance(values: &[f32], start: &[f32]) -> f64 {
     values

@@ -38,6 +38,7 @@ mod activation;
 #[cfg(feature = "conv")]
 mod conv;
 mod footprint;
+mod head;
 mod linear;
 pub mod loss;
 mod norm;
@@ -51,6 +52,7 @@ pub use conv::{
     AvgPool1d, BatchNorm1d, Conv1d, DepthwiseConv1d, GlobalAvgPool1d, MaxPool1d, PointwiseConv1d,
 };
 pub use footprint::{sizes, Footprint, LayerShape, Layers, Plan, Sizes, MAX_LAYERS};
+pub use head::{Headed, WithHead};
 pub use linear::{InitScheme, Linear, LinearRelu};
 pub use norm::{LayerNorm, Standardize};
 #[cfg(feature = "conv")]

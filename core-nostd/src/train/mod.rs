@@ -35,11 +35,13 @@ use core::fmt;
 
 mod epoch;
 mod guard;
+mod replay;
 mod samples;
 mod update;
 
 pub use epoch::{anchored_epoch, epoch, Anchor, EpochReport, Shuffle};
 pub use guard::{Divergence, DivergenceGuard};
+pub use replay::{Chain, Latent8, ReplayError};
 pub use samples::{Fold, Samples};
 
 use crate::audit::{audit, first_non_finite, AuditError, Finding};

@@ -175,3 +175,43 @@ impl<T, D: Samples<T, F> + ?Sized, const F: usize> Samples<T, F> for Fold<'_, D>
         self.data.read_into(self.index(j, self.data.len())?, out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::indexing_slicing)]
+    fn a_fold_and_its_rest_split_the_rows_as_i_mod_k_says() {
+        let rows: [([f32; 1], usize); 13] = core::array::from_fn(|i| ([i as f32], i % 3));
+        for n in 0..=13 {
+            let data = &rows[..n];
+            for folds in 0..6 {
+                for fold in 0..7 {
+                    let held = Fold::held_out(data, folds, fold);
+                    let rest = Fold::rest(data, folds, fold);
+                    let in_fold = |i: usize| folds > 0 && fold < folds && i % folds == fold;
+                    let expect_held: heapless::Vec<usize, 13> =
+                        (0..n).filter(|&i| in_fold(i)).collect();
+                    let expect_rest: heapless::Vec<usize, 13> =
+                        (0..n).filter(|&i| !in_fold(i)).collect();
+                    let seen = |part: &Fold<'_, [([f32; 1], usize)]>| -> heapless::Vec<usize, 13> {
+                        (0..part.len() + 2)
+                            .filter_map(|j| part.row(j))
+                            .map(|(x, _)| x[0] as usize)
+                            .collect()
+                    };
+                    assert_eq!(seen(&held), expect_held, "n {n}, fold {fold} of {folds}");
+                    assert_eq!(seen(&rest), expect_rest, "n {n}, fold {fold} of {folds}");
+                    assert_eq!(held.len(), expect_held.len());
+                    assert_eq!(rest.len(), expect_rest.len());
+                    let mut out = [0.0f32];
+                    for (j, &i) in expect_rest.iter().enumerate() {
+                        assert_eq!(rest.read_into(j, &mut out), Some(i % 3));
+                        assert_eq!(out[0] as usize, i);
+                    }
+                }
+            }
+        }
+    }
+}
