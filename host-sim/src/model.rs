@@ -5,7 +5,7 @@
 use safegrad::audit::Audit;
 use safegrad::nn::{sizes, Build, Module, Plan, Sizes, WithHead};
 use safegrad::optim::Optimizer;
-use safegrad::session::{EpochEnd, GateReport, Probe, Schedule, Session, Workspace};
+use safegrad::session::{EpochEnd, GateReport, Observer, Probe, Schedule, Session, Workspace};
 use safegrad::train::{audit_step_graph, Samples};
 use safegrad::{Cap, Capacity, Error, Var};
 
@@ -143,6 +143,31 @@ where
     }
 }
 
+/// Runs a fit with an observer that draws its curve: each epoch's point ([`curve_point`]
+/// on `eval`), passed to `on_epoch` as it comes; `epochs` is how many it may run. A failure
+/// to evaluate is the result's error.
+fn with_curve<Md, R, const IN: usize, const OUT: usize>(
+    epochs: usize,
+    eval: &[([f32; IN], usize)],
+    on_epoch: &mut dyn FnMut(&EpochStats),
+    run: impl FnOnce(&mut Observer<'_, f32, Md, HostCapacity>) -> Result<R, Error>,
+) -> Result<(Vec<EpochStats>, R), Error>
+where
+    Md: Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
+{
+    let mut curve = Vec::with_capacity(epochs);
+    let mut failure = None;
+    let result = run(&mut |end, probe| {
+        let stats = curve_point(end, probe, eval, &mut failure);
+        on_epoch(&stats);
+        curve.push(stats);
+    })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((curve, result)),
+    }
+}
+
 /// Trains the session's model on `train` under `schedule`, evaluating on `eval` after every
 /// epoch: the curve, and the steps taken. `on_epoch` sees each epoch's statistics as they
 /// come; a rollback is reported on standard error.
@@ -157,16 +182,9 @@ where
     M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
     O: Optimizer<f32> + 'static,
 {
-    let mut curve = Vec::with_capacity(schedule.epochs);
-    let mut failure = None;
-    let report = session.fit_observed(train, schedule, &mut |end, probe| {
-        let stats = curve_point(end, probe, eval, &mut failure);
-        on_epoch(&stats);
-        curve.push(stats);
+    let (curve, report) = with_curve(schedule.epochs, eval, on_epoch, |observer| {
+        session.fit_observed(train, schedule, observer)
     })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
     Ok((curve, report.steps))
 }
 
@@ -185,17 +203,9 @@ where
     M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
     O: Optimizer<f32> + Clone + 'static,
 {
-    let mut curve = Vec::with_capacity(schedule.epochs);
-    let mut failure = None;
-    let gate = session.fit_gated_observed(train, schedule, folds, &mut |end, probe| {
-        let stats = curve_point(end, probe, eval, &mut failure);
-        on_epoch(&stats);
-        curve.push(stats);
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok((curve, gate))
+    with_curve(schedule.epochs, eval, on_epoch, |observer| {
+        session.fit_gated_observed(train, schedule, folds, observer)
+    })
 }
 
 /// [`fit_gated`] of the session's head alone on latent rows ([`Session::latents`]; the
@@ -214,17 +224,9 @@ where
     O: Optimizer<f32> + Clone + 'static,
     L: Samples<f32, F> + ?Sized,
 {
-    let mut curve = Vec::with_capacity(schedule.epochs);
-    let mut failure = None;
-    let gate = session.fit_head_gated_observed(train, schedule, folds, &mut |end, probe| {
-        let stats = curve_point(end, probe, eval, &mut failure);
-        on_epoch(&stats);
-        curve.push(stats);
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok((curve, gate))
+    with_curve(schedule.epochs, eval, on_epoch, |observer| {
+        session.fit_head_gated_observed(train, schedule, folds, observer)
+    })
 }
 
 /// The audit of one training step's graph (forward and loss on `row`), as the training

@@ -439,17 +439,24 @@ fn shifts_runs_the_job_and_the_reference_for_each_shift() {
     }
 }
 
+/// The device's pre-trained model.
+const PRETRAINED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../motion/assets/pretrained.sgck"
+);
+
+/// `finetune --json` from the device's pre-trained model, with `extra` flags: its JSON.
+fn finetune_pretrained(extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["finetune", "--json", "--pretrained", PRETRAINED];
+    args.extend_from_slice(extra);
+    last_json_line(&host_sim(&args))
+}
+
 #[test]
 fn finetune_json_reports_the_gate_and_a_model_it_refuses_is_the_pre_trained_one() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let pretrained = format!("{root}/motion/assets/pretrained.sgck");
-    let bytes = std::fs::read(&pretrained).expect("the device's pre-trained model");
+    let bytes = std::fs::read(PRETRAINED).expect("the device's pre-trained model");
     let stored_crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
-    let run = |extra: &[&str]| {
-        let mut args = vec!["finetune", "--json", "--pretrained", &pretrained];
-        args.extend_from_slice(extra);
-        last_json_line(&host_sim(&args))
-    };
+    let run = finetune_pretrained;
     let rate = |v: &serde_json::Value, key: &str| v[key].as_f64().expect(key);
 
     // Turned 90 degrees: the pre-trained model gets half the fine-tuning recordings wrong,
@@ -491,13 +498,7 @@ fn finetune_json_reports_the_gate_and_a_model_it_refuses_is_the_pre_trained_one(
 
 #[test]
 fn replay_trains_on_the_stored_latents_and_reports_them() {
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let pretrained = format!("{root}/motion/assets/pretrained.sgck");
-    let run = |extra: &[&str]| {
-        let mut args = vec!["finetune", "--json", "--pretrained", &pretrained];
-        args.extend_from_slice(extra);
-        last_json_line(&host_sim(&args))
-    };
+    let run = finetune_pretrained;
     let plain = run(&[]);
     let replayed = run(&["--replay", "3"]);
     assert_eq!(plain["replay_samples"], 0);

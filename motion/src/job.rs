@@ -520,7 +520,9 @@ mod tests {
 mod cnn_tests {
     use super::*;
     use crate::assets::cnn;
-    use crate::model::{CnnFinetuneWorkspace, MotionCnn, CNN_FINETUNE_SIZES, FINETUNE_PLAN};
+    use crate::model::{
+        CnnFinetuneCapacity, CnnFinetuneWorkspace, MotionCnn, CNN_FINETUNE_SIZES, FINETUNE_PLAN,
+    };
     use crate::samples::WINDOW_VALUES;
     use safegrad::dataset::Dataset;
 
@@ -529,16 +531,18 @@ mod cnn_tests {
         super::tests::value_in(include_str!("../assets/cnn/expected.json"), key)
     }
 
+    /// A session of the device's CNN workspace on the pre-trained CNN.
+    fn session(
+        work: &mut CnnFinetuneWorkspace,
+    ) -> Session<'_, MotionCnn, f32, CnnFinetuneCapacity> {
+        Session::from_checkpoint(work, cnn::PRETRAINED, FINETUNE_PLAN).unwrap()
+    }
+
     /// The CNN's job on the device's workspace type, run here, gives host-sim's parameters.
     #[test]
     fn the_cnn_job_on_the_host_matches_host_sim_bit_for_bit() {
         let mut work = Box::new(CnnFinetuneWorkspace::new());
-        let mut session = Session::<MotionCnn, f32, _>::from_checkpoint(
-            &mut work,
-            cnn::PRETRAINED,
-            FINETUNE_PLAN,
-        )
-        .unwrap();
+        let mut session = session(&mut work);
         let train = Dataset::<f32, WINDOW_VALUES>::parse(cnn::FINETUNE_SET).unwrap();
         let eval = Dataset::<f32, WINDOW_VALUES>::parse(cnn::EVAL_SET).unwrap();
         let mut t = 0u64;
@@ -564,12 +568,7 @@ mod cnn_tests {
         use safegrad::nn::{Headed, Module, WithHead};
         use safegrad::Var;
         let mut work = Box::new(CnnFinetuneWorkspace::new());
-        let mut session = Session::<MotionCnn, f32, _>::from_checkpoint(
-            &mut work,
-            cnn::PRETRAINED,
-            FINETUNE_PLAN,
-        )
-        .unwrap();
+        let mut session = session(&mut work);
         let eval = Dataset::<f32, WINDOW_VALUES>::parse(cnn::EVAL_SET).unwrap();
         let (tape, model) = session.parts();
         let bits = |tape: &safegrad::Tape<f32, _>, v| -> Vec<u32> {

@@ -39,7 +39,12 @@ use safegrad::{Cap, Error, Tape, Var};
 type Model = (Linear<2, 8>, Relu, Linear<8, 2>);
 type Work = safegrad::workspace!(f32, Model, Plan::LastLayer);
 type WorkAll = safegrad::workspace!(f32, Model, Plan::All);
-/// The tape of the fits written by hand: room for anything below.
+/// The tape of the fits written by hand: one step of `Model` under `Plan::LastLayer`, the
+/// frozen layer read in place, sized from the type as the session's workspace is.
+type HandTape = safegrad::tape_for!(f32, Model, Plan::LastLayer);
+/// The tape `initial_checkpoint` builds any model on: a tape generic over the model cannot
+/// take its sizes from the type on stable Rust, so this one has room for the small models
+/// below.
 type Big = Tape<f32, Cap<64, 4096>>;
 type Row = ([f32; 2], usize);
 
@@ -264,7 +269,7 @@ fn session_against_hand(
     );
     let trained = tape.parameters().to_vec();
 
-    let mut by_hand_tape = Box::new(Big::new());
+    let mut by_hand_tape = Box::new(HandTape::new());
     let by_hand_model = build_in_place::<Model, _>(&mut by_hand_tape, bytes, Plan::LastLayer);
     let mut sgd = Sgd::new(lr);
     let done = fit_by_hand(
@@ -555,7 +560,7 @@ fn max_steps_takes_exactly_that_many_rows() {
     assert_eq!(epochs_seen, [(1, 8), (2, 5)]);
 
     // By hand: the rows of the shuffled epochs in order, one step each, the first 13.
-    let mut tape = Box::new(Big::new());
+    let mut tape = Box::new(HandTape::new());
     let model = build_in_place::<Model, _>(&mut tape, bytes, Plan::LastLayer);
     let mut order = vec![0usize; data.len()];
     let mut shuffle = Shuffle::new(&mut order, data.len(), seed).expect("shuffle");
