@@ -116,9 +116,9 @@ pub const PLATEAU: Plateau<f32> = Plateau {
 /// The last layer fitted by full-batch gradient descent on the frozen body's outputs
 /// ([`fit_linear_head`](safegrad::train::fit_linear_head)): L2-SP of weight 1 against the
 /// summed loss (scikit-learn's `C = 1`), stopped once no gradient component exceeds 1e-4 or
-/// after 5,000 steps. On the job's latents (norms of 8 to 70) the budget ends it first, an
-/// early stop. Over the four classes taught as new, seeds 1-10, it is 3 points more
-/// accurate than the SGD schedule (`host-sim new-class` against `--fit sgd`).
+/// after 5,000 steps. On the job's latents (norms of about 6 to 70) the budget ends it
+/// first, an early stop. Over the four classes taught as new, seeds 1-10, it is 3 points
+/// more accurate than the SGD schedule (`host-sim new-class` against `--fit sgd`).
 pub const HEAD_FIT: HeadFit<f32> = HeadFit {
     penalty: 1.0,
     tolerance: 1e-4,
