@@ -35,14 +35,15 @@ use embedded_storage::nor_flash::NorFlash;
 
 use crate::checkpoint::{self, CheckpointError};
 use crate::error::Error;
-use crate::nn::{Build, Headed, Init, InitScheme, Module, Plan, WithHead};
+use crate::nn::{Build, Headed, Init, InitScheme, Linear, Module, Plan, WithHead};
 use crate::optim::Optimizer;
 use crate::scalar::Scalar;
 use crate::store::Slots;
 use crate::tape::{Cap, Capacity, Tape, Var};
 use crate::train::{
-    anchored_epoch, audit_step_graph_at, count_correct, predict, score, Anchor, Divergence,
-    DivergenceGuard, Fold, Samples, Score, Shuffle, StepConfig, StepError,
+    anchored_epoch, audit_step_graph_at, count_correct, fit_linear_head, imprint_class, predict,
+    score, Anchor, Divergence, DivergenceGuard, Fold, HeadFit, Samples, Score, Shuffle, StepConfig,
+    StepError,
 };
 
 /// The memory a session of the model `M` works in: the tape, room for two copies of the
@@ -414,6 +415,18 @@ pub struct EpochEnd<T> {
 /// What [`Session::fit_observed`] calls at the end of each epoch.
 pub type Observer<'o, T, M, Mem> = dyn FnMut(&EpochEnd<T>, &mut Probe<'_, T, M, Mem>) + 'o;
 
+/// What [`Session::fit_gated_prepared`] does to the model before each of its fits, given
+/// the rows that fit trains on (a fold's training rows, then every row): set parameters up
+/// from them, such as a new class's output ([`imprint_class`]). An error ends the gate, and
+/// the model is put back as it was.
+pub type Prepare<'p, T, M, Mem, const IN: usize> =
+    dyn FnMut(&mut Tape<T, Mem>, &M, &dyn Samples<T, IN>) -> Result<(), Error> + 'p;
+
+/// A [`Prepare`] and the room to keep the parameters in while it runs, or `None`: what the
+/// gated fits of the head on latents take ([`Session::fit_head_full_batch_gated`]).
+pub type Prepared<'a, 'p, T, M, Mem, const IN: usize> =
+    Option<(&'a mut Prepare<'p, T, M, Mem, IN>, &'a mut [T])>;
+
 /// The model as it stands at the end of an epoch, for an observer to evaluate.
 pub struct Probe<'a, T: Scalar, M, Mem: Capacity> {
     tape: &'a mut Tape<T, Mem>,
@@ -686,7 +699,58 @@ where
         V: Samples<T, IN> + ?Sized,
     {
         let (mut work, model) = self.split();
-        work.fit_gated(model, data, schedule, folds, observer)
+        work.fit_gated(model, data, schedule, folds, None, observer)
+    }
+
+    /// [`fit_gated_observed`](Self::fit_gated_observed) with `prepare` run before each fit:
+    /// each fold's fit starts from the model as it stands, prepared on the fold's training
+    /// rows, and the committed fit from the model prepared on every row. The model's own
+    /// score, which the folds' must beat, is taken unprepared. A new class the model has
+    /// never seen is taught this way: its output set up by [`imprint_class`] from the rows
+    /// each fit sees, so that the held-out rows stay unseen.
+    ///
+    /// `keep` holds the trainable parameters as they stand while the folds are fitted (at
+    /// least as many scalars as the model trains, else [`StepError::SnapshotCapacity`]),
+    /// to be put back if the fitted model is not committed or anything fails.
+    pub fn fit_gated_prepared<O, D, V, const IN: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        schedule: &mut Schedule<'_, T, O, V>,
+        folds: usize,
+        prepare: &mut Prepare<'_, T, M, Mem, IN>,
+        keep: &mut [T],
+        observer: &mut Observer<'_, T, M, Mem>,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + Clone + 'static,
+        D: Samples<T, IN> + ?Sized,
+        V: Samples<T, IN> + ?Sized,
+    {
+        let (mut work, model) = self.split();
+        work.fit_gated(
+            model,
+            data,
+            schedule,
+            folds,
+            Some((prepare, keep)),
+            observer,
+        )
+    }
+
+    /// Sets the head's output `class` up from `data`'s rows of that class
+    /// ([`imprint_class`]); returns the rows used.
+    pub fn imprint_class<D, const IN: usize, const F: usize, const OUT: usize>(
+        &mut self,
+        data: &D,
+        class: usize,
+    ) -> Result<usize, Error>
+    where
+        M: Headed<T, Var<1, IN>, Latent = Var<1, F>> + WithHead<Head = Linear<F, OUT>>,
+        Linear<F, OUT>: Module<T, Var<1, F>, Output = M::Output>,
+        D: Samples<T, IN> + ?Sized,
+    {
+        Ok(imprint_class(self.tape, &self.model, data, class)?)
     }
 
     /// The body's output for each row of `data` ([`Headed`]), with the row's class, into
@@ -765,7 +829,77 @@ where
         V: Samples<T, F> + ?Sized,
     {
         let (mut work, model) = self.split();
-        work.fit_gated(model.head(), latents, schedule, folds, observer)
+        work.fit_gated(model.head(), latents, schedule, folds, None, observer)
+    }
+
+    /// [`fit_gated_prepared`](Self::fit_gated_prepared) of the head alone on latent rows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn fit_head_gated_prepared<O, L, V, const F: usize, const OUT: usize>(
+        &mut self,
+        latents: &L,
+        schedule: &mut Schedule<'_, T, O, V>,
+        folds: usize,
+        prepare: &mut Prepare<'_, T, M::Head, Mem, F>,
+        keep: &mut [T],
+        observer: &mut Observer<'_, T, M::Head, Mem>,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: WithHead,
+        M::Head: Module<T, Var<1, F>, Output = Var<1, OUT>>,
+        O: Optimizer<T> + Clone + 'static,
+        L: Samples<T, F> + ?Sized,
+        V: Samples<T, F> + ?Sized,
+    {
+        let (mut work, model) = self.split();
+        work.fit_gated(
+            model.head(),
+            latents,
+            schedule,
+            folds,
+            Some((prepare, keep)),
+            observer,
+        )
+    }
+
+    /// Fits the head, a [`Linear`] layer and all that trains (the last-layer plan), on
+    /// latent rows ([`latents`](Self::latents)) by full-batch gradient descent with a line
+    /// search ([`fit_linear_head`]), L2-SP anchored to where it starts. The report counts each of
+    /// its full-batch steps as an epoch and a step, and the rows left out as non-finite as
+    /// rejected.
+    pub fn fit_head_full_batch<L, const F: usize, const OUT: usize>(
+        &mut self,
+        latents: &L,
+        fit: &HeadFit<T>,
+    ) -> Result<FitReport<T>, Error>
+    where
+        M: WithHead<Head = Linear<F, OUT>>,
+        Linear<F, OUT>: Module<T, Var<1, F>, Output = Var<1, OUT>>,
+        L: Samples<T, F> + ?Sized,
+    {
+        let (mut work, model) = self.split();
+        work.fit_head_full_batch(model.head(), latents, fit)
+    }
+
+    /// [`fit_head_full_batch`](Self::fit_head_full_batch) behind the validation gate of
+    /// [`fit_gated`](Self::fit_gated), with an optional `prepare` and its `keep` as in
+    /// [`fit_gated_prepared`](Self::fit_gated_prepared).
+    pub fn fit_head_full_batch_gated<L, const F: usize, const OUT: usize>(
+        &mut self,
+        latents: &L,
+        fit: &HeadFit<T>,
+        folds: usize,
+        prepared: Prepared<'_, '_, T, Linear<F, OUT>, Mem, F>,
+    ) -> Result<GateReport<T>, Error>
+    where
+        M: WithHead<Head = Linear<F, OUT>>,
+        Linear<F, OUT>: Module<T, Var<1, F>, Output = Var<1, OUT>>,
+        L: Samples<T, F> + ?Sized,
+    {
+        let (mut work, model) = self.split();
+        let head = model.head();
+        work.gate(head, latents, folds, prepared, &mut |work, rows, _| {
+            work.fit_head_full_batch(head, rows, fit)
+        })
     }
 
     /// CRC-32 of the model's checkpoint (the value stored at its end): two models with the
@@ -794,6 +928,10 @@ where
     }
 }
 
+/// A fit the gate runs: on the rows given, the last one (on every row) or not.
+type GateFit<'f, 'a, T, Mem, D> =
+    dyn FnMut(&mut Work<'a, T, Mem>, &Fold<'_, D>, bool) -> Result<FitReport<T>, Error> + 'f;
+
 /// The buffers a fit works in, apart from the model: the fits of the whole model and of
 /// its head are the same code over another module.
 struct Work<'a, T: Scalar, Mem: Capacity> {
@@ -803,7 +941,19 @@ struct Work<'a, T: Scalar, Mem: Capacity> {
     order: &'a mut [usize],
 }
 
-impl<T: Scalar, Mem: Capacity> Work<'_, T, Mem> {
+impl<'a, T: Scalar, Mem: Capacity> Work<'a, T, Mem> {
+    /// Puts back the trainable parameters the gate started from: from `keep`, or `start`.
+    fn put_back(&mut self, keep: Option<&[T]>) -> Result<(), Error> {
+        let needed = self.tape.trainable_len();
+        match keep {
+            Some(keep) => self
+                .tape
+                .restore_trainable(keep.get(..needed).unwrap_or(keep))?,
+            None => self.tape.restore_trainable(self.start)?,
+        }
+        Ok(())
+    }
+
     /// [`Session::fit_observed`] for `model`.
     // One copy on the device, called for the plain fit and each of the gate's fits: inlined
     // there, it took the stack of two frames and the flash of two copies.
@@ -934,13 +1084,49 @@ impl<T: Scalar, Mem: Capacity> Work<'_, T, Mem> {
         Ok(report)
     }
 
-    /// [`Session::fit_gated_observed`] for `model`.
+    /// [`Session::fit_head_full_batch`] for `head`; `start` keeps the trainable parameters
+    /// it started from, as [`fit`](Self::fit) does.
+    fn fit_head_full_batch<D, const F: usize, const OUT: usize>(
+        &mut self,
+        head: &Linear<F, OUT>,
+        data: &D,
+        fit: &HeadFit<T>,
+    ) -> Result<FitReport<T>, Error>
+    where
+        D: Samples<T, F> + ?Sized,
+    {
+        let (trainable, size) = (self.tape.trainable_len(), (F + 1) * OUT);
+        if trainable != size {
+            return Err(Error::Step(StepError::NotHeadOnly {
+                trainable,
+                head: size,
+            }));
+        }
+        self.tape.snapshot_trainable(self.start)?;
+        // The head's weights come first among the trainable parameters: `start` begins
+        // with them, which the fit copies there again as its anchor.
+        let out = fit_linear_head(&mut *self.tape, head, data, fit, self.start, self.rollback)?;
+        Ok(FitReport {
+            epochs: out.iterations,
+            steps: out.iterations,
+            rejected: data.len().saturating_sub(out.rows),
+            rollbacks: 0,
+            last_divergence: None,
+            final_loss: out.objective,
+            validation: None,
+            restored: false,
+            converged: out.converged,
+        })
+    }
+
+    /// [`Session::fit_gated_prepared`] for `model` (unprepared without `prepared`).
     fn fit_gated<Md, O, D, V, const IN: usize, const OUT: usize>(
         &mut self,
         model: &Md,
         data: &D,
         schedule: &mut Schedule<'_, T, O, V>,
         folds: usize,
+        prepared: Prepared<'_, '_, T, Md, Mem, IN>,
         observer: &mut Observer<'_, T, Md, Mem>,
     ) -> Result<GateReport<T>, Error>
     where
@@ -948,6 +1134,32 @@ impl<T: Scalar, Mem: Capacity> Work<'_, T, Mem> {
         O: Optimizer<T> + Clone + 'static,
         D: Samples<T, IN> + ?Sized,
         V: Samples<T, IN> + ?Sized,
+    {
+        let optimizer = schedule.optimizer.clone();
+        self.gate(model, data, folds, prepared, &mut |work, rows, last| {
+            // Each fit with the optimiser afresh.
+            schedule.optimizer = optimizer.clone();
+            if last {
+                work.fit(model, rows, schedule, observer)
+            } else {
+                work.fit(model, rows, schedule, &mut |_, _| {})
+            }
+        })
+    }
+
+    /// The validation gate around `fit`, which fits `model` on the rows it is given and is
+    /// told whether that is the last fit, on every row.
+    fn gate<Md, D, const IN: usize, const OUT: usize>(
+        &mut self,
+        model: &Md,
+        data: &D,
+        folds: usize,
+        prepared: Prepared<'_, '_, T, Md, Mem, IN>,
+        fit: &mut GateFit<'_, 'a, T, Mem, D>,
+    ) -> Result<GateReport<T>, Error>
+    where
+        Md: Module<T, Var<1, IN>, Output = Var<1, OUT>>,
+        D: Samples<T, IN> + ?Sized,
     {
         let rows = data.len();
         if folds < 2 || folds > rows {
@@ -957,38 +1169,52 @@ impl<T: Scalar, Mem: Capacity> Work<'_, T, Mem> {
         // the fits and scores below are compiled once, for one type of rows.
         let every = Fold::rest(data, folds, folds);
         let before = score(&mut *self.tape, model, &every)?;
-        // What each fold's fit starts from and is put back to (`fit` keeps the same values
-        // there once it starts).
-        self.tape.snapshot_trainable(self.start)?;
-        let optimizer = schedule.optimizer.clone();
+        let (mut prepare, mut keep) = match prepared {
+            Some((prepare, keep)) => (Some(prepare), Some(keep)),
+            None => (None, None),
+        };
+        // What each fold's fit starts from and is put back to: `keep` with a `prepare`;
+        // otherwise `start`, where `fit` keeps the same values once it starts.
+        match keep.as_deref_mut() {
+            Some(keep) => {
+                let (needed, capacity) = (self.tape.trainable_len(), keep.len());
+                let keep = keep
+                    .get_mut(..needed)
+                    .ok_or(StepError::SnapshotCapacity { capacity, needed })?;
+                self.tape.snapshot_trainable(keep)?;
+            }
+            None => self.tape.snapshot_trainable(self.start)?,
+        }
         let mut after = Score::zero();
         let mut steps = 0;
         for fold in 0..folds {
-            schedule.optimizer = optimizer.clone();
-            let held = self
-                .fit(
-                    model,
-                    &Fold::rest(data, folds, fold),
-                    schedule,
-                    &mut |_, _| {},
-                )
-                .and_then(|fit| {
-                    steps += fit.steps;
-                    let held = Fold::held_out(data, folds, fold);
-                    Ok(score(&mut *self.tape, model, &held)?)
-                });
+            let rest = Fold::rest(data, folds, fold);
+            let held = match prepare.as_deref_mut() {
+                Some(prepare) => prepare(&mut *self.tape, model, &rest),
+                None => Ok(()),
+            }
+            .and_then(|()| fit(self, &rest, false))
+            .and_then(|fit| {
+                steps += fit.steps;
+                let held = Fold::held_out(data, folds, fold);
+                Ok(score(&mut *self.tape, model, &held)?)
+            });
             // Put back whether or not the fold's fit succeeded: a refusal changes nothing.
-            self.tape.restore_trainable(self.start)?;
+            self.put_back(keep.as_deref())?;
             after = after.plus(held?);
         }
         let committed = after.beats(&before);
         let fit = if committed {
-            schedule.optimizer = optimizer;
-            let fit = match self.fit(model, &every, schedule, observer) {
+            let fit = match prepare {
+                Some(prepare) => prepare(&mut *self.tape, model, &every),
+                None => Ok(()),
+            }
+            .and_then(|()| fit(self, &every, true));
+            let fit = match fit {
                 Ok(fit) => fit,
                 Err(e) => {
                     // A fit refused part-way leaves the model as it was.
-                    self.tape.restore_trainable(self.start)?;
+                    self.put_back(keep.as_deref())?;
                     return Err(e);
                 }
             };

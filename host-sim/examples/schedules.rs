@@ -3,10 +3,12 @@
 //! summary (shifts where the mean is at least the reference's, shifts whose worst seed is at
 //! least 85%, the mean accuracy, the runs the gate committed).
 //!
-//! `cargo run --release -p host-sim --example schedules -- LR ANCHOR CLIP GATE RANDOM`, for
-//! example `-- 0.1 0.01 0 1 24` (the defaults: learning rate 0.1, L2-SP 0.01, no clipping,
-//! the gate on, the 12 built-in shifts and 24 random ones). `ANCHOR` or `CLIP` 0 for none,
-//! `GATE` 0 for off.
+//! `cargo run --release -p host-sim --example schedules -- LR ANCHOR CLIP GATE RANDOM FULL`,
+//! for example `-- 0.1 0.01 0 1 24 0` (the defaults: learning rate 0.1, L2-SP 0.01, no
+//! clipping, the gate on, the 12 built-in shifts and 24 random ones, SGD). `ANCHOR` or
+//! `CLIP` 0 for none, `GATE` 0 for off; `FULL` above 0 fits the last layer by full-batch
+//! gradient descent instead (`motion::model::HEAD_FIT` with this L2-SP penalty), and the
+//! SGD settings are not used.
 
 use host_sim::finetune::FinetuneConfig;
 use host_sim::reference::{random_shifts, shifts_with, SHIFTS};
@@ -26,6 +28,7 @@ fn main() -> Result<(), String> {
         arg(2, 0.0)? as f32,
     );
     let (gate, random) = (arg(3, 1.0)? != 0.0, arg(4, 24.0)? as usize);
+    let head_fit = arg(5, 0.0)?;
     let mut shifts: Vec<Shift> = SHIFTS.iter().filter_map(|s| s.parse().ok()).collect();
     shifts.extend(random_shifts(random));
     let base = FinetuneConfig {
@@ -33,6 +36,10 @@ fn main() -> Result<(), String> {
         anchor: (anchor > 0.0).then_some(anchor),
         clip_norm: (clip > 0.0).then_some(clip),
         gate,
+        head_fit: (head_fit > 0.0).then_some(safegrad::train::HeadFit {
+            penalty: head_fit as f32,
+            ..motion::model::HEAD_FIT
+        }),
         ..FinetuneConfig::default()
     };
     let seeds: Vec<u64> = (1..=10).collect();

@@ -9,10 +9,10 @@ use motion::features::{imu_features, IMU_FEATURES};
 use motion::model::finetune_seed;
 pub use motion::model::{MotionCnn, MotionModel};
 use motion::samples::WINDOW_VALUES;
-use safegrad::nn::{sizes, Build, Footprint, Headed, Init, Module, Plan};
+use safegrad::nn::{sizes, Build, Footprint, Headed, Init, Linear, Module, Plan, WithHead};
 use safegrad::optim::{Adam, Optimizer, Sgd};
-use safegrad::session::{GateReport, Plateau, Schedule, Session};
-use safegrad::train::{Chain, Latent8};
+use safegrad::session::{GateReport, Plateau, Prepare, Schedule, Session};
+use safegrad::train::{imprint_class, Chain, HeadFit, Latent8, Samples};
 use safegrad::{Tensor, Var};
 
 use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
@@ -241,6 +241,14 @@ pub struct FinetuneConfig {
     /// pre-training: then the pre-training curve is empty and the pre-training settings
     /// are not used.
     pub pretrained: Option<Vec<u8>>,
+    /// Fit the last layer by full-batch gradient descent on the frozen body's outputs
+    /// ([`safegrad::train::fit_linear_head`]) rather than by SGD epochs: the last-layer mode
+    /// only. The SGD settings (learning rate, epochs, plateau, clipping) are then not used.
+    pub head_fit: Option<HeadFit<f32>>,
+    /// A class pre-training never sees: the head's output for it is set up from its
+    /// fine-tuning recordings ([`safegrad::train::imprint_class`]) and fine-tuning teaches
+    /// it next to the others. `None` for every class in pre-training.
+    pub new_class: Option<usize>,
 }
 
 impl FinetuneConfig {
@@ -272,6 +280,8 @@ impl Default for FinetuneConfig {
             mode: FinetuneMode::LAST_LAYER,
             replay: 0,
             pretrained: None,
+            head_fit: None,
+            new_class: None,
         }
     }
 }
@@ -295,6 +305,8 @@ pub struct FinetuneReport {
     pub gate: Option<GateReport<f32>>,
     /// Latent rows replayed ([`FinetuneConfig::replay`]).
     pub replay_samples: usize,
+    /// What fine-tuning taught the new class ([`FinetuneConfig::new_class`]).
+    pub new_class: Option<NewClassReport>,
     /// Recordings used for fine-tuning.
     pub finetune_samples: usize,
     /// Trainable scalars during fine-tuning.
@@ -321,6 +333,22 @@ pub struct FinetuneReport {
     pub finetune_rows: Vec<(Vec<f32>, usize)>,
     /// The shifted held-out recordings, as the model's input rows.
     pub shifted_eval_rows: Vec<(Vec<f32>, usize)>,
+}
+
+/// Held-out accuracy (after the shift, if any) on the classes pre-training saw and on the
+/// one it did not, before and after fine-tuning.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NewClassReport {
+    /// The new class.
+    pub class: usize,
+    /// Accuracy on the other classes' held-out recordings, before fine-tuning.
+    pub old_accuracy_before: f64,
+    /// The same after fine-tuning.
+    pub old_accuracy_after: f64,
+    /// Accuracy on the new class's held-out recordings, before fine-tuning.
+    pub new_accuracy_before: f64,
+    /// The same after fine-tuning.
+    pub new_accuracy_after: f64,
 }
 
 /// Rows of `N` values from a report's rows; an error if one has another width (the rows of
@@ -560,15 +588,39 @@ pub fn run(
             ));
         }
     }
+    if config.head_fit.is_some() && config.mode != FinetuneMode::LAST_LAYER {
+        return Err(format!(
+            "--fit full-batch trains the last layer only, not --mode {}",
+            config.mode.name()
+        ));
+    }
     if config.replay > 0 && config.mode != FinetuneMode::LAST_LAYER {
         return Err(format!(
             "--replay keeps the frozen body's outputs, so it trains the last layer only, not `{}`",
             config.mode.name()
         ));
     }
+    if let Some(class) = config.new_class {
+        if class >= MOTION_CLASSES {
+            return Err(format!(
+                "--new-class {class}: the classes are 0 to {} ({})",
+                MOTION_CLASSES - 1,
+                motion::model::CLASS_NAMES.join(", ")
+            ));
+        }
+    }
     let train = data::load_motions(dir, "train").map_err(|x| e(&x))?;
     let test = data::load_motions(dir, "test").map_err(|x| e(&x))?;
     check_per_class(&train, config.per_class)?;
+    // Pre-training's recordings: every class but the new one.
+    let seen = |examples: &[Example<MotionWindow>]| -> Vec<Example<MotionWindow>> {
+        examples
+            .iter()
+            .filter(|x| Some(x.label) != config.new_class)
+            .cloned()
+            .collect()
+    };
+    let (pretrain, pretest) = (seen(&train), seen(&test));
     if config.replay > 0 {
         check_per_class(&train, config.replay).map_err(|x| x.replace("--per-class", "--replay"))?;
     }
@@ -576,8 +628,8 @@ pub fn run(
     match config.model {
         MotionNet::Mlp => {
             let rows = Rows {
-                train: featurize(&train, None)?,
-                test: featurize(&test, None)?,
+                train: featurize(&pretrain, None)?,
+                test: featurize(&pretest, None)?,
                 shifted_train: featurize(&train, train_shift)?,
                 shifted_test: featurize(&test, test_shift)?,
             };
@@ -588,8 +640,8 @@ pub fn run(
         }
         MotionNet::Cnn => {
             let rows = Rows {
-                train: window_rows(&train, None),
-                test: window_rows(&test, None),
+                train: window_rows(&pretrain, None),
+                test: window_rows(&pretest, None),
                 shifted_train: window_rows(&train, train_shift),
                 shifted_test: window_rows(&test, test_shift),
             };
@@ -603,27 +655,29 @@ pub fn run(
 
 /// The job's recordings as a model's input rows.
 struct Rows<const IN: usize> {
+    /// Pre-training's (every class but the new one).
     train: Vec<([f32; IN], usize)>,
+    /// Pre-training's held-out ones.
     test: Vec<([f32; IN], usize)>,
     shifted_train: Vec<([f32; IN], usize)>,
     shifted_test: Vec<([f32; IN], usize)>,
 }
 
 /// Sets a freshly built model's frozen input statistics from the training split.
-type Prepare<'a, M> = &'a dyn Fn(&mut HostTape, &M) -> Result<(), safegrad::TapeError>;
+type SetStatistics<'a, M> = &'a dyn Fn(&mut HostTape, &M) -> Result<(), safegrad::TapeError>;
 
 /// The job for the model `M` on `IN`-value rows.
 fn run_model<M, const IN: usize, const LATENT: usize>(
     config: &FinetuneConfig,
     rows: Rows<IN>,
     progress: &mut dyn FnMut(Progress<'_>),
-    prepare: Prepare<'_, M>,
+    prepare: SetStatistics<'_, M>,
 ) -> Result<FinetuneReport, String>
 where
     M: Build<f32>
         + Module<f32, Var<1, IN>, Output = Var<1, MOTION_CLASSES>>
-        + Headed<f32, Var<1, IN>, Latent = Var<1, LATENT>>,
-    M::Head: Module<f32, Var<1, LATENT>, Output = Var<1, MOTION_CLASSES>>,
+        + Headed<f32, Var<1, IN>, Latent = Var<1, LATENT>>
+        + WithHead<Head = Linear<LATENT, MOTION_CLASSES>>,
 {
     let e = |err: &dyn std::fmt::Display| err.to_string();
     let Rows {
@@ -661,6 +715,12 @@ where
     };
     let pretrain_accuracy = accuracy(&mut session, &test_rows).map_err(|x| e(&x))?;
     let shifted_accuracy_before = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
+    // Held-out rows of the classes pre-training saw, and of the new one.
+    let (old_test, new_test): (Vec<_>, Vec<_>) = shifted_test
+        .iter()
+        .partition(|(_, label)| Some(*label) != config.new_class);
+    let old_accuracy_before = accuracy(&mut session, &old_test).map_err(|x| e(&x))?;
+    let new_accuracy_before = accuracy(&mut session, &new_test).map_err(|x| e(&x))?;
     let pretrained_checkpoint = checkpoint_of(&session).map_err(|x| e(&x))?;
     let first = train_rows.first().ok_or("no training recordings")?;
     let pretrain_audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
@@ -700,22 +760,68 @@ where
     } else {
         Vec::new()
     };
-    let (finetune_curve, finetune_steps, gate) = if !replay.is_empty() {
+    // A new class's output is set up from the rows each fit trains on, before it.
+    let new_class = config.new_class;
+    let mut imprint = |tape: &mut HostTape, model: &M, rows: &dyn Samples<f32, IN>| match new_class
+    {
+        Some(class) => Ok(imprint_class(tape, model, rows, class).map(|_| ())?),
+        None => Ok(()),
+    };
+    let head_fit = config.head_fit;
+    let (finetune_curve, finetune_steps, gate) = if !replay.is_empty() || head_fit.is_some() {
         // The head alone, on the shifted recordings' latents and the replayed ones.
         let new = latents(&mut session, &finetune_set)?;
         let eval = latents(&mut session, &shifted_test)?;
         let rows = Chain::new(&new[..], &replay[..]);
-        if !config.gate {
-            let fit = session.fit_head(&rows, &mut schedule).map_err(|x| e(&x))?;
-            (Vec::new(), fit.steps, None)
-        } else {
-            let folds = motion::model::gate_folds(finetune_set.len());
-            let (curve, gate) =
-                fit_head_gated(&mut session, &rows, &eval, &mut schedule, folds, &mut |s| {
-                    progress(Progress::Finetune(s, epochs))
-                })
+        let mut imprint_head =
+            |tape: &mut HostTape,
+             head: &Linear<LATENT, MOTION_CLASSES>,
+             rows: &dyn Samples<f32, LATENT>| match new_class {
+                Some(class) => Ok(imprint_class(tape, head, rows, class).map(|_| ())?),
+                None => Ok(()),
+            };
+        let folds = motion::model::gate_folds(finetune_set.len());
+        let mut keep = vec![0.0f32; session.tape_ref().trainable_len()];
+        match (head_fit, config.gate) {
+            (Some(fit), true) => {
+                let prepared = new_class.map(|_| {
+                    (
+                        &mut imprint_head as &mut Prepare<'_, _, _, _, LATENT>,
+                        &mut keep[..],
+                    )
+                });
+                let gate = session
+                    .fit_head_full_batch_gated(&rows, &fit, folds, prepared)
+                    .map_err(|x| e(&x))?;
+                (Vec::new(), gate.fit.map_or(0, |f| f.steps), Some(gate))
+            }
+            (Some(fit), false) => {
+                let (tape, model) = session.parts();
+                imprint_head(tape, model.head(), &rows).map_err(|x: safegrad::Error| e(&x))?;
+                let fit = session
+                    .fit_head_full_batch(&rows, &fit)
+                    .map_err(|x| e(&x))?;
+                (Vec::new(), fit.steps, None)
+            }
+            (None, false) => {
+                let (tape, model) = session.parts();
+                imprint_head(tape, model.head(), &rows).map_err(|x: safegrad::Error| e(&x))?;
+                let fit = session.fit_head(&rows, &mut schedule).map_err(|x| e(&x))?;
+                (Vec::new(), fit.steps, None)
+            }
+            (None, true) => {
+                let (curve, gate) = fit_head_gated(
+                    &mut session,
+                    &rows,
+                    &eval,
+                    &mut schedule,
+                    folds,
+                    new_class.map(|_| &mut imprint_head as &mut Prepare<'_, _, _, _, LATENT>),
+                    &mut |s| progress(Progress::Finetune(s, epochs)),
+                )
                 .map_err(|x| e(&x))?;
-            (curve, gate.fit.map_or(0, |f| f.steps), Some(gate))
+                (curve, gate.fit.map_or(0, |f| f.steps), Some(gate))
+            }
         }
     } else if config.gate {
         let folds = motion::model::gate_folds(finetune_set.len());
@@ -725,11 +831,17 @@ where
             &shifted_test,
             &mut schedule,
             folds,
+            new_class.map(|_| &mut imprint as &mut Prepare<'_, _, _, _, IN>),
             &mut |s| progress(Progress::Finetune(s, epochs)),
         )
         .map_err(|x| e(&x))?;
         (curve, gate.fit.map_or(0, |f| f.steps), Some(gate))
     } else {
+        if let Some(class) = new_class {
+            session
+                .imprint_class(&finetune_set[..], class)
+                .map_err(|x| e(&x))?;
+        }
         let (curve, steps) = fit(
             &mut session,
             &finetune_set,
@@ -742,14 +854,30 @@ where
     };
     let shifted_accuracy_after = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
     let original_accuracy_after = accuracy(&mut session, &test_rows).map_err(|x| e(&x))?;
+    let new_class = match config.new_class {
+        Some(class) => Some(NewClassReport {
+            class,
+            old_accuracy_before,
+            old_accuracy_after: accuracy(&mut session, &old_test).map_err(|x| e(&x))?,
+            new_accuracy_before,
+            new_accuracy_after: accuracy(&mut session, &new_test).map_err(|x| e(&x))?,
+        }),
+        None => None,
+    };
     let first = finetune_set.first().ok_or("no fine-tuning samples")?;
     let audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
     // The training state of one batch-1 step, from the model's type: the gradients of the
     // trainable parameters and of the activations after them, and the optimiser's state.
+    // The full-batch head fit keeps instead the head's gradient, its starting weights and
+    // the latent rows (f32).
     let step = sizes::<M>(plan);
     let trainable_params = step.trainable;
-    let state_scalars =
-        step.gradients + trainable_params * schedule.optimizer.state_scalars_per_parameter();
+    let state_scalars = match head_fit {
+        Some(_) => 2 * trainable_params - MOTION_CLASSES + finetune_set.len() * LATENT,
+        None => {
+            step.gradients + trainable_params * schedule.optimizer.state_scalars_per_parameter()
+        }
+    };
     Ok(FinetuneReport {
         pretrain_accuracy,
         shifted_accuracy_before,
@@ -758,6 +886,7 @@ where
         finetune_steps,
         gate,
         replay_samples: replay.len(),
+        new_class,
         finetune_samples: finetune_set.len(),
         trainable_params,
         train_state_bytes: state_scalars * std::mem::size_of::<f32>(),

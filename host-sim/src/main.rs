@@ -83,6 +83,18 @@ enum Command {
         /// shifted ones, so that it still serves the original installation (0 for none).
         #[arg(long, value_name = "N", default_value_t = 0)]
         replay: usize,
+        /// How the last layer is fitted: sgd (the schedule's epochs of batch-1 SGD) or
+        /// full-batch (gradient descent with a line search on its L2-SP loss over the
+        /// frozen body's outputs). Default: full-batch with --new-class in last-layer mode,
+        /// sgd otherwise.
+        #[arg(long, value_name = "HOW")]
+        fit: Option<HeadFitting>,
+        /// Teach a new class on the device: pre-train without class K (0 standing, 1
+        /// running, 2 walking, 3 badminton), then set up the head's output for it from its
+        /// fine-tuning recordings and fine-tune. The watch is worn as in training unless
+        /// --shift or --rotation says otherwise.
+        #[arg(long, value_name = "K", value_parser = class_index)]
+        new_class: Option<usize>,
         /// Write the loss and accuracy curves to this PNG (and a CSV beside it).
         #[arg(long, value_name = "FILE")]
         plot: Option<PathBuf>,
@@ -162,6 +174,27 @@ enum Command {
         /// --replay`).
         #[arg(long, value_name = "N", default_value_t = 0)]
         replay: usize,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+    /// Teach the MLP each class in turn as a new one (pre-trained without it, then its
+    /// head's output set up and fitted on a few recordings of every class), several seeds
+    /// each, next to a logistic-regression head refit on the same frozen features, as a
+    /// Markdown table.
+    NewClass {
+        /// Print one JSON array, one object per class.
+        #[arg(long)]
+        json: bool,
+        /// Seeds 1 to this.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+        seeds: u64,
+        /// Training recordings per class used for fine-tuning, the new class's included.
+        #[arg(long, default_value_t = FinetuneConfig::default().per_class, value_parser = recordings)]
+        per_class: usize,
+        /// How the last layer is fitted (as `finetune --fit`).
+        #[arg(long, value_name = "HOW", default_value = "full-batch")]
+        fit: HeadFitting,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -472,6 +505,112 @@ fn run_shifts(
     Ok(())
 }
 
+fn run_new_class(
+    json: bool,
+    per_class: usize,
+    fit: HeadFitting,
+    seeds: &[u64],
+    dir: &Path,
+) -> Result<(), String> {
+    let classes = motion::model::CLASSES;
+    let runs = bar(classes * seeds.len(), "new class", json);
+    let base = FinetuneConfig {
+        shift: Shift::none(),
+        per_class,
+        head_fit: (fit == HeadFitting::FullBatch).then_some(motion::model::HEAD_FIT),
+        ..FinetuneConfig::default()
+    };
+    let rows = reference::new_classes(dir, &base, seeds, &mut |d| runs.set_position(d as u64))?;
+    runs.finish_and_clear();
+    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
+    let worst = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
+    let of = |row: &reference::NewClassRow, f: fn(&finetune::NewClassReport) -> f64| -> Vec<f64> {
+        row.reports
+            .iter()
+            .filter_map(|r| r.new_class.as_ref().map(f))
+            .collect()
+    };
+    let committed = |row: &reference::NewClassRow| -> Vec<bool> {
+        row.reports
+            .iter()
+            .map(|r| r.gate.is_none_or(|g| g.committed))
+            .collect()
+    };
+    if json {
+        let objects: Vec<_> = rows
+            .iter()
+            .map(|row| {
+                json!({
+                    "new_class": row.class,
+                    "seeds": seeds,
+                    "old_classes_accuracy_before": of(row, |n| n.old_accuracy_before),
+                    "old_classes_accuracy_after": of(row, |n| n.old_accuracy_after),
+                    "new_class_accuracy_after": of(row, |n| n.new_accuracy_after),
+                    "committed": committed(row),
+                    "reference_old_classes_accuracy": row.reference_old,
+                    "reference_new_class_accuracy": row.reference_new,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(objects));
+        return Ok(());
+    }
+    let how = match fit {
+        HeadFitting::FullBatch => format!(
+            "fitted by full-batch gradient descent ({} steps at most, L2-SP {} against the summed loss)",
+            motion::model::HEAD_FIT.iterations,
+            motion::model::HEAD_FIT.penalty
+        ),
+        HeadFitting::Sgd => format!(
+            "SGD at {}, L2-SP {}, until converged",
+            motion::model::LEARNING_RATE,
+            motion::model::ANCHOR
+        ),
+    };
+    println!(
+        "mlp, pre-trained without the new class; its head output imprinted, then the last layer {how}, on {per_class} recordings of every class, behind the validation gate; seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        seeds.len()
+    );
+    println!();
+    println!(
+        "| new class | other classes, pre-trained | other classes, after | new class, mean | new class, worst | reference: other classes | reference: new class, mean | reference: new class, worst | committed |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let (mut all, mut reference_all) = (0.0, 0.0);
+    for row in &rows {
+        let new = of(row, |n| n.new_accuracy_after);
+        let old = of(row, |n| n.old_accuracy_after);
+        let kept = committed(row).iter().filter(|&&c| c).count();
+        all += mean(&old) * (classes - 1) as f64 + mean(&new);
+        reference_all += mean(&row.reference_old) * (classes - 1) as f64 + mean(&row.reference_new);
+        println!(
+            "| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {}/{} |",
+            row.class,
+            motion::model::CLASS_NAMES
+                .get(row.class)
+                .copied()
+                .unwrap_or("?"),
+            percent(mean(&of(row, |n| n.old_accuracy_before))),
+            percent(mean(&old)),
+            percent(mean(&new)),
+            percent(worst(&new)),
+            percent(mean(&row.reference_old)),
+            percent(mean(&row.reference_new)),
+            percent(worst(&row.reference_new)),
+            kept,
+            row.reports.len(),
+        );
+    }
+    println!();
+    let n = (rows.len() * classes).max(1) as f64;
+    println!(
+        "held-out accuracy over every class (each class weighted alike), mean over the new classes and seeds: {} after fine-tuning, reference {}",
+        percent(all / n),
+        percent(reference_all / n)
+    );
+    Ok(())
+}
+
 fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
     let models = [MotionNet::Mlp, MotionNet::Cnn];
     let runs = bar(seeds.len() * models.len(), "compare", json);
@@ -635,6 +774,11 @@ fn run_finetune(
             "validation_accuracy_after": report.gate.map(|g| g.after.correct as f64 / g.after.rows.max(1) as f64),
             "finetune_samples": report.finetune_samples,
             "replay_samples": report.replay_samples,
+            "new_class": report.new_class.map(|n| n.class),
+            "old_classes_accuracy_before": report.new_class.map(|n| n.old_accuracy_before),
+            "old_classes_accuracy_after": report.new_class.map(|n| n.old_accuracy_after),
+            "new_class_accuracy_before": report.new_class.map(|n| n.new_accuracy_before),
+            "new_class_accuracy_after": report.new_class.map(|n| n.new_accuracy_after),
             "trainable_params": report.trainable_params,
             "train_state_bytes": report.train_state_bytes,
             "audit": audit_json(&report.audit),
@@ -654,26 +798,61 @@ fn run_finetune(
             MotionNet::Cnn => "1-D CNN on raw 6 x 100 IMU windows",
         };
         println!("BasicMotions, {model} (seed {})", config.seed);
-        println!(
-            "  held-out accuracy, watch worn as in training   {}",
-            percent(report.pretrain_accuracy)
-        );
-        println!(
-            "  held-out accuracy, watch {}     {}",
-            shifted(&config.shift),
-            percent(report.shifted_accuracy_before)
-        );
-        println!(
-            "  after fine-tuning ({}, {} recordings, {} steps)  {}",
-            config.mode.name(),
-            report.finetune_samples,
-            report.finetune_steps,
-            percent(report.shifted_accuracy_after)
-        );
-        println!(
-            "  drop recovered                                 {}",
-            percent(recovered)
-        );
+        let how = match config.head_fit {
+            Some(_) => "full-batch fit",
+            None => "SGD",
+        };
+        if let Some(n) = &report.new_class {
+            let name = motion::model::CLASS_NAMES
+                .get(n.class)
+                .copied()
+                .unwrap_or("?");
+            println!(
+                "  new class {} ({name}): pre-trained without it, taught from {} of its recordings",
+                n.class, config.per_class
+            );
+            println!(
+                "  held-out accuracy on the other classes, pre-trained   {}",
+                percent(n.old_accuracy_before)
+            );
+            println!(
+                "  after fine-tuning ({}, {how}, {} recordings, {} steps):",
+                config.mode.name(),
+                report.finetune_samples,
+                report.finetune_steps,
+            );
+            println!("    the other classes   {}", percent(n.old_accuracy_after));
+            println!(
+                "    {name:19} {} (before: {})",
+                percent(n.new_accuracy_after),
+                percent(n.new_accuracy_before)
+            );
+            println!(
+                "    every class         {}",
+                percent(report.shifted_accuracy_after)
+            );
+        } else {
+            println!(
+                "  held-out accuracy, watch worn as in training   {}",
+                percent(report.pretrain_accuracy)
+            );
+            println!(
+                "  held-out accuracy, watch {}     {}",
+                shifted(&config.shift),
+                percent(report.shifted_accuracy_before)
+            );
+            println!(
+                "  after fine-tuning ({}, {how}, {} recordings, {} steps)  {}",
+                config.mode.name(),
+                report.finetune_samples,
+                report.finetune_steps,
+                percent(report.shifted_accuracy_after)
+            );
+            println!(
+                "  drop recovered                                 {}",
+                percent(recovered)
+            );
+        }
         if let Some(g) = &report.gate {
             let verdict = if g.committed {
                 "beats the pre-trained model: committed".to_string()
@@ -1118,6 +1297,28 @@ fn shift_of(shift: Option<Shift>, rotation: Option<f64>) -> Shift {
         .unwrap_or_default()
 }
 
+/// How `finetune` fits the last layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum HeadFitting {
+    /// The schedule's epochs of batch-1 SGD.
+    Sgd,
+    /// Full-batch gradient descent with a line search.
+    FullBatch,
+}
+
+/// A class of BasicMotions, by its index.
+fn class_index(text: &str) -> Result<usize, String> {
+    let names = motion::model::CLASS_NAMES;
+    match text.parse::<usize>() {
+        Ok(k) if k < names.len() => Ok(k),
+        _ => Err(format!(
+            "`{text}` is not a class: 0 to {} ({})",
+            names.len() - 1,
+            names.join(", ")
+        )),
+    }
+}
+
 /// A number of recordings of at least 1, or the refusal of `--per-class`.
 fn recordings(text: &str) -> Result<usize, String> {
     match text.parse::<usize>() {
@@ -1180,6 +1381,8 @@ fn main() -> ExitCode {
             anchor,
             no_gate,
             replay,
+            fit,
+            new_class,
             plot,
             export,
             pretrained,
@@ -1195,10 +1398,23 @@ fn main() -> ExitCode {
                 Some(Ok(bytes)) => Some(bytes),
                 None => None,
             };
+            // A new class is taught on the installation pre-training saw, unless told.
+            let shift = match (new_class, &shift, rotation) {
+                (Some(_), None, None) => Shift::none(),
+                _ => shift_of(shift, rotation),
+            };
             let config = FinetuneConfig {
                 pretrained,
                 seed,
-                shift: shift_of(shift, rotation),
+                shift,
+                new_class,
+                head_fit: match fit {
+                    Some(HeadFitting::FullBatch) => Some(motion::model::HEAD_FIT),
+                    Some(HeadFitting::Sgd) => None,
+                    None => new_class
+                        .filter(|_| mode == FinetuneMode::LAST_LAYER)
+                        .map(|_| motion::model::HEAD_FIT),
+                },
                 per_class,
                 pretrain_epochs,
                 finetune_epochs,
@@ -1257,6 +1473,17 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
             run_shifts(json, shift, replay, &seeds, &dir)
+        }
+        Command::NewClass {
+            json,
+            seeds,
+            per_class,
+            fit,
+            data_dir,
+        } => {
+            let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            let seeds: Vec<u64> = (1..=seeds).collect();
+            run_new_class(json, per_class, fit, &seeds, &dir)
         }
         Command::Train {
             data: Dataset::Digits,

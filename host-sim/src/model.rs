@@ -5,7 +5,9 @@
 use safegrad::audit::Audit;
 use safegrad::nn::{sizes, Build, Module, Plan, Sizes, WithHead};
 use safegrad::optim::Optimizer;
-use safegrad::session::{EpochEnd, GateReport, Observer, Probe, Schedule, Session, Workspace};
+use safegrad::session::{
+    EpochEnd, GateReport, Observer, Prepare, Probe, Schedule, Session, Workspace,
+};
 use safegrad::train::{audit_step_graph, Samples};
 use safegrad::{Cap, Capacity, Error, Var};
 
@@ -189,33 +191,41 @@ where
 }
 
 /// [`fit`] behind the session's validation gate ([`Session::fit_gated`] over `folds`
-/// folds): the curve of the fit on every row (empty if the gate kept the model as it was)
-/// and the gate's verdict.
+/// folds; [`Session::fit_gated_prepared`] with a `prepare`): the curve of the fit on every
+/// row (empty if the gate kept the model as it was) and the gate's verdict.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_gated<M, O, const IN: usize, const OUT: usize>(
     session: &mut HostSession<'_, M>,
     train: &[([f32; IN], usize)],
     eval: &[([f32; IN], usize)],
     schedule: &mut Schedule<'_, f32, O>,
     folds: usize,
+    prepare: Option<&mut Prepare<'_, f32, M, HostCapacity, IN>>,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<(Vec<EpochStats>, GateReport<f32>), Error>
 where
     M: Build<f32> + Module<f32, Var<1, IN>, Output = Var<1, OUT>>,
     O: Optimizer<f32> + Clone + 'static,
 {
-    with_curve(schedule.epochs, eval, on_epoch, |observer| {
-        session.fit_gated_observed(train, schedule, folds, observer)
+    with_curve(schedule.epochs, eval, on_epoch, |observer| match prepare {
+        Some(prepare) => {
+            let mut keep = vec![0.0; session.tape_ref().trainable_len()];
+            session.fit_gated_prepared(train, schedule, folds, prepare, &mut keep, observer)
+        }
+        None => session.fit_gated_observed(train, schedule, folds, observer),
     })
 }
 
 /// [`fit_gated`] of the session's head alone on latent rows ([`Session::latents`]; the
 /// new domain's, with replayed ones, say), evaluating on `eval` latents after every epoch.
+#[allow(clippy::too_many_arguments)]
 pub fn fit_head_gated<M, O, L, const F: usize, const OUT: usize>(
     session: &mut HostSession<'_, M>,
     train: &L,
     eval: &[([f32; F], usize)],
     schedule: &mut Schedule<'_, f32, O>,
     folds: usize,
+    prepare: Option<&mut Prepare<'_, f32, M::Head, HostCapacity, F>>,
     on_epoch: &mut dyn FnMut(&EpochStats),
 ) -> Result<(Vec<EpochStats>, GateReport<f32>), Error>
 where
@@ -224,8 +234,12 @@ where
     O: Optimizer<f32> + Clone + 'static,
     L: Samples<f32, F> + ?Sized,
 {
-    with_curve(schedule.epochs, eval, on_epoch, |observer| {
-        session.fit_head_gated_observed(train, schedule, folds, observer)
+    with_curve(schedule.epochs, eval, on_epoch, |observer| match prepare {
+        Some(prepare) => {
+            let mut keep = vec![0.0; session.tape_ref().trainable_len()];
+            session.fit_head_gated_prepared(train, schedule, folds, prepare, &mut keep, observer)
+        }
+        None => session.fit_head_gated_observed(train, schedule, folds, observer),
     })
 }
 

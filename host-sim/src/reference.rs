@@ -18,6 +18,9 @@ use crate::shift::Shift;
 use motion::features::IMU_FEATURES;
 use motion::model::MotionModel;
 
+/// Rows of features in `f64`, each with its class.
+pub type Features = Vec<(Vec<f64>, usize)>;
+
 /// Inverse regularisation strength, scikit-learn's `C`.
 pub const C: f64 = 1.0;
 /// Convergence: the largest partial derivative of the objective.
@@ -169,6 +172,13 @@ pub fn mlp_features(
 /// Held-out accuracy of the logistic head refit on the pre-trained MLP's frozen features of
 /// the report's fine-tuning recordings, on its shifted held-out recordings.
 pub fn mlp_reference_accuracy(report: &FinetuneReport) -> Result<f64, String> {
+    let (head, test) = mlp_reference(report)?;
+    Ok(head.accuracy(&test))
+}
+
+/// The logistic head refit on the pre-trained MLP's frozen features of the report's
+/// fine-tuning recordings, and the features of its held-out recordings.
+pub fn mlp_reference(report: &FinetuneReport) -> Result<(LogisticHead, Features), String> {
     let e = |x: &dyn std::fmt::Display| x.to_string();
     let mut work = new_workspace::<MotionModel>();
     let mut session =
@@ -185,8 +195,7 @@ pub fn mlp_reference_accuracy(report: &FinetuneReport) -> Result<f64, String> {
     };
     let train = features(&report.finetune_rows)?;
     let test = features(&report.shifted_eval_rows)?;
-    let head = fit_logistic(&train, motion::model::CLASSES);
-    Ok(head.accuracy(&test))
+    Ok((fit_logistic(&train, motion::model::CLASSES), test))
 }
 
 /// The installations `host-sim shifts` simulates: rotations about each axis and about an
@@ -281,6 +290,57 @@ pub fn shifts_with(
             };
             let report = finetune::run(dir, &config, &mut |_: Progress<'_>| {})?;
             row.reference.push(mlp_reference_accuracy(&report)?);
+            row.reports.push(report);
+            runs += 1;
+            done(runs);
+        }
+        out.push(row);
+    }
+    Ok(out)
+}
+
+/// One class taught as new, over the seeds: the job's reports and the reference's held-out
+/// accuracies on the other classes and on the new one.
+pub struct NewClassRow {
+    /// The new class.
+    pub class: usize,
+    /// One report per seed.
+    pub reports: Vec<FinetuneReport>,
+    /// The reference's held-out accuracy on the other classes, per seed.
+    pub reference_old: Vec<f64>,
+    /// The reference's held-out accuracy on the new class, per seed.
+    pub reference_new: Vec<f64>,
+}
+
+/// Runs the MLP's fine-tuning job with `base`'s settings, each class in turn as the new one
+/// ([`FinetuneConfig::new_class`]), for every seed, and the reference on the same
+/// recordings; `done` is told how many runs are done.
+pub fn new_classes(
+    dir: &std::path::Path,
+    base: &FinetuneConfig,
+    seeds: &[u64],
+    done: &mut dyn FnMut(usize),
+) -> Result<Vec<NewClassRow>, String> {
+    let mut out = Vec::new();
+    let mut runs = 0;
+    for class in 0..motion::model::CLASSES {
+        let mut row = NewClassRow {
+            class,
+            reports: Vec::new(),
+            reference_old: Vec::new(),
+            reference_new: Vec::new(),
+        };
+        for &seed in seeds {
+            let config = FinetuneConfig {
+                seed,
+                new_class: Some(class),
+                ..base.clone()
+            };
+            let report = finetune::run(dir, &config, &mut |_: Progress<'_>| {})?;
+            let (head, test) = mlp_reference(&report)?;
+            let (old, new): (Vec<_>, Vec<_>) = test.into_iter().partition(|(_, y)| *y != class);
+            row.reference_old.push(head.accuracy(&old));
+            row.reference_new.push(head.accuracy(&new));
             row.reports.push(report);
             runs += 1;
             done(runs);

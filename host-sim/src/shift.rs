@@ -13,6 +13,9 @@
 //! | `offset:X,Y,Z` | `(X, Y, Z)` added to every accelerometer sample |
 //! | `noise:STD` | Gaussian noise of standard deviation `STD` added to every value of every channel, drawn from SplitMix64 seeded by the recording's split and index, so that a recording gets the same noise in every run |
 //!
+//! `none` alone is the watch worn as in the recordings (no transform): what `--new-class`
+//! fine-tunes under unless told otherwise.
+//!
 //! Numbers must be finite; a standard deviation must not be negative. A spec that does not
 //! parse is refused with the part that is wrong. `rot-z:90` is the shipped shift, and
 //! `--rotation DEG` is shorthand for `rot-z:DEG`.
@@ -165,7 +168,8 @@ fn part<'a>(text: &'a str) -> Result<Part, String> {
         }
         _ => {
             return Err(
-                "the known parts are rot-x, rot-y, rot-z, rot, mirror, gain, offset and noise"
+                "the known parts are rot-x, rot-y, rot-z, rot, mirror, gain, offset and noise \
+                 (`none` alone for no shift)"
                     .into(),
             )
         }
@@ -179,6 +183,9 @@ impl FromStr for Shift {
     fn from_str(spec: &str) -> Result<Self, String> {
         if spec.trim().is_empty() {
             return Err("an empty shift: give at least one part, e.g. rot-z:90".into());
+        }
+        if spec.trim() == "none" {
+            return Ok(Self::none());
         }
         let parts = spec
             .split('+')
@@ -205,6 +212,19 @@ impl Default for Shift {
 }
 
 impl Shift {
+    /// `none`: no transform.
+    pub fn none() -> Self {
+        Self {
+            parts: Vec::new(),
+            spec: "none".into(),
+        }
+    }
+
+    /// `true` for [`none`](Self::none).
+    pub fn is_none(&self) -> bool {
+        self.parts.is_empty()
+    }
+
     /// `rot-z:DEG`, what `--rotation DEG` means.
     pub fn rotation_z(degrees: f64) -> Self {
         Self {
@@ -279,6 +299,19 @@ mod tests {
 
     fn window() -> [[f32; 4]; IMU_CHANNELS] {
         core::array::from_fn(|c| core::array::from_fn(|t| (c * 4 + t) as f32 * 0.5 - 3.0))
+    }
+
+    #[test]
+    fn none_is_no_shift_and_stands_alone() {
+        let none: Shift = " none ".parse().expect("none");
+        assert!(none.is_none());
+        assert_eq!(none.to_string(), "none");
+        let mut w = window();
+        none.apply(&mut w, 3);
+        assert_eq!(w, window());
+        let err = "none+mirror".parse::<Shift>().expect_err("refused");
+        assert!(err.contains("`none` alone"), "{err}");
+        assert!(!"mirror".parse::<Shift>().expect("mirror").is_none());
     }
 
     #[test]

@@ -180,6 +180,27 @@ fn finetune_refuses_bad_shifts_and_counts_up_front_naming_the_flag() {
         "--replay 11",
         "recordings of class",
     );
+    refused(
+        &["finetune", "--new-class", "4"],
+        "--new-class",
+        "not a class: 0 to 3",
+    );
+    refused(
+        &["finetune", "--new-class", "walking"],
+        "--new-class",
+        "not a class",
+    );
+    refused(
+        &["finetune", "--fit", "full-batch", "--mode", "all"],
+        "--fit full-batch",
+        "last layer only",
+    );
+    refused(&["finetune", "--fit", "newton"], "--fit", "newton");
+    refused(
+        &["finetune", "--shift", "none+rot-z:90"],
+        "--shift",
+        "`none` alone",
+    );
 }
 
 #[test]

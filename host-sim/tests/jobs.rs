@@ -516,3 +516,42 @@ fn replay_trains_on_the_stored_latents_and_reports_them() {
     assert_eq!(per_epoch(&plain), 12.0);
     assert_eq!(per_epoch(&replayed), 24.0);
 }
+
+#[test]
+fn a_new_class_is_taught_from_a_few_recordings_and_the_others_are_kept() {
+    let rate = |v: &serde_json::Value, key: &str| v[key].as_f64().expect(key);
+    let run = |extra: &[&str]| {
+        let mut args = vec!["finetune", "--json", "--new-class", "2", "--seed", "3"];
+        args.extend_from_slice(extra);
+        last_json_line(&host_sim(&args))
+    };
+    for v in [run(&[]), run(&["--fit", "sgd"]), run(&["--replay", "3"])] {
+        assert_eq!(v["new_class"], 2);
+        // The watch is worn as in training unless a shift is given.
+        assert_eq!(v["shift"], "none");
+        // Pre-trained without walking, the model never answers it, and its pre-training
+        // accuracy is measured on the three other classes.
+        assert_eq!(rate(&v, "new_class_accuracy_before"), 0.0);
+        assert_eq!(
+            rate(&v, "pretrain_accuracy"),
+            rate(&v, "old_classes_accuracy_before")
+        );
+        // 10 held-out recordings of each class: 30 old, 10 new.
+        for when in ["before", "after"] {
+            let all = rate(&v, &format!("shifted_accuracy_{when}")) * 40.0;
+            let parts = rate(&v, &format!("old_classes_accuracy_{when}")) * 30.0
+                + rate(&v, &format!("new_class_accuracy_{when}")) * 10.0;
+            assert!((all - parts).abs() < 1e-9, "{when}: {v}");
+        }
+        assert_eq!(v["committed"], true, "{v}");
+        assert!(rate(&v, "new_class_accuracy_after") >= 0.6, "{v}");
+        assert!(
+            rate(&v, "old_classes_accuracy_after") >= rate(&v, "old_classes_accuracy_before") - 0.1,
+            "{v}"
+        );
+        assert!(
+            rate(&v, "validation_accuracy_after") > rate(&v, "validation_accuracy_before"),
+            "{v}"
+        );
+    }
+}

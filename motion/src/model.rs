@@ -4,6 +4,7 @@
 use safegrad::nn::{sizes, Linear, LinearRelu, Plan, Sizes, Standardize};
 use safegrad::optim::Sgd;
 use safegrad::session::{Plateau, Schedule, Workspace};
+use safegrad::train::HeadFit;
 use safegrad::Cap;
 
 use crate::features::IMU_FEATURES;
@@ -110,6 +111,18 @@ pub const PLATEAU: Plateau<f32> = Plateau {
     window: 20,
     tolerance: 0.02,
     halvings: 3,
+};
+
+/// The last layer fitted by full-batch gradient descent on the frozen body's outputs
+/// ([`fit_linear_head`](safegrad::train::fit_linear_head)): L2-SP of weight 1 against the
+/// summed loss (scikit-learn's `C = 1`), stopped once no gradient component exceeds 1e-4 or
+/// after 5,000 steps. On the job's latents (norms of about 6 to 70) the budget ends it
+/// first, an early stop. Over the four classes taught as new, seeds 1-10, it is 3 points
+/// more accurate than the SGD schedule (`host-sim new-class` against `--fit sgd`).
+pub const HEAD_FIT: HeadFit<f32> = HeadFit {
+    penalty: 1.0,
+    tolerance: 1e-4,
+    iterations: 5_000,
 };
 
 /// The folds of the validation gate ([`Session::fit_gated`](safegrad::session::Session::fit_gated))

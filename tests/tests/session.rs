@@ -23,6 +23,10 @@
 //!    the newest slot is found, and its bytes loaded into a fresh session reproduce the CRC
 //!    and the parameters.
 //! 7. `include_checkpoint!`: an 8-byte aligned copy of the file's bytes.
+//! 8. A new class: `imprint_class` against the mean body output computed in `f64` here;
+//!    `fit_head_full_batch` at a point where central differences of the objective, in
+//!    `f64`, vanish; the gate with an imprint before each fit against the folds and the
+//!    committed fit by hand, and, when it does not commit, the model put back bit for bit.
 
 use embedded_storage::nor_flash::{ErrorType, NorFlash, NorFlashErrorKind, ReadNorFlash};
 use safegrad::checkpoint::{self, CheckpointError};
@@ -1091,4 +1095,402 @@ fn the_data_has_both_classes() {
             .count();
         assert!((10..=30).contains(&ones), "flip {flip}: {ones} of 40");
     }
+}
+
+// A new class: a three-class model pre-trained on two of them, its third output imprinted
+// and fitted to convergence on the body's outputs.
+
+type Model3 = (Linear<2, 8>, Relu, Linear<8, 3>);
+type Work3 = safegrad::workspace!(f32, Model3, Plan::LastLayer);
+type WorkAll3 = safegrad::workspace!(f32, Model3, Plan::All);
+
+/// `n` points around three centres in turn (class `i % 3`), spread by a low-discrepancy
+/// sequence.
+fn clusters(n: usize, start: usize) -> Vec<Row> {
+    let centres = [[1.0f32, 0.0], [-1.0, 0.6], [0.1, -1.1]];
+    (start..start + n)
+        .map(|i| {
+            let class = i % 3;
+            let j = i as f32 + 1.0;
+            let c = centres[class];
+            let x = [
+                c[0] + 0.8 * ((j * 0.618_034).fract() - 0.5),
+                c[1] + 0.8 * ((j * 0.754_878).fract() - 0.5),
+            ];
+            (x, class)
+        })
+        .collect()
+}
+
+/// `Model3` trained (every layer) on classes 0 and 1 only: class 2 never seen.
+fn pretrained_without_class_2() -> &'static [u8] {
+    let mut work = Box::new(WorkAll3::new());
+    let mut session = Session::<Model3, _, _>::new(&mut work, Init::new(4)).expect("session");
+    let seen: Vec<Row> = clusters(60, 0).into_iter().filter(|r| r.1 != 2).collect();
+    let mut schedule = Schedule::new(Sgd::new(0.1f32)).epochs(30).seed(2);
+    session.fit(&seen[..], &mut schedule).expect("fit");
+    let mut bytes = vec![0u8; session.checkpoint_len()];
+    session.write_checkpoint(&mut bytes).expect("write");
+    leak_aligned(&bytes)
+}
+
+/// The body's output of `x` in `f64`, from the first layer's weights as the tape holds
+/// them: `relu(x W + b)`.
+fn body_f64(w: &[f32], b: &[f32], x: &[f32; 2]) -> Vec<f64> {
+    (0..8)
+        .map(|j| {
+            let v = f64::from(b[j])
+                + f64::from(x[0]) * f64::from(w[j])
+                + f64::from(x[1]) * f64::from(w[8 + j]);
+            v.max(0.0)
+        })
+        .collect()
+}
+
+#[test]
+fn imprinting_sets_the_new_output_from_the_mean_body_output_and_nothing_else() {
+    let bytes = pretrained_without_class_2();
+    let mut work = Box::new(Work3::new());
+    let mut session = Session::<Model3, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let mut data = clusters(30, 200);
+    // A class-2 row with a NaN is left out of the mean.
+    data.push(([f32::NAN, 0.0], 2));
+    let (w1, b1, w2, b2) = {
+        let tape = session.tape_ref();
+        let m = session.model();
+        (
+            tape.value(m.0.weight).expect("w").as_slice().to_vec(),
+            tape.value(m.0.bias).expect("b").as_slice().to_vec(),
+            tape.value(m.2.weight).expect("w").as_slice().to_vec(),
+            tape.value(m.2.bias).expect("b").as_slice().to_vec(),
+        )
+    };
+
+    // Refusals change nothing.
+    let crc = session.checkpoint_crc32();
+    assert_eq!(
+        session.imprint_class(&data[..], 3),
+        Err(Error::Step(StepError::ClassOutOfRange {
+            class: 3,
+            classes: 3
+        }))
+    );
+    let without: Vec<Row> = data.iter().copied().filter(|r| r.1 != 2).collect();
+    let err = session.imprint_class(&without[..], 2).expect_err("no rows");
+    assert_eq!(err, Error::Step(StepError::NoRowsOfClass { class: 2 }));
+    assert!(err.to_string().contains("class 2"), "{err}");
+    assert_eq!(session.checkpoint_crc32(), crc);
+
+    assert_eq!(session.imprint_class(&data[..], 2).expect("imprint"), 10);
+
+    // By hand, in f64: the mean body output of the finite class-2 rows, scaled to the mean
+    // norm of the other two outputs' weights (columns 0 and 1 of the 8 x 3 weights); the
+    // bias the mean of the other two.
+    let mut mean = vec![0.0f64; 8];
+    let class_2: Vec<&Row> = data
+        .iter()
+        .filter(|r| r.1 == 2 && r.0.iter().all(|v| v.is_finite()))
+        .collect();
+    for (x, _) in &class_2 {
+        for (m, h) in mean.iter_mut().zip(body_f64(&w1, &b1, x)) {
+            *m += h / class_2.len() as f64;
+        }
+    }
+    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let column = |j: usize| -> Vec<f64> { (0..8).map(|i| f64::from(w2[i * 3 + j])).collect() };
+    let target = (norm(&column(0)) + norm(&column(1))) / 2.0;
+    let expected: Vec<f64> = mean.iter().map(|m| m * target / norm(&mean)).collect();
+
+    let tape = session.tape_ref();
+    let m = session.model();
+    let w = tape.value(m.2.weight).expect("w");
+    let b = tape.value(m.2.bias).expect("b");
+    for i in 0..8 {
+        let got = f64::from(w.as_slice()[i * 3 + 2]);
+        assert!(
+            (got - expected[i]).abs() <= 1e-5 * (1.0 + expected[i].abs()),
+            "weight {i}: {got} against {}",
+            expected[i]
+        );
+        // The other outputs keep their bits.
+        for j in 0..2 {
+            assert_eq!(w.as_slice()[i * 3 + j].to_bits(), w2[i * 3 + j].to_bits());
+        }
+    }
+    let bias = (f64::from(b2[0]) + f64::from(b2[1])) / 2.0;
+    assert!((f64::from(b.as_slice()[2]) - bias).abs() < 1e-6);
+    assert_eq!(bits(&b.as_slice()[..2]), bits(&b2[..2]));
+    // The body, read in place, is untouched.
+    assert_eq!(
+        bits(tape.value(m.0.weight).expect("w").as_slice()),
+        bits(&w1)
+    );
+}
+
+/// The head's objective in `f64`: mean cross-entropy over `rows` plus `penalty / (2 n)`
+/// times the squared distance of the weights (the first 24 values of `theta`, then the 3
+/// biases) from `start`.
+fn head_objective(theta: &[f64], start: &[f64], rows: &[([f32; 8], usize)], penalty: f64) -> f64 {
+    let mut loss = 0.0;
+    for (x, y) in rows {
+        let logits: Vec<f64> = (0..3)
+            .map(|j| {
+                theta[24 + j]
+                    + (0..8)
+                        .map(|i| f64::from(x[i]) * theta[i * 3 + j])
+                        .sum::<f64>()
+            })
+            .collect();
+        let max = logits.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let lse = logits.iter().map(|l| (l - max).exp()).sum::<f64>().ln() + max;
+        loss += lse - logits[*y];
+    }
+    let distance: f64 = theta[..24]
+        .iter()
+        .zip(start)
+        .map(|(a, b)| (a - b) * (a - b))
+        .sum();
+    (loss + 0.5 * penalty * distance) / rows.len() as f64
+}
+
+#[test]
+fn the_full_batch_head_fit_reaches_the_minimum_of_its_objective() {
+    use safegrad::train::HeadFit;
+    let bytes = pretrained_without_class_2();
+    let mut work = Box::new(Work3::new());
+    let mut session = Session::<Model3, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let data = clusters(30, 400);
+    let mut latents = vec![([0.0f32; 8], 0usize); 30];
+    session.latents(&data[..], &mut latents).expect("latents");
+    session.imprint_class(&data[..], 2).expect("imprint");
+    let start: Vec<f64> = session.tape_ref().parameters()[..]
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let fit = HeadFit {
+        penalty: 1.0,
+        tolerance: 1e-4,
+        iterations: 20_000,
+    };
+
+    // A label the head has no output for is refused, and nothing changes.
+    let mut bad = latents.clone();
+    bad[4].1 = 3;
+    let crc = session.checkpoint_crc32();
+    let err = session
+        .fit_head_full_batch(&bad[..], &fit)
+        .expect_err("refused");
+    assert!(err.to_string().contains("label 3"), "{err}");
+    assert_eq!(session.checkpoint_crc32(), crc);
+
+    let report = session
+        .fit_head_full_batch(&latents[..], &fit)
+        .expect("fit");
+    assert!(report.converged, "{report:?}");
+    let theta: Vec<f64> = session
+        .tape_ref()
+        .parameters()
+        .iter()
+        .map(|&v| f64::from(v))
+        .collect();
+    let weights_start = &start[..24];
+    let f = |t: &[f64]| head_objective(t, weights_start, &latents, 1.0);
+    assert!(f(&theta) < f(&start), "the fit lowered nothing");
+    // At the minimum every partial derivative vanishes: central differences in f64.
+    let h = 1e-5;
+    for k in 0..theta.len() {
+        let (mut a, mut b) = (theta.clone(), theta.clone());
+        a[k] += h;
+        b[k] -= h;
+        let d = (f(&a) - f(&b)) / (2.0 * h);
+        assert!(d.abs() < 5e-4, "d/dtheta[{k}] = {d}");
+    }
+    assert_eq!(session.correct(&data[..]).expect("correct"), 30);
+
+    // A row with a NaN is left out: the same fit, bit for bit, as without it.
+    let mut with_nan = latents.clone();
+    with_nan.insert(7, ([f32::NAN; 8], 1));
+    let mut other_work = Box::new(Work3::new());
+    let mut other =
+        Session::<Model3, _, _>::from_checkpoint(&mut other_work, bytes, Plan::LastLayer)
+            .expect("session");
+    other.imprint_class(&data[..], 2).expect("imprint");
+    let again = other.fit_head_full_batch(&with_nan[..], &fit).expect("fit");
+    assert_eq!((again.rejected, report.rejected), (1, 0));
+    assert_eq!(other.checkpoint_crc32(), session.checkpoint_crc32());
+
+    // More than the head training is refused.
+    let mut all_work = Box::new(WorkAll3::new());
+    let mut all =
+        Session::<Model3, _, _>::from_checkpoint(&mut all_work, bytes, Plan::All).expect("session");
+    assert_eq!(
+        all.fit_head_full_batch(&latents[..], &fit),
+        Err(Error::Step(StepError::NotHeadOnly {
+            trainable: 8 * 3 + 3 + 2 * 8 + 8,
+            head: 8 * 3 + 3
+        }))
+    );
+}
+
+/// The tape of a session of `Model3` under `Plan::LastLayer`.
+type Tape3 = safegrad::tape_for!(f32, Model3, Plan::LastLayer);
+/// Scalars of `Model3`'s head.
+const HEAD3: usize = 8 * 3 + 3;
+
+/// A fresh session of `Model3` from `bytes`, the last layer trained, and the latents of
+/// `rows`.
+fn head_session<'w>(
+    work: &'w mut Work3,
+    bytes: &'static [u8],
+    rows: &[Row],
+) -> (Session<'w, Model3, f32, Cap3>, Vec<Latent3Row>) {
+    let mut session =
+        Session::<Model3, _, _>::from_checkpoint(work, bytes, Plan::LastLayer).expect("session");
+    let mut latents = vec![([0.0f32; 8], 0usize); rows.len()];
+    session.latents(rows, &mut latents).expect("latents");
+    (session, latents)
+}
+
+/// A latent row of `Model3`: the body's 8 outputs and the class.
+type Latent3Row = ([f32; 8], usize);
+
+/// The capacities of `Tape3`.
+type Cap3 = Cap<
+    { sizes::<Model3>(Plan::LastLayer).nodes },
+    { sizes::<Model3>(Plan::LastLayer).values },
+    { sizes::<Model3>(Plan::LastLayer).gradients },
+>;
+
+#[test]
+fn a_gate_teaching_a_new_class_imprints_before_each_fit_and_is_the_fits_by_hand() {
+    use safegrad::session::Prepare;
+    use safegrad::train::{imprint_class, score, HeadFit, Score};
+    let bytes = pretrained_without_class_2();
+    let data = clusters(24, 600);
+    let fit = HeadFit {
+        penalty: 1.0,
+        tolerance: 1e-4,
+        iterations: 3_000,
+    };
+    let mut work = Box::new(Work3::new());
+    let (mut session, latents) = head_session(&mut work, bytes, &data);
+    let before = {
+        let (tape, model) = session.parts();
+        score(tape, &model.2, &latents[..]).expect("score")
+    };
+    let mut seen = Vec::new();
+    let mut keep = [0.0f32; HEAD3];
+    let mut imprint = |tape: &mut Tape3, head: &Linear<8, 3>, rows: &dyn Samples<f32, 8>| {
+        seen.push(rows.len());
+        imprint_class(tape, head, rows, 2)?;
+        Ok(())
+    };
+    let gate = session
+        .fit_head_full_batch_gated(
+            &latents[..],
+            &fit,
+            4,
+            Some((&mut imprint as &mut Prepare<'_, _, _, _, 8>, &mut keep[..])),
+        )
+        .expect("gate");
+    // The model's own score is taken unprepared; four folds of 18 training rows (row `i`
+    // held out in fold `i % 4`, each fold with rows of every class) are prepared, then
+    // every row.
+    assert_eq!(gate.before, before);
+    assert_eq!(seen, vec![18, 18, 18, 18, 24]);
+    assert!(gate.committed, "{gate:?}");
+    assert!(gate.after.correct > gate.before.correct, "{gate:?}");
+
+    // The folds by hand: imprint on the training rows, fit, score the held-out ones.
+    let mut after = Score::zero();
+    for fold in 0..4 {
+        let rest: Vec<_> = (0..24)
+            .filter(|i| i % 4 != fold)
+            .map(|i| latents[i])
+            .collect();
+        let held: Vec<_> = (0..24)
+            .filter(|i| i % 4 == fold)
+            .map(|i| latents[i])
+            .collect();
+        let mut w = Box::new(Work3::new());
+        let (mut s, _) = head_session(&mut w, bytes, &data);
+        let (tape, model) = s.parts();
+        imprint_class(tape, &model.2, &rest[..], 2).expect("imprint");
+        s.fit_head_full_batch(&rest[..], &fit).expect("fit");
+        let (tape, model) = s.parts();
+        after = after.plus(score(tape, &model.2, &held[..]).expect("score"));
+    }
+    assert_eq!(gate.after, after);
+    // The committed model by hand: imprint on every row, fit.
+    let mut w = Box::new(Work3::new());
+    let (mut s, _) = head_session(&mut w, bytes, &data);
+    s.imprint_class(&data[..], 2).expect("imprint");
+    let report = s.fit_head_full_batch(&latents[..], &fit).expect("fit");
+    assert_eq!(gate.fit, Some(report));
+    assert_eq!(session.checkpoint_crc32(), s.checkpoint_crc32());
+    // It knows the new class.
+    let fresh = clusters(30, 900);
+    let class_2: Vec<Row> = fresh.iter().copied().filter(|r| r.1 == 2).collect();
+    assert_eq!(
+        session.correct(&class_2[..]).expect("correct"),
+        class_2.len()
+    );
+}
+
+#[test]
+fn a_prepared_gate_that_does_not_commit_puts_the_model_back_as_it_was() {
+    use safegrad::session::Prepare;
+    use safegrad::train::{imprint_class, HeadFit};
+    type HeadTape = safegrad::tape_for!(f32, Model, Plan::LastLayer);
+    let bytes = pretrained();
+    let mut work = Box::new(Work::new());
+    let mut session = Session::<Model, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let data = contradicting(24);
+    let mut latents = vec![([0.0f32; 8], 0usize); 24];
+    session.latents(&data[..], &mut latents).expect("latents");
+    let params = bits(session.tape_ref().parameters());
+    let fit = HeadFit {
+        penalty: 1.0,
+        tolerance: 1e-4,
+        iterations: 2_000,
+    };
+    let mut imprint = |tape: &mut HeadTape, head: &Linear<8, 2>, rows: &dyn Samples<f32, 8>| {
+        imprint_class(tape, head, rows, 1)?;
+        Ok(())
+    };
+    // Room for fewer scalars than the head trains is refused, and nothing changes.
+    let mut small = [0.0f32; HEAD - 1];
+    let err = session
+        .fit_head_full_batch_gated(
+            &latents[..],
+            &fit,
+            2,
+            Some((&mut imprint as &mut Prepare<'_, _, _, _, 8>, &mut small[..])),
+        )
+        .expect_err("refused");
+    assert_eq!(
+        err,
+        Error::Step(StepError::SnapshotCapacity {
+            capacity: HEAD - 1,
+            needed: HEAD
+        })
+    );
+    assert_eq!(bits(session.tape_ref().parameters()), params);
+
+    let mut keep = [0.0f32; HEAD];
+    let gate = session
+        .fit_head_full_batch_gated(
+            &latents[..],
+            &fit,
+            2,
+            Some((&mut imprint as &mut Prepare<'_, _, _, _, 8>, &mut keep[..])),
+        )
+        .expect("gate");
+    assert!(!gate.committed, "{gate:?}");
+    assert!(gate.after.correct < gate.before.correct, "{gate:?}");
+    // Every fold's fit started from an imprinted head; the model is the one from before.
+    assert_eq!(bits(session.tape_ref().parameters()), params);
 }

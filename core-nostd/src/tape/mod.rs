@@ -647,6 +647,24 @@ impl<T: Scalar, Mem: Capacity> Tape<T, Mem> {
         Ok(())
     }
 
+    /// A held parameter's values, flat and row-major, to change in place (a layer's output
+    /// set up anew, say); [`TapeError::ReadOnly`] for one read in place from a checkpoint.
+    pub fn parameter_mut<const R: usize, const C: usize>(
+        &mut self,
+        v: Var<R, C>,
+    ) -> Result<&mut [T]> {
+        let node = *self.resolve(v)?;
+        if v.node.0 >= self.parameter_nodes {
+            return Err(TapeError::UnknownVar { node: v.node.0 });
+        }
+        if self.is_in_place(&node) {
+            return Err(TapeError::ReadOnly { node: v.node.0 });
+        }
+        self.values
+            .get_mut(node.slots())
+            .ok_or(TapeError::UnknownVar { node: v.node.0 })
+    }
+
     /// The values of a parameter named by a [`FlatVar`], flat.
     pub fn flat_value(&self, v: FlatVar) -> Result<&[T]> {
         let node = self.resolve_flat(v)?;

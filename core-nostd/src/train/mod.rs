@@ -35,12 +35,16 @@ use core::fmt;
 
 mod epoch;
 mod guard;
+mod head_fit;
+mod imprint;
 mod replay;
 mod samples;
 mod update;
 
 pub use epoch::{anchored_epoch, epoch, Anchor, EpochReport, Shuffle};
 pub use guard::{Divergence, DivergenceGuard};
+pub use head_fit::{fit_linear_head, HeadFit, HeadFitReport};
+pub use imprint::imprint_class;
 pub use replay::{Chain, Latent8, ReplayError};
 pub use samples::{Fold, Samples};
 
@@ -126,6 +130,26 @@ pub enum StepError {
         /// Rows of the data.
         rows: usize,
     },
+    /// A class the model's head has no output for.
+    ClassOutOfRange {
+        /// The class asked for.
+        class: usize,
+        /// Outputs of the head.
+        classes: usize,
+    },
+    /// The data has no row of the class, with a finite body output, to learn it from.
+    NoRowsOfClass {
+        /// The class asked for.
+        class: usize,
+    },
+    /// A fit of the head alone ([`fit_linear_head`] in a session) while more than the head
+    /// trains.
+    NotHeadOnly {
+        /// Trainable scalars of the model.
+        trainable: usize,
+        /// Scalars of the head.
+        head: usize,
+    },
     /// The optimiser's state holds fewer scalars than the tape trains.
     OptimizerCapacity {
         /// Scalars the optimiser state holds.
@@ -160,6 +184,18 @@ impl fmt::Display for StepError {
             Self::Folds { folds, rows } => write!(
                 f,
                 "cross-validation over {folds} folds of {rows} rows: it needs from 2 folds to one per row"
+            ),
+            Self::ClassOutOfRange { class, classes } => write!(
+                f,
+                "class {class} is out of range: the head has {classes} outputs"
+            ),
+            Self::NoRowsOfClass { class } => write!(
+                f,
+                "no row of class {class} with a finite body output to learn it from"
+            ),
+            Self::NotHeadOnly { trainable, head } => write!(
+                f,
+                "the head's fit needs the head to be all that trains: the model trains {trainable} scalars, its head has {head}"
             ),
             Self::OptimizerCapacity { capacity, needed } => write!(
                 f,
