@@ -1096,15 +1096,23 @@ impl<'a, T: Scalar, Mem: Capacity> Work<'a, T, Mem> {
         D: Samples<T, F> + ?Sized,
     {
         let (trainable, size) = (self.tape.trainable_len(), (F + 1) * OUT);
-        if trainable != size {
+        let trains = |id| {
+            self.tape
+                .node(id)
+                .is_some_and(|node| node.grad_slots().is_some())
+        };
+        // The head alone trains, its weights recorded before its bias: the snapshot of the
+        // trainable parameters is the weights, then the bias.
+        let (weight, bias) = (head.weight.node(), head.bias.node());
+        if trainable != size || !trains(weight) || !trains(bias) || weight > bias {
             return Err(Error::Step(StepError::NotHeadOnly {
                 trainable,
                 head: size,
             }));
         }
         self.tape.snapshot_trainable(self.start)?;
-        // The head's weights come first among the trainable parameters: `start` begins
-        // with them, which the fit copies there again as its anchor.
+        // `start` begins with the head's weights, which the fit copies there again as its
+        // anchor.
         let out = fit_linear_head(&mut *self.tape, head, data, fit, self.start, self.rollback)?;
         Ok(FitReport {
             epochs: out.iterations,

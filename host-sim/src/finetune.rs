@@ -868,12 +868,20 @@ where
     let audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
     // The training state of one batch-1 step, from the model's type: the gradients of the
     // trainable parameters and of the activations after them, and the optimiser's state.
-    // The full-batch head fit keeps instead the head's gradient, its starting weights and
-    // the latent rows (f32).
+    // The full-batch head fit keeps instead the head's gradient, its starting weights, the
+    // latent rows (f32) and, when the gate prepares each fit, a copy of the head to put
+    // back (the replayed rows are counted apart, `replay_samples`).
     let step = sizes::<M>(plan);
     let trainable_params = step.trainable;
     let state_scalars = match head_fit {
-        Some(_) => 2 * trainable_params - MOTION_CLASSES + finetune_set.len() * LATENT,
+        Some(_) => {
+            let keep = if config.gate && new_class.is_some() {
+                trainable_params
+            } else {
+                0
+            };
+            2 * trainable_params - MOTION_CLASSES + finetune_set.len() * LATENT + keep
+        }
         None => {
             step.gradients + trainable_params * schedule.optimizer.state_scalars_per_parameter()
         }

@@ -178,7 +178,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Teach the MLP each class in turn as a new one (pre-trained without it, then its
+    /// Teach a model each class in turn as a new one (pre-trained without it, then its
     /// head's output set up and fitted on a few recordings of every class), several seeds
     /// each, next to a logistic-regression head refit on the same frozen features, as a
     /// Markdown table.
@@ -186,6 +186,9 @@ enum Command {
         /// Print one JSON array, one object per class.
         #[arg(long)]
         json: bool,
+        /// The model: mlp or cnn (as `finetune --model`).
+        #[arg(long, default_value = "mlp")]
+        model: MotionNet,
         /// Seeds 1 to this.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
@@ -507,6 +510,7 @@ fn run_shifts(
 
 fn run_new_class(
     json: bool,
+    model: MotionNet,
     per_class: usize,
     fit: HeadFitting,
     seeds: &[u64],
@@ -518,7 +522,7 @@ fn run_new_class(
         shift: Shift::none(),
         per_class,
         head_fit: (fit == HeadFitting::FullBatch).then_some(motion::model::HEAD_FIT),
-        ..FinetuneConfig::default()
+        ..FinetuneConfig::for_model(model)
     };
     let rows = reference::new_classes(dir, &base, seeds, &mut |d| runs.set_position(d as u64))?;
     runs.finish_and_clear();
@@ -568,7 +572,8 @@ fn run_new_class(
         ),
     };
     println!(
-        "mlp, pre-trained without the new class; its head output imprinted, then the last layer {how}, on {per_class} recordings of every class, behind the validation gate; seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        "{}, pre-trained without the new class; its head output imprinted, then the last layer {how}, on {per_class} recordings of every class, behind the validation gate; seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        model.name(),
         seeds.len()
     );
     println!();
@@ -1476,6 +1481,7 @@ fn main() -> ExitCode {
         }
         Command::NewClass {
             json,
+            model,
             seeds,
             per_class,
             fit,
@@ -1483,7 +1489,7 @@ fn main() -> ExitCode {
         } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
-            run_new_class(json, per_class, fit, &seeds, &dir)
+            run_new_class(json, model, per_class, fit, &seeds, &dir)
         }
         Command::Train {
             data: Dataset::Digits,

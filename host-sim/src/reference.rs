@@ -8,15 +8,16 @@
 //! divided by `C n`. Gradient descent with a backtracking line search, from zero, until
 //! the largest partial derivative is below `1e-9` or 20,000 iterations have run.
 
-use safegrad::nn::{Init, Module};
+use safegrad::nn::{Build, Headed, Init, Module};
 use safegrad::session::Session;
-use safegrad::{TapeError, Tensor};
+use safegrad::{TapeError, Tensor, Var};
 
-use crate::finetune::{self, FinetuneConfig, FinetuneReport, Progress};
+use crate::finetune::{self, FinetuneConfig, FinetuneReport, MotionCnn, MotionNet, Progress};
 use crate::model::{new_workspace, HostTape};
 use crate::shift::Shift;
 use motion::features::IMU_FEATURES;
 use motion::model::MotionModel;
+use motion::samples::WINDOW_VALUES;
 
 /// Rows of features in `f64`, each with its class.
 pub type Features = Vec<(Vec<f64>, usize)>;
@@ -198,6 +199,36 @@ pub fn mlp_reference(report: &FinetuneReport) -> Result<(LogisticHead, Features)
     Ok((fit_logistic(&train, motion::model::CLASSES), test))
 }
 
+/// The logistic head refit on the latents of any headed model `M` (its body's output for
+/// each of the report's fine-tuning rows, [`Session::latents`]) from the report's
+/// pre-trained checkpoint, and the latents of its held-out rows.
+pub fn reference_on<M, const IN: usize, const F: usize>(
+    report: &FinetuneReport,
+) -> Result<(LogisticHead, Features), String>
+where
+    M: Build<f32> + Headed<f32, Var<1, IN>, Latent = Var<1, F>>,
+    M::Head: Module<f32, Var<1, F>, Output = M::Output>,
+{
+    let e = |x: &dyn std::fmt::Display| x.to_string();
+    let mut work = new_workspace::<M>();
+    let mut session = Session::<M, _, _>::new(&mut *work, Init::new(1)).map_err(|x| e(&x))?;
+    session
+        .load(&report.pretrained_checkpoint)
+        .map_err(|x| e(&x))?;
+    let mut features = |rows: &[(Vec<f32>, usize)]| -> Result<Features, String> {
+        let rows = finetune::rows_of::<IN>(rows)?;
+        let mut out = vec![([0.0f32; F], 0usize); rows.len()];
+        session.latents(&rows[..], &mut out).map_err(|x| e(&x))?;
+        Ok(out
+            .iter()
+            .map(|(x, y)| (x.iter().map(|&v| f64::from(v)).collect(), *y))
+            .collect())
+    };
+    let train = features(&report.finetune_rows)?;
+    let test = features(&report.shifted_eval_rows)?;
+    Ok((fit_logistic(&train, motion::model::CLASSES), test))
+}
+
 /// The installations `host-sim shifts` simulates: rotations about each axis and about an
 /// oblique one, by several angles; the other wrist, alone and turned; and one that is not
 /// rigid.
@@ -312,7 +343,7 @@ pub struct NewClassRow {
     pub reference_new: Vec<f64>,
 }
 
-/// Runs the MLP's fine-tuning job with `base`'s settings, each class in turn as the new one
+/// Runs the fine-tuning job with `base`'s settings (its model), each class in turn as the new one
 /// ([`FinetuneConfig::new_class`]), for every seed, and the reference on the same
 /// recordings; `done` is told how many runs are done.
 pub fn new_classes(
@@ -337,7 +368,11 @@ pub fn new_classes(
                 ..base.clone()
             };
             let report = finetune::run(dir, &config, &mut |_: Progress<'_>| {})?;
-            let (head, test) = mlp_reference(&report)?;
+            let (head, test) = match base.model {
+                MotionNet::Mlp => mlp_reference(&report)?,
+                // The body's output, the pooled 16 channels (the bound checks it).
+                MotionNet::Cnn => reference_on::<MotionCnn, WINDOW_VALUES, 16>(&report)?,
+            };
             let (old, new): (Vec<_>, Vec<_>) = test.into_iter().partition(|(_, y)| *y != class);
             row.reference_old.push(head.accuracy(&old));
             row.reference_new.push(head.accuracy(&new));

@@ -555,3 +555,37 @@ fn a_new_class_is_taught_from_a_few_recordings_and_the_others_are_kept() {
         );
     }
 }
+
+#[test]
+fn new_class_runs_the_job_and_the_reference_for_each_class() {
+    let v = last_json_line(&host_sim(&["new-class", "--json", "--seeds", "1"]));
+    let rows = v.as_array().expect("an array");
+    assert_eq!(rows.len(), 4);
+    for (k, row) in rows.iter().enumerate() {
+        assert_eq!(row["new_class"], k);
+        // Each class's run is the job's own: the same accuracies as `finetune --new-class K`.
+        let job = last_json_line(&host_sim(&[
+            "finetune",
+            "--json",
+            "--seed",
+            "1",
+            "--new-class",
+            &k.to_string(),
+        ]));
+        for key in [
+            "old_classes_accuracy_before",
+            "old_classes_accuracy_after",
+            "new_class_accuracy_after",
+            "committed",
+        ] {
+            assert_eq!(row[key][0], job[key], "class {k}: {key}");
+        }
+        for key in [
+            "reference_old_classes_accuracy",
+            "reference_new_class_accuracy",
+        ] {
+            let r = row[key][0].as_f64().expect("a number");
+            assert!((0.0..=1.0).contains(&r), "{row}");
+        }
+    }
+}

@@ -1285,6 +1285,51 @@ fn the_full_batch_head_fit_reaches_the_minimum_of_its_objective() {
     assert!(err.to_string().contains("label 3"), "{err}");
     assert_eq!(session.checkpoint_crc32(), crc);
 
+    for (bad, name) in [
+        (
+            HeadFit {
+                penalty: -1.0,
+                ..fit
+            },
+            "penalty",
+        ),
+        (
+            HeadFit {
+                penalty: f32::NAN,
+                ..fit
+            },
+            "penalty",
+        ),
+        (
+            HeadFit {
+                penalty: f32::INFINITY,
+                ..fit
+            },
+            "penalty",
+        ),
+        (
+            HeadFit {
+                tolerance: f32::NAN,
+                ..fit
+            },
+            "tolerance",
+        ),
+        (
+            HeadFit {
+                tolerance: -1e-3,
+                ..fit
+            },
+            "tolerance",
+        ),
+    ] {
+        let err = session
+            .fit_head_full_batch(&latents[..], &bad)
+            .expect_err("refused");
+        assert_eq!(err, Error::Step(StepError::HeadFitSetting { name }));
+        assert!(err.to_string().contains(name), "{err}");
+        assert_eq!(session.checkpoint_crc32(), crc);
+    }
+
     let report = session
         .fit_head_full_batch(&latents[..], &fit)
         .expect("fit");
@@ -1298,6 +1343,13 @@ fn the_full_batch_head_fit_reaches_the_minimum_of_its_objective() {
     let weights_start = &start[..24];
     let f = |t: &[f64]| head_objective(t, weights_start, &latents, 1.0);
     assert!(f(&theta) < f(&start), "the fit lowered nothing");
+    // The objective it reports is the one where it stopped.
+    assert!(
+        (f64::from(report.final_loss) - f(&theta)).abs() < 1e-5,
+        "{} against {}",
+        report.final_loss,
+        f(&theta)
+    );
     // At the minimum every partial derivative vanishes: central differences in f64.
     let h = 1e-5;
     for k in 0..theta.len() {
@@ -1320,6 +1372,33 @@ fn the_full_batch_head_fit_reaches_the_minimum_of_its_objective() {
     let again = other.fit_head_full_batch(&with_nan[..], &fit).expect("fit");
     assert_eq!((again.rejected, report.rejected), (1, 0));
     assert_eq!(other.checkpoint_crc32(), session.checkpoint_crc32());
+
+    // A head read in place (only the biases train) is refused by both, and nothing
+    // changes.
+    let mut bias_work = Box::new(Work3::new());
+    let mut biases = Session::<Model3, _, _>::from_checkpoint(
+        &mut bias_work,
+        bytes,
+        Plan::BiasesAndLastLayers(0),
+    )
+    .expect("session");
+    let crc = biases.checkpoint_crc32();
+    let err = biases.imprint_class(&data[..], 2).expect_err("refused");
+    assert!(
+        matches!(
+            err,
+            Error::Step(StepError::Tape(safegrad::TapeError::ReadOnly { .. }))
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        biases.fit_head_full_batch(&latents[..], &fit),
+        Err(Error::Step(StepError::NotHeadOnly {
+            trainable: 8 + 3,
+            head: 8 * 3 + 3
+        }))
+    );
+    assert_eq!(biases.checkpoint_crc32(), crc);
 
     // More than the head training is refused.
     let mut all_work = Box::new(WorkAll3::new());
@@ -1457,7 +1536,9 @@ fn a_prepared_gate_that_does_not_commit_puts_the_model_back_as_it_was() {
         tolerance: 1e-4,
         iterations: 2_000,
     };
+    let mut calls = 0;
     let mut imprint = |tape: &mut HeadTape, head: &Linear<8, 2>, rows: &dyn Samples<f32, 8>| {
+        calls += 1;
         imprint_class(tape, head, rows, 1)?;
         Ok(())
     };
@@ -1491,6 +1572,49 @@ fn a_prepared_gate_that_does_not_commit_puts_the_model_back_as_it_was() {
         .expect("gate");
     assert!(!gate.committed, "{gate:?}");
     assert!(gate.after.correct < gate.before.correct, "{gate:?}");
-    // Every fold's fit started from an imprinted head; the model is the one from before.
+    // Both folds' fits started from an imprinted head (the refused call made none); the
+    // model is the one from before.
+    assert_eq!(calls, 2);
     assert_eq!(bits(session.tape_ref().parameters()), params);
+}
+
+#[test]
+fn the_sgd_gate_of_the_whole_model_prepares_each_fit_too() {
+    use safegrad::session::Prepare;
+    use safegrad::train::imprint_class;
+    let bytes = pretrained_without_class_2();
+    let data = clusters(24, 700);
+    let schedule = || Schedule::new(Sgd::new(0.05f32)).epochs(20).seed(4);
+    let mut work = Box::new(Work3::new());
+    let mut session = Session::<Model3, _, _>::from_checkpoint(&mut work, bytes, Plan::LastLayer)
+        .expect("session");
+    let before = session.correct(&data[..]).expect("correct");
+    let mut seen = Vec::new();
+    let mut imprint = |tape: &mut Tape3, model: &Model3, rows: &dyn Samples<f32, 2>| {
+        seen.push(rows.len());
+        imprint_class(tape, model, rows, 2)?;
+        Ok(())
+    };
+    let mut keep = [0.0f32; HEAD3];
+    let gate = session
+        .fit_gated_prepared(
+            &data[..],
+            &mut schedule(),
+            4,
+            &mut imprint as &mut Prepare<'_, _, _, _, 2>,
+            &mut keep,
+            &mut |_, _| {},
+        )
+        .expect("gate");
+    assert_eq!(seen, vec![18, 18, 18, 18, 24]);
+    assert_eq!(gate.before.correct, before);
+    assert!(gate.committed, "{gate:?}");
+    // The committed model by hand: imprint on every row, then the same schedule.
+    let mut w = Box::new(Work3::new());
+    let mut s =
+        Session::<Model3, _, _>::from_checkpoint(&mut w, bytes, Plan::LastLayer).expect("session");
+    s.imprint_class(&data[..], 2).expect("imprint");
+    let fit = s.fit(&data[..], &mut schedule()).expect("fit");
+    assert_eq!(gate.fit, Some(fit));
+    assert_eq!(session.checkpoint_crc32(), s.checkpoint_crc32());
 }

@@ -33,8 +33,9 @@ pub struct HeadFitReport<T> {
     pub iterations: usize,
     /// The objective where it stopped: mean cross-entropy plus the penalty over the rows.
     pub objective: T,
-    /// The gradient fell below the tolerance, or no step along it lowered the objective
-    /// (the minimum at this precision), before the iterations ran out.
+    /// No component of the gradient was above the tolerance when it stopped. Otherwise the
+    /// iterations ran out, or no step along the gradient lowered the objective at this
+    /// precision (stalled), or it overflowed.
     pub converged: bool,
     /// Rows used (those with a non-finite value are left out).
     pub rows: usize,
@@ -49,9 +50,11 @@ pub struct HeadFitReport<T> {
 /// every machine.
 ///
 /// `anchor` holds `W₀` (at least `F · OUT` scalars) and `grad` the gradient (at least
-/// `(F + 1) · OUT`). Rows with a non-finite value are left out; none left is
-/// [`StepError::NoSamples`], a label the head has no output for is
-/// [`TapeError::LabelOutOfRange`], and neither changes the head.
+/// `(F + 1) · OUT`). Rows with a non-finite value are left out. Refused before the head
+/// changes: a penalty that is negative or not finite, or a tolerance that is negative or
+/// not a number ([`StepError::HeadFitSetting`]), no rows left ([`StepError::NoSamples`]), a
+/// label the head has no output for ([`TapeError::LabelOutOfRange`]), a head read in place
+/// ([`TapeError::ReadOnly`]).
 ///
 /// ```
 /// use safegrad::nn::{Build, Init, Linear, Module};
@@ -85,6 +88,12 @@ where
     Mem: Capacity,
     D: Samples<T, F> + ?Sized,
 {
+    if fit.penalty.is_nan() || !fit.penalty.is_finite() || fit.penalty < T::ZERO {
+        return Err(StepError::HeadFitSetting { name: "penalty" });
+    }
+    if fit.tolerance.is_nan() || fit.tolerance < T::ZERO {
+        return Err(StepError::HeadFitSetting { name: "tolerance" });
+    }
     let (weights, parameters) = (F * OUT, (F + 1) * OUT);
     let capacity = anchor.len();
     let anchor = anchor
@@ -101,42 +110,53 @@ where
             needed: parameters,
         })?;
     let mut bias = [T::ZERO; OUT];
-    bias.copy_from_slice(tape.parameter_mut(head.bias)?);
-    anchor.copy_from_slice(tape.parameter_mut(head.weight)?);
+    for (b, &v) in bias.iter_mut().zip(tape.parameter_mut(head.bias)?.iter()) {
+        *b = v;
+    }
+    for (a, &v) in anchor
+        .iter_mut()
+        .zip(tape.parameter_mut(head.weight)?.iter())
+    {
+        *a = v;
+    }
     let rows = usable_rows::<T, D, F, OUT>(data)?;
     if rows == 0 {
         return Err(StepError::NoSamples);
     }
     let n = T::from_usize(rows);
+    let two = T::from_f64(2.0);
+    let half = T::from_f64(0.5);
+    // Bounds of a step's length: past the shortest no step can lower the objective at this
+    // precision (the fit has stalled); the longest keeps the doubling finite.
+    let (shortest, longest) = (T::from_f64(1e-30), T::from_f64(1e30));
+    let w = tape.parameter_mut(head.weight)?;
+    let mut objective = loss_and_grad::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, grad);
     let mut report = HeadFitReport {
         iterations: 0,
-        objective: T::ZERO,
+        objective,
         converged: false,
         rows,
     };
     let mut step = T::ONE;
-    let two = T::from_f64(2.0);
-    let half = T::from_f64(0.5);
-    let shortest = T::from_f64(1e-12);
     while report.iterations < fit.iterations {
-        let w = tape.parameter_mut(head.weight)?;
-        let objective = loss_and_grad::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, grad);
-        report.objective = objective;
         let mut largest = T::ZERO;
         let mut squared = T::ZERO;
         for &g in grad.iter() {
             largest = if g.abs() > largest { g.abs() } else { largest };
             squared += g * g;
         }
-        if !squared.is_finite() {
-            // A gradient that overflowed: no step along it can be trusted.
+        if !squared.is_finite() || !objective.is_finite() {
+            // Overflowed: no step along this gradient can be trusted.
             break;
         }
-        if largest <= fit.tolerance {
+        if largest <= fit.tolerance || squared <= T::ZERO {
+            // Below the tolerance, or zero at this precision.
             report.converged = true;
             break;
         }
-        step *= two;
+        if step < longest {
+            step *= two;
+        }
         let accepted = loop {
             let trial =
                 loss_along::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, grad, step);
@@ -149,7 +169,7 @@ where
             }
         };
         if !accepted {
-            report.converged = true;
+            // Stalled: no step lowers the objective at this precision.
             break;
         }
         for (w, &g) in w.iter_mut().zip(grad.iter()) {
@@ -159,8 +179,12 @@ where
             *b -= step * g;
         }
         report.iterations += 1;
+        objective = loss_and_grad::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, grad);
+        report.objective = objective;
     }
-    tape.parameter_mut(head.bias)?.copy_from_slice(&bias);
+    for (b, &v) in tape.parameter_mut(head.bias)?.iter_mut().zip(&bias) {
+        *b = v;
+    }
     Ok(report)
 }
 

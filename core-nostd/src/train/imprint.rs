@@ -4,6 +4,8 @@
 //! saw keeps an output there (pre-training only pushes it down), and this gives it a start.
 
 use super::{Samples, StepError};
+#[cfg(doc)]
+use crate::error::TapeError;
 use crate::nn::{Headed, Linear, Module, WithHead};
 use crate::scalar::Scalar;
 use crate::tape::{Capacity, Tape, Var};
@@ -12,12 +14,14 @@ use crate::tape::{Capacity, Tape, Var};
 /// class: its weights become the mean of their body outputs ([`Headed::body`]), scaled to
 /// the mean norm of the head's other outputs' weights (to norm 1 if those are all zero),
 /// and its bias the mean of the other biases (0 if there are none). Rows whose body output
-/// is not finite are left out. Returns the rows used.
+/// is not finite are left out. A mean of zero (every body output zero, dead ReLUs) gives
+/// the output zero weights, for fine-tuning to start from. Returns the rows used.
 ///
 /// The sums run in row order, so the same rows give the same bits on every machine. The
 /// other outputs are untouched; so is everything on a refusal: a class the head has no
-/// output for ([`StepError::ClassOutOfRange`]) or no usable row of it
-/// ([`StepError::NoRowsOfClass`]).
+/// output for ([`StepError::ClassOutOfRange`]), no usable row of it
+/// ([`StepError::NoRowsOfClass`]), a mean that overflowed
+/// ([`StepError::ImprintNotFinite`]) or a head read in place ([`TapeError::ReadOnly`]).
 ///
 /// ```
 /// use safegrad::nn::{Build, Init, Linear, Relu};
@@ -80,6 +84,9 @@ where
         norm += *m * *m;
     }
     let norm = norm.sqrt();
+    if !norm.is_finite() {
+        return Err(StepError::ImprintNotFinite { class });
+    }
     let head = model.head();
     // Both parameters writable, or nothing is written.
     tape.parameter_mut(head.bias)?;
@@ -104,6 +111,9 @@ where
     } else {
         T::ZERO
     };
+    if !scale.is_finite() {
+        return Err(StepError::ImprintNotFinite { class });
+    }
     for (w, &m) in weight.iter_mut().skip(class).step_by(OUT).zip(&mean) {
         *w = m * scale;
     }

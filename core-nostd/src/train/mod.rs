@@ -142,8 +142,19 @@ pub enum StepError {
         /// The class asked for.
         class: usize,
     },
-    /// A fit of the head alone ([`fit_linear_head`] in a session) while more than the head
-    /// trains.
+    /// A [`HeadFit`] setting out of its range: a penalty or tolerance negative or not a
+    /// number.
+    HeadFitSetting {
+        /// The setting's name.
+        name: &'static str,
+    },
+    /// The mean body output of a class to imprint is not finite (its values overflowed).
+    ImprintNotFinite {
+        /// The class.
+        class: usize,
+    },
+    /// A fit of the head alone ([`fit_linear_head`] in a session) while something else
+    /// than the head trains, or the head does not.
     NotHeadOnly {
         /// Trainable scalars of the model.
         trainable: usize,
@@ -193,9 +204,17 @@ impl fmt::Display for StepError {
                 f,
                 "no row of class {class} with a finite body output to learn it from"
             ),
+            Self::HeadFitSetting { name } => write!(
+                f,
+                "the head fit's {name} must be a finite number, not negative"
+            ),
+            Self::ImprintNotFinite { class } => write!(
+                f,
+                "the mean body output of class {class} is not finite: nothing to imprint"
+            ),
             Self::NotHeadOnly { trainable, head } => write!(
                 f,
-                "the head's fit needs the head to be all that trains: the model trains {trainable} scalars, its head has {head}"
+                "the head's fit needs the head, and nothing else, to train: the model trains {trainable} scalars, its head has {head}"
             ),
             Self::OptimizerCapacity { capacity, needed } => write!(
                 f,
