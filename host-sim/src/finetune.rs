@@ -379,6 +379,11 @@ impl FinetuneReport {
         }
     }
 
+    /// The model kept is the fine-tuned one: the gate committed it, or there was no gate.
+    pub fn committed(&self) -> bool {
+        self.gate.is_none_or(|g| g.committed)
+    }
+
     /// The CRC-32 stored at the end of the fine-tuned checkpoint: it covers every parameter
     /// bit, so two runs with the same value ended with the same parameters.
     pub fn finetuned_crc32(&self) -> u32 {

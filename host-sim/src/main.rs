@@ -418,8 +418,6 @@ fn run_shifts(
         runs.set_position(d as u64)
     })?;
     runs.finish_and_clear();
-    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
-    let worst = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
     let of = |row: &reference::ShiftRow, f: fn(&finetune::FinetuneReport) -> f64| -> Vec<f64> {
         row.reports.iter().map(f).collect()
     };
@@ -434,7 +432,7 @@ fn run_shifts(
                     "shifted_accuracy_before": of(row, |r| r.shifted_accuracy_before),
                     "shifted_accuracy_after": of(row, |r| r.shifted_accuracy_after),
                     "original_accuracy_after": of(row, |r| r.original_accuracy_after),
-                    "committed": row.reports.iter().map(|r| r.gate.is_none_or(|g| g.committed)).collect::<Vec<_>>(),
+                    "committed": row.reports.iter().map(|r| r.committed()).collect::<Vec<_>>(),
                     "reference_accuracy": row.reference,
                 })
             })
@@ -464,11 +462,7 @@ fn run_shifts(
     let (mut at_least, mut above_85, mut committed) = (0, 0, 0);
     for row in &rows {
         let after = of(row, |r| r.shifted_accuracy_after);
-        let kept = row
-            .reports
-            .iter()
-            .filter(|r| r.gate.is_none_or(|g| g.committed))
-            .count();
+        let kept = row.reports.iter().filter(|r| r.committed()).count();
         at_least += usize::from(mean(&after) >= mean(&row.reference));
         above_85 += usize::from(worst(&after) >= 0.85);
         committed += kept;
@@ -526,8 +520,6 @@ fn run_new_class(
     };
     let rows = reference::new_classes(dir, &base, seeds, &mut |d| runs.set_position(d as u64))?;
     runs.finish_and_clear();
-    let mean = |xs: &[f64]| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
-    let worst = |xs: &[f64]| xs.iter().copied().fold(f64::INFINITY, f64::min);
     let of = |row: &reference::NewClassRow, f: fn(&finetune::NewClassReport) -> f64| -> Vec<f64> {
         row.reports
             .iter()
@@ -535,10 +527,7 @@ fn run_new_class(
             .collect()
     };
     let committed = |row: &reference::NewClassRow| -> Vec<bool> {
-        row.reports
-            .iter()
-            .map(|r| r.gate.is_none_or(|g| g.committed))
-            .collect()
+        row.reports.iter().map(|r| r.committed()).collect()
     };
     if json {
         let objects: Vec<_> = rows
@@ -634,8 +623,6 @@ fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
         rows.push((model, found.pop().ok_or("no plan")?));
     }
     runs.finish_and_clear();
-    let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len().max(1) as f64;
-    let worst = |xs: Vec<f64>| xs.iter().copied().fold(f64::INFINITY, f64::min);
     let of = |row: &plans::PlanRow, f: fn(&finetune::FinetuneReport) -> f64| -> Vec<f64> {
         row.reports.iter().map(f).collect()
     };
@@ -680,11 +667,11 @@ fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
             "| {} | {input} | {} | {} | {} | {} | {} | {} | {} | {} B | {} B |",
             model.name(),
             model.sizes(row.mode).parameters,
-            percent(mean(of(row, |r| r.pretrain_accuracy))),
-            percent(mean(of(row, |r| r.shifted_accuracy_before))),
-            percent(mean(of(row, |r| r.shifted_accuracy_after))),
-            percent(worst(of(row, |r| r.shifted_accuracy_after))),
-            percent(mean(of(row, |r| r.drop_recovered()))),
+            percent(mean(&of(row, |r| r.pretrain_accuracy))),
+            percent(mean(&of(row, |r| r.shifted_accuracy_before))),
+            percent(mean(&of(row, |r| r.shifted_accuracy_after))),
+            percent(worst(&of(row, |r| r.shifted_accuracy_after))),
+            percent(mean(&of(row, |r| r.drop_recovered()))),
             row.trainable,
             row.gradient_bytes,
             row.sgd_bytes(),
@@ -709,6 +696,16 @@ fn bar(len: usize, prefix: &'static str, hidden: bool) -> ProgressBar {
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
     std::fs::write(path, bytes).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+}
+
+/// The mean of `xs` (0 for none).
+fn mean(xs: &[f64]) -> f64 {
+    xs.iter().sum::<f64>() / xs.len().max(1) as f64
+}
+
+/// The smallest of `xs` (infinity for none).
+fn worst(xs: &[f64]) -> f64 {
+    xs.iter().copied().fold(f64::INFINITY, f64::min)
 }
 
 fn percent(x: f64) -> String {
@@ -774,7 +771,7 @@ fn run_finetune(
             "drop_recovered": recovered,
             "finetune_steps": report.finetune_steps,
             "finetune_epochs": report.finetune_curve.len(),
-            "committed": report.gate.is_none_or(|g| g.committed),
+            "committed": report.committed(),
             "validation_accuracy_before": report.gate.map(|g| g.before.correct as f64 / g.before.rows.max(1) as f64),
             "validation_accuracy_after": report.gate.map(|g| g.after.correct as f64 / g.after.rows.max(1) as f64),
             "finetune_samples": report.finetune_samples,
@@ -976,7 +973,7 @@ fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<()
         "shifted_accuracy_after": report.shifted_accuracy_after,
         "finetune_steps": report.finetune_steps,
         "finetune_epochs": report.finetune_curve.len(),
-        "committed": report.gate.is_none_or(|g| g.committed),
+        "committed": report.committed(),
         "validation_correct_before": report.gate.map(|g| g.before.correct),
         "validation_correct_after": report.gate.map(|g| g.after.correct),
         "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),

@@ -130,7 +130,8 @@ where
     // precision (the fit has stalled); the longest keeps the doubling finite.
     let (shortest, longest) = (T::from_f64(1e-30), T::from_f64(1e30));
     let w = tape.parameter_mut(head.weight)?;
-    let mut objective = loss_and_grad::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, grad);
+    let mut objective =
+        evaluate::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, At::Point(grad));
     let mut report = HeadFitReport {
         iterations: 0,
         objective,
@@ -158,8 +159,8 @@ where
             step *= two;
         }
         let accepted = loop {
-            let trial =
-                loss_along::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, grad, step);
+            let along = At::Along(&*grad, step);
+            let trial = evaluate::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, along);
             if trial <= objective - half * step * squared {
                 break true;
             }
@@ -179,7 +180,8 @@ where
             *b -= step * g;
         }
         report.iterations += 1;
-        objective = loss_and_grad::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, grad);
+        objective =
+            evaluate::<T, D, F, OUT>(data, w, &bias, anchor, fit.penalty, n, At::Point(grad));
         report.objective = objective;
     }
     for (b, &v) in tape.parameter_mut(head.bias)?.iter_mut().zip(&bias) {
@@ -258,51 +260,29 @@ fn log_sum_exp<T: Scalar>(logits: &[T]) -> (T, T) {
     (max, sum.ln())
 }
 
-/// The objective at `W − s·gW`, `b − s·gb`.
-#[allow(clippy::too_many_arguments)]
-fn loss_along<T: Scalar, D: Samples<T, F> + ?Sized, const F: usize, const OUT: usize>(
-    data: &D,
-    w: &[T],
-    bias: &[T; OUT],
-    anchor: &[T],
-    penalty: T,
-    n: T,
-    grad: &[T],
-    step: T,
-) -> T {
-    let mut x = [T::ZERO; F];
-    let mut loss = T::ZERO;
-    for i in 0..data.len() {
-        let Some(label) = data.read_into(i, &mut x) else {
-            continue;
-        };
-        if !x.iter().all(|v| v.is_finite()) {
-            continue;
-        }
-        let l = logits::<T, F, OUT>(&x, w, bias, Some((grad, step)));
-        let (max, lse) = log_sum_exp(&l);
-        loss += max + lse - l.get(label).copied().unwrap_or(T::ZERO);
-    }
-    let mut distance = T::ZERO;
-    for ((&wi, &gi), &ai) in w.iter().zip(grad.iter()).zip(anchor) {
-        let d = wi - step * gi - ai;
-        distance += d * d;
-    }
-    (loss + T::from_f64(0.5) * penalty * distance) / n
+/// Where [`evaluate`] evaluates the objective.
+enum At<'a, T> {
+    /// At the point, the gradient written into the slice (the weights', row-major as they
+    /// are stored, then the biases').
+    Point(&'a mut [T]),
+    /// At `W − s·gW`, `b − s·gb` along the gradient `g` by `s`.
+    Along(&'a [T], T),
 }
 
-/// The objective at the point, and its gradient into `grad` (the weights', row-major as
-/// they are stored, then the biases').
-fn loss_and_grad<T: Scalar, D: Samples<T, F> + ?Sized, const F: usize, const OUT: usize>(
+/// The objective, mean cross-entropy plus the penalty over the rows, at `at`.
+#[allow(clippy::too_many_arguments)]
+fn evaluate<T: Scalar, D: Samples<T, F> + ?Sized, const F: usize, const OUT: usize>(
     data: &D,
     w: &[T],
     bias: &[T; OUT],
     anchor: &[T],
     penalty: T,
     n: T,
-    grad: &mut [T],
+    mut at: At<'_, T>,
 ) -> T {
-    grad.iter_mut().for_each(|g| *g = T::ZERO);
+    if let At::Point(grad) = &mut at {
+        grad.iter_mut().for_each(|g| *g = T::ZERO);
+    }
     let mut x = [T::ZERO; F];
     let mut loss = T::ZERO;
     for i in 0..data.len() {
@@ -312,30 +292,46 @@ fn loss_and_grad<T: Scalar, D: Samples<T, F> + ?Sized, const F: usize, const OUT
         if !x.iter().all(|v| v.is_finite()) {
             continue;
         }
-        let l = logits::<T, F, OUT>(&x, w, bias, None);
+        let along = match &at {
+            At::Point(_) => None,
+            At::Along(grad, step) => Some((*grad, *step)),
+        };
+        let l = logits::<T, F, OUT>(&x, w, bias, along);
         let (max, lse) = log_sum_exp(&l);
         loss += max + lse - l.get(label).copied().unwrap_or(T::ZERO);
-        // d loss / d logit j = softmax_j - [j == label].
-        let mut p = [T::ZERO; OUT];
-        for (j, (pj, &lj)) in p.iter_mut().zip(&l).enumerate() {
-            *pj = (lj - max - lse).exp() - if j == label { T::ONE } else { T::ZERO };
-        }
-        // The weights' rows (input i), then the biases' (input 1).
-        for (i, row) in grad.chunks_exact_mut(OUT).enumerate() {
-            let xi = x.get(i).copied().unwrap_or(T::ONE);
-            for (g, &pj) in row.iter_mut().zip(&p) {
-                *g += xi * pj;
+        if let At::Point(grad) = &mut at {
+            // d loss / d logit j = softmax_j - [j == label].
+            let mut p = [T::ZERO; OUT];
+            for (j, (pj, &lj)) in p.iter_mut().zip(&l).enumerate() {
+                *pj = (lj - max - lse).exp() - if j == label { T::ONE } else { T::ZERO };
+            }
+            // The weights' rows (input i), then the biases' (input 1).
+            for (i, row) in grad.chunks_exact_mut(OUT).enumerate() {
+                let xi = x.get(i).copied().unwrap_or(T::ONE);
+                for (g, &pj) in row.iter_mut().zip(&p) {
+                    *g += xi * pj;
+                }
             }
         }
     }
     let mut distance = T::ZERO;
-    for ((g, &wi), &ai) in grad.iter_mut().zip(w).zip(anchor) {
-        let d = wi - ai;
-        distance += d * d;
-        *g += penalty * d;
-    }
-    for g in grad.iter_mut() {
-        *g = *g / n;
+    match at {
+        At::Point(grad) => {
+            for ((g, &wi), &ai) in grad.iter_mut().zip(w).zip(anchor) {
+                let d = wi - ai;
+                distance += d * d;
+                *g += penalty * d;
+            }
+            for g in grad.iter_mut() {
+                *g = *g / n;
+            }
+        }
+        At::Along(grad, step) => {
+            for ((&wi, &gi), &ai) in w.iter().zip(grad.iter()).zip(anchor) {
+                let d = wi - step * gi - ai;
+                distance += d * d;
+            }
+        }
     }
     (loss + T::from_f64(0.5) * penalty * distance) / n
 }
