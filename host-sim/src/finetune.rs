@@ -776,7 +776,6 @@ where
     let (finetune_curve, finetune_steps, gate) = if !replay.is_empty() || head_fit.is_some() {
         // The head alone, on the shifted recordings' latents and the replayed ones.
         let new = latents(&mut session, &finetune_set)?;
-        let eval = latents(&mut session, &shifted_test)?;
         let rows = Chain::new(&new[..], &replay[..]);
         let mut imprint_head =
             |tape: &mut HostTape,
@@ -815,6 +814,8 @@ where
                 (Vec::new(), fit.steps, None)
             }
             (None, true) => {
+                // The SGD fit's curve is evaluated on the held-out recordings' latents.
+                let eval = latents(&mut session, &shifted_test)?;
                 let (curve, gate) = fit_head_gated(
                     &mut session,
                     &rows,

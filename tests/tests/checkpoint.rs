@@ -10,8 +10,12 @@ use safegrad::checkpoint::{
     MAGIC, TRAILER_LEN,
 };
 use safegrad::crc32::CRC32;
-use safegrad::nn::{last_layer_only, Build, Init, Linear, Relu, Train};
+use safegrad::nn::{last_layer_only, Build, Init, Linear, Plan, Relu, Train};
 use safegrad::{Cap, Scalar, Tape, Tensor};
+
+/// Tapes sized for a training step of the one-layer models built below, from their types.
+type Linear22Tape = safegrad::tape_for!(f32, Linear<2, 2>, Plan::All);
+type Linear12Tape = safegrad::tape_for!(f64, Linear<1, 2>, Plan::All);
 
 type Mlp = (Linear<4, 5>, Relu, Linear<5, 3>);
 /// The parameter shapes of [`Mlp`], in recording order.
@@ -445,7 +449,7 @@ fn expected_for_flip(
 #[test]
 fn every_single_bit_flip_is_refused_f32() {
     // Linear<2, 2>: 6 parameters, 16 + 24 + 4 = 44 bytes, 352 flips.
-    let mut source = Tape::<f32, Cap<8, 64>>::new();
+    let mut source = Linear22Tape::new();
     Linear::<2, 2>::build(&mut source, &mut Init::new(4)).expect("build");
     source.parameters_mut()[4] = 0.5; // biases start at 0: give them bits to flip
     source.parameters_mut()[5] = -2.0;
@@ -453,7 +457,7 @@ fn every_single_bit_flip_is_refused_f32() {
     assert_eq!(save(&source, &mut bytes), Ok(44));
     let sig = signature_ref(&[(2, 2), (1, 2)]);
 
-    let mut tape = Tape::<f32, Cap<8, 64>>::new();
+    let mut tape = Linear22Tape::new();
     Linear::<2, 2>::build(&mut tape, &mut Init::new(5)).expect("build");
     let before: Vec<u32> = tape.parameters().iter().map(|v| v.to_bits()).collect();
     let mut refused = 0;
@@ -477,14 +481,14 @@ fn every_single_bit_flip_is_refused_f32() {
 #[test]
 fn every_single_bit_flip_is_refused_f64() {
     // Linear<1, 2>: 4 parameters, 16 + 32 + 4 = 52 bytes, 416 flips.
-    let mut source = Tape::<f64, Cap<8, 64>>::new();
+    let mut source = Linear12Tape::new();
     Linear::<1, 2>::build(&mut source, &mut Init::new(4)).expect("build");
     source.parameters_mut()[2] = 0.25;
     source.parameters_mut()[3] = -3.0;
     let mut bytes = vec![0u8; 52];
     assert_eq!(save(&source, &mut bytes), Ok(52));
     let sig = signature_ref(&[(1, 2), (1, 2)]);
-    let mut tape = Tape::<f64, Cap<8, 64>>::new();
+    let mut tape = Linear12Tape::new();
     Linear::<1, 2>::build(&mut tape, &mut Init::new(5)).expect("build");
     let before: Vec<u64> = tape.parameters().iter().map(|v| v.to_bits()).collect();
     for byte in 0..bytes.len() {
@@ -646,14 +650,14 @@ proptest! {
         1 => Just(0xFFC0_0000u32),
         1 => Just(0x8000_0000u32),
     ], 6)) {
-        let mut source = Tape::<f32, Cap<8, 64>>::new();
+        let mut source = Linear22Tape::new();
         Linear::<2, 2>::build(&mut source, &mut Init::new(1)).map_err(fail)?;
         for (p, &r) in source.parameters_mut().iter_mut().zip(&raw) {
             *p = f32::from_bits(r);
         }
         let mut buf = [0u8; 44];
         save(&source, &mut buf).map_err(fail)?;
-        let mut target = Tape::<f32, Cap<8, 64>>::new();
+        let mut target = Linear22Tape::new();
         Linear::<2, 2>::build(&mut target, &mut Init::new(2)).map_err(fail)?;
         let before: Vec<u32> = target.parameters().iter().map(|v| v.to_bits()).collect();
         let first_bad = raw.iter().position(|&r| !f32::from_bits(r).is_finite());

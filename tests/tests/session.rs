@@ -1414,7 +1414,7 @@ fn the_full_batch_head_fit_reaches_the_minimum_of_its_objective() {
 }
 
 /// The tape of a session of `Model3` under `Plan::LastLayer`.
-type Tape3 = safegrad::tape_for!(f32, Model3, Plan::LastLayer);
+type Tape3 = Tape<f32, Cap3>;
 /// Scalars of `Model3`'s head.
 const HEAD3: usize = 8 * 3 + 3;
 

@@ -88,7 +88,7 @@ where
     Mem: Capacity,
     D: Samples<T, F> + ?Sized,
 {
-    if fit.penalty.is_nan() || !fit.penalty.is_finite() || fit.penalty < T::ZERO {
+    if !fit.penalty.is_finite() || fit.penalty < T::ZERO {
         return Err(StepError::HeadFitSetting { name: "penalty" });
     }
     if fit.tolerance.is_nan() || fit.tolerance < T::ZERO {
