@@ -167,8 +167,8 @@ pub fn build_ontarget_tests() -> Result<PathBuf, String> {
 
 /// Flash and static RAM of a firmware ELF, bytes.
 pub struct Sizes {
-    /// Code and read-only data: `.vector_table`, `.text`, `.rodata` and `.data`'s initial
-    /// values.
+    /// Code and read-only data: the vector table, the boot loader, `.text`, `.rodata` and
+    /// `.data`'s initial values.
     pub flash: u64,
     /// `.data`, `.bss` and `.uninit`.
     pub static_ram: u64,
@@ -207,8 +207,10 @@ pub fn print_sizes(elf: &Path) -> Result<Sizes, String> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    // riscv-rt's start-up code is `.init.rust`, and RISC-V keeps its unwind tables.
+    // riscv-rt's start-up code is `.init.rust`, RISC-V keeps its unwind tables, and the
+    // RP2040's second-stage boot loader is `.boot2`.
     let flash = size(".vector_table")
+        + size(".boot2")
         + size(".text")
         + size(".init.rust")
         + size(".rodata")

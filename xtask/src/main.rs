@@ -3,6 +3,7 @@
 //! xtask drives `cargo`, QEMU and `defmt-print` as processes; it links none of the
 //! project's crates.
 
+mod boards;
 mod cores;
 mod device;
 mod device_bench;
@@ -101,6 +102,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The example firmware for real boards, built in release mode.
+    ///
+    /// STM32F4 Discovery, nRF52840-DK and Raspberry Pi Pico (`boards/`): each reads an
+    /// MPU-6050 over its HAL's I2C, fine-tunes with the session API and saves to its internal
+    /// flash. Prints each one's flash and static RAM from its ELF; with `--json`, the last
+    /// line is a JSON array.
+    Boards {
+        /// Print the JSON array as the last line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Power cuts and bit flips on the checkpoint slots of the simulated NOR flash.
     ///
     /// A power cut at every byte program and sector erase of a checkpoint save, and every
@@ -164,6 +176,7 @@ fn run(command: Command) -> Result<(), String> {
         Command::Faults { json } => host::faults(json),
         Command::Parity => parity::host_device_parity(),
         Command::Cores { json } => cores::cores(json),
+        Command::Boards { json } => boards::boards(json),
         Command::Example { json } => example::example(json),
         Command::QemuRun { elf, args } => device::qemu_run(&elf, &args),
         Command::Exhaustive => host::exhaustive(),
@@ -202,7 +215,7 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    /// `--json` selects the JSON report of bench, bench-device, cores and faults.
+    /// `--json` selects the JSON report of bench, bench-device, boards, cores and faults.
     #[test]
     fn json_reaches_the_commands_with_a_json_report() {
         assert!(matches!(
@@ -224,6 +237,10 @@ mod tests {
         assert!(matches!(
             parse(&["cores", "--json"]),
             Ok(Command::Cores { json: true })
+        ));
+        assert!(matches!(
+            parse(&["boards", "--json"]),
+            Ok(Command::Boards { json: true })
         ));
     }
 
