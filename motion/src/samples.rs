@@ -438,7 +438,7 @@ impl<S: Directed, P: FnMut(usize, Purpose)> SampleSource for Guided<S, P> {
                 return Ok(None);
             }
             let class = self.started / 2;
-            let (purpose, windows) = if self.started % 2 == 0 {
+            let (purpose, windows) = if self.started.is_multiple_of(2) {
                 (Purpose::Train, self.train)
             } else {
                 (Purpose::Eval, self.eval)

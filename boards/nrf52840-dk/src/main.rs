@@ -11,12 +11,13 @@
 #![no_std]
 #![no_main]
 
-use board_app::Layout;
+use board_app::{Event, Layout};
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embedded_hal::digital::{OutputPin, PinState};
 use motion::job::SampleLog;
+use motion::model::{FinetuneWorkspace, CLASS_NAMES};
 use nrf52840_hal::gpio::{p0, Level};
 use nrf52840_hal::nvmc::Nvmc;
 use nrf52840_hal::pac;
@@ -24,6 +25,7 @@ use nrf52840_hal::twim::{self, Twim};
 use nrf52840_hal::Delay;
 use panic_probe as _;
 use safegrad::store::Slots;
+use static_cell::ConstStaticCell;
 
 /// Bytes of the data flash.
 const DATA_FLASH: usize = 32 * 1024;
@@ -40,6 +42,9 @@ const LAYOUT: Layout = Layout {
 
 #[link_section = ".storage"]
 static mut STORAGE: [u8; DATA_FLASH] = [0; DATA_FLASH];
+
+/// The session's memory, sized from the model's type, in a static (`.bss`).
+static WORK: ConstStaticCell<FinetuneWorkspace> = ConstStaticCell::new(FinetuneWorkspace::new());
 
 #[entry]
 fn main() -> ! {
@@ -76,15 +81,33 @@ fn main() -> ! {
     // through `mapped` while nothing writes it).
     let storage = unsafe { &mut *core::ptr::addr_of_mut!(STORAGE) };
     let mut flash = Nvmc::new(p.NVMC, storage);
-    let show = |class: usize, _| {
+    let events = |event: Event| {
+        defmt::info!("{}", event);
+        let Event::Perform { class, .. } = event else {
+            return;
+        };
+        defmt::info!(
+            "now: {=str}",
+            CLASS_NAMES.get(class).copied().unwrap_or("?")
+        );
         for (i, led) in leds.iter_mut().enumerate() {
             // Lit low; setting a GPIO cannot fail on the nRF52.
             let _ = led.set_state(PinState::from(i != class));
         }
     };
     // SAFETY: `mapped` is where `flash`'s offset 0 is mapped.
-    let result =
-        unsafe { board_app::run(i2c, delay, &mut flash, mapped, LAYOUT, show, &mut ticks) };
+    let result = unsafe {
+        board_app::run(
+            WORK.take(),
+            i2c,
+            delay,
+            &mut flash,
+            mapped,
+            LAYOUT,
+            events,
+            &mut ticks,
+        )
+    };
     match result {
         Ok(report) => defmt::info!(
             "done: {=usize} steps, {=u64} cycles",

@@ -11,7 +11,7 @@
 #![no_std]
 #![no_main]
 
-use board_app::Layout;
+use board_app::{Event, Layout};
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use embassy_rp::flash::{Blocking, Flash};
@@ -19,8 +19,10 @@ use embassy_rp::gpio::{Level, Output};
 use embassy_rp::i2c::{self, I2c};
 use embassy_time::{block_for, Delay, Duration, Instant};
 use motion::job::SampleLog;
+use motion::model::{FinetuneWorkspace, CLASS_NAMES};
 use panic_probe as _;
 use safegrad::store::Slots;
+use static_cell::ConstStaticCell;
 
 /// Bytes of the Pico's flash.
 const FLASH_SIZE: usize = 2 * 1024 * 1024;
@@ -39,6 +41,9 @@ const LAYOUT: Layout = Layout {
     },
 };
 
+/// The session's memory, sized from the model's type, in a static (`.bss`).
+static WORK: ConstStaticCell<FinetuneWorkspace> = ConstStaticCell::new(FinetuneWorkspace::new());
+
 #[entry]
 fn main() -> ! {
     let p = embassy_rp::init(Default::default());
@@ -47,7 +52,15 @@ fn main() -> ! {
     let i2c = I2c::new_blocking(p.I2C0, p.PIN_5, p.PIN_4, config);
     let mut led = Output::new(p.PIN_25, Level::Low);
     let mut flash = Flash::<_, Blocking, FLASH_SIZE>::new_blocking(p.FLASH);
-    let show = |class: usize, _| {
+    let events = |event: Event| {
+        defmt::info!("{}", event);
+        let Event::Perform { class, .. } = event else {
+            return;
+        };
+        defmt::info!(
+            "now: {=str}",
+            CLASS_NAMES.get(class).copied().unwrap_or("?")
+        );
         for _ in 0..=class {
             led.set_high();
             block_for(Duration::from_millis(200));
@@ -60,12 +73,13 @@ fn main() -> ! {
     // SAFETY: the flash is mapped at XIP_BASE, and only `flash` writes it.
     let result = unsafe {
         board_app::run(
+            WORK.take(),
             i2c,
             Delay,
             &mut flash,
             XIP_BASE as *const u8,
             LAYOUT,
-            show,
+            events,
             &mut ticks,
         )
     };

@@ -10,13 +10,15 @@
 #![no_std]
 #![no_main]
 
-use board_app::Layout;
+use board_app::{Event, Layout};
 use cortex_m::peripheral::DWT;
 use cortex_m_rt::entry;
 use defmt_rtt as _;
 use motion::job::SampleLog;
+use motion::model::{FinetuneWorkspace, CLASS_NAMES};
 use panic_probe as _;
 use safegrad::store::Slots;
+use static_cell::ConstStaticCell;
 use stm32f4xx_hal::flash::{FlashExt, LockedFlash};
 use stm32f4xx_hal::gpio::PinState;
 use stm32f4xx_hal::i2c::{I2c, Mode};
@@ -39,6 +41,9 @@ const LAYOUT: Layout = Layout {
         capacity: SECTOR as usize,
     },
 };
+
+/// The session's memory, sized from the model's type, in a static (`.bss`).
+static WORK: ConstStaticCell<FinetuneWorkspace> = ConstStaticCell::new(FinetuneWorkspace::new());
 
 #[entry]
 fn main() -> ! {
@@ -75,7 +80,15 @@ fn main() -> ! {
 
     let mut flash = LockedFlash::new(dp.FLASH);
     let mut data_flash = flash.unlocked();
-    let show = |class: usize, _| {
+    let events = |event: Event| {
+        defmt::info!("{}", event);
+        let Event::Perform { class, .. } = event else {
+            return;
+        };
+        defmt::info!(
+            "now: {=str}",
+            CLASS_NAMES.get(class).copied().unwrap_or("?")
+        );
         for (i, led) in leds.iter_mut().enumerate() {
             led.set_state(PinState::from(i == class));
         }
@@ -83,12 +96,13 @@ fn main() -> ! {
     // SAFETY: the internal flash is mapped at FLASH_BASE, and only `data_flash` writes it.
     let result = unsafe {
         board_app::run(
+            WORK.take(),
             i2c,
             delay,
             &mut data_flash,
             FLASH_BASE as *const u8,
             LAYOUT,
-            show,
+            events,
             &mut ticks,
         )
     };
