@@ -12,8 +12,7 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
-use firmware::board::{self, exit, storage};
+use firmware::board::{self, entry, exit, storage};
 use static_cell::ConstStaticCell;
 
 // safegrad: begin

@@ -349,10 +349,194 @@ impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> SampleSource 
     }
 }
 
+/// A source that can be told what comes next: the class of its next windows, what they are
+/// for, and how many to read before it ends (a sensor whose label the user sets).
+pub trait Directed: SampleSource {
+    /// The next `windows` samples are of class `label`, for `purpose`; then the source ends
+    /// until it is directed again.
+    fn direct(&mut self, label: usize, purpose: Purpose, windows: usize);
+}
+
+impl<I2C: embedded_hal::i2c::I2c, D: embedded_hal::delay::DelayNs> Directed for Imu<I2C, D> {
+    fn direct(&mut self, label: usize, purpose: Purpose, windows: usize) {
+        self.label = label;
+        self.purpose = purpose;
+        self.remaining = Some(windows);
+    }
+}
+
+/// A guided recording session: every class in turn, `train` windows to fine-tune on then
+/// `eval` windows to measure, from a [`Directed`] source. Before each run of windows it calls
+/// `prompt` with the class and the purpose, for the board to tell the user what to do (an
+/// LED, a log line, a display). It ends after the last class's evaluation windows.
+///
+/// ```
+/// use motion::samples::{Directed, Guided, Purpose, Sample, SampleSource};
+/// # struct Fake { label: usize, purpose: Purpose, left: usize }
+/// # impl SampleSource for Fake {
+/// #     type Error = ();
+/// #     fn next_sample(&mut self) -> Result<Option<Sample>, ()> {
+/// #         if self.left == 0 { return Ok(None); }
+/// #         self.left -= 1;
+/// #         Ok(Some(Sample { features: [0.0; 16], label: self.label, purpose: self.purpose }))
+/// #     }
+/// # }
+/// # impl Directed for Fake {
+/// #     fn direct(&mut self, label: usize, purpose: Purpose, windows: usize) {
+/// #         (self.label, self.purpose, self.left) = (label, purpose, windows);
+/// #     }
+/// # }
+/// let sensor = Fake { label: 0, purpose: Purpose::Train, left: 0 };
+/// let mut prompts = 0;
+/// let mut guided = Guided::new(sensor, 3, 10, |_class, _purpose| prompts += 1);
+/// let mut samples = 0;
+/// while let Some(_) = guided.next_sample().unwrap() {
+///     samples += 1;
+/// }
+/// assert_eq!(samples, 4 * (3 + 10));
+/// drop(guided);
+/// assert_eq!(prompts, 4 * 2);
+/// ```
+pub struct Guided<S, P> {
+    source: S,
+    train: usize,
+    eval: usize,
+    prompt: P,
+    /// Runs of windows started: class `started / 2`, training then evaluation.
+    started: usize,
+}
+
+impl<S: Directed, P: FnMut(usize, Purpose)> Guided<S, P> {
+    /// A session over `source`: `train` and `eval` windows of each class.
+    pub fn new(source: S, train: usize, eval: usize, prompt: P) -> Self {
+        Self {
+            source,
+            train,
+            eval,
+            prompt,
+            started: 0,
+        }
+    }
+
+    /// Gives the source back.
+    pub fn release(self) -> S {
+        self.source
+    }
+}
+
+impl<S: Directed, P: FnMut(usize, Purpose)> SampleSource for Guided<S, P> {
+    type Error = S::Error;
+
+    fn next_sample(&mut self) -> Result<Option<Sample>, Self::Error> {
+        loop {
+            if self.started > 0 {
+                if let Some(sample) = self.source.next_sample()? {
+                    return Ok(Some(sample));
+                }
+            }
+            if self.started >= 2 * CLASSES {
+                return Ok(None);
+            }
+            let class = self.started / 2;
+            let (purpose, windows) = if self.started.is_multiple_of(2) {
+                (Purpose::Train, self.train)
+            } else {
+                (Purpose::Eval, self.eval)
+            };
+            self.started += 1;
+            (self.prompt)(class, purpose);
+            self.source.direct(class, purpose, windows);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::wire::encode_frame;
+
+    /// A source that counts what it is told: `left` samples of the directed class.
+    struct Counting {
+        label: usize,
+        purpose: Purpose,
+        left: usize,
+        directions: Vec<(usize, Purpose, usize)>,
+    }
+
+    impl SampleSource for Counting {
+        type Error = ();
+        fn next_sample(&mut self) -> Result<Option<Sample>, ()> {
+            if self.left == 0 {
+                return Ok(None);
+            }
+            self.left -= 1;
+            Ok(Some(Sample {
+                features: [self.left as f32; IMU_FEATURES],
+                label: self.label,
+                purpose: self.purpose,
+            }))
+        }
+    }
+
+    impl Directed for Counting {
+        fn direct(&mut self, label: usize, purpose: Purpose, windows: usize) {
+            (self.label, self.purpose, self.left) = (label, purpose, windows);
+            self.directions.push((label, purpose, windows));
+        }
+    }
+
+    /// Every class in turn, training windows then evaluation ones, each run prompted before
+    /// it starts; then the source ends and stays ended.
+    #[test]
+    fn a_guided_session_walks_every_class_in_order() {
+        let source = Counting {
+            label: 9,
+            purpose: Purpose::Eval,
+            left: 5,
+            directions: Vec::new(),
+        };
+        let mut prompts = Vec::new();
+        let mut guided = Guided::new(source, 2, 1, |c, p| prompts.push((c, p)));
+        let mut seen = Vec::new();
+        while let Some(s) = guided.next_sample().unwrap() {
+            seen.push((s.label, s.purpose));
+        }
+        assert_eq!(guided.next_sample(), Ok(None));
+        let source = guided.release();
+        let mut expected = Vec::new();
+        for class in 0..CLASSES {
+            expected.extend([(class, Purpose::Train); 2]);
+            expected.push((class, Purpose::Eval));
+        }
+        assert_eq!(
+            seen, expected,
+            "the samples left before the session are not read"
+        );
+        let runs: Vec<_> = (0..CLASSES)
+            .flat_map(|c| [(c, Purpose::Train), (c, Purpose::Eval)])
+            .collect();
+        assert_eq!(prompts, runs);
+        let told: Vec<_> = source.directions.iter().map(|&(c, p, _)| (c, p)).collect();
+        assert_eq!(told, runs);
+    }
+
+    /// A run that ends early (a window the sensor could not read) moves on to the next.
+    #[test]
+    fn a_run_with_no_windows_moves_on() {
+        let source = Counting {
+            label: 0,
+            purpose: Purpose::Train,
+            left: 0,
+            directions: Vec::new(),
+        };
+        let mut guided = Guided::new(source, 0, 1, |_, _| {});
+        let mut n = 0;
+        while let Some(s) = guided.next_sample().unwrap() {
+            assert_eq!(s.purpose, Purpose::Eval);
+            n += 1;
+        }
+        assert_eq!(n, CLASSES);
+    }
 
     fn window(seed: f32) -> Vec<f32> {
         (0..WINDOW_VALUES)

@@ -46,6 +46,7 @@ pub fn boot_twice() -> Result<(), String> {
             flash: Some(&flash),
             args: &[],
             no_icount: false,
+            machine: None,
         },
     )?;
     print!("{}", first.log);
@@ -65,6 +66,7 @@ pub fn boot_twice() -> Result<(), String> {
             flash: Some(&flash),
             args: &[],
             no_icount: false,
+            machine: None,
         },
     )?;
     print!("{}", second.log);
@@ -172,6 +174,7 @@ pub fn soak() -> Result<(), String> {
             flash: None,
             args: &[],
             no_icount: true,
+            machine: None,
         },
     )?;
     print!("{}", run.log);

@@ -99,6 +99,32 @@ pub fn build_firmware_featured(
     Ok(release_dir().join(bin))
 }
 
+/// Builds the fine-tuning program `bin` for another board: `target`, with the board's
+/// feature (`firmware/src/board/`; none for `mps2-an386`). Returns a copy of the ELF kept
+/// under `firmware/target/boards/<board>/`, as boards of one target share cargo's output.
+pub fn build_for_board(bin: &str, target: &str, board: Option<&str>) -> Result<PathBuf, String> {
+    run_status("rustup", &["target", "add", target])?;
+    cargo_tool("flip-link")?;
+    let mut args = vec!["--bin", bin, "--target", target];
+    if let Some(feature) = board {
+        args.extend(["--features", feature]);
+    }
+    firmware_cargo("build", &args)?;
+    let built = firmware_dir()
+        .join("target")
+        .join(target)
+        .join("release")
+        .join(bin);
+    let dir = firmware_dir()
+        .join("target")
+        .join("boards")
+        .join(board.unwrap_or("an386"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let kept = dir.join(bin);
+    std::fs::copy(&built, &kept).map_err(|e| format!("{}: {e}", built.display()))?;
+    Ok(kept)
+}
+
 /// Builds the firmware example `name` (`firmware/examples/<name>.rs`, release) and returns
 /// the ELF's path.
 pub fn build_example(name: &str) -> Result<PathBuf, String> {
@@ -141,8 +167,8 @@ pub fn build_ontarget_tests() -> Result<PathBuf, String> {
 
 /// Flash and static RAM of a firmware ELF, bytes.
 pub struct Sizes {
-    /// Code and read-only data: `.vector_table`, `.text`, `.rodata` and `.data`'s initial
-    /// values.
+    /// Code and read-only data: the vector table, the boot loader, `.text`, `.rodata` and
+    /// `.data`'s initial values.
     pub flash: u64,
     /// `.data`, `.bss` and `.uninit`.
     pub static_ram: u64,
@@ -181,7 +207,15 @@ pub fn print_sizes(elf: &Path) -> Result<Sizes, String> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    let flash = size(".vector_table") + size(".text") + size(".rodata") + size(".data");
+    // riscv-rt's start-up code is `.init.rust`, RISC-V keeps its unwind tables, and the
+    // RP2040's second-stage boot loader is `.boot2`.
+    let flash = size(".vector_table")
+        + size(".boot2")
+        + size(".text")
+        + size(".init.rust")
+        + size(".rodata")
+        + size(".eh_frame")
+        + size(".data");
     let ram = size(".data") + size(".bss") + size(".uninit");
     println!(
         "xtask: firmware size: flash {flash} bytes (.text {}, .rodata {}, .data {}), static RAM {ram} bytes (.data {}, .bss {}), data flash {} bytes (checkpoints, logged samples)",

@@ -3,8 +3,13 @@
 
 use crate::process::cargo;
 
-/// The bare-metal targets the core must build for: Cortex-M4F (FPU) and Cortex-M0+ (no FPU).
-const CORE_TARGETS: [&str; 2] = ["thumbv7em-none-eabihf", "thumbv6m-none-eabi"];
+/// The bare-metal targets the core must build for: Cortex-M4F (FPU), Cortex-M0+ (no FPU)
+/// and RISC-V RV32IMAC.
+const CORE_TARGETS: [&str; 3] = [
+    "thumbv7em-none-eabihf",
+    "thumbv6m-none-eabi",
+    "riscv32imac-unknown-none-elf",
+];
 
 /// Builds the core (`safegrad`) for each of [`CORE_TARGETS`], without features and with
 /// `defmt,fast-math`.

@@ -3,6 +3,8 @@
 //! xtask drives `cargo`, QEMU and `defmt-print` as processes; it links none of the
 //! project's crates.
 
+mod boards;
+mod cores;
 mod device;
 mod device_bench;
 mod example;
@@ -34,9 +36,10 @@ struct Cli {
 enum Command {
     /// Every test, in order, stopping at the first failure.
     ///
-    /// The workspace's tests, the core built for Cortex-M4F and Cortex-M0+, the exhaustive
+    /// The workspace's tests, the core built for Cortex-M4F, Cortex-M0+ and RISC-V, the exhaustive
     /// safe_div_signed check (release mode), the fuzz test, the flash fault injection, the
-    /// on-target tests, the firmware runs under QEMU and the host/device parity.
+    /// on-target tests, the firmware runs under QEMU, the host/device parity and the
+    /// fine-tuning job on every core (`cores`).
     #[command(arg = ignored_json_flag())]
     Test,
     /// Build the firmware and boot it twice on QEMU mps2-an386 (Cortex-M4F).
@@ -88,6 +91,28 @@ enum Command {
     /// Compares the CRC-32 of the fine-tuned checkpoints; with libm, then with fast-math.
     #[command(arg = ignored_json_flag())]
     Parity,
+    /// The fine-tuning job on every core under QEMU: Cortex-M0, M3, M4F, M7, M33 and RISC-V.
+    ///
+    /// Each board's firmware is built for its core, streamed the samples over its UART and
+    /// compared with the host simulator bit for bit; prints instructions per step, the
+    /// canonical step's instructions per multiply-accumulate, flash and RAM. With `--json`,
+    /// the last line is a JSON array, one object per core.
+    Cores {
+        /// Print the JSON array as the last line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The example firmware for real boards, built in release mode.
+    ///
+    /// STM32F4 Discovery, nRF52840-DK and Raspberry Pi Pico (`boards/`): each reads an
+    /// MPU-6050 over its HAL's I2C, fine-tunes with the session API and saves to its internal
+    /// flash. Prints each one's flash and static RAM from its ELF; with `--json`, the last
+    /// line is a JSON array.
+    Boards {
+        /// Print the JSON array as the last line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Power cuts and bit flips on the checkpoint slots of the simulated NOR flash.
     ///
     /// A power cut at every byte program and sector erase of a checkpoint save, and every
@@ -121,7 +146,8 @@ enum Command {
     /// The exhaustive check over every finite f32 denominator.
     #[command(arg = ignored_json_flag())]
     Exhaustive,
-    /// The core's builds for thumbv7em-none-eabihf and thumbv6m-none-eabi.
+    /// The core's builds for thumbv7em-none-eabihf, thumbv6m-none-eabi and
+    /// riscv32imac-unknown-none-elf.
     #[command(arg = ignored_json_flag())]
     Cross,
 }
@@ -149,6 +175,8 @@ fn run(command: Command) -> Result<(), String> {
         Command::Bench { json } => host::bench(json),
         Command::Faults { json } => host::faults(json),
         Command::Parity => parity::host_device_parity(),
+        Command::Cores { json } => cores::cores(json),
+        Command::Boards { json } => boards::boards(json),
         Command::Example { json } => example::example(json),
         Command::QemuRun { elf, args } => device::qemu_run(&elf, &args),
         Command::Exhaustive => host::exhaustive(),
@@ -187,7 +215,7 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    /// `--json` selects the JSON report of bench, bench-device and faults.
+    /// `--json` selects the JSON report of bench, bench-device, boards, cores and faults.
     #[test]
     fn json_reaches_the_commands_with_a_json_report() {
         assert!(matches!(
@@ -205,6 +233,14 @@ mod tests {
         assert!(matches!(
             parse(&["bench-device", "--json"]),
             Ok(Command::BenchDevice { json: true })
+        ));
+        assert!(matches!(
+            parse(&["cores", "--json"]),
+            Ok(Command::Cores { json: true })
+        ));
+        assert!(matches!(
+            parse(&["boards", "--json"]),
+            Ok(Command::Boards { json: true })
         ));
     }
 

@@ -52,6 +52,22 @@ const CNN: Case = Case {
     name: "cnn, ",
 };
 
+/// The CRC-32 of the parameters `host-sim finetune --json ARGS` fine-tunes with `math`, as
+/// it prints it (`0x...`).
+pub fn host_finetune_crc(math: Math, args: &[&str]) -> Result<String, String> {
+    let mut all = vec!["run", "-q", "--release", "-p", "host-sim"];
+    all.extend(math.cargo_args());
+    all.extend(["--", "finetune", "--json"]);
+    all.extend(args);
+    let json = cargo_output(&all)?;
+    json.lines()
+        .last()
+        .and_then(|l| l.split("\"finetuned_checkpoint_crc32\":\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .ok_or_else(|| "host-sim finetune --json printed no finetuned_checkpoint_crc32".to_string())
+}
+
 /// Fine-tunes on the host simulator and on the device with the given math and compares the
 /// fine-tuned parameters' CRC-32. Both start from the device's pre-trained asset: with
 /// `libm` the host pre-trains it again first (the assets check has shown that it gives the
@@ -60,22 +76,12 @@ fn parity(case: &Case, math: Math) -> Result<(), String> {
     let mut generate = vec!["device-assets"];
     generate.extend(case.model_args);
     check_generated_with(&generate, case.assets, &ASSETS)?;
-    let mut args = vec!["run", "-q", "--release", "-p", "host-sim"];
-    args.extend(math.cargo_args());
-    args.extend(["--", "finetune", "--json"]);
-    args.extend(case.model_args);
+    let mut args: Vec<&str> = case.model_args.to_vec();
     let pretrained = format!("{}/pretrained.sgck", case.assets);
     if math == Math::Fast {
         args.extend(["--pretrained", &pretrained]);
     }
-    let json = cargo_output(&args)?;
-    let host = json
-        .lines()
-        .last()
-        .and_then(|l| l.split("\"finetuned_checkpoint_crc32\":\"").nth(1))
-        .and_then(|rest| rest.split('"').next())
-        .ok_or("host-sim finetune --json printed no finetuned_checkpoint_crc32")?
-        .to_string();
+    let host = host_finetune_crc(math, &args)?;
     let stream = if case.stream {
         Some(device_stream()?)
     } else {
@@ -89,6 +95,7 @@ fn parity(case: &Case, math: Math) -> Result<(), String> {
             flash: None,
             args: &[],
             no_icount: false,
+            machine: None,
         },
     )?;
     if run.code != 0 {

@@ -101,9 +101,9 @@ pub fn cargo_tool(name: &str) -> Result<String, String> {
     Ok(path.to_string_lossy().into_owned())
 }
 
-/// QEMU for Arm (`qemu-system-arm`), installed with apt when running as root on Debian.
-pub fn qemu_system_arm() -> Result<String, String> {
-    let name = "qemu-system-arm";
+/// The QEMU program `name`, installed with apt from `package` when running as root on
+/// Debian.
+pub fn qemu_system(name: &str, package: &str) -> Result<String, String> {
     if on_path(name) {
         return Ok(name.to_string());
     }
@@ -113,13 +113,13 @@ pub fn qemu_system_arm() -> Result<String, String> {
         .is_ok_and(|o| o.stdout.starts_with(b"0"));
     if is_root && on_path("apt-get") {
         run_status("apt-get", &["update", "-qq"])?;
-        run_status("apt-get", &["install", "-y", "-qq", name])?;
+        run_status("apt-get", &["install", "-y", "-qq", package])?;
         if on_path(name) {
             return Ok(name.to_string());
         }
     }
     Err(format!(
-        "{name} not found; install it with `sudo apt-get install -y {name}` (Debian/Ubuntu)"
+        "{name} not found; install it with `sudo apt-get install -y {package}` (Debian/Ubuntu)"
     ))
 }
 

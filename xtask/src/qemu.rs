@@ -1,6 +1,6 @@
-//! Running a firmware ELF on QEMU's `mps2-an386` board (Cortex-M4F): semihosting arguments,
-//! bytes streamed into UART0 over a local TCP socket, and the defmt log decoded with
-//! `defmt-print`.
+//! Running a firmware ELF on QEMU: the `mps2-an386` board (Cortex-M4F) unless another
+//! [`Machine`] is asked for; semihosting arguments, bytes streamed into UART0 over a local
+//! TCP socket, and the defmt log decoded with `defmt-print`.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -8,11 +8,43 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::process::{cargo_tool, qemu_system_arm};
+use crate::process::{cargo_tool, qemu_system};
 
 /// QEMU's virtual time per instruction is `2^ICOUNT_SHIFT` ns; SysTick runs at the board's
 /// 25 MHz (40 ns per tick), so one tick is `40 / 2^ICOUNT_SHIFT` instructions.
 pub const ICOUNT_SHIFT: u32 = 3;
+
+/// A QEMU machine a firmware board runs on (`firmware/src/board/`).
+pub struct Machine {
+    /// QEMU's name for it (`-M`).
+    pub name: &'static str,
+    /// The QEMU program that has it.
+    pub qemu: &'static str,
+    /// The Debian package that installs that program.
+    pub package: &'static str,
+    /// The rate of the counter the firmware's ticks come from, Hz: SysTick on the core
+    /// clock on the Cortex-M machines, the CLINT's `mtime` on RISC-V `virt`.
+    pub tick_hz: u64,
+    /// More QEMU arguments the machine needs.
+    pub extra: &'static [&'static str],
+}
+
+impl Machine {
+    /// Instructions per tick under `-icount shift=ICOUNT_SHIFT`: QEMU's virtual clock
+    /// advances `2^ICOUNT_SHIFT` ns per instruction.
+    pub fn instructions_per_tick(&self) -> f64 {
+        1e9 / self.tick_hz as f64 / f64::from(1u32 << ICOUNT_SHIFT)
+    }
+}
+
+/// QEMU's `mps2-an386` (Cortex-M4F): SysTick at the board's 25 MHz.
+pub const MPS2_AN386: Machine = Machine {
+    name: "mps2-an386",
+    qemu: "qemu-system-arm",
+    package: "qemu-system-arm",
+    tick_hz: 25_000_000,
+    extra: &[],
+};
 
 /// How long to wait for QEMU to open the host side of UART0.
 const UART_CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -38,6 +70,8 @@ pub struct QemuOptions<'a> {
     pub args: &'a [&'a str],
     /// Run without `-icount` (no instruction-exact timing, much faster for long runs).
     pub no_icount: bool,
+    /// The machine (none: [`MPS2_AN386`]).
+    pub machine: Option<&'a Machine>,
 }
 
 /// QEMU's `-semihosting-config` value: the firmware's arguments (`firmware`, then `stream`,
@@ -56,9 +90,10 @@ fn semihosting_config(options: &QemuOptions<'_>) -> String {
     semihosting
 }
 
-/// Runs the ELF on `mps2-an386` with semihosting; decodes its defmt output.
+/// Runs the ELF on its machine with semihosting; decodes its defmt output.
 pub fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String> {
-    let qemu = qemu_system_arm()?;
+    let machine = options.machine.unwrap_or(&MPS2_AN386);
+    let qemu = qemu_system(machine.qemu, machine.package)?;
     let defmt_print = cargo_tool("defmt-print")?;
     let elf_str = elf.to_string_lossy().into_owned();
     let semihosting = semihosting_config(options);
@@ -78,7 +113,7 @@ pub fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String
     let icount = format!("shift={ICOUNT_SHIFT}");
     let mut args = vec![
         "-M",
-        "mps2-an386",
+        machine.name,
         "-display",
         "none",
         "-monitor",
@@ -90,6 +125,7 @@ pub fn run_qemu(elf: &Path, options: &QemuOptions<'_>) -> Result<QemuRun, String
         "-kernel",
         elf_str.as_str(),
     ];
+    args.extend(machine.extra);
     if !options.no_icount {
         args.extend(["-icount", icount.as_str()]);
     }

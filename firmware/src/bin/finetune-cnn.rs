@@ -11,7 +11,6 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
 use motion::assets::cnn;
 use motion::job::{self, SampleLog};
 use motion::model::{CnnFinetuneWorkspace, MotionCnn, CNN_FINETUNE_SIZES, FINETUNE_PLAN};
@@ -24,8 +23,7 @@ use safegrad::Error;
 use static_cell::ConstStaticCell;
 
 use firmware::board::storage::{self, Flash};
-use firmware::board::uart::{CmsdkUart, UART0_BASE};
-use firmware::board::{self, args, exit, ticks};
+use firmware::board::{self, args, entry, exit, ticks};
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash.
@@ -43,7 +41,7 @@ const SAMPLE_LOG: SampleLog = SampleLog {
 #[inline(never)]
 fn record_stream(flash: &mut Flash) -> Result<(usize, usize), ()> {
     // SAFETY: UART0 is used by nothing else in this program.
-    let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+    let uart = unsafe { board::uart::open() };
     let mut source = Stream::new(uart);
     let recorded = job::record_windows(&mut source, flash, SAMPLE_LOG);
     let r = source.rejected();

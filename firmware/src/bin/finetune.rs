@@ -7,10 +7,12 @@
 //! IMU windows in `motion::wire` frames) instead of the sets built into flash; `flash=PATH`
 //! backs the data flash with the host file `PATH`, so that a later boot resumes from the
 //! checkpoint an earlier one saved.
+//!
+//! The program knows no board: `firmware::board` gives it one, chosen when it is built
+//! (`cargo xtask cores` builds it for each).
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
 use motion::assets;
 use motion::features::IMU_FEATURES;
 use motion::job::{self, MotionSession, SampleLog};
@@ -23,8 +25,7 @@ use safegrad::Error;
 use static_cell::ConstStaticCell;
 
 use firmware::board::storage::{self, Flash};
-use firmware::board::uart::{CmsdkUart, UART0_BASE};
-use firmware::board::{self, args, exit, ticks};
+use firmware::board::{self, args, entry, exit, ticks};
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash; the streamed samples' two sets of two sectors each after them.
@@ -48,7 +49,7 @@ static WORKSPACE: ConstStaticCell<FinetuneWorkspace> =
 #[inline(never)]
 fn record_stream(flash: &mut Flash) -> Result<(usize, usize), ()> {
     // SAFETY: UART0 is used by nothing else in this program.
-    let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+    let uart = unsafe { board::uart::open() };
     let mut source = Stream::new(uart);
     let recorded = job::record(&mut source, flash, SAMPLE_LOG);
     let r = source.rejected();
@@ -148,7 +149,11 @@ fn run() -> Result<(), Error> {
 #[entry]
 fn main() -> ! {
     board::init();
-    defmt::info!("safegrad firmware: fine-tuning on the device");
+    defmt::info!(
+        "safegrad firmware: fine-tuning on the device ({=str}, {=str})",
+        board::CORE,
+        board::MACHINE
+    );
     let result = run();
     firmware::log::finish(result)
 }

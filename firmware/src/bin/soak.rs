@@ -5,7 +5,6 @@
 #![no_std]
 #![no_main]
 
-use cortex_m_rt::entry;
 use motion::assets;
 use motion::job;
 use motion::model::{FinetuneWorkspace, FINETUNE_PLAN};
@@ -13,8 +12,7 @@ use motion::samples::Stream;
 use safegrad::session::Session;
 use static_cell::ConstStaticCell;
 
-use firmware::board::uart::{CmsdkUart, UART0_BASE};
-use firmware::board::{self, exit, per, ticks};
+use firmware::board::{self, entry, exit, per, ticks};
 
 static WORKSPACE: ConstStaticCell<FinetuneWorkspace> =
     ConstStaticCell::new(FinetuneWorkspace::new());
@@ -31,7 +29,7 @@ fn main() -> ! {
             }
         };
     // SAFETY: UART0 is used by nothing else in this program.
-    let uart = unsafe { CmsdkUart::new(UART0_BASE) };
+    let uart = unsafe { board::uart::open() };
     let mut source = Stream::new(uart);
     let start = ticks();
     let report = job::soak(&mut session, &mut source);

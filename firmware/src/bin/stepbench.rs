@@ -1,15 +1,14 @@
 //! The device benchmark: the canonical training step (MLP 16-32-32-4, ReLU, softmax
 //! cross-entropy, SGD, batch 1) on safegrad's tape and written by hand (`bench-steps`, the
-//! host benchmark's workload and baseline), in the same firmware, timed with SysTick; the
-//! timed loops cycle through the workload's batch-1 samples. Under QEMU with `-icount`, SysTick advances with executed
-//! instructions, so the counts are exact and repeatable (`cargo xtask bench-device`).
+//! host benchmark's workload and baseline), in the same firmware, timed with the board's
+//! tick counter; the timed loops cycle through the workload's batch-1 samples. Under QEMU
+//! with `-icount`, the counter advances with executed instructions, so the counts are exact
+//! and repeatable (`cargo xtask bench-device`; `cargo xtask cores` on the other boards
+//! whose RAM holds its tape).
 #![no_std]
 #![no_main]
 
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m_rt::entry;
-// The board: the logger, the panic and fault handlers.
-use firmware as _;
+use firmware::board::{self, entry, exit};
 use static_cell::ConstStaticCell;
 
 use bench_steps::baseline::Baseline;
@@ -20,17 +19,12 @@ use safegrad::Tensor;
 static TAPE: ConstStaticCell<device::BenchTape> = ConstStaticCell::new(device::BenchTape::new());
 const STEPS: u32 = 100;
 
-/// SysTick's current value; it counts down from its reload value.
-fn systick() -> u32 {
-    cortex_m::peripheral::SYST::get_current()
-}
-
-/// Ticks `f` takes (under 2^24).
+/// Ticks `f` takes (the board's tick counter: SysTick on the core clock on the Cortex-M
+/// boards).
 fn ticks(f: impl FnOnce()) -> u32 {
-    let start = systick();
+    let start = board::ticks();
     f();
-    let end = systick();
-    start.wrapping_sub(end) & 0x00FF_FFFF
+    board::per(board::ticks() - start, 1)
 }
 
 /// Calls of a function [`per_call`] times.
@@ -83,21 +77,9 @@ fn profile_target() -> Option<Profile> {
     None
 }
 
-fn exit(code: i32) -> ! {
-    semihosting::process::exit(code)
-}
-
 #[entry]
 fn main() -> ! {
-    // SAFETY: FPSCR = 0 is IEEE mode (no flush-to-zero, no default NaN).
-    unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) 0u32) };
-    let Some(mut p) = cortex_m::Peripherals::take() else {
-        exit(1)
-    };
-    p.SYST.set_clock_source(SystClkSource::Core);
-    p.SYST.set_reload(0x00FF_FFFF);
-    p.SYST.clear_current();
-    p.SYST.enable_counter();
+    board::init();
 
     let tape = TAPE.take();
     let Ok(model) = device::build(tape) else {

@@ -1,40 +1,104 @@
-//! QEMU's `mps2-an386` (Cortex-M4F), what every program on it needs besides its job: IEEE
-//! floating-point modes, a tick counter, the exit through semihosting, the fault and panic
-//! handling, the interrupt vectors, and the board's UART ([`uart`]), data flash
-//! ([`storage`]), arguments ([`args`]) and stack check ([`stack`]).
+//! The board a program runs on, chosen when it is built: one of the firmware's board
+//! features, or none for QEMU's `mps2-an386` (Cortex-M4F). Every board gives a program the
+//! same things besides its job: start-up ([`entry`], [`init`]), a tick counter ([`ticks`]),
+//! the exit through semihosting, the fault and panic handling, a UART ([`uart`]), the data
+//! flash ([`storage`]), the program's arguments ([`args`]) and the stack check ([`stack`]).
+//!
+//! | feature | QEMU machine | core | target |
+//! | --- | --- | --- | --- |
+//! | (none) | `mps2-an386` | Cortex-M4F | `thumbv7em-none-eabihf` |
+//! | `an385` | `mps2-an385` | Cortex-M3 | `thumbv7m-none-eabi` |
+//! | `an500` | `mps2-an500` | Cortex-M7 | `thumbv7em-none-eabihf` |
+//! | `an505` | `mps2-an505` | Cortex-M33 | `thumbv8m.main-none-eabihf` |
+//! | `microbit` | `microbit` (nRF51822) | Cortex-M0 | `thumbv6m-none-eabi` |
+//! | `virt` | `virt` | RV32IMAC | `riscv32imac-unknown-none-elf` |
+//!
+//! Adding a board is adding its row here: a UART driver in [`uart`] if it has none of
+//! these, a data flash in [`storage`] if its code memory is not writable RAM, and a memory
+//! layout in `layout/` (`build.rs`). The programs and the fine-tuning job do not change.
 
 pub mod args;
 pub mod stack;
 pub mod storage;
 pub mod uart;
 
-use core::sync::atomic::{AtomicU32, Ordering};
+#[cfg(target_arch = "arm")]
+#[path = "cortex_m.rs"]
+mod arch;
+#[cfg(target_arch = "riscv32")]
+#[path = "riscv.rs"]
+mod arch;
+
+pub use arch::{entry, ticks};
 
 // The defmt logger of every program: over semihosting.
 use defmt_semihosting as _;
 
-use cortex_m::peripheral::syst::SystClkSource;
-use cortex_m::peripheral::SYST;
-use cortex_m_rt::{exception, ExceptionFrame};
-
-/// IEEE arithmetic: flush-to-zero and default-NaN off, round to nearest, whatever the reset
-/// value, so that results match the host bit for bit.
-pub fn set_ieee_fpscr() {
-    // SAFETY: writing FPSCR only changes floating-point modes; 0 is a valid value.
-    unsafe { core::arch::asm!("vmsr fpscr, {}", in(reg) 0u32) };
+/// Whether at most one of `flags` is set.
+const fn at_most_one(flags: &[bool]) -> bool {
+    let (mut i, mut set) = (0, 0);
+    while i < flags.len() {
+        set += flags[i] as usize;
+        i += 1;
+    }
+    set <= 1
 }
+const _: () = assert!(
+    at_most_one(&[
+        cfg!(feature = "an385"),
+        cfg!(feature = "an500"),
+        cfg!(feature = "an505"),
+        cfg!(feature = "microbit"),
+        cfg!(feature = "virt"),
+    ]),
+    "choose one board feature at most"
+);
+
+#[cfg(all(feature = "virt", not(target_arch = "riscv32")))]
+compile_error!("the `virt` board is RISC-V: build it for riscv32imac-unknown-none-elf");
+#[cfg(all(not(feature = "virt"), not(target_arch = "arm")))]
+compile_error!("this board is a Cortex-M: build it for its thumbv* target (board/mod.rs)");
+
+/// The QEMU machine the program is built for (`-M`).
+pub const MACHINE: &str = if cfg!(feature = "an385") {
+    "mps2-an385"
+} else if cfg!(feature = "an500") {
+    "mps2-an500"
+} else if cfg!(feature = "an505") {
+    "mps2-an505"
+} else if cfg!(feature = "microbit") {
+    "microbit"
+} else if cfg!(feature = "virt") {
+    "virt"
+} else {
+    "mps2-an386"
+};
+
+/// The processor core of [`MACHINE`].
+pub const CORE: &str = if cfg!(feature = "an385") {
+    "Cortex-M3"
+} else if cfg!(feature = "an500") {
+    "Cortex-M7"
+} else if cfg!(feature = "an505") {
+    "Cortex-M33"
+} else if cfg!(feature = "microbit") {
+    "Cortex-M0"
+} else if cfg!(feature = "virt") {
+    "RV32IMAC"
+} else {
+    "Cortex-M4F"
+};
 
 /// Ends the program (QEMU exits) with `code`.
 pub fn exit(code: i32) -> ! {
     semihosting::process::exit(code)
 }
 
-/// Sets up what every program relies on: IEEE floating-point modes and the tick counter.
+/// Sets up what every program relies on: IEEE floating-point modes where the core has a
+/// floating-point unit, the tick counter, and the stack's paint where the run-time does not
+/// paint it.
 pub fn init() {
-    set_ieee_fpscr();
-    if let Some(mut p) = cortex_m::Peripherals::take() {
-        start_ticks(&mut p.SYST);
-    }
+    arch::init();
 }
 
 /// The panic handler of every program: log where, exit with code 2. (The message is left
@@ -49,59 +113,8 @@ fn panic_exit(info: &core::panic::PanicInfo) -> ! {
     exit(2)
 }
 
-/// A fault (a bad address, an undefined instruction) ends the program with code 3.
-#[exception]
-unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    defmt::error!("HardFault at pc {=u32:#010x}", frame.pc());
-    exit(3)
-}
-
-/// SysTick wraps every 2^24 ticks; its handler counts the wraps.
-static SYSTICK_WRAPS: AtomicU32 = AtomicU32::new(0);
-const SYSTICK_RELOAD: u32 = 0x00FF_FFFF;
-
-#[exception]
-fn SysTick() {
-    SYSTICK_WRAPS.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Starts SysTick on the core clock, counting its wraps, for [`ticks`].
-pub fn start_ticks(syst: &mut SYST) {
-    syst.set_clock_source(SystClkSource::Core);
-    syst.set_reload(SYSTICK_RELOAD);
-    syst.clear_current();
-    syst.enable_interrupt();
-    syst.enable_counter();
-}
-
-/// Ticks of the core clock since [`start_ticks`], from SysTick and its wrap count.
-pub fn ticks() -> u64 {
-    loop {
-        let wraps = SYSTICK_WRAPS.load(Ordering::Relaxed);
-        let current = SYST::get_current();
-        if wraps == SYSTICK_WRAPS.load(Ordering::Relaxed) {
-            let elapsed = u64::from(SYSTICK_RELOAD - current);
-            return u64::from(wraps) * (u64::from(SYSTICK_RELOAD) + 1) + elapsed;
-        }
-    }
-}
-
 /// `ticks / count` (a count of 0 as 1) in 32 bits, as the runs here take under 2^32 ticks
 /// (saturating beyond).
 pub fn per(ticks: u64, count: u32) -> u32 {
     u32::try_from(ticks).unwrap_or(u32::MAX) / count.max(1)
 }
-
-extern "C" {
-    /// The handler of the first external interrupt (`device.x` makes it the default
-    /// handler).
-    fn Interrupt0();
-}
-
-/// The external interrupt vectors: one entry, as the programs here poll their peripherals
-/// and enable no interrupt (cortex-m-rt's generic table would hold 240 entries, 960 bytes of
-/// flash).
-#[link_section = ".vector_table.interrupts"]
-#[no_mangle]
-#[used]
-pub static __INTERRUPTS: [unsafe extern "C" fn(); 1] = [Interrupt0];
