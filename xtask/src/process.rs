@@ -113,7 +113,34 @@ pub fn qemu_system(name: &str, package: &str) -> Result<String, String> {
         .is_ok_and(|o| o.stdout.starts_with(b"0"));
     if is_root && on_path("apt-get") {
         run_status("apt-get", &["update", "-qq"])?;
-        run_status("apt-get", &["install", "-y", "-qq", package])?;
+        let install = ["install", "-y", "-qq", "--no-install-recommends", package];
+        if run_status("apt-get", &install).is_err() {
+            // A newer qemu-utils than the distribution's (from backports, say) breaks the
+            // distribution's qemu-system-common: install qemu-utils of the same version.
+            let policy = Command::new("apt-cache")
+                .args(["policy", package])
+                .output()
+                .map_err(|e| format!("apt-cache: {e}"))?;
+            let policy = String::from_utf8_lossy(&policy.stdout);
+            let version = policy
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("Candidate:"))
+                .map(str::trim)
+                .ok_or_else(|| format!("apt-cache knows no candidate for {package}"))?;
+            let utils = format!("qemu-utils={version}");
+            run_status(
+                "apt-get",
+                &[
+                    "install",
+                    "-y",
+                    "-qq",
+                    "--no-install-recommends",
+                    "--allow-downgrades",
+                    package,
+                    &utils,
+                ],
+            )?;
+        }
         if on_path(name) {
             return Ok(name.to_string());
         }
