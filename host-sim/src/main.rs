@@ -298,10 +298,26 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Audit the corpus of unsafe/safe graph pairs (masked division and friends, from real
-    /// reports) and report each graph's findings.
+    /// Audit an ONNX model for unguarded domains (division, log, square root), or, without
+    /// MODEL, the corpus of unsafe/safe graph pairs (masked division and friends, from real
+    /// reports); report each graph's findings.
     Audit {
+        /// An ONNX model to audit, node by node, as exported.
+        model: Option<PathBuf>,
         /// Print one JSON object per graph, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run an ONNX model through safegrad's kernels on the input vectors of a JSON file,
+    /// `{"inputs": [[...], ...]}`, each flattened in ONNX's row-major order.
+    Predict {
+        /// The ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// The inputs, `{"inputs": [[...], ...]}`.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Print `{"outputs": [[...], ...]}`.
         #[arg(long)]
         json: bool,
     },
@@ -1281,6 +1297,53 @@ fn run_audit(json: bool) -> Result<(), String> {
     }
 }
 
+fn run_audit_onnx(model: &Path, json: bool) -> Result<(), String> {
+    use host_sim::onnx::commands::{audit_file, finding_json};
+    let findings = audit_file(model)?;
+    let name = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if json {
+        let list: Vec<_> = findings.iter().map(finding_json).collect();
+        println!(
+            "{}",
+            json!({
+                "name": name,
+                "model": model.display().to_string(),
+                "safe": findings.is_empty(),
+                "findings": list,
+            })
+        );
+    } else {
+        println!(
+            "{name}: {}",
+            if findings.is_empty() {
+                "clean"
+            } else {
+                "flagged"
+            }
+        );
+        for f in &findings {
+            println!("    {f}\n      fix: {}", f.suggestion());
+        }
+    }
+    Ok(())
+}
+
+fn run_predict(model: &Path, inputs: &Path, json: bool) -> Result<(), String> {
+    let outputs = host_sim::onnx::commands::predict_file(model, inputs)?;
+    if json {
+        println!("{}", json!({ "outputs": outputs }));
+    } else {
+        for (i, row) in outputs.iter().enumerate() {
+            let text: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
+            println!("{i}: [{}]", text.join(", "));
+        }
+    }
+    Ok(())
+}
+
 fn run_bugzoo(json: bool) -> Result<(), String> {
     let cases = host_sim::bugzoo::all().map_err(|e| format!("bugzoo: {e}"))?;
     if json {
@@ -1541,7 +1604,16 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_faults(json, &dir)
         }
-        Command::Audit { json } => run_audit(json),
+        Command::Audit { model: None, json } => run_audit(json),
+        Command::Audit {
+            model: Some(model),
+            json,
+        } => run_audit_onnx(&model, json),
+        Command::Predict {
+            model,
+            inputs,
+            json,
+        } => run_predict(&model, &inputs, json),
         Command::Soak {
             steps,
             fault_every,

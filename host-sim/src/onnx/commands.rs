@@ -1,0 +1,103 @@
+//! What `host-sim predict` and `host-sim audit MODEL.onnx` do, as functions the tests call.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use super::audit::{audit, OnnxFinding};
+use super::{eval, load, Graph, Tensor};
+
+/// The input vectors of an `INPUTS.json` file, `{"inputs": [[...], ...]}`.
+pub fn read_inputs(path: &Path) -> Result<Vec<Vec<f32>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let Some(rows) = value.get("inputs").and_then(Value::as_array) else {
+        return Err(format!(
+            "{}: expected {{\"inputs\": [[...], ...]}}",
+            path.display()
+        ));
+    };
+    rows.iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let Some(row) = row.as_array() else {
+                return Err(format!("{}: input {i} is not an array", path.display()));
+            };
+            row.iter()
+                .enumerate()
+                .map(|(j, v)| match v.as_f64() {
+                    Some(v) if v.is_finite() => Ok(v as f32),
+                    _ => Err(format!(
+                        "{}: input {i} value {j} is {v}, not a finite number",
+                        path.display()
+                    )),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// Runs `graph` on each flattened input vector: the vector is the graph's inputs one after
+/// the other, each in ONNX's row-major order with a symbolic (batch) dimension of 1.
+pub fn predict(graph: &Graph, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, String> {
+    let want: usize = graph.inputs.iter().map(|i| i.sample_len()).sum();
+    inputs
+        .iter()
+        .enumerate()
+        .map(|(k, row)| {
+            if row.len() != want {
+                let shapes: Vec<String> = graph
+                    .inputs
+                    .iter()
+                    .map(|i| format!("`{}` {:?}", i.name, i.sample_shape()))
+                    .collect();
+                return Err(format!(
+                    "input {k} holds {} values; the model takes {want} ({})",
+                    row.len(),
+                    shapes.join(", ")
+                ));
+            }
+            let mut at = 0;
+            let feeds: Vec<Tensor> = graph
+                .inputs
+                .iter()
+                .map(|i| {
+                    let len = i.sample_len();
+                    let t = Tensor::new(i.sample_shape(), row[at..at + len].to_vec());
+                    at += len;
+                    t
+                })
+                .collect();
+            let outs = eval::run(graph, &feeds).map_err(|e| format!("input {k}: {e}"))?;
+            Ok(outs.into_iter().flat_map(|t| t.data).collect())
+        })
+        .collect()
+}
+
+/// `host-sim predict`: the outputs of the model at `model` for the inputs in `inputs`.
+pub fn predict_file(model: &Path, inputs: &Path) -> Result<Vec<Vec<f32>>, String> {
+    let (_, graph) = load(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let rows = read_inputs(inputs)?;
+    predict(&graph, &rows)
+}
+
+/// One finding as JSON: the fields of `host-sim audit --json`'s findings, the node named by
+/// its ONNX name.
+pub fn finding_json(f: &OnnxFinding) -> Value {
+    json!({
+        "node": f.node,
+        "op": f.op_type,
+        "kind": f.kind.name(),
+        "severity": f.severity.name(),
+        "message": f.to_string(),
+        "masked_by": f.masked_by,
+        "suggestion": f.suggestion(),
+    })
+}
+
+/// `host-sim audit MODEL.onnx`: the model's findings.
+pub fn audit_file(model: &Path) -> Result<Vec<OnnxFinding>, String> {
+    let (_, graph) = load(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    Ok(audit(&graph))
+}

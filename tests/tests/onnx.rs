@@ -1,0 +1,148 @@
+//! ONNX models exported from PyTorch (`tests/fixtures/onnx/`, made by
+//! `tests/fixtures/onnx/make_onnx.py`): safegrad's forward against onnxruntime's outputs, the
+//! domain audit against a corpus of hazard/fix pairs, and the refusal of what is not
+//! supported. CI reads the committed files and needs neither PyTorch nor onnxruntime.
+
+use std::path::{Path, PathBuf};
+
+use host_sim::onnx::audit::audit;
+use host_sim::onnx::commands::{predict, predict_file, read_inputs};
+use host_sim::onnx::{load, parse, OnnxError};
+use serde_json::Value;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/onnx")
+}
+
+fn outputs(path: &Path) -> Vec<Vec<f64>> {
+    let v: Value = serde_json::from_str(&std::fs::read_to_string(path).expect("expected outputs"))
+        .expect("JSON");
+    v["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .map(|row| {
+            row.as_array()
+                .expect("a row")
+                .iter()
+                .map(|x| x.as_f64().expect("a number"))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every model's outputs within 1e-5 relative or 1e-6 absolute of onnxruntime's.
+#[test]
+fn predict_matches_onnxruntime() {
+    for name in ["mlp", "cnn", "pool_modes", "bn_head", "ops"] {
+        let models = dir().join("models");
+        let got = predict_file(
+            &models.join(format!("{name}.onnx")),
+            &models.join(format!("{name}.inputs.json")),
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let want = outputs(&models.join(format!("{name}.expected.json")));
+        assert_eq!(got.len(), want.len(), "{name}: number of outputs");
+        assert!(!want.is_empty(), "{name}: no cases");
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(g.len(), w.len(), "{name} input {k}: output length");
+            for (i, (&g, &w)) in g.iter().zip(w).enumerate() {
+                let err = (f64::from(g) - w).abs();
+                assert!(
+                    err <= 1e-6 || err <= 1e-5 * w.abs(),
+                    "{name} input {k} output {i}: safegrad {g}, onnxruntime {w}"
+                );
+            }
+        }
+    }
+}
+
+/// Every hazard of the corpus is flagged, with the expected kind at the expected node, and
+/// no fixed graph is.
+#[test]
+fn audit_flags_every_hazard_and_no_fix() {
+    let corpus_dir = dir().join("audit");
+    let corpus: Value = serde_json::from_str(
+        &std::fs::read_to_string(corpus_dir.join("corpus.json")).expect("the corpus"),
+    )
+    .expect("JSON");
+    let cases = corpus.as_array().expect("a list");
+    assert!(cases.len() >= 20, "{} cases", cases.len());
+    let (mut hazards, mut fixes) = (0, 0);
+    for case in cases {
+        let name = case["name"].as_str().expect("name");
+        let (_, graph) = load(&corpus_dir.join(case["file"].as_str().expect("file")))
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut found: Vec<(String, String, String)> = audit(&graph)
+            .iter()
+            .map(|f| (f.kind.name().to_string(), f.op_type.clone(), f.node.clone()))
+            .collect();
+        let mut expected: Vec<(String, String, String)> = case["expected"]
+            .as_array()
+            .expect("expected")
+            .iter()
+            .map(|e| {
+                let s = |k: &str| e[k].as_str().expect(k).to_string();
+                (s("kind"), s("op_type"), s("node"))
+            })
+            .collect();
+        found.sort();
+        expected.sort();
+        assert_eq!(found, expected, "{name}: {}", case["source"]);
+        if case["safe"].as_bool().expect("safe") {
+            assert!(found.is_empty(), "{name} is a fix");
+            fixes += 1;
+        } else {
+            assert!(!found.is_empty(), "{name} is a hazard");
+            hazards += 1;
+        }
+    }
+    assert_eq!(hazards, fixes, "pairs");
+}
+
+/// The models the predict test runs have nothing to report.
+#[test]
+fn the_predict_models_audit_clean() {
+    for name in ["mlp", "cnn", "pool_modes", "bn_head", "ops"] {
+        let (_, graph) = load(&dir().join(format!("models/{name}.onnx"))).expect(name);
+        let findings = audit(&graph);
+        assert!(findings.is_empty(), "{name}: {findings:?}");
+    }
+}
+
+/// An LSTM is refused, naming the op and its node, with every other unsupported op.
+#[test]
+fn an_unsupported_op_is_refused_by_name() {
+    let err = load(&dir().join("lstm.onnx")).expect_err("an LSTM is not supported");
+    let OnnxError::UnsupportedOps(ref ops) = err else {
+        panic!("{err}");
+    };
+    assert!(
+        ops.iter()
+            .any(|(op, node)| op == "LSTM" && node == "/lstm/LSTM"),
+        "{ops:?}"
+    );
+    let message = err.to_string();
+    assert!(message.contains("`LSTM` (node `/lstm/LSTM`)"), "{message}");
+}
+
+/// Bytes that are not a model, an input of the wrong length and a non-finite input are
+/// refused, each with what was wrong.
+#[test]
+fn bad_input_is_refused_with_a_reason() {
+    let err = parse(b"not a protobuf").expect_err("garbage");
+    assert!(err.to_string().starts_with("not an ONNX model"), "{err}");
+
+    let (_, graph) = load(&dir().join("models/mlp.onnx")).expect("mlp");
+    let err = predict(&graph, &[vec![0.5; 15]]).expect_err("15 values for 16");
+    assert!(err.contains("holds 15 values; the model takes 16"), "{err}");
+    let mut row = vec![0.5; 16];
+    row[3] = f32::NAN;
+    let err = predict(&graph, &[row]).expect_err("a nan");
+    assert!(err.contains("value 3 is NaN"), "{err}");
+
+    let bad = std::env::temp_dir().join("safegrad-onnx-bad-inputs.json");
+    std::fs::write(&bad, r#"{"inputs": [[1, 2, "three"]]}"#).expect("write");
+    let err = read_inputs(&bad).expect_err("a string");
+    assert!(err.contains("input 0 value 2"), "{err}");
+}
