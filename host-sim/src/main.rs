@@ -308,6 +308,31 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Import an ONNX model that is a chain of layers: write the safegrad model type
+    /// (DIR/model.rs), its checkpoint (DIR/model.sgck) and a summary (DIR/import.json).
+    Import {
+        /// The ONNX model.
+        model: PathBuf,
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a checkpoint of an imported model (fine-tuned, say) back into its ONNX file's
+    /// initialisers, for PyTorch or onnxruntime to evaluate.
+    Export {
+        /// The ONNX model the checkpoint's model was imported from.
+        #[arg(long)]
+        onnx: PathBuf,
+        /// The checkpoint (`.sgck`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The ONNX file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Run an ONNX model through safegrad's kernels on the input vectors of a JSON file,
     /// `{"inputs": [[...], ...]}`, each flattened in ONNX's row-major order.
     Predict {
@@ -1331,6 +1356,42 @@ fn run_audit_onnx(model: &Path, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn run_import(model: &Path, out: &Path, json: bool) -> Result<(), String> {
+    let summary = host_sim::onnx::commands::import_to(model, out)?;
+    if json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{}: {} layers, {} parameters, {} values in, {} out",
+            model.display(),
+            summary["layers"].as_array().map_or(0, Vec::len),
+            summary["parameters"],
+            summary["input_len"],
+            summary["output_len"]
+        );
+        println!(
+            "type Model = {};",
+            summary["type"].as_str().unwrap_or_default()
+        );
+        for note in summary["notes"].as_array().into_iter().flatten() {
+            println!("note: {}", note.as_str().unwrap_or_default());
+        }
+        println!(
+            "wrote {}, {} and {}",
+            out.join("model.rs").display(),
+            out.join("model.sgck").display(),
+            out.join("import.json").display()
+        );
+    }
+    Ok(())
+}
+
+fn run_export(onnx: &Path, checkpoint: &Path, out: &Path) -> Result<(), String> {
+    host_sim::onnx::commands::export_to(onnx, checkpoint, out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 fn run_predict(model: &Path, inputs: &Path, json: bool) -> Result<(), String> {
     let outputs = host_sim::onnx::commands::predict_file(model, inputs)?;
     if json {
@@ -1609,6 +1670,12 @@ fn main() -> ExitCode {
             model: Some(model),
             json,
         } => run_audit_onnx(&model, json),
+        Command::Import { model, out, json } => run_import(&model, &out, json),
+        Command::Export {
+            onnx,
+            checkpoint,
+            out,
+        } => run_export(&onnx, &checkpoint, &out),
         Command::Predict {
             model,
             inputs,

@@ -146,3 +146,116 @@ fn bad_input_is_refused_with_a_reason() {
     let err = read_inputs(&bad).expect_err("a string");
     assert!(err.contains("input 0 value 2"), "{err}");
 }
+
+mod imported_mlp {
+    include!("../fixtures/onnx/imported/mlp/model.rs");
+}
+mod imported_cnn {
+    include!("../fixtures/onnx/imported/cnn/model.rs");
+}
+
+/// The committed imports are what `host-sim import` writes today.
+#[test]
+fn the_committed_imports_are_current() {
+    for name in ["mlp", "cnn"] {
+        let out = std::env::temp_dir().join(format!("safegrad-import-{name}"));
+        host_sim::onnx::commands::import_to(&dir().join(format!("models/{name}.onnx")), &out)
+            .unwrap_or_else(|e| panic!("{e}"));
+        for file in ["model.rs", "model.sgck", "import.json"] {
+            let fresh = std::fs::read(out.join(file)).expect(file);
+            let committed =
+                std::fs::read(dir().join(format!("imported/{name}/{file}"))).expect(file);
+            assert!(
+                fresh == committed,
+                "{name}/{file} is stale: run host-sim import tests/fixtures/onnx/models/{name}.onnx --out tests/fixtures/onnx/imported/{name}"
+            );
+        }
+    }
+}
+
+/// The imported model type, built and loaded from the imported checkpoint, gives the same
+/// bits as `predict` (the same kernels), and onnxruntime's outputs within 1e-5.
+fn typed_model_matches<M, const IN: usize, const OUT: usize>(name: &str)
+where
+    M: safegrad::nn::Build<f32>
+        + safegrad::nn::Module<f32, safegrad::Var<1, IN>, Output = safegrad::Var<1, OUT>>,
+{
+    use safegrad::nn::{Init, Train};
+    use safegrad::{Cap, Tape, Tensor};
+    let mut tape = Box::new(Tape::<f32, Cap<64, 32_768>>::new());
+    let model = M::build(&mut tape, &mut Init::new(1).with_plan(&[Train::Frozen][..]))
+        .expect("the model fits the tape");
+    let bytes = std::fs::read(dir().join(format!("imported/{name}/model.sgck"))).expect("ckpt");
+    safegrad::checkpoint::load(&mut *tape, &bytes).expect("the checkpoint fits the type");
+    let models = dir().join("models");
+    let inputs = read_inputs(&models.join(format!("{name}.inputs.json"))).expect("inputs");
+    let (_, graph) = load(&models.join(format!("{name}.onnx"))).expect("model");
+    let interpreted = predict(&graph, &inputs).expect("predict");
+    let want = outputs(&models.join(format!("{name}.expected.json")));
+    for (k, row) in inputs.iter().enumerate() {
+        tape.clear_activations();
+        let x = tape
+            .input(&Tensor::<f32, 1, IN>::from_slice(row).expect("an input row"))
+            .expect("input");
+        let y = model.forward(&mut tape, x).expect("forward");
+        let y = tape.value(y).expect("value");
+        let y = y.as_slice();
+        assert_eq!(
+            y,
+            interpreted[k].as_slice(),
+            "{name} input {k}: typed vs predict"
+        );
+        for (i, (&g, &w)) in y.iter().zip(&want[k]).enumerate() {
+            let err = (f64::from(g) - w).abs();
+            assert!(
+                err <= 1e-6 || err <= 1e-5 * w.abs(),
+                "{name} input {k} output {i}: {g} vs onnxruntime {w}"
+            );
+        }
+    }
+}
+
+#[test]
+fn imported_types_reproduce_the_onnx_models() {
+    typed_model_matches::<imported_mlp::Model, 16, 4>("mlp");
+    typed_model_matches::<imported_cnn::Model, 600, 4>("cnn");
+}
+
+/// A chain's checkpoint written back into the ONNX file: the exported model computes what
+/// the checkpoint's parameters compute; a checkpoint of another model is refused.
+#[test]
+fn export_writes_a_checkpoint_back() {
+    use host_sim::onnx::import::import;
+    let path = dir().join("models/mlp.onnx");
+    let (proto, graph) = load(&path).expect("mlp");
+    let imported = import(&graph).expect("a chain");
+    // A "fine-tuned" checkpoint: every parameter of the last layer moved.
+    let mut changed = imported.clone();
+    if let Some(host_sim::onnx::import::Layer::Linear { weight, bias, .. }) =
+        changed.layers.last_mut()
+    {
+        weight.iter_mut().for_each(|w| *w *= 0.5);
+        bias.iter_mut().for_each(|b| *b += 1.0);
+    } else {
+        panic!("the mlp ends in a Linear");
+    }
+    let ckpt = changed.checkpoint().expect("checkpoint");
+    let exported = imported.export(&proto, &ckpt).expect("export");
+    let bytes = host_sim::onnx::encode(&exported).expect("encode");
+    let (_, exported_graph) = parse(&bytes).expect("the exported model parses");
+    let inputs = read_inputs(&dir().join("models/mlp.inputs.json")).expect("inputs");
+    let before = predict(&graph, &inputs).expect("before");
+    let after = predict(&exported_graph, &inputs).expect("after");
+    // The last layer computes W/2 h + b + 1: the outputs move, and equal the changed import's.
+    assert_ne!(before, after);
+    let reimported = import(&exported_graph).expect("a chain");
+    assert_eq!(reimported.layers, changed.layers);
+    // A checkpoint of the cnn does not fit the mlp.
+    let (_, cnn) = load(&dir().join("models/cnn.onnx")).expect("cnn");
+    let other = import(&cnn)
+        .expect("a chain")
+        .checkpoint()
+        .expect("checkpoint");
+    let err = imported.export(&proto, &other).expect_err("another model");
+    assert!(err.contains("does not fit"), "{err}");
+}

@@ -101,3 +101,50 @@ pub fn audit_file(model: &Path) -> Result<Vec<OnnxFinding>, String> {
     let (_, graph) = load(model).map_err(|e| format!("{}: {e}", model.display()))?;
     Ok(audit(&graph))
 }
+
+/// `host-sim import MODEL --out DIR`: writes `model.rs`, `model.sgck` and `import.json` into
+/// `out` (created if missing) and returns the summary.
+pub fn import_to(model: &Path, out: &Path) -> Result<Value, String> {
+    let (_, graph) = load(model).map_err(|e| format!("{}: {e}", model.display()))?;
+    let imported =
+        super::import::import(&graph).map_err(|e| format!("{}: {e}", model.display()))?;
+    let checkpoint = imported.checkpoint()?;
+    let source = model
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let summary = json!({
+        "source": source,
+        "type": imported.type_expr(),
+        "layers": imported.layers.iter().map(|l| l.type_name()).collect::<Vec<_>>(),
+        "parameters": imported.parameter_len(),
+        "input_len": imported.input_len,
+        "output_len": imported.output_len,
+        "checkpoint_bytes": checkpoint.len(),
+        "notes": imported.notes,
+    });
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = out.join(name);
+        std::fs::write(&path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+    };
+    write("model.rs", imported.rust_file(&source).as_bytes())?;
+    write("model.sgck", &checkpoint)?;
+    let mut text = serde_json::to_string_pretty(&summary).map_err(|e| e.to_string())?;
+    text.push('\n');
+    write("import.json", text.as_bytes())?;
+    Ok(summary)
+}
+
+/// `host-sim export`: the ONNX model at `onnx` with the parameters of `checkpoint` (a
+/// checkpoint of its import), written to `out`.
+pub fn export_to(onnx: &Path, checkpoint: &Path, out: &Path) -> Result<(), String> {
+    let (proto, graph) = load(onnx).map_err(|e| format!("{}: {e}", onnx.display()))?;
+    let imported = super::import::import(&graph).map_err(|e| format!("{}: {e}", onnx.display()))?;
+    let bytes = std::fs::read(checkpoint).map_err(|e| format!("{}: {e}", checkpoint.display()))?;
+    let exported = imported
+        .export(&proto, &bytes)
+        .map_err(|e| format!("{}: {e}", checkpoint.display()))?;
+    let data = super::encode(&exported).map_err(|e| e.to_string())?;
+    std::fs::write(out, data).map_err(|e| format!("{}: {e}", out.display()))
+}

@@ -197,7 +197,7 @@ pub(crate) fn run_constant(node: &Node) -> Result<Tensor, OnnxError> {
 }
 
 /// A matrix transposed: `rows x cols` to `cols x rows`.
-fn transpose(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transposed(data: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0.0; data.len()];
     for r in 0..rows {
         for c in 0..cols {
@@ -225,12 +225,12 @@ fn gemm(node: &Node, values: &HashMap<&str, Tensor>) -> Result<Tensor, OnnxError
         )));
     }
     let a_rows = if trans_a {
-        transpose(&a.data, ar, ac)
+        transposed(&a.data, ar, ac)
     } else {
         a.data.clone()
     };
     let w = if trans_b {
-        transpose(&b.data, br, bc)
+        transposed(&b.data, br, bc)
     } else {
         b.data.clone()
     };
@@ -308,7 +308,7 @@ fn ncl(node: &Node, x: &Tensor) -> Result<[usize; 3], OnnxError> {
 }
 
 /// One of a 1-D op's `kernel_shape`, `strides`, `dilations` (length 1), or `default`.
-fn one(node: &Node, name: &str, default: usize) -> Result<usize, OnnxError> {
+pub(crate) fn one_of(node: &Node, name: &str, default: usize) -> Result<usize, OnnxError> {
     match node.ints(name)? {
         None => Ok(default),
         Some(&[v]) if v >= 0 => Ok(v as usize),
@@ -319,7 +319,7 @@ fn one(node: &Node, name: &str, default: usize) -> Result<usize, OnnxError> {
 }
 
 /// The padding before and after (`pads`), refusing `auto_pad` other than `NOTSET`.
-fn pads(node: &Node) -> Result<(usize, usize), OnnxError> {
+pub(crate) fn pads_of(node: &Node) -> Result<(usize, usize), OnnxError> {
     if let Some(super::Attr::Str(mode)) = node.attrs.get("auto_pad") {
         if mode != "NOTSET" {
             return Err(node.error(format!(
@@ -348,11 +348,11 @@ fn conv(node: &Node, values: &HashMap<&str, Tensor>) -> Result<Tensor, OnnxError
             )))
         }
     };
-    let kernel = one(node, "kernel_shape", kernel)?;
-    let stride = one(node, "strides", 1)?;
-    let dilation = one(node, "dilations", 1)?;
+    let kernel = one_of(node, "kernel_shape", kernel)?;
+    let stride = one_of(node, "strides", 1)?;
+    let dilation = one_of(node, "dilations", 1)?;
     let groups = node.int("group", 1)?.max(1) as usize;
-    let (pad_begin, pad_end) = pads(node)?;
+    let (pad_begin, pad_end) = pads_of(node)?;
     if pad_begin != pad_end {
         return Err(node.error(format!(
             "pads [{pad_begin}, {pad_end}]: safegrad's Conv1d pads both ends alike"
@@ -427,10 +427,10 @@ fn batch_norm_node(node: &Node, values: &HashMap<&str, Tensor>) -> Result<Tensor
 /// the window (`count_include_pad`) or by the input elements in it.
 fn pool(node: &Node, x: &Tensor, max: bool) -> Result<Tensor, OnnxError> {
     let [n, c, l_in] = ncl(node, x)?;
-    let kernel = one(node, "kernel_shape", 0)?;
-    let stride = one(node, "strides", 1)?;
-    let dilation = one(node, "dilations", 1)?;
-    let (pad_begin, pad_end) = pads(node)?;
+    let kernel = one_of(node, "kernel_shape", 0)?;
+    let stride = one_of(node, "strides", 1)?;
+    let dilation = one_of(node, "dilations", 1)?;
+    let (pad_begin, pad_end) = pads_of(node)?;
     let ceil = node.int("ceil_mode", 0)? != 0;
     let count_pad = node.int("count_include_pad", 0)? != 0;
     if kernel == 0 || stride == 0 || dilation == 0 {

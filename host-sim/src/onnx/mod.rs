@@ -14,6 +14,7 @@
 pub mod audit;
 pub mod commands;
 pub mod eval;
+pub mod import;
 pub mod tensor;
 
 use std::collections::HashMap;
@@ -255,6 +256,13 @@ pub fn load(path: &Path) -> Result<(ModelProto, Graph), OnnxError> {
     let bytes =
         std::fs::read(path).map_err(|e| OnnxError::Io(format!("{}: {e}", path.display())))?;
     parse(&bytes)
+}
+
+/// The bytes of an ONNX model (to write a file).
+pub fn encode(model: &ModelProto) -> Result<Vec<u8>, OnnxError> {
+    model
+        .write_to_bytes()
+        .map_err(|e| OnnxError::Parse(e.to_string()))
 }
 
 /// Parses an ONNX model and checks that every node is supported; returns the message (to
