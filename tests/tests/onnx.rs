@@ -153,21 +153,27 @@ mod imported_mlp {
 mod imported_cnn {
     include!("../fixtures/onnx/imported/cnn/model.rs");
 }
+mod imported_basicmotions {
+    include!("../fixtures/onnx/basicmotions/imported/model.rs");
+}
 
 /// The committed imports are what `host-sim import` writes today.
 #[test]
 fn the_committed_imports_are_current() {
-    for name in ["mlp", "cnn"] {
-        let out = std::env::temp_dir().join(format!("safegrad-import-{name}"));
-        host_sim::onnx::commands::import_to(&dir().join(format!("models/{name}.onnx")), &out)
+    for (model, imported) in [
+        ("models/mlp.onnx", "imported/mlp"),
+        ("models/cnn.onnx", "imported/cnn"),
+        ("basicmotions/cnn.onnx", "basicmotions/imported"),
+    ] {
+        let out = std::env::temp_dir().join(format!("safegrad-import-{}", model.replace('/', "-")));
+        host_sim::onnx::commands::import_to(&dir().join(model), &out)
             .unwrap_or_else(|e| panic!("{e}"));
         for file in ["model.rs", "model.sgck", "import.json"] {
             let fresh = std::fs::read(out.join(file)).expect(file);
-            let committed =
-                std::fs::read(dir().join(format!("imported/{name}/{file}"))).expect(file);
+            let committed = std::fs::read(dir().join(imported).join(file)).expect(file);
             assert!(
                 fresh == committed,
-                "{name}/{file} is stale: run host-sim import tests/fixtures/onnx/models/{name}.onnx --out tests/fixtures/onnx/imported/{name}"
+                "{imported}/{file} is stale: run host-sim import tests/fixtures/onnx/{model} --out tests/fixtures/onnx/{imported}"
             );
         }
     }
@@ -258,4 +264,94 @@ fn export_writes_a_checkpoint_back() {
         .expect("checkpoint");
     let err = imported.export(&proto, &other).expect_err("another model");
     assert!(err.contains("does not fit"), "{err}");
+}
+
+fn accuracy(outputs: &[Vec<f32>], labels: &[usize]) -> f64 {
+    let right = outputs
+        .iter()
+        .zip(labels)
+        .filter(|(o, &label)| {
+            let best =
+                o.iter().enumerate().fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                );
+            best.0 == label
+        })
+        .count();
+    right as f64 / labels.len() as f64
+}
+
+/// A 1-D CNN trained in PyTorch on BasicMotions (`basicmotions/train_cnn.py`), imported,
+/// fine-tuned after the shift (on the host here; `cargo xtask parity` fine-tunes it on QEMU
+/// and checks the bits), exported back to ONNX: the exported model, run by `predict`, has
+/// the accuracy the fine-tuning reported; the import has onnxruntime's accuracy.
+#[test]
+fn end_to_end_a_pytorch_cnn_imported_fine_tuned_and_exported() {
+    use host_sim::finetune::{run, FinetuneConfig, MotionNet};
+    use std::any::TypeId;
+
+    let bm = dir().join("basicmotions");
+    // The imported type is the firmware's CNN, so the device job runs it as it is.
+    assert_eq!(
+        TypeId::of::<imported_basicmotions::Model>(),
+        TypeId::of::<motion::model::MotionCnn>()
+    );
+    let (proto, graph) = load(&bm.join("cnn.onnx")).expect("the model");
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(bm.join("reference.json")).expect("ref"))
+            .expect("JSON");
+    let test: Value = serde_json::from_str(
+        &std::fs::read_to_string(bm.join("test_windows.json")).expect("test windows"),
+    )
+    .expect("JSON");
+    let labels: Vec<usize> = test["labels"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l.as_u64().expect("a label") as usize)
+        .collect();
+    let windows = read_inputs(&bm.join("test_windows.json")).expect("windows");
+    let imported_accuracy = accuracy(&predict(&graph, &windows).expect("predict"), &labels);
+    let onnxruntime = reference["test_accuracy"].as_f64().expect("test_accuracy");
+    assert_eq!(
+        imported_accuracy, onnxruntime,
+        "safegrad vs onnxruntime, test split"
+    );
+
+    let pretrained = std::fs::read(bm.join("imported/model.sgck")).expect("checkpoint");
+    let config = FinetuneConfig {
+        pretrained: Some(pretrained),
+        ..FinetuneConfig::for_model(MotionNet::Cnn)
+    };
+    let report = run(&host_sim::data::default_dir(), &config, &mut |_| {}).expect("fine-tuning");
+    assert_eq!(
+        report.pretrain_accuracy, onnxruntime,
+        "the job's own evaluation"
+    );
+    assert!(
+        report.shifted_accuracy_after > report.shifted_accuracy_before,
+        "fine-tuning recovers: {} -> {}",
+        report.shifted_accuracy_before,
+        report.shifted_accuracy_after
+    );
+
+    let imported = host_sim::onnx::import::import(&graph).expect("a chain");
+    let exported = imported
+        .export(&proto, &report.finetuned_checkpoint)
+        .expect("export");
+    let bytes = host_sim::onnx::encode(&exported).expect("encode");
+    let (_, exported) = parse(&bytes).expect("the exported model parses");
+    let (rows, labels): (Vec<Vec<f32>>, Vec<usize>) =
+        report.shifted_eval_rows.iter().cloned().unzip();
+    let exported_accuracy = accuracy(&predict(&exported, &rows).expect("predict"), &labels);
+    assert_eq!(
+        exported_accuracy, report.shifted_accuracy_after,
+        "the exported model's accuracy on the shifted evaluation set"
+    );
+    // The fine-tuned head moved: the exported model is not the one imported.
+    assert_ne!(
+        predict(&exported, &rows).expect("after"),
+        predict(&graph, &rows).expect("before")
+    );
 }
