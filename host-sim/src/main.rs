@@ -101,6 +101,10 @@ enum Command {
         /// Write the pre-trained model's checkpoint to this file.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+        /// Write the fine-tuned model's checkpoint (what the gate committed) to this file;
+        /// `host-sim export` writes it back into an imported ONNX model.
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
         /// Start from this pre-trained checkpoint instead of pre-training (e.g.
         /// motion/assets/pretrained.sgck, what the device starts from).
         #[arg(long, value_name = "FILE")]
@@ -758,7 +762,7 @@ fn run_finetune(
     json: bool,
     config: FinetuneConfig,
     plot_path: Option<PathBuf>,
-    export: Option<PathBuf>,
+    (export, save): (Option<PathBuf>, Option<PathBuf>),
     data_dir: PathBuf,
 ) -> Result<(), String> {
     let pre = bar(config.pretrain_epochs, "pretrain", json);
@@ -801,6 +805,9 @@ fn run_finetune(
     }
     if let Some(path) = &export {
         write_file(path, &report.pretrained_checkpoint)?;
+    }
+    if let Some(path) = &save {
+        write_file(path, &report.finetuned_checkpoint)?;
     }
     let recovered = report.drop_recovered();
     if json {
@@ -1393,13 +1400,37 @@ fn run_export(onnx: &Path, checkpoint: &Path, out: &Path) -> Result<(), String> 
 }
 
 fn run_predict(model: &Path, inputs: &Path, json: bool) -> Result<(), String> {
-    let outputs = host_sim::onnx::commands::predict_file(model, inputs)?;
+    use host_sim::onnx::commands::{accuracy, predict_file, read_labels};
+    let outputs = predict_file(model, inputs)?;
+    let labels = read_labels(inputs)?;
+    if let Some(labels) = &labels {
+        if labels.len() != outputs.len() {
+            return Err(format!(
+                "{}: {} labels for {} inputs",
+                inputs.display(),
+                labels.len(),
+                outputs.len()
+            ));
+        }
+    }
+    let accuracy = labels.as_ref().map(|l| accuracy(&outputs, l));
     if json {
-        println!("{}", json!({ "outputs": outputs }));
+        let mut object = json!({ "outputs": outputs });
+        if let Some(a) = accuracy {
+            object["accuracy"] = json!(a);
+        }
+        println!("{object}");
     } else {
         for (i, row) in outputs.iter().enumerate() {
             let text: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
             println!("{i}: [{}]", text.join(", "));
+        }
+        if let Some(a) = accuracy {
+            println!(
+                "accuracy {:.1}% ({} labelled inputs)",
+                100.0 * a,
+                outputs.len()
+            );
         }
     }
     Ok(())
@@ -1511,6 +1542,7 @@ fn main() -> ExitCode {
             new_class,
             plot,
             export,
+            save,
             pretrained,
             data_dir,
         } => {
@@ -1552,7 +1584,7 @@ fn main() -> ExitCode {
                 ..FinetuneConfig::for_model(model)
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
-            run_finetune(json, config, plot, export, dir)
+            run_finetune(json, config, plot, (export, save), dir)
         }
         Command::Plans {
             json,

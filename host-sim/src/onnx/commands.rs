@@ -38,6 +38,48 @@ pub fn read_inputs(path: &Path) -> Result<Vec<Vec<f32>>, String> {
         .collect()
 }
 
+/// The class labels of an `INPUTS.json` file that has them (`"labels": [...]`, one per
+/// input), for `predict` to report its accuracy.
+pub fn read_labels(path: &Path) -> Result<Option<Vec<usize>>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let value: Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: not JSON: {e}", path.display()))?;
+    let Some(labels) = value.get("labels") else {
+        return Ok(None);
+    };
+    let Some(labels) = labels.as_array() else {
+        return Err(format!("{}: \"labels\" is not an array", path.display()));
+    };
+    labels
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            l.as_u64()
+                .map(|l| l as usize)
+                .ok_or_else(|| format!("{}: label {i} is {l}, not a class index", path.display()))
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// The share of outputs whose largest value (the first, on a tie) is at the label's index.
+pub fn accuracy(outputs: &[Vec<f32>], labels: &[usize]) -> f64 {
+    let right = outputs
+        .iter()
+        .zip(labels)
+        .filter(|(o, &label)| {
+            let mut best = 0;
+            for (i, &v) in o.iter().enumerate() {
+                if v > o[best] {
+                    best = i;
+                }
+            }
+            best == label
+        })
+        .count();
+    right as f64 / labels.len().max(1) as f64
+}
+
 /// Runs `graph` on each flattened input vector: the vector is the graph's inputs one after
 /// the other, each in ONNX's row-major order with a symbolic (batch) dimension of 1.
 pub fn predict(graph: &Graph, inputs: &[Vec<f32>]) -> Result<Vec<Vec<f32>>, String> {
