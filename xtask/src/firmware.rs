@@ -160,6 +160,8 @@ pub fn build_ontarget_tests() -> Result<PathBuf, String> {
             "--release",
             "--target-dir",
             &target_dir.to_string_lossy(),
+            "--config",
+            &remap_checkout(),
             "--test",
             "ontarget",
             "--no-run",

@@ -267,33 +267,59 @@ fn two_d(node: &Node, t: &Tensor, what: &str) -> Result<[usize; 2], OnnxError> {
     }
 }
 
-/// `A B` for `A` of shape `[..., M, K]` and a matrix `B` (`K x N`): the leading axes of `A`
-/// are rows.
+/// `A B` as numpy's `matmul`: `A` of shape `[..., M, K]`, `B` a `K x N` matrix (the
+/// leading axes of `A` are rows) or `[..., K, N]` with leading axes that broadcast
+/// against `A`'s; a vector `A` (`[K]`) is one row.
 fn matmul(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor, OnnxError> {
-    let [k, n] = match b.shape.as_slice() {
-        &[k, n] => [k, n],
-        other => {
-            return Err(node.error(format!(
-                "B has shape {other:?}; safegrad's MatMul takes a matrix as its second operand"
-            )))
-        }
-    };
-    let Some(&ka) = a.shape.last() else {
-        return Err(node.error("A is a scalar"));
-    };
-    if ka != k {
-        return Err(node.error(format!(
-            "A has shape {:?} and B {:?}: the inner dimensions differ",
+    let mismatch = || {
+        node.error(format!(
+            "A has shape {:?} and B {:?}: they do not multiply",
             a.shape, b.shape
-        )));
+        ))
+    };
+    let (&k, &n) = match b.shape.as_slice() {
+        [.., k, n] => (k, n),
+        _ => return Err(mismatch()),
+    };
+    if a.shape.last() != Some(&k) {
+        return Err(mismatch());
     }
-    let rows = a.len() / k.max(1);
-    let mut out = vec![0.0f32; rows * n];
-    kernels::matmul(&a.data, &b.data, &mut out, k, n);
-    let mut shape = a.shape.clone();
-    if let Some(last) = shape.last_mut() {
-        *last = n;
+    if b.shape.len() == 2 {
+        let rows = a.len() / k.max(1);
+        let mut out = vec![0.0f32; rows * n];
+        kernels::matmul(&a.data, &b.data, &mut out, k, n);
+        let mut shape = a.shape.clone();
+        if let Some(last) = shape.last_mut() {
+            *last = n;
+        }
+        return Ok(Tensor::new(shape, out));
     }
+    // Batched: the leading axes broadcast, each pair of matrices multiplied by the kernel.
+    let a_shape: Vec<usize> = if a.shape.len() == 1 {
+        vec![1, k]
+    } else {
+        a.shape.clone()
+    };
+    let m = a_shape[a_shape.len() - 2];
+    let (a_lead, b_lead) = (&a_shape[..a_shape.len() - 2], &b.shape[..b.shape.len() - 2]);
+    let lead = super::tensor::broadcast_shape(a_lead, b_lead).ok_or_else(mismatch)?;
+    let ia = super::tensor::broadcast_indices(a_lead, &lead);
+    let ib = super::tensor::broadcast_indices(b_lead, &lead);
+    let mut out = vec![0.0f32; ia.len() * m * n];
+    for ((&i, &j), o) in ia.iter().zip(&ib).zip(out.chunks_exact_mut((m * n).max(1))) {
+        kernels::matmul(
+            &a.data[i * m * k..(i + 1) * m * k],
+            &b.data[j * k * n..(j + 1) * k * n],
+            o,
+            k,
+            n,
+        );
+    }
+    let mut shape = lead;
+    if a.shape.len() > 1 {
+        shape.push(m);
+    }
+    shape.push(n);
     Ok(Tensor::new(shape, out))
 }
 
@@ -661,12 +687,16 @@ fn layer_norm_node(node: &Node, values: &HashMap<&str, Tensor>) -> Result<Tensor
     Ok(Tensor::new(x.shape.clone(), y))
 }
 
-/// Softmax over one axis (opset 13 on; the last by default), by the core's formula.
+/// Softmax over one axis (opset 13 on; the last by default), or before opset 13 over the
+/// axes from `axis` on flattened into one, by the core's formula.
 fn softmax_node(node: &Node, x: &Tensor) -> Result<Tensor, OnnxError> {
     let rank = x.shape.len();
     let axis = axes_of(node, rank, &[node.int("axis", -1)?])?[0];
-    let len = x.shape[axis];
-    let inner: usize = x.shape[axis + 1..].iter().product();
+    let (len, inner) = if node.attrs.contains_key(super::SOFTMAX_2D) {
+        (x.shape[axis..].iter().product(), 1)
+    } else {
+        (x.shape[axis], x.shape[axis + 1..].iter().product())
+    };
     let outer: usize = x.shape[..axis].iter().product();
     let mut y = vec![0.0f32; x.len()];
     let mut lane = vec![0.0f32; len];

@@ -642,7 +642,8 @@ impl Imported {
                 .iter()
                 .zip(&news)
                 .any(|((_, _, old), new)| old != new);
-            let writes: Vec<(String, Vec<f32>)> = match layer {
+            // The initialisers of the weight and the bias, and the weight in ONNX's layout.
+            let target: Option<(&String, Vec<f32>, &String)> = match layer {
                 Layer::Linear {
                     inputs,
                     outputs,
@@ -654,40 +655,32 @@ impl Imported {
                     } else {
                         news[0].to_vec()
                     };
-                    let mut v = vec![(w.clone(), weight)];
-                    if !b.is_empty() {
-                        v.push((b.clone(), news[1].to_vec()));
-                    } else if news[1].iter().any(|&x| x != 0.0) {
-                        return Err(format!(
-                            "{}: the bias was trained, but the ONNX layer has none",
-                            layer.type_name()
-                        ));
-                    }
-                    v
+                    Some((w, weight, b))
                 }
                 Layer::Conv {
                     source: Some((w, b)),
                     ..
-                } => {
-                    let mut v = vec![(w.clone(), news[0].to_vec())];
-                    if !b.is_empty() {
-                        v.push((b.clone(), news[1].to_vec()));
-                    } else if news[1].iter().any(|&x| x != 0.0) {
-                        return Err(format!(
-                            "{}: the bias was trained, but the ONNX layer has none",
-                            layer.type_name()
-                        ));
-                    }
-                    v
-                }
+                } => Some((w, news[0].to_vec(), b)),
                 _ if changed => {
                     return Err(format!(
                         "{} changed, and it has no ONNX initialiser of its own to write back",
                         layer.type_name()
                     ))
                 }
-                _ => Vec::new(),
+                _ => None,
             };
+            let mut writes = Vec::new();
+            if let Some((w, weight, b)) = target {
+                writes.push((w.clone(), weight));
+                if !b.is_empty() {
+                    writes.push((b.clone(), news[1].to_vec()));
+                } else if news[1].iter().any(|&x| x != 0.0) {
+                    return Err(format!(
+                        "{}: the bias was trained, but the ONNX layer has none",
+                        layer.type_name()
+                    ));
+                }
+            }
             for (name, data) in writes {
                 let t = graph
                     .initializer

@@ -60,6 +60,10 @@ pub const SUPPORTED: &[&str] = &[
     "Neg",
 ];
 
+/// The attribute that marks a `Softmax` of opset 12 or older (over the flattened axes from
+/// `axis` on).
+pub(crate) const SOFTMAX_2D: &str = "safegrad.softmax_2d";
+
 /// Why a model cannot be read or run.
 #[derive(Clone, Debug, PartialEq)]
 pub enum OnnxError {
@@ -329,6 +333,11 @@ fn graph_of(model: &ModelProto) -> Result<Graph, OnnxError> {
                 message: format!("attribute `{}`: {m}", a.name),
             })?;
             attrs.insert(a.name.clone(), value);
+        }
+        if n.op_type == "Softmax" && opset < 13 {
+            // Before opset 13, Softmax flattens the axes from `axis` (default 1) into one.
+            attrs.entry("axis".into()).or_insert(Attr::Int(1));
+            attrs.insert(SOFTMAX_2D.into(), Attr::Int(1));
         }
         nodes.push(Node {
             name,

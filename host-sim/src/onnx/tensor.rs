@@ -147,4 +147,34 @@ mod tests {
         assert_eq!(s.shape, vec![2, 3]);
         assert_eq!(s.data, vec![11.0, 21.0, 31.0, 12.0, 22.0, 32.0]);
     }
+
+    #[test]
+    fn batched_matmul_broadcasts_the_leading_axes() {
+        use crate::onnx::{eval, Graph, Input, Node};
+        // [2, 2, 3] x [1, 3, 2]: each of A's two matrices times B's one.
+        let graph = Graph {
+            inputs: vec![Input {
+                name: "a".into(),
+                dims: vec![Some(2), Some(2), Some(3)],
+            }],
+            outputs: vec!["y".into()],
+            initializers: vec![(
+                "b".into(),
+                Tensor::new(vec![1, 3, 2], vec![1.0, 0.0, 0.0, 1.0, 1.0, 1.0]),
+            )],
+            nodes: vec![Node {
+                name: "mm".into(),
+                op_type: "MatMul".into(),
+                inputs: vec!["a".into(), "b".into()],
+                outputs: vec!["y".into()],
+                attrs: Default::default(),
+            }],
+            opset: 17,
+        };
+        let a = Tensor::new(vec![2, 2, 3], (1..=12).map(|v| v as f32).collect());
+        let y = eval::run(&graph, &[a]).unwrap().remove(0);
+        assert_eq!(y.shape, vec![2, 2, 2]);
+        // Row [x0, x1, x2] times B = [x0 + x2, x1 + x2].
+        assert_eq!(y.data, vec![4.0, 5.0, 10.0, 11.0, 16.0, 17.0, 22.0, 23.0]);
+    }
 }
