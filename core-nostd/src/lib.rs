@@ -48,6 +48,7 @@ pub mod nn;
 pub mod ops;
 pub mod optim;
 pub mod prelude;
+pub mod quant;
 pub mod rng;
 pub mod scalar;
 pub mod session;

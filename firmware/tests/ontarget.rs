@@ -26,6 +26,46 @@ mod tests {
     }
 
     #[test]
+    fn int8_dot_products_with_smlad_match_the_plain_loop() {
+        use safegrad::quant::{dot_i8, qlinear, Requant};
+        // Every length from 0 to 40 (the four-at-a-time body and each tail), extremes
+        // included, against the sum written out here.
+        let mut a = [0i8; 40];
+        let mut b = [0i8; 40];
+        let mut state = 12345u32;
+        for (x, y) in a.iter_mut().zip(b.iter_mut()) {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *x = (state >> 24) as i8;
+            *y = (state >> 16) as i8;
+        }
+        a[0] = -128;
+        b[0] = -128;
+        a[5] = 127;
+        b[5] = -128;
+        for n in 0..=40 {
+            let mut want = 0i32;
+            for i in 0..n {
+                want += i32::from(a[i]) * i32::from(b[i]);
+            }
+            defmt::assert_eq!(dot_i8(&a[..n], &b[..n]), want);
+        }
+        // A layer through it: the same codes as the host computes (tests/tests/quant.rs
+        // checks the host's against the definition).
+        let one = Requant::from_scale(1.0).unwrap();
+        let mut y = [0i8; 2];
+        qlinear(
+            &[2, 1, -3, 4, 5],
+            &[3, -4, 1, 1, 1, -1, 0, 0, 0, 0],
+            &[0, 0],
+            &[one, one],
+            0,
+            -128,
+            &mut y,
+        );
+        defmt::assert_eq!(y, [2 * 3 - 4 - 3 + 4 + 5, -2]);
+    }
+
+    #[test]
     fn matmul_transpose_and_reductions_are_exact_on_small_integers() {
         let a = Tensor::new([[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]);
         let w = Tensor::new([[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]);

@@ -12,6 +12,7 @@ pub mod faults;
 pub mod finetune;
 pub mod json;
 pub mod model;
+pub mod onnx;
 pub mod plans;
 pub mod plot;
 pub mod reference;

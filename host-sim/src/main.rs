@@ -101,6 +101,10 @@ enum Command {
         /// Write the pre-trained model's checkpoint to this file.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+        /// Write the fine-tuned model's checkpoint (what the gate committed) to this file;
+        /// `host-sim export` writes it back into an imported ONNX model.
+        #[arg(long, value_name = "FILE")]
+        save: Option<PathBuf>,
         /// Start from this pre-trained checkpoint instead of pre-training (e.g.
         /// motion/assets/pretrained.sgck, what the device starts from).
         #[arg(long, value_name = "FILE")]
@@ -298,10 +302,51 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
-    /// Audit the corpus of unsafe/safe graph pairs (masked division and friends, from real
-    /// reports) and report each graph's findings.
+    /// Audit an ONNX model for unguarded domains (division, log, square root), or, without
+    /// MODEL, the corpus of unsafe/safe graph pairs (masked division and friends, from real
+    /// reports); report each graph's findings.
     Audit {
+        /// An ONNX model to audit, node by node, as exported.
+        model: Option<PathBuf>,
         /// Print one JSON object per graph, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import an ONNX model that is a chain of layers: write the safegrad model type
+    /// (DIR/model.rs), its checkpoint (DIR/model.sgck) and a summary (DIR/import.json).
+    Import {
+        /// The ONNX model.
+        model: PathBuf,
+        /// The folder to write into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a checkpoint of an imported model (fine-tuned, say) back into its ONNX file's
+    /// initialisers, for PyTorch or onnxruntime to evaluate.
+    Export {
+        /// The ONNX model the checkpoint's model was imported from.
+        #[arg(long)]
+        onnx: PathBuf,
+        /// The checkpoint (`.sgck`).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// The ONNX file to write.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run an ONNX model through safegrad's kernels on the input vectors of a JSON file,
+    /// `{"inputs": [[...], ...]}`, each flattened in ONNX's row-major order.
+    Predict {
+        /// The ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// The inputs, `{"inputs": [[...], ...]}`.
+        #[arg(long)]
+        inputs: PathBuf,
+        /// Print `{"outputs": [[...], ...]}`.
         #[arg(long)]
         json: bool,
     },
@@ -717,7 +762,7 @@ fn run_finetune(
     json: bool,
     config: FinetuneConfig,
     plot_path: Option<PathBuf>,
-    export: Option<PathBuf>,
+    (export, save): (Option<PathBuf>, Option<PathBuf>),
     data_dir: PathBuf,
 ) -> Result<(), String> {
     let pre = bar(config.pretrain_epochs, "pretrain", json);
@@ -760,6 +805,9 @@ fn run_finetune(
     }
     if let Some(path) = &export {
         write_file(path, &report.pretrained_checkpoint)?;
+    }
+    if let Some(path) = &save {
+        write_file(path, &report.finetuned_checkpoint)?;
     }
     let recovered = report.drop_recovered();
     if json {
@@ -1281,6 +1329,113 @@ fn run_audit(json: bool) -> Result<(), String> {
     }
 }
 
+fn run_audit_onnx(model: &Path, json: bool) -> Result<(), String> {
+    use host_sim::onnx::commands::{audit_file, finding_json};
+    let findings = audit_file(model)?;
+    let name = model
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if json {
+        let list: Vec<_> = findings.iter().map(finding_json).collect();
+        println!(
+            "{}",
+            json!({
+                "name": name,
+                "model": model.display().to_string(),
+                "safe": findings.is_empty(),
+                "findings": list,
+            })
+        );
+    } else {
+        println!(
+            "{name}: {}",
+            if findings.is_empty() {
+                "clean"
+            } else {
+                "flagged"
+            }
+        );
+        for f in &findings {
+            println!("    {f}\n      fix: {}", f.suggestion());
+        }
+    }
+    Ok(())
+}
+
+fn run_import(model: &Path, out: &Path, json: bool) -> Result<(), String> {
+    let summary = host_sim::onnx::commands::import_to(model, out)?;
+    if json {
+        println!("{summary}");
+    } else {
+        println!(
+            "{}: {} layers, {} parameters, {} values in, {} out",
+            model.display(),
+            summary["layers"].as_array().map_or(0, Vec::len),
+            summary["parameters"],
+            summary["input_len"],
+            summary["output_len"]
+        );
+        println!(
+            "type Model = {};",
+            summary["type"].as_str().unwrap_or_default()
+        );
+        for note in summary["notes"].as_array().into_iter().flatten() {
+            println!("note: {}", note.as_str().unwrap_or_default());
+        }
+        println!(
+            "wrote {}, {} and {}",
+            out.join("model.rs").display(),
+            out.join("model.sgck").display(),
+            out.join("import.json").display()
+        );
+    }
+    Ok(())
+}
+
+fn run_export(onnx: &Path, checkpoint: &Path, out: &Path) -> Result<(), String> {
+    host_sim::onnx::commands::export_to(onnx, checkpoint, out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn run_predict(model: &Path, inputs: &Path, json: bool) -> Result<(), String> {
+    use host_sim::onnx::commands::{accuracy, predict_file, read_labels};
+    let outputs = predict_file(model, inputs)?;
+    let labels = read_labels(inputs)?;
+    if let Some(labels) = &labels {
+        if labels.len() != outputs.len() {
+            return Err(format!(
+                "{}: {} labels for {} inputs",
+                inputs.display(),
+                labels.len(),
+                outputs.len()
+            ));
+        }
+    }
+    let accuracy = labels.as_ref().map(|l| accuracy(&outputs, l));
+    if json {
+        let mut object = json!({ "outputs": outputs });
+        if let Some(a) = accuracy {
+            object["accuracy"] = json!(a);
+        }
+        println!("{object}");
+    } else {
+        for (i, row) in outputs.iter().enumerate() {
+            let text: Vec<String> = row.iter().map(|v| format!("{v}")).collect();
+            println!("{i}: [{}]", text.join(", "));
+        }
+        if let Some(a) = accuracy {
+            println!(
+                "accuracy {:.1}% ({} labelled inputs)",
+                100.0 * a,
+                outputs.len()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run_bugzoo(json: bool) -> Result<(), String> {
     let cases = host_sim::bugzoo::all().map_err(|e| format!("bugzoo: {e}"))?;
     if json {
@@ -1387,6 +1542,7 @@ fn main() -> ExitCode {
             new_class,
             plot,
             export,
+            save,
             pretrained,
             data_dir,
         } => {
@@ -1428,7 +1584,7 @@ fn main() -> ExitCode {
                 ..FinetuneConfig::for_model(model)
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
-            run_finetune(json, config, plot, export, dir)
+            run_finetune(json, config, plot, (export, save), dir)
         }
         Command::Plans {
             json,
@@ -1541,7 +1697,22 @@ fn main() -> ExitCode {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             run_faults(json, &dir)
         }
-        Command::Audit { json } => run_audit(json),
+        Command::Audit { model: None, json } => run_audit(json),
+        Command::Audit {
+            model: Some(model),
+            json,
+        } => run_audit_onnx(&model, json),
+        Command::Import { model, out, json } => run_import(&model, &out, json),
+        Command::Export {
+            onnx,
+            checkpoint,
+            out,
+        } => run_export(&onnx, &checkpoint, &out),
+        Command::Predict {
+            model,
+            inputs,
+            json,
+        } => run_predict(&model, &inputs, json),
         Command::Soak {
             steps,
             fault_every,

@@ -3,7 +3,7 @@
 //! hardware here: the builds are checked, the runs are the user's (the README says how).
 
 use crate::firmware::print_sizes;
-use crate::process::{cargo_in, cargo_tool, run_status, workspace_root};
+use crate::process::{cargo_in, cargo_tool, remap_checkout, run_status, workspace_root};
 
 /// A real board's example firmware.
 struct Board {
@@ -55,6 +55,8 @@ pub fn boards(json: bool) -> Result<(), String> {
             &[
                 "build",
                 "--release",
+                "--config",
+                &remap_checkout(),
                 "-p",
                 board.package,
                 "--target",

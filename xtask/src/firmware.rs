@@ -6,7 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::process::{cargo_in, cargo_output_in, cargo_tool, run_status, workspace_root};
+use crate::process::{
+    cargo_in, cargo_output_in, cargo_tool, remap_checkout, run_status, workspace_root,
+};
 
 /// The firmware's target.
 pub const FIRMWARE_TARGET: &str = "thumbv7em-none-eabihf";
@@ -63,7 +65,15 @@ fn release_dir() -> PathBuf {
 fn firmware_cargo(command: &str, rest: &[&str]) -> Result<(), String> {
     let target_dir = firmware_dir().join("target");
     let target_dir = target_dir.to_string_lossy();
-    let mut args = vec![command, "--release", "--target-dir", &target_dir];
+    let remap = remap_checkout();
+    let mut args = vec![
+        command,
+        "--release",
+        "--target-dir",
+        &target_dir,
+        "--config",
+        &remap,
+    ];
     args.extend(rest);
     cargo_in(&firmware_dir(), &args)
 }
@@ -150,6 +160,8 @@ pub fn build_ontarget_tests() -> Result<PathBuf, String> {
             "--release",
             "--target-dir",
             &target_dir.to_string_lossy(),
+            "--config",
+            &remap_checkout(),
             "--test",
             "ontarget",
             "--no-run",

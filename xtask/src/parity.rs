@@ -19,8 +19,9 @@ const ASSETS: [&str; 4] = [
 struct Case {
     /// `host-sim finetune` arguments that choose the model.
     model_args: &'static [&'static str],
-    /// The committed assets' folder.
-    assets: &'static str,
+    /// The committed assets' folder (checked against what host-sim writes), or `None` for
+    /// a model whose pre-trained checkpoint is given in `model_args` (`--pretrained`).
+    assets: Option<&'static str>,
     /// The firmware program and the features it needs.
     bin: &'static str,
     features: &'static [&'static str],
@@ -34,7 +35,7 @@ struct Case {
 
 const MLP: Case = Case {
     model_args: &[],
-    assets: "motion/assets",
+    assets: Some("motion/assets"),
     bin: "finetune",
     features: &[],
     stream: true,
@@ -44,12 +45,29 @@ const MLP: Case = Case {
 
 const CNN: Case = Case {
     model_args: &["--model", "cnn"],
-    assets: "motion/assets/cnn",
+    assets: Some("motion/assets/cnn"),
     bin: "finetune-cnn",
     features: &["cnn"],
     stream: true,
     device: "raw windows over UART, the CNN on the device",
     name: "cnn, ",
+};
+
+/// The CNN trained in PyTorch, exported to ONNX and imported (`host-sim import`): both sides
+/// start from the imported checkpoint.
+const IMPORTED: Case = Case {
+    model_args: &[
+        "--model",
+        "cnn",
+        "--pretrained",
+        "tests/fixtures/onnx/basicmotions/imported/model.sgck",
+    ],
+    assets: None,
+    bin: "finetune-cnn",
+    features: &["cnn", "imported"],
+    stream: true,
+    device: "raw windows over UART, the CNN imported from ONNX",
+    name: "imported from ONNX, ",
 };
 
 /// The CRC-32 of the parameters `host-sim finetune --json ARGS` fine-tunes with `math`, as
@@ -73,13 +91,16 @@ pub fn host_finetune_crc(math: Math, args: &[&str]) -> Result<String, String> {
 /// `libm` the host pre-trains it again first (the assets check has shown that it gives the
 /// same bytes); with fast-math the host loads it, as pre-training is not the device's job.
 fn parity(case: &Case, math: Math) -> Result<(), String> {
-    let mut generate = vec!["device-assets"];
-    generate.extend(case.model_args);
-    check_generated_with(&generate, case.assets, &ASSETS)?;
     let mut args: Vec<&str> = case.model_args.to_vec();
-    let pretrained = format!("{}/pretrained.sgck", case.assets);
-    if math == Math::Fast {
-        args.extend(["--pretrained", &pretrained]);
+    let pretrained;
+    if let Some(assets) = case.assets {
+        let mut generate = vec!["device-assets"];
+        generate.extend(case.model_args);
+        check_generated_with(&generate, assets, &ASSETS)?;
+        pretrained = format!("{assets}/pretrained.sgck");
+        if math == Math::Fast {
+            args.extend(["--pretrained", &pretrained]);
+        }
     }
     let host = host_finetune_crc(math, &args)?;
     let stream = if case.stream {
@@ -127,11 +148,12 @@ fn parity(case: &Case, math: Math) -> Result<(), String> {
     }
 }
 
-/// [`parity`] for the MLP with `libm`, then with fast-math; then the same for the CNN.
+/// [`parity`] for the MLP with `libm`, then with fast-math; then the same for the CNN; then
+/// the CNN imported from ONNX with `libm`.
 pub fn host_device_parity() -> Result<(), String> {
     for case in [&MLP, &CNN] {
         parity(case, Math::Exact)?;
         parity(case, Math::Fast)?;
     }
-    Ok(())
+    parity(&IMPORTED, Math::Exact)
 }

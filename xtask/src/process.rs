@@ -18,6 +18,17 @@ fn cargo_bin() -> String {
     env::var("CARGO").unwrap_or_else(|_| "cargo".into())
 }
 
+/// A `--config` value that writes the checkout's path into device programs as
+/// `/safegrad`: their panic locations and file names, and so their flash sizes, addresses
+/// and instruction counts, are the same from any checkout.
+pub fn remap_checkout() -> String {
+    let root = workspace_root();
+    format!(
+        "build.rustflags=[\"--remap-path-prefix={}=/safegrad\"]",
+        root.display()
+    )
+}
+
 /// Runs `program` with `args` in the workspace root, its output going to the terminal; an
 /// error if it cannot start or exits with a failure.
 pub fn run_status(program: &str, args: &[&str]) -> Result<(), String> {

@@ -5,15 +5,20 @@
 //! fine-tuned model to the data flash, logs with `defmt` over semihosting and exits with
 //! its verdict. Built with the `cnn` feature (`cargo xtask parity` builds it).
 //!
+//! With the `imported` feature, the model is the CNN trained in PyTorch and imported from
+//! its ONNX export by `host-sim import`: the generated type and checkpoint of
+//! `tests/fixtures/onnx/basicmotions/imported/`.
+//!
 //! With the semihosting argument `stream`, the windows come over UART0 in `motion::wire`
 //! frames and are logged to the data flash as they arrive, each straight from its frame;
 //! otherwise they are the sets built into flash.
 #![no_std]
 #![no_main]
 
+use model::{Model, Workspace, PRETRAINED, SIZES};
 use motion::assets::cnn;
 use motion::job::{self, SampleLog};
-use motion::model::{CnnFinetuneWorkspace, MotionCnn, CNN_FINETUNE_SIZES, FINETUNE_PLAN};
+use motion::model::FINETUNE_PLAN;
 use motion::samples::Stream;
 use motion::samples::WINDOW_VALUES;
 use safegrad::dataset::Dataset;
@@ -24,6 +29,41 @@ use static_cell::ConstStaticCell;
 
 use firmware::board::storage::{self, Flash};
 use firmware::board::{self, args, entry, exit, ticks};
+
+/// The model and the checkpoint it starts from: the shipped CNN.
+#[cfg(not(feature = "imported"))]
+mod model {
+    pub use motion::assets::cnn::PRETRAINED;
+    pub use motion::model::{
+        CnnFinetuneWorkspace as Workspace, MotionCnn as Model, CNN_FINETUNE_SIZES as SIZES,
+    };
+}
+
+/// The model and the checkpoint it starts from: the CNN trained in PyTorch, exported to ONNX
+/// and imported by `host-sim import` (its generated type and checkpoint).
+#[cfg(feature = "imported")]
+mod model {
+    use motion::model::{FINETUNE_PLAN, MAX_SAMPLES};
+    use safegrad::nn::{sizes, Sizes};
+    use safegrad::Cap;
+
+    include!("../../../tests/fixtures/onnx/basicmotions/imported/model.rs");
+
+    /// The imported checkpoint, aligned for reading the frozen layers in place.
+    pub static PRETRAINED: &[u8] = safegrad::include_checkpoint!(
+        "../../../tests/fixtures/onnx/basicmotions/imported/model.sgck"
+    );
+    /// What one fine-tuning step records, from the imported type.
+    pub const SIZES: Sizes = sizes::<Model>(FINETUNE_PLAN);
+    /// The session's memory, sized from the imported type.
+    pub type Workspace = safegrad::session::Workspace<
+        Model,
+        f32,
+        Cap<{ SIZES.nodes }, { SIZES.values }, { SIZES.gradients }>,
+        { SIZES.trainable },
+        MAX_SAMPLES,
+    >;
+}
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash.
@@ -58,8 +98,7 @@ fn record_stream(flash: &mut Flash) -> Result<(usize, usize), ()> {
 
 /// The session's memory, sized from the model's type, in a static initialised at compile
 /// time (zero bytes: `.bss`).
-static WORKSPACE: ConstStaticCell<CnnFinetuneWorkspace> =
-    ConstStaticCell::new(CnnFinetuneWorkspace::new());
+static WORKSPACE: ConstStaticCell<Workspace> = ConstStaticCell::new(Workspace::new());
 
 #[inline(never)]
 fn run() -> Result<(), Error> {
@@ -69,8 +108,7 @@ fn run() -> Result<(), Error> {
     let Some(work) = WORKSPACE.try_take() else {
         exit(1)
     };
-    let mut session =
-        Session::<MotionCnn, f32, _>::from_checkpoint(work, cnn::PRETRAINED, FINETUNE_PLAN)?;
+    let mut session = Session::<Model, f32, _>::from_checkpoint(work, PRETRAINED, FINETUNE_PLAN)?;
     let stream = args::has("stream");
     let recorded = if stream {
         Some(record_stream(&mut flash).unwrap_or_else(|()| exit(1)))
@@ -99,7 +137,7 @@ fn run() -> Result<(), Error> {
             "built into flash"
         }
     );
-    let r = job::run_model(&mut session, CNN_FINETUNE_SIZES, &train, &eval, &mut ticks)?;
+    let r = job::run_model(&mut session, SIZES, &train, &eval, &mut ticks)?;
     firmware::log::job(&r);
     match session.save(&mut flash, &SLOTS) {
         Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
