@@ -130,7 +130,10 @@ fn conv_bench() -> Result<(Vec<ConvBench>, Vec<Int8Bench>, String), String> {
         int8.push(Int8Bench {
             name: log_value(line, "int8 bench:").unwrap_or("?").to_string(),
             macs: number("macs")?,
-            instructions: [number("baseline")? * per_tick, number("safegrad")? * per_tick],
+            instructions: [
+                number("baseline")? * per_tick,
+                number("safegrad")? * per_tick,
+            ],
         });
     }
     if int8.is_empty() {
