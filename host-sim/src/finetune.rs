@@ -249,6 +249,10 @@ pub struct FinetuneConfig {
     /// fine-tuning recordings ([`safegrad::train::imprint_class`]) and fine-tuning teaches
     /// it next to the others. `None` for every class in pre-training.
     pub new_class: Option<usize>,
+    /// Quantise the frozen body to `int8` after pre-training (calibrated on the training
+    /// split, [`crate::quantized`]): fine-tuning and every evaluation after pre-training run
+    /// the float head over the `int8` body's outputs. The last layer only.
+    pub quantize: bool,
 }
 
 impl FinetuneConfig {
@@ -282,6 +286,7 @@ impl Default for FinetuneConfig {
             pretrained: None,
             head_fit: None,
             new_class: None,
+            quantize: false,
         }
     }
 }
@@ -605,6 +610,12 @@ pub fn run(
             config.mode.name()
         ));
     }
+    if config.quantize && config.mode != FinetuneMode::LAST_LAYER {
+        return Err(format!(
+            "--quantize int8 freezes the whole body in int8, so it trains the last layer only, not `{}`",
+            config.mode.name()
+        ));
+    }
     if let Some(class) = config.new_class {
         if class >= MOTION_CLASSES {
             return Err(format!(
@@ -639,9 +650,14 @@ pub fn run(
                 shifted_test: featurize(&test, test_shift)?,
             };
             let (mean, std) = feature_statistics(&rows.train);
-            run_model::<MotionModel, IMU_FEATURES, 32>(config, rows, progress, &|tape, model| {
-                model.0.set_statistics(tape, &mean, &std, 1e-6)
-            })
+            let quantizer: Quantizer<'_> = &crate::quantized::split_mlp;
+            run_model::<MotionModel, IMU_FEATURES, 32>(
+                config,
+                rows,
+                progress,
+                &|tape, model| model.0.set_statistics(tape, &mean, &std, 1e-6),
+                quantizer,
+            )
         }
         MotionNet::Cnn => {
             let rows = Rows {
@@ -651,9 +667,14 @@ pub fn run(
                 shifted_test: window_rows(&test, test_shift),
             };
             let stats = channel_statistics(&rows.train);
-            run_model::<MotionCnn, WINDOW_VALUES, 16>(config, rows, progress, &|tape, model| {
-                tape.set_parameter((model.0).1.stats, &stats)
-            })
+            let quantizer: Quantizer<'_> = &crate::quantized::split_cnn;
+            run_model::<MotionCnn, WINDOW_VALUES, 16>(
+                config,
+                rows,
+                progress,
+                &|tape, model| tape.set_parameter((model.0).1.stats, &stats),
+                quantizer,
+            )
         }
     }
 }
@@ -671,12 +692,56 @@ struct Rows<const IN: usize> {
 /// Sets a freshly built model's frozen input statistics from the training split.
 type SetStatistics<'a, M> = &'a dyn Fn(&mut HostTape, &M) -> Result<(), safegrad::TapeError>;
 
+/// Splits a checkpoint of the model into its float prefix, body and head, for
+/// `--quantize int8`.
+type Quantizer<'a> = &'a dyn Fn(&[u8]) -> Result<crate::quantized::Split, String>;
+
+/// The model's `int8` body after pre-training, with the float prefix before it.
+struct Int8Body {
+    split: crate::quantized::Split,
+    body: crate::quantized::QuantBody,
+}
+
+impl Int8Body {
+    /// A row's latent: the prefix in float, the body in `int8`, dequantised.
+    fn latent<const IN: usize, const LATENT: usize>(&self, row: &[f32; IN]) -> [f32; LATENT] {
+        let mut out = [0.0f32; LATENT];
+        for (o, v) in out
+            .iter_mut()
+            .zip(self.body.forward(&(self.split.prefix)(row)))
+        {
+            *o = v;
+        }
+        out
+    }
+}
+
+/// The share of `rows` (latents) the session's head classifies right.
+fn head_accuracy<M, const LATENT: usize>(
+    session: &mut HostSession<'_, M>,
+    rows: &[([f32; LATENT], usize)],
+) -> Result<f64, String>
+where
+    M: Build<f32> + WithHead<Head = Linear<LATENT, MOTION_CLASSES>>,
+{
+    let (tape, model) = session.parts();
+    let head = model.head();
+    let w = tape.value(head.weight).map_err(|x| x.to_string())?;
+    let b = tape.value(head.bias).map_err(|x| x.to_string())?;
+    let right = rows
+        .iter()
+        .filter(|(x, l)| crate::quantized::head_class(x, w.as_slice(), b.as_slice()) == *l)
+        .count();
+    Ok(right as f64 / rows.len().max(1) as f64)
+}
+
 /// The job for the model `M` on `IN`-value rows.
 fn run_model<M, const IN: usize, const LATENT: usize>(
     config: &FinetuneConfig,
     rows: Rows<IN>,
     progress: &mut dyn FnMut(Progress<'_>),
     prepare: SetStatistics<'_, M>,
+    quantizer: Quantizer<'_>,
 ) -> Result<FinetuneReport, String>
 where
     M: Build<f32>
@@ -718,15 +783,37 @@ where
         .map_err(|x| e(&x))?
         .0
     };
-    let pretrain_accuracy = accuracy(&mut session, &test_rows).map_err(|x| e(&x))?;
-    let shifted_accuracy_before = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
+    let pretrained_checkpoint = checkpoint_of(&session).map_err(|x| e(&x))?;
+    // With `--quantize int8`, the body in int8, calibrated on pre-training's rows.
+    let int8 = if config.quantize {
+        let split = quantizer(&pretrained_checkpoint)?;
+        let calibration: Vec<Vec<f32>> =
+            train_rows.iter().map(|(x, _)| (split.prefix)(x)).collect();
+        let body = crate::quantized::QuantBody::calibrate(&split.body, &calibration)?;
+        Some(Int8Body { split, body })
+    } else {
+        None
+    };
+    let int8_latents = |rows: &[([f32; IN], usize)]| -> Option<Vec<([f32; LATENT], usize)>> {
+        int8.as_ref()
+            .map(|q| rows.iter().map(|(x, l)| (q.latent(x), *l)).collect())
+    };
+    // The accuracy of the model as it stands: through the int8 body when there is one.
+    let accuracy =
+        |session: &mut HostSession<'_, M>, rows: &[([f32; IN], usize)]| -> Result<f64, String> {
+            match int8_latents(rows) {
+                Some(latents) => head_accuracy(session, &latents),
+                None => accuracy(session, rows).map_err(|x| e(&x)),
+            }
+        };
+    let pretrain_accuracy = accuracy(&mut session, &test_rows)?;
+    let shifted_accuracy_before = accuracy(&mut session, &shifted_test)?;
     // Held-out rows of the classes pre-training saw, and of the new one.
     let (old_test, new_test): (Vec<_>, Vec<_>) = shifted_test
         .iter()
         .partition(|(_, label)| Some(*label) != config.new_class);
-    let old_accuracy_before = accuracy(&mut session, &old_test).map_err(|x| e(&x))?;
-    let new_accuracy_before = accuracy(&mut session, &new_test).map_err(|x| e(&x))?;
-    let pretrained_checkpoint = checkpoint_of(&session).map_err(|x| e(&x))?;
+    let old_accuracy_before = accuracy(&mut session, &old_test)?;
+    let new_accuracy_before = accuracy(&mut session, &new_test)?;
     let first = train_rows.first().ok_or("no training recordings")?;
     let pretrain_audit = audit_step(&mut session, first).map_err(|x| e(&x))?;
 
@@ -753,6 +840,9 @@ where
     let latents = |session: &mut HostSession<'_, M>,
                    rows: &[([f32; IN], usize)]|
      -> Result<Vec<([f32; LATENT], usize)>, String> {
+        if let Some(latents) = int8_latents(rows) {
+            return Ok(latents);
+        }
         let mut out = vec![([0.0f32; LATENT], 0usize); rows.len()];
         session.latents(rows, &mut out).map_err(|x| e(&x))?;
         Ok(out)
@@ -773,7 +863,8 @@ where
         None => Ok(()),
     };
     let head_fit = config.head_fit;
-    let (finetune_curve, finetune_steps, gate) = if !replay.is_empty() || head_fit.is_some() {
+    let head_alone = !replay.is_empty() || head_fit.is_some() || int8.is_some();
+    let (finetune_curve, finetune_steps, gate) = if head_alone {
         // The head alone, on the shifted recordings' latents and the replayed ones.
         let new = latents(&mut session, &finetune_set)?;
         let rows = Chain::new(&new[..], &replay[..]);
@@ -858,15 +949,15 @@ where
         .map_err(|x| e(&x))?;
         (curve, steps, None)
     };
-    let shifted_accuracy_after = accuracy(&mut session, &shifted_test).map_err(|x| e(&x))?;
-    let original_accuracy_after = accuracy(&mut session, &test_rows).map_err(|x| e(&x))?;
+    let shifted_accuracy_after = accuracy(&mut session, &shifted_test)?;
+    let original_accuracy_after = accuracy(&mut session, &test_rows)?;
     let new_class = match config.new_class {
         Some(class) => Some(NewClassReport {
             class,
             old_accuracy_before,
-            old_accuracy_after: accuracy(&mut session, &old_test).map_err(|x| e(&x))?,
+            old_accuracy_after: accuracy(&mut session, &old_test)?,
             new_accuracy_before,
-            new_accuracy_after: accuracy(&mut session, &new_test).map_err(|x| e(&x))?,
+            new_accuracy_after: accuracy(&mut session, &new_test)?,
         }),
         None => None,
     };

@@ -15,6 +15,7 @@ pub mod model;
 pub mod onnx;
 pub mod plans;
 pub mod plot;
+pub mod quantized;
 pub mod reference;
 pub mod shift;
 pub mod soak;

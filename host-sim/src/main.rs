@@ -101,6 +101,11 @@ enum Command {
         /// Write the pre-trained model's checkpoint to this file.
         #[arg(long, value_name = "FILE")]
         export: Option<PathBuf>,
+        /// Quantise the frozen body after pre-training: `int8` (per-channel weights,
+        /// activations calibrated on the training split; the last layer fine-tuned in float
+        /// over the int8 body's outputs).
+        #[arg(long, value_name = "TYPE")]
+        quantize: Option<Quantization>,
         /// Write the fine-tuned model's checkpoint (what the gate committed) to this file;
         /// `host-sim export` writes it back into an imported ONNX model.
         #[arg(long, value_name = "FILE")]
@@ -336,6 +341,20 @@ enum Command {
         /// The ONNX file to write.
         #[arg(long)]
         out: PathBuf,
+    },
+    /// Run the fine-tuning job of the MLP and of the CNN with a float body and with
+    /// `--quantize int8`, and compare accuracy (before the shift, after it, after
+    /// fine-tuning) and the body's bytes.
+    Quantize {
+        /// Print one JSON array, one object per model.
+        #[arg(long)]
+        json: bool,
+        /// The job's seed.
+        #[arg(long, default_value_t = motion::model::SEED)]
+        seed: u64,
+        /// Folder of the data sets.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Run an ONNX model through safegrad's kernels on the input vectors of a JSON file,
     /// `{"inputs": [[...], ...]}`, each flattened in ONNX's row-major order.
@@ -836,6 +855,7 @@ fn run_finetune(
             "model_bytes": report.model_bytes,
             "mode": config.mode.name(),
             "model": config.model.name(),
+            "quantize": config.quantize.then_some("int8"),
             "rotation_degrees": config.shift.rotation_z_degrees(),
             "shift": config.shift.to_string(),
             "seed": config.seed,
@@ -847,7 +867,12 @@ fn run_finetune(
             MotionNet::Mlp => "MLP 16-32-32-4 on IMU features",
             MotionNet::Cnn => "1-D CNN on raw 6 x 100 IMU windows",
         };
-        println!("BasicMotions, {model} (seed {})", config.seed);
+        let body = if config.quantize {
+            ", the frozen body in int8"
+        } else {
+            ""
+        };
+        println!("BasicMotions, {model}{body} (seed {})", config.seed);
         let how = match config.head_fit {
             Some(_) => "full-batch fit",
             None => "SGD",
@@ -1393,6 +1418,46 @@ fn run_import(model: &Path, out: &Path, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+fn run_quantize(json: bool, seed: u64, dir: &Path) -> Result<(), String> {
+    let mut rows = Vec::new();
+    for model in [MotionNet::Mlp, MotionNet::Cnn] {
+        rows.push(host_sim::quantized::measure(dir, model, seed)?);
+    }
+    if json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|r| {
+                json!({
+                    "model": r.model,
+                    "float": r.float,
+                    "int8": r.int8,
+                    "body_bytes_float": r.body_bytes.0,
+                    "body_bytes_int8": r.body_bytes.1,
+                })
+            })
+            .collect();
+        println!("{}", json!(list));
+        return Ok(());
+    }
+    println!("| model | body | before the shift | after it | after fine-tuning | body bytes |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: |");
+    for r in &rows {
+        for (name, acc, bytes) in [
+            ("float", r.float, r.body_bytes.0),
+            ("int8", r.int8, r.body_bytes.1),
+        ] {
+            println!(
+                "| {} | {name} | {:.1}% | {:.1}% | {:.1}% | {bytes} |",
+                r.model,
+                100.0 * acc[0],
+                100.0 * acc[1],
+                100.0 * acc[2]
+            );
+        }
+    }
+    Ok(())
+}
+
 fn run_export(onnx: &Path, checkpoint: &Path, out: &Path) -> Result<(), String> {
     host_sim::onnx::commands::export_to(onnx, checkpoint, out)?;
     println!("wrote {}", out.display());
@@ -1452,6 +1517,13 @@ fn shift_of(shift: Option<Shift>, rotation: Option<f64>) -> Shift {
     shift
         .or(rotation.map(Shift::rotation_z))
         .unwrap_or_default()
+}
+
+/// What `finetune --quantize` quantises the frozen body to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Quantization {
+    /// 8-bit integers, TFLite's scheme.
+    Int8,
 }
 
 /// How `finetune` fits the last layer.
@@ -1542,6 +1614,7 @@ fn main() -> ExitCode {
             new_class,
             plot,
             export,
+            quantize,
             save,
             pretrained,
             data_dir,
@@ -1581,6 +1654,7 @@ fn main() -> ExitCode {
                 gate: !no_gate,
                 replay,
                 mode,
+                quantize: quantize == Some(Quantization::Int8),
                 ..FinetuneConfig::for_model(model)
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
@@ -1703,6 +1777,15 @@ fn main() -> ExitCode {
             json,
         } => run_audit_onnx(&model, json),
         Command::Import { model, out, json } => run_import(&model, &out, json),
+        Command::Quantize {
+            json,
+            seed,
+            data_dir,
+        } => run_quantize(
+            json,
+            seed,
+            &data_dir.unwrap_or_else(host_sim::data::default_dir),
+        ),
         Command::Export {
             onnx,
             checkpoint,

@@ -68,9 +68,20 @@ struct ConvBench {
     backward: [u64; 2],
 }
 
+/// One int8 kernel's measurement, instructions per call.
+struct Int8Bench {
+    /// Its name in the log (`linear-32-32`, `conv2`, ...).
+    name: String,
+    /// Multiply-accumulates of one call.
+    macs: u64,
+    /// Hand-written and safegrad.
+    instructions: [u64; 2],
+}
+
 /// Runs the convolution benchmark (`firmware/src/bin/convbench.rs`, the `cnn` feature):
-/// `MotionCnn`'s two convolutions, safegrad's kernels against plain loops.
-fn conv_bench() -> Result<(Vec<ConvBench>, String), String> {
+/// `MotionCnn`'s two convolutions, safegrad's kernels against plain loops; then the int8
+/// kernels against plain loops.
+fn conv_bench() -> Result<(Vec<ConvBench>, Vec<Int8Bench>, String), String> {
     let elf = build_firmware_featured("convbench", Math::Exact, &["cnn"])?;
     let run = run_qemu(&elf, &QemuOptions::default())?;
     if run.code != 0 {
@@ -109,7 +120,26 @@ fn conv_bench() -> Result<(Vec<ConvBench>, String), String> {
     if rows.is_empty() {
         return Err("the convolution benchmark logged no results".into());
     }
-    Ok((rows, run.log))
+    let mut int8 = Vec::new();
+    for line in run.log.lines().filter(|l| l.contains("int8 bench:")) {
+        let number = |key: &str| -> Result<u64, String> {
+            log_value(line, key)
+                .and_then(|v| v.parse().ok())
+                .ok_or(format!("the int8 benchmark logged no `{key}`"))
+        };
+        int8.push(Int8Bench {
+            name: log_value(line, "int8 bench:").unwrap_or("?").to_string(),
+            macs: number("macs")?,
+            instructions: [
+                number("baseline")? * per_tick,
+                number("safegrad")? * per_tick,
+            ],
+        });
+    }
+    if int8.is_empty() {
+        return Err("the int8 benchmark logged no results".into());
+    }
+    Ok((rows, int8, run.log))
 }
 
 /// The canonical fine-tuning firmware's memory, bytes.
@@ -160,7 +190,7 @@ fn memory_of(elf: &std::path::Path) -> Result<(Memory, u64), String> {
 pub fn bench_device(json: bool) -> Result<(), String> {
     let exact = step_bench(Math::Exact)?;
     let fast = step_bench(Math::Fast)?;
-    let (convs, conv_log) = conv_bench()?;
+    let (convs, int8, conv_log) = conv_bench()?;
     let memory = firmware_memory()?;
     let ram = memory.sizes.static_ram + memory.stack;
     let (cnn, cnn_step) = memory_of(&build_firmware_featured(
@@ -202,7 +232,7 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             .ok_or("fastmath-error printed no fast_math_max_error")?
             .to_string();
         println!(
-            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"conv\":[{}],\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}},\"cnn_firmware\":{{\"instructions_per_step\":{cnn_step},\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{cnn_ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{cnn_ratio:.2}}}}}",
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"conv\":[{}],\"int8\":[{}],\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}},\"cnn_firmware\":{{\"instructions_per_step\":{cnn_step},\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{cnn_ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{cnn_ratio:.2}}}}}",
             per_mac(baseline),
             per_mac(safegrad),
             safegrad as f64 / baseline as f64,
@@ -214,6 +244,18 @@ pub fn bench_device(json: bool) -> Result<(), String> {
                     format!(
                         "{{\"name\":\"{}\",\"macs\":{},\"forward_baseline_per_mac\":{fb:.2},\"forward_safegrad_per_mac\":{fs:.2},\"backward_baseline_per_mac\":{bb:.2},\"backward_safegrad_per_mac\":{bs:.2}}}",
                         c.name, c.macs
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            int8.iter()
+                .map(|q| {
+                    format!(
+                        "{{\"name\":\"{}\",\"macs\":{},\"baseline_per_mac\":{:.2},\"safegrad_per_mac\":{:.2}}}",
+                        q.name,
+                        q.macs,
+                        q.instructions[0] as f64 / q.macs as f64,
+                        q.instructions[1] as f64 / q.macs as f64
                     )
                 })
                 .collect::<Vec<_>>()
@@ -254,6 +296,17 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             println!(
                 "| {} | {} | {fb:.2} | {fs:.2} | {bb:.2} | {bs:.2} |",
                 c.name, c.macs
+            );
+        }
+        println!("| int8 kernel (M4F), instructions per multiply-accumulate | MACs | hand-written | safegrad |");
+        println!("| --- | ---: | ---: | ---: |");
+        for q in &int8 {
+            println!(
+                "| {} | {} | {:.2} | {:.2} |",
+                q.name,
+                q.macs,
+                q.instructions[0] as f64 / q.macs as f64,
+                q.instructions[1] as f64 / q.macs as f64
             );
         }
         println!("| instructions per call | exp | ln | sqrt |");

@@ -38,11 +38,9 @@ pub fn dot_i8_portable(a: &[i8], b: &[i8]) -> i32 {
 #[cfg(safegrad_smlad)]
 #[inline(always)]
 fn word(bytes: &[i8]) -> u32 {
-    let mut w = [0u8; 4];
-    for (o, &b) in w.iter_mut().zip(bytes) {
-        *o = b as u8;
-    }
-    u32::from_le_bytes(w)
+    // One (unaligned) word load on Armv7E-M.
+    let w: [i8; 4] = bytes.try_into().unwrap_or([0; 4]);
+    u32::from_le_bytes(w.map(|b| b as u8))
 }
 
 /// [`dot_i8`] four products at a time: `SXTB16` sign-extends bytes 0 and 2 (and, rotated,
@@ -194,6 +192,9 @@ mod conv {
             let w_c = w
                 .get(c * per_group_in * k_len..(c + 1) * per_group_in * k_len)
                 .unwrap_or(&[]);
+            // The zero point's share of a window that lies inside the input: once per channel.
+            let w_total: i32 = w_c.iter().map(|&v| i32::from(v)).sum();
+            let full_share = x_zero_point.wrapping_mul(w_total);
             for (t, out) in y_row.iter_mut().enumerate() {
                 let (first, end, at) = window_taps(
                     t,
@@ -203,7 +204,8 @@ mod conv {
                     shape.padding,
                     shape.dilation,
                 );
-                let mut acc = b;
+                let full = first == 0 && end == k_len;
+                let mut acc = if full { b.wrapping_sub(full_share) } else { b };
                 for (i, w_i) in w_c.chunks_exact(k_len.max(1)).enumerate() {
                     let channel = g * per_group_in + i;
                     let x_row = x
@@ -212,16 +214,20 @@ mod conv {
                     let taps = w_i.get(first..end).unwrap_or(&[]);
                     if shape.dilation == 1 {
                         let xs = x_row.get(at..at + taps.len()).unwrap_or(&[]);
-                        let w_sum: i32 = taps.iter().map(|&v| i32::from(v)).sum();
-                        acc = acc
-                            .wrapping_add(dot_i8(xs, taps))
-                            .wrapping_sub(x_zero_point.wrapping_mul(w_sum));
+                        acc = acc.wrapping_add(dot_i8(xs, taps));
+                        if !full {
+                            let w_sum: i32 = taps.iter().map(|&v| i32::from(v)).sum();
+                            acc = acc.wrapping_sub(x_zero_point.wrapping_mul(w_sum));
+                        }
                     } else {
                         for (&wv, &xv) in taps
                             .iter()
                             .zip(x_row.iter().skip(at).step_by(shape.dilation))
                         {
-                            acc = acc.wrapping_add(i32::from(wv) * (i32::from(xv) - x_zero_point));
+                            acc = acc.wrapping_add(i32::from(wv) * i32::from(xv));
+                            if !full {
+                                acc = acc.wrapping_sub(i32::from(wv) * x_zero_point);
+                            }
                         }
                     }
                 }

@@ -3,6 +3,10 @@
 //! with safegrad's kernels (`safegrad::ops::conv`) and written by hand in plain loops
 //! (`bench_steps::conv`), in the same firmware, timed with SysTick. Under QEMU with
 //! `-icount`, SysTick advances with executed instructions (`cargo xtask bench-device`).
+//!
+//! Then the `int8` kernels (`safegrad::quant`): the MLP's hidden layers and a wider one
+//! (`qlinear`), and the CNN's second convolution (`qconv1d`), against the same sums written
+//! as plain loops here; both must give the same codes.
 #![no_std]
 #![no_main]
 
@@ -14,6 +18,7 @@ use static_cell::ConstStaticCell;
 
 use bench_steps::conv::{self as plain, Geometry};
 use safegrad::ops::conv::{conv1d, conv1d_grad, Conv1dShape};
+use safegrad::quant::{qconv1d, qlinear, requantize, Requant};
 use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 
 /// Calls of each kernel per measurement.
@@ -142,6 +147,125 @@ fn bench(name: &str, shape: &'static Conv1dShape, b: &mut Buffers) {
     );
 }
 
+/// Room for the int8 benchmarks' tensors.
+struct QBuffers {
+    x: [i8; 768],
+    w: [i8; 16384],
+    bias: [i32; 64],
+    y: [[i8; 768]; 2],
+}
+
+static QBUFFERS: ConstStaticCell<QBuffers> = ConstStaticCell::new(QBuffers {
+    x: [0; 768],
+    w: [0; 16384],
+    bias: [0; 64],
+    y: [[0; 768]; 2],
+});
+
+/// The hand-written fully connected layer: each output's sum of products, then the same
+/// requantisation.
+fn plain_qlinear(x: &[i8], w: &[i8], bias: &[i32], r: Requant, y: &mut [i8]) {
+    let n = x.len();
+    for (o, out) in y.iter_mut().enumerate() {
+        let mut acc = bias[o];
+        for i in 0..n {
+            acc += i32::from(x[i]) * i32::from(w[o * n + i]);
+        }
+        *out = requantize(acc, r, 0, -128);
+    }
+}
+
+/// The hand-written convolution (no padding, dilation 1, one group).
+fn plain_qconv(
+    s: &Conv1dShape,
+    x: &[i8],
+    zp: i32,
+    w: &[i8],
+    bias: &[i32],
+    r: Requant,
+    y: &mut [i8],
+) {
+    for c in 0..s.c_out {
+        for t in 0..s.l_out {
+            let mut acc = bias[c];
+            for i in 0..s.c_in {
+                for k in 0..s.kernel {
+                    let xv = i32::from(x[i * s.l_in + t * s.stride + k]) - zp;
+                    acc += i32::from(w[(c * s.c_in + i) * s.kernel + k]) * xv;
+                }
+            }
+            y[c * s.l_out + t] = requantize(acc, r, 0, -128);
+        }
+    }
+}
+
+/// Times the int8 kernels against the plain loops; exits with 1 if they disagree.
+fn qbench(b: &mut QBuffers) {
+    let mut rng = SplitMix64::seed_from_u64(8);
+    for v in b.x.iter_mut().chain(b.w.iter_mut()) {
+        *v = rng.uniform(-128.0, 127.0) as i8;
+    }
+    for v in b.bias.iter_mut() {
+        *v = rng.uniform(-2000.0, 2000.0) as i32;
+    }
+    let r = Requant::from_scale(0.004).unwrap_or_default();
+    let requant = [r; 64];
+    for (name, inputs, outputs) in [
+        ("linear-16-32", 16, 32),
+        ("linear-32-32", 32, 32),
+        ("linear-256-64", 256, 64),
+    ] {
+        let (x, w, bias) = (&b.x[..inputs], &b.w[..inputs * outputs], &b.bias[..outputs]);
+        let [y0, y1] = &mut b.y;
+        let base = ticks(|| plain_qlinear(x, w, bias, r, &mut y0[..outputs]));
+        let safe = ticks(|| qlinear(x, w, bias, &requant[..outputs], 0, -128, &mut y1[..outputs]));
+        if y0[..outputs] != y1[..outputs] {
+            defmt::error!("int8 bench: {=str}: the outputs differ", name);
+            exit(1)
+        }
+        defmt::info!(
+            "int8 bench: {=str} macs {=usize} baseline {=u32} safegrad {=u32} (ticks per call)",
+            name,
+            inputs * outputs,
+            base,
+            safe
+        );
+    }
+    let s = &CONV2;
+    let (x, w, bias) = (
+        &b.x[..s.c_in * s.l_in],
+        &b.w[..s.weights()],
+        &b.bias[..s.c_out],
+    );
+    let ny = s.c_out * s.l_out;
+    let [y0, y1] = &mut b.y;
+    let base = ticks(|| plain_qconv(s, x, 3, w, bias, r, &mut y0[..ny]));
+    let safe = ticks(|| {
+        qconv1d(
+            s,
+            x,
+            3,
+            w,
+            bias,
+            &requant[..s.c_out],
+            0,
+            -128,
+            &mut y1[..ny],
+        )
+    });
+    if y0[..ny] != y1[..ny] {
+        defmt::error!("int8 bench: conv2: the outputs differ");
+        exit(1)
+    }
+    defmt::info!(
+        "int8 bench: {=str} macs {=usize} baseline {=u32} safegrad {=u32} (ticks per call)",
+        "conv2",
+        s.macs(),
+        base,
+        safe
+    );
+}
+
 static CONV1: Conv1dShape = Conv1dShape::new(6, 100, 16, 5, 2, 0, 1, 1);
 static CONV2: Conv1dShape = Conv1dShape::new(16, 48, 16, 5, 2, 0, 1, 1);
 
@@ -159,5 +283,6 @@ fn main() -> ! {
     let buffers = BUFFERS.take();
     bench("conv1", &CONV1, buffers);
     bench("conv2", &CONV2, buffers);
+    qbench(QBUFFERS.take());
     exit(0)
 }

@@ -374,7 +374,11 @@ fn conv(node: &Node, values: &HashMap<&str, Tensor>) -> Result<Tensor, OnnxError
             )))
         }
     };
-    let kernel = one_of(node, "kernel_shape", kernel)?;
+    if one_of(node, "kernel_shape", kernel)? != kernel {
+        return Err(node.error(format!(
+            "kernel_shape differs from the weight's {kernel} taps"
+        )));
+    }
     let stride = one_of(node, "strides", 1)?;
     let dilation = one_of(node, "dilations", 1)?;
     let groups = node.int("group", 1)?.max(1) as usize;

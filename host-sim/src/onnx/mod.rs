@@ -435,7 +435,11 @@ pub fn tensor_of(t: &TensorProto) -> Result<Tensor, String> {
         .iter()
         .map(|&d| usize::try_from(d).map_err(|_| format!("negative dimension {d}")))
         .collect::<Result<Vec<_>, _>>()?;
-    let len: usize = shape.iter().product();
+    let len = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n <= 1 << 28)
+        .ok_or_else(|| format!("shape {shape:?} is too large"))?;
     if !t.external_data.is_empty() {
         return Err("its data is stored outside the file (external data is not supported)".into());
     }
