@@ -19,8 +19,9 @@ fn cargo_bin() -> String {
 }
 
 /// A `--config` value that writes the checkout's path into device programs as
-/// `/safegrad`: their panic locations and file names, and so their flash sizes, addresses
-/// and instruction counts, are the same from any checkout.
+/// `/safegrad`: their panic locations and file names, and so their read-only data, do not
+/// depend on where the repository is (the code can still move by a few bytes: the crates'
+/// hashes include their paths).
 pub fn remap_checkout() -> String {
     let root = workspace_root();
     format!(

@@ -456,7 +456,8 @@ pub fn import(graph: &Graph) -> Result<Imported, OnnxError> {
                 layers.push(Layer::GlobalAvgPool { c });
                 value = Value::Pooled(c);
             }
-            ("Flatten", Value::Pooled(c)) => value = Value::Dense(c),
+            // A row is flat already: `nn.Flatten` in front of a fully connected model.
+            ("Flatten", Value::Pooled(c) | Value::Dense(c)) => value = Value::Dense(c),
             ("Flatten", Value::Seq(c, l)) => {
                 layers.push(Layer::Flatten { n: c * l });
                 value = Value::Dense(c * l);
