@@ -25,7 +25,7 @@ fn cargo_bin() -> String {
 pub fn remap_checkout() -> String {
     let root = workspace_root();
     format!(
-        "build.rustflags=[\"--remap-path-prefix={}=/safegrad\"]",
+        "build.rustflags=['--remap-path-prefix={}=/safegrad']",
         root.display()
     )
 }

@@ -6,7 +6,7 @@
 use super::requant::{requantize, Requant};
 
 /// `sum(a[i] * b[i])` over the shorter length, in `i32` (wrapping, which no sum of fewer
-/// than 133,000 products of `int8` reaches).
+/// than 131,072 products of `int8` reaches).
 ///
 /// ```
 /// use safegrad::quant::dot_i8;

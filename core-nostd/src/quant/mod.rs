@@ -13,7 +13,8 @@
 //!   saturated to `[-128, 127]` ([`requantize`]).
 //!
 //! Everything after the scales is integer arithmetic with its rounding specified (to
-//! nearest, ties away from zero), so the host and the device compute the same codes.
+//! nearest; the ties as gemmlowp breaks them, see [`Requant`]), so the host and the device
+//! compute the same codes.
 //!
 //! ```
 //! use safegrad::quant::{

@@ -23,7 +23,7 @@ pub struct Requant {
 impl Requant {
     /// The multiplier and shift of a real factor (TFLite's `QuantizeMultiplier`): the
     /// factor's mantissa in `[0.5, 1)` rounded to 31 bits, ties away from zero. `None` for a
-    /// factor that is not finite and positive, or of `2^31` or more.
+    /// factor that is not finite and positive, or of `2^30` or more.
     ///
     /// ```
     /// use safegrad::quant::Requant;

@@ -107,10 +107,15 @@ impl<'g> Facts<'g> {
             .is_some_and(|t| !t.data.is_empty() && t.data.iter().all(|&v| p(v)))
     }
 
-    /// What is known of `value` where the condition `cond` is `holds`.
+    /// What is known of `value` where the condition `cond` is `holds` (through at most
+    /// 16 `Not`s).
     fn refine(&self, value: &str, cond: &str, holds: bool) -> Domain {
+        self.refine_within(value, cond, holds, 16)
+    }
+
+    fn refine_within(&self, value: &str, cond: &str, holds: bool, depth: usize) -> Domain {
         let d = self.domain(value);
-        let Some(node) = self.producers.get(cond) else {
+        let Some(node) = self.producers.get(cond).filter(|_| depth > 0) else {
             return d;
         };
         let (a, b) = (node.input(0).unwrap_or(""), node.input(1).unwrap_or(""));
@@ -124,7 +129,7 @@ impl<'g> Facts<'g> {
             ..d
         };
         match (node.op_type.as_str(), holds) {
-            ("Not", _) => self.refine(value, a, !holds),
+            ("Not", _) => self.refine_within(value, a, !holds, depth - 1),
             // value != 0
             ("Equal", false)
                 if (a == value && self.constant_all(b, |v| v == 0.0))
@@ -242,7 +247,9 @@ fn rule(node: &Node, facts: &Facts<'_>) -> Domain {
             finite: true,
             ..d(0)
         },
-        "Sigmoid" | "Softmax" => Domain::POSITIVE,
+        // Positive in real arithmetic, but either underflows to 0 in f32 (a sigmoid at -104,
+        // a softmax lane 104 below the largest), as the core's rules say.
+        "Sigmoid" | "Softmax" => Domain::NON_NEGATIVE,
         "Log" => Domain::finite_if(d(0).is_positive()),
         "Sqrt" => {
             let a = d(0);

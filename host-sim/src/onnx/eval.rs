@@ -285,7 +285,7 @@ fn matmul(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor, OnnxError> {
         return Err(mismatch());
     }
     if b.shape.len() == 2 {
-        let rows = a.len() / k.max(1);
+        let rows: usize = a.shape[..a.shape.len() - 1].iter().product();
         let mut out = vec![0.0f32; rows * n];
         kernels::matmul(&a.data, &b.data, &mut out, k, n);
         let mut shape = a.shape.clone();
@@ -323,10 +323,14 @@ fn matmul(node: &Node, a: &Tensor, b: &Tensor) -> Result<Tensor, OnnxError> {
     Ok(Tensor::new(shape, out))
 }
 
-/// A `[N, C, L]` tensor's dimensions.
+/// The largest kernel, stride, dilation, padding or group count accepted: larger ones are
+/// refused rather than overflowing the geometry's arithmetic.
+const LIMIT: i64 = 1 << 20;
+
+/// A `[N, C, L]` tensor's dimensions, none of them zero.
 fn ncl(node: &Node, x: &Tensor) -> Result<[usize; 3], OnnxError> {
     match x.shape.as_slice() {
-        &[n, c, l] => Ok([n, c, l]),
+        &[n, c, l] if n > 0 && c > 0 && l > 0 => Ok([n, c, l]),
         other => Err(node.error(format!(
             "input of shape {other:?}; safegrad runs 1-D convolution and pooling on [N, C, L]"
         ))),
@@ -337,7 +341,7 @@ fn ncl(node: &Node, x: &Tensor) -> Result<[usize; 3], OnnxError> {
 pub(crate) fn one_of(node: &Node, name: &str, default: usize) -> Result<usize, OnnxError> {
     match node.ints(name)? {
         None => Ok(default),
-        Some(&[v]) if v >= 0 => Ok(v as usize),
+        Some(&[v]) if (0..=LIMIT).contains(&v) => Ok(v as usize),
         Some(v) => Err(node.error(format!(
             "`{name}` is {v:?}; safegrad supports 1-D ops (one value)"
         ))),
@@ -355,7 +359,9 @@ pub(crate) fn pads_of(node: &Node) -> Result<(usize, usize), OnnxError> {
     }
     match node.ints("pads")? {
         None => Ok((0, 0)),
-        Some(&[b, e]) if b >= 0 && e >= 0 => Ok((b as usize, e as usize)),
+        Some(&[b, e]) if (0..=LIMIT).contains(&b) && (0..=LIMIT).contains(&e) => {
+            Ok((b as usize, e as usize))
+        }
         Some(v) => Err(node.error(format!(
             "pads {v:?}: safegrad supports 1-D pads [begin, end]"
         ))),
@@ -381,7 +387,7 @@ fn conv(node: &Node, values: &HashMap<&str, Tensor>) -> Result<Tensor, OnnxError
     }
     let stride = one_of(node, "strides", 1)?;
     let dilation = one_of(node, "dilations", 1)?;
-    let groups = node.int("group", 1)?.max(1) as usize;
+    let groups = node.int("group", 1)?.clamp(1, LIMIT) as usize;
     let (pad_begin, pad_end) = pads_of(node)?;
     if pad_begin != pad_end {
         return Err(node.error(format!(
@@ -425,7 +431,7 @@ fn batch_norm_node(node: &Node, values: &HashMap<&str, Tensor>) -> Result<Tensor
         return Err(node.error("training_mode is not supported: export the model in eval mode"));
     }
     let (n, c) = match x.shape.as_slice() {
-        &[n, c, ..] => (n, c),
+        &[n, c, ..] if !x.is_empty() => (n, c),
         other => return Err(node.error(format!("input of shape {other:?}; expected [N, C, ...]"))),
     };
     let len = x.len() / (n * c).max(1);
@@ -517,7 +523,8 @@ fn pool(node: &Node, x: &Tensor, max: bool) -> Result<Tensor, OnnxError> {
                     continue;
                 }
                 let v = row[at as usize];
-                if v > best || best.is_nan() {
+                // A nan wins, as in PyTorch and the core's max pooling.
+                if v > best || v.is_nan() {
                     best = v;
                 }
                 sum += v;
@@ -650,7 +657,10 @@ fn reshape(node: &Node, x: &Tensor, shape: &Tensor) -> Result<Tensor, OnnxError>
             _ => return Err(node.error(format!("shape {wanted:?} is not a valid shape"))),
         }
     }
-    let known: usize = dims.iter().product();
+    let known = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .ok_or_else(|| node.error(format!("shape {wanted:?} is too large")))?;
     if let Some(i) = infer {
         if known == 0 || !x.len().is_multiple_of(known) {
             return Err(node.error(format!("{} values do not fit shape {wanted:?}", x.len())));

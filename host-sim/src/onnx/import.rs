@@ -354,7 +354,7 @@ pub fn import(graph: &Graph) -> Result<Imported, OnnxError> {
                 let &[c_out, per_group, k] = w.shape.as_slice() else {
                     return Err(node.error(format!("weight of shape {:?} is not 1-D", w.shape)));
                 };
-                let groups = node.int("group", 1)?.max(1) as usize;
+                let groups = node.int("group", 1)?.clamp(1, 1 << 20) as usize;
                 let (pad_b, pad_e) = super::eval::pads_of(node)?;
                 if pad_b != pad_e || per_group * groups != c {
                     return Err(node.error("asymmetric padding or inconsistent groups"));
@@ -378,7 +378,10 @@ pub fn import(graph: &Graph) -> Result<Imported, OnnxError> {
                     None => (vec![0.0; c_out], String::new()),
                 };
                 let mut source = Some((node.required(1)?.to_string(), bias_name));
-                if let Some(bn) = next.filter(|n| n.op_type == "BatchNormalization") {
+                let conv_out = node.outputs.first().map(String::as_str);
+                if let Some(bn) =
+                    next.filter(|n| n.op_type == "BatchNormalization" && n.input(0) == conv_out)
+                {
                     let stats = bn_stats(graph, bn, c_out)?;
                     let eps = bn.float("epsilon", 1e-5)?;
                     fold_into_conv(&shape, &mut weight_values, &mut bias, &stats, eps)
@@ -434,6 +437,9 @@ pub fn import(graph: &Graph) -> Result<Imported, OnnxError> {
                     return Err(not_here("an average pooling that excludes the padding"));
                 }
                 let dilation = super::eval::one_of(node, "dilations", 1)?;
+                if !max && dilation != 1 {
+                    return Err(not_here("a dilated average pooling"));
+                }
                 let shape = Pool1dShape::new(
                     c,
                     l,
@@ -455,6 +461,9 @@ pub fn import(graph: &Graph) -> Result<Imported, OnnxError> {
             ("GlobalAveragePool", Value::Seq(c, _)) => {
                 layers.push(Layer::GlobalAvgPool { c });
                 value = Value::Pooled(c);
+            }
+            ("Flatten", _) if node.int("axis", 1)? != 1 => {
+                return Err(not_here("a Flatten at another axis than 1"))
             }
             // A row is flat already: `nn.Flatten` in front of a fully connected model.
             ("Flatten", Value::Pooled(c) | Value::Dense(c)) => value = Value::Dense(c),
@@ -689,6 +698,9 @@ impl Imported {
                     .find(|t| t.name == name)
                     .ok_or_else(|| format!("initialiser `{name}` is not in the model"))?;
                 t.float_data.clear();
+                t.double_data.clear();
+                t.int32_data.clear();
+                t.int64_data.clear();
                 t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
                 t.data_type = onnx_protobuf::tensor_proto::DataType::FLOAT as i32;
             }

@@ -7,9 +7,10 @@
 //! audit sees it. (burn's `onnx-ir` re-exports the same messages, but it brings burn's tensor
 //! crates, about a hundred more crates to build, for a graph processing that is not used.)
 //!
-//! [`load`] checks the whole graph before anything runs: an op outside [`SUPPORTED`], an
-//! attribute it does not handle, a tensor type other than `float` (or `int64` for shapes and
-//! axes) is refused with an error naming the node.
+//! [`load`] checks the whole graph before anything runs: an op outside [`SUPPORTED`], a
+//! value defined twice or read before it is defined, a tensor of another type than `float`,
+//! `double`, `int64`, `int32` or `bool` is refused with an error naming the node. An
+//! attribute's value is checked where the op reads it.
 
 pub mod audit;
 pub mod commands;
@@ -213,7 +214,10 @@ impl Input {
     /// The number of values of one sample: the product of the dimensions, a symbolic one
     /// (the batch) counted as 1.
     pub fn sample_len(&self) -> usize {
-        self.dims.iter().map(|d| d.unwrap_or(1)).product()
+        self.dims
+            .iter()
+            .try_fold(1usize, |a, d| a.checked_mul(d.unwrap_or(1)))
+            .unwrap_or(usize::MAX)
     }
 
     /// The shape of one sample (symbolic dimensions as 1).
@@ -378,7 +382,12 @@ fn check_order(graph: &Graph) -> Result<(), OnnxError> {
                 )));
             }
         }
-        defined.extend(node.outputs.iter().map(String::as_str));
+        for output in &node.outputs {
+            // ONNX defines every value once.
+            if !defined.insert(output.as_str()) {
+                return Err(node.error(format!("defines `{output}` a second time")));
+            }
+        }
     }
     for out in &graph.outputs {
         if !defined.contains(out.as_str()) {
@@ -505,5 +514,115 @@ fn attr_of(a: &AttributeProto) -> Result<Attr, String> {
         },
         Ok(other) => Err(format!("attributes of type {other:?} are not supported")),
         Err(v) => Err(format!("unknown attribute type {v}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use onnx_protobuf::{GraphProto, NodeProto, OperatorSetIdProto, ValueInfoProto};
+
+    fn float_input(name: &str, dims: &[i64]) -> ValueInfoProto {
+        use onnx_protobuf::tensor_shape_proto::{dimension, Dimension};
+        use onnx_protobuf::type_proto::{self, Value};
+        use onnx_protobuf::{TensorShapeProto, TypeProto};
+        let shape = TensorShapeProto {
+            dim: dims
+                .iter()
+                .map(|&d| Dimension {
+                    value: Some(dimension::Value::DimValue(d)),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        ValueInfoProto {
+            name: name.into(),
+            type_: Some(TypeProto {
+                value: Some(Value::TensorType(type_proto::Tensor {
+                    elem_type: DataType::FLOAT as i32,
+                    shape: Some(shape).into(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            })
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    fn node(op: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            op_type: op.into(),
+            name: format!("/{op}_{output}"),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn model(nodes: Vec<NodeProto>, dims: &[i64], output: &str) -> Vec<u8> {
+        let m = ModelProto {
+            graph: Some(GraphProto {
+                node: nodes,
+                input: vec![float_input("x", dims)],
+                output: vec![ValueInfoProto {
+                    name: output.into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            })
+            .into(),
+            opset_import: vec![OperatorSetIdProto {
+                version: 17,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        encode(&m).unwrap()
+    }
+
+    #[test]
+    fn a_value_defined_twice_is_refused() {
+        // `c = Not(x); c = Not(c)` would send the audit's `Where` reasoning in circles.
+        let bytes = model(
+            vec![node("Not", &["x"], "c"), node("Not", &["c"], "c")],
+            &[1, 2],
+            "c",
+        );
+        let err = parse(&bytes).unwrap_err();
+        assert!(
+            err.to_string().contains("defines `c` a second time"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn max_pooling_keeps_a_nan_and_empty_inputs_are_refused() {
+        let mut pool = node("MaxPool", &["x"], "y");
+        pool.attribute = vec![AttributeProto {
+            name: "kernel_shape".into(),
+            type_: onnx_protobuf::attribute_proto::AttributeType::INTS.into(),
+            ints: vec![2],
+            ..Default::default()
+        }];
+        let bytes = model(
+            vec![node("Sqrt", &["x"], "s"), {
+                let mut p = pool.clone();
+                p.input = vec!["s".into()];
+                p
+            }],
+            &[1, 1, 2],
+            "y",
+        );
+        let (_, graph) = parse(&bytes).unwrap();
+        // sqrt(-1) is nan: PyTorch's max pooling (and the core's) gives nan, not 2.
+        let y = eval::run(&graph, &[Tensor::new(vec![1, 1, 2], vec![-1.0, 4.0])]).unwrap();
+        assert!(y[0].data[0].is_nan(), "{:?}", y[0].data);
+        // A pooling of an input of length 0 is an error, not a panic.
+        let bytes = model(vec![pool], &[1, 1, 0], "y");
+        let (_, graph) = parse(&bytes).unwrap();
+        let err = eval::run(&graph, &[Tensor::new(vec![1, 1, 0], vec![])]).unwrap_err();
+        assert!(err.to_string().contains("[1, 1, 0]"), "{err}");
     }
 }
