@@ -180,15 +180,24 @@ fn the_committed_imports_are_current() {
 }
 
 /// The imported model type, built and loaded from the imported checkpoint, gives the same
-/// bits as `predict` (the same kernels), and onnxruntime's outputs within 1e-5.
-fn typed_model_matches<M, const IN: usize, const OUT: usize>(name: &str)
-where
+/// bits as `predict` (the same kernels), and onnxruntime's outputs within 1e-5. The tape's
+/// capacity is `NODES`, `VALUES`, `GRADIENTS` (from the model's type, [`typed`]).
+fn typed_model_matches<
+    M,
+    const NODES: usize,
+    const VALUES: usize,
+    const GRADIENTS: usize,
+    const IN: usize,
+    const OUT: usize,
+>(
+    name: &str,
+) where
     M: safegrad::nn::Build<f32>
         + safegrad::nn::Module<f32, safegrad::Var<1, IN>, Output = safegrad::Var<1, OUT>>,
 {
     use safegrad::nn::{Init, Train};
     use safegrad::{Cap, Tape, Tensor};
-    let mut tape = Box::new(Tape::<f32, Cap<64, 32_768>>::new());
+    let mut tape = Box::new(Tape::<f32, Cap<NODES, VALUES, GRADIENTS>>::new());
     let model = M::build(&mut tape, &mut Init::new(1).with_plan(&[Train::Frozen][..]))
         .expect("the model fits the tape");
     let bytes = std::fs::read(dir().join(format!("imported/{name}/model.sgck"))).expect("ckpt");
@@ -221,10 +230,19 @@ where
     }
 }
 
+/// [`typed_model_matches`] for a model type, its tape sized by `nn::sizes` for the type (every
+/// layer trained: room for a step, more than a forward pass needs).
+macro_rules! typed {
+    ($model:ty, $in:expr, $out:expr, $name:expr) => {{
+        const S: safegrad::nn::Sizes = safegrad::nn::sizes::<$model>(safegrad::nn::Plan::All);
+        typed_model_matches::<$model, { S.nodes }, { S.values }, { S.gradients }, $in, $out>($name)
+    }};
+}
+
 #[test]
 fn imported_types_reproduce_the_onnx_models() {
-    typed_model_matches::<imported_mlp::Model, 16, 4>("mlp");
-    typed_model_matches::<imported_cnn::Model, 600, 4>("cnn");
+    typed!(imported_mlp::Model, 16, 4, "mlp");
+    typed!(imported_cnn::Model, 600, 4, "cnn");
 }
 
 /// A chain's checkpoint written back into the ONNX file: the exported model computes what

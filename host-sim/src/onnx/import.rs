@@ -238,7 +238,9 @@ impl Imported {
     }
 }
 
-/// The importer's tape: parameters only, up to 256 nodes and 262,144 scalars (1 MiB).
+/// The importer's tape: parameters only, up to 256 nodes and 262,144 scalars (1 MiB). The
+/// model's type is what the import writes, not a type this program knows, so its capacity
+/// cannot come from `nn::sizes`: a fixed bound, and a model past it is refused.
 type ImportTape = Tape<f32, Cap<256, 262_144, 1>>;
 
 /// The layer types a generated file imports.
