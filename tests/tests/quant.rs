@@ -12,6 +12,26 @@ use safegrad::quant::{
 };
 
 #[test]
+fn a_shift_out_of_range_counts_as_the_nearer_end() {
+    let m = 1 << 30; // 0.5 * 2^(shift + 1 - 1)
+    let at = |shift: i32| Requant {
+        multiplier: m,
+        shift,
+    };
+    for x in [0, 1, -1, 5, -5, 1000, i32::MAX, i32::MIN] {
+        assert_eq!(at(i32::MIN).apply(x), at(-31).apply(x), "{x}");
+        assert_eq!(at(-40).apply(x), at(-31).apply(x), "{x}");
+        assert_eq!(at(31).apply(x), at(30).apply(x), "{x}");
+        assert_eq!(at(i32::MAX).apply(x), at(30).apply(x), "{x}");
+    }
+    // 1 * 2^30 * 0.5 = 2^29; 3 * 2^30 saturates to 2^31 - 1 before the halving (and -3 *
+    // 2^30 to -2^31), which rounds to 2^30.
+    assert_eq!(at(30).apply(1), 1 << 29);
+    assert_eq!(at(30).apply(3), 1 << 30);
+    assert_eq!(at(30).apply(-3), -(1 << 30));
+}
+
+#[test]
 fn multipliers_by_hand() {
     // 0.75 = 0.75 * 2^0: 0.75 * 2^31 = 1610612736.
     assert_eq!(
@@ -302,7 +322,7 @@ fn bias_scale_by_hand() {
 
 /// The job with the frozen body in `int8` against float, on BasicMotions: at most one
 /// point of held-out accuracy lost before the shift and after fine-tuning, for both
-/// models, with the body's parameters in under a third of the bytes.
+/// models, with the body in under half the bytes.
 #[test]
 fn the_int8_body_loses_at_most_a_point() {
     use host_sim::finetune::MotionNet;
@@ -318,8 +338,10 @@ fn the_int8_body_loses_at_most_a_point() {
                 r.float[i]
             );
         }
+        // Everything the int8 body keeps in flash (weights, biases, scales,
+        // requantisations, the prefix, the records) against the float parameters.
         assert!(
-            3 * r.body_bytes.1 < r.body_bytes.0,
+            2 * r.body_bytes.1 < r.body_bytes.0,
             "{}: {:?}",
             r.model,
             r.body_bytes
@@ -340,16 +362,16 @@ fn the_int8_body_follows_the_float_body() {
     let rows: Vec<Vec<f32>> = featurize(&train, None)
         .expect("features")
         .iter()
-        .map(|(x, _)| (split.prefix)(x))
+        .map(|(x, _)| x.to_vec())
         .collect();
-    let body = QuantBody::calibrate(&split.body, &rows).expect("calibration");
+    let body = QuantBody::calibrate(&split.prefix, &split.body, &rows).expect("calibration");
     let (mut err, mut size) = (0.0f64, 0.0f64);
     for x in &rows {
-        let mut float = x.clone();
+        let mut float = split.prefix.apply(x);
         for l in &split.body {
             float = l.forward(&float);
         }
-        for (a, b) in body.forward(x).iter().zip(&float) {
+        for (a, b) in body.forward(x).expect("forward").iter().zip(&float) {
             err += f64::from((a - b).abs());
             size += f64::from(b.abs());
         }

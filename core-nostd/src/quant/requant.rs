@@ -10,8 +10,21 @@
 //! ties away from zero (gemmlowp's definitions); two roundings can differ from the exactly
 //! rounded product by one (`5 * 0.25` gives 2). Every machine computes the same integers.
 
-/// A real scale factor as a fixed-point multiplier and a power of two.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// A real scale factor as a fixed-point multiplier and a power of two. Its layout is two
+/// `i32`, as an `int8` body stores it ([`Int8Body`](super::Int8Body)).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Requant {
     /// The multiplier, in `[2^30, 2^31)` (or 0 for a factor below `2^-32`).
@@ -61,7 +74,8 @@ impl Requant {
     }
 
     /// `x` times the factor, rounded as TFLite's `MultiplyByQuantizedMultiplier` (see the
-    /// [module](self)).
+    /// [module](self)). A shift outside [`from_scale`](Self::from_scale)'s `[-31, 30]`,
+    /// set by hand, counts as the nearer end of it.
     ///
     /// ```
     /// use safegrad::quant::Requant;
@@ -72,9 +86,11 @@ impl Requant {
     /// ```
     #[inline]
     pub fn apply(self, x: i32) -> i32 {
-        let left = if self.shift > 0 { self.shift } else { 0 };
-        let right = if self.shift < 0 { -self.shift } else { 0 };
-        let scaled = x.saturating_mul(1i32.wrapping_shl(left as u32));
+        // The shifts `from_scale` gives, [-31, 30]; a field set out of that range counts as
+        // its nearest end.
+        let shift = self.shift.clamp(-31, 30);
+        let (left, right) = (shift.max(0), (-shift).max(0));
+        let scaled = x.saturating_mul(1i32 << left);
         rounding_divide_by_pot(
             saturating_rounding_doubling_high_mul(scaled, self.multiplier),
             right,
