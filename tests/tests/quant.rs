@@ -205,27 +205,39 @@ proptest! {
         prop_assert_eq!(i64::from(dot_i8_portable(&a, &b)), want);
     }
 
-    /// A fully connected layer against `requantize(b + sum (x - zp) w)` written out.
+    /// A fully connected layer against `requantize(b + sum (x - zp) w)` written out, over
+    /// input lengths that take the widened path in pairs of rows and alone (up to 256, with
+    /// a tail of 1 to 3) and the plain one (fewer than 4, more than 256).
     #[test]
     fn qlinear_matches_the_plain_loop(
-        x in proptest::collection::vec(any::<i8>(), 5),
-        w in proptest::collection::vec(-127i8..=127, 15),
-        bias in proptest::collection::vec(-5000i32..5000, 3),
+        inputs in 1usize..=300,
+        outputs in 1usize..=5,
+        seed in any::<u64>(),
         zp in -128i32..=127,
         out_zp in -128i32..=127,
-        scale in 1e-4f64..0.1,
+        scale in 1e-5f64..0.01,
         relu in any::<bool>(),
     ) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % 255) as i32 - 127
+        };
+        let x: Vec<i8> = (0..inputs).map(|_| (next() - 1).max(-128) as i8).collect();
+        let w: Vec<i8> = (0..inputs * outputs).map(|_| next() as i8).collect();
+        let bias: Vec<i32> = (0..outputs).map(|_| next() * 40).collect();
         let r = Requant::from_scale(scale).unwrap();
         let min = if relu { out_zp as i8 } else { -128 };
-        let mut folded = [0i32; 3];
+        let mut folded = vec![0i32; outputs];
         fold_input_zero_point(&bias, &w, zp, &mut folded);
-        let mut y = [0i8; 3];
-        qlinear(&x, &w, &folded, &[r; 3], out_zp, min, &mut y);
-        for o in 0..3 {
+        let mut y = vec![0i8; outputs];
+        qlinear(&x, &w, &folded, &vec![r; outputs], out_zp, min, &mut y);
+        for o in 0..outputs {
             let mut acc = i64::from(bias[o]);
-            for i in 0..5 {
-                acc += (i64::from(x[i]) - i64::from(zp)) * i64::from(w[o * 5 + i]);
+            for i in 0..inputs {
+                acc += (i64::from(x[i]) - i64::from(zp)) * i64::from(w[o * inputs + i]);
             }
             let v = i64::from(r.apply(acc as i32)) + i64::from(out_zp);
             let want = v.clamp(i64::from(min), 127) as i8;
@@ -234,14 +246,16 @@ proptest! {
     }
 
     /// A convolution over random geometries against the definition written out: padding
-    /// is the real 0, groups split the channels.
+    /// is the real 0, groups split the channels; windows of fewer than 4 values, of up to
+    /// 128 (two at a time, widened) and of more (a tap row at a time), odd and even output
+    /// lengths.
     #[test]
     fn qconv1d_matches_the_plain_loop(
         groups in 1usize..=2,
-        per_group_in in 1usize..=3,
-        per_group_out in 1usize..=2,
-        l_in in 4usize..=12,
-        kernel in 1usize..=3,
+        per_group_in in 1usize..=30,
+        per_group_out in 1usize..=3,
+        l_in in 4usize..=20,
+        kernel in 1usize..=6,
         stride in 1usize..=2,
         padding in 0usize..=1,
         dilation in 1usize..=2,
