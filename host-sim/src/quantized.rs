@@ -262,9 +262,10 @@ impl QuantBody {
             words,
             len,
             int8_bytes: len,
-            float_bytes: 4 * (layers.iter().map(FloatLayer::parameters).sum::<usize>()
-                + prefix.shift.len()
-                + prefix.mul.len()),
+            float_bytes: 4
+                * (layers.iter().map(FloatLayer::parameters).sum::<usize>()
+                    + prefix.shift.len()
+                    + prefix.mul.len()),
         };
         body.body()?;
         Ok(body)

@@ -90,21 +90,15 @@ pub const WINDOW_CAP: usize = 128;
 /// [`qconv1d`] gathers them: for each group of four values `v0..v3` of a column, the words
 /// `v0 | v2 << 16` and `v1 | v3 << 16` (the halfword order of `SXTB16` on a word of four
 /// `int8`), the first column's two words, then the second's. Groups: `w.len() / 4`.
-#[inline]
+#[inline(always)]
 fn dot2_widened(w: &[i8], cols: &[u32]) -> (i32, i32) {
     let groups = (w.len() / 4).min(cols.len() / 4);
     #[cfg(safegrad_smlad)]
     {
-        let even = groups - groups % 2;
-        let (a0, a1) = dot2_widened_smlad(
-            w.get(..4 * even).unwrap_or(&[]),
-            cols.get(..4 * even).unwrap_or(&[]),
-        );
-        let (b0, b1) = dot2_widened_portable(
-            w.get(4 * even..4 * groups).unwrap_or(&[]),
-            cols.get(4 * even..4 * groups).unwrap_or(&[]),
-        );
-        (a0.wrapping_add(b0), a1.wrapping_add(b1))
+        dot2_widened_smlad(
+            w.get(..4 * groups).unwrap_or(&[]),
+            cols.get(..4 * groups).unwrap_or(&[]),
+        )
     }
     #[cfg(not(safegrad_smlad))]
     {
@@ -118,12 +112,16 @@ fn dot2_widened(w: &[i8], cols: &[u32]) -> (i32, i32) {
 /// The low and high halfwords of a word, signed.
 #[inline(always)]
 fn halves(v: u32) -> (i32, i32) {
-    (i32::from(v as u16 as i16), i32::from((v >> 16) as u16 as i16))
+    (
+        i32::from(v as u16 as i16),
+        i32::from((v >> 16) as u16 as i16),
+    )
 }
 
 #[cfg(feature = "conv")]
 /// [`dot2_widened`] in plain Rust: the same products, summed in another order (integer
 /// sums are exact).
+#[cfg_attr(safegrad_smlad, allow(dead_code))]
 #[inline]
 fn dot2_widened_portable(w: &[i8], cols: &[u32]) -> (i32, i32) {
     let (mut a0, mut a1) = (0i32, 0i32);
@@ -141,21 +139,49 @@ fn dot2_widened_portable(w: &[i8], cols: &[u32]) -> (i32, i32) {
 }
 
 #[cfg(feature = "conv")]
-/// [`dot2_widened`] on Armv7E-M for an even number of groups, in one assembly loop: per
-/// group, one (unaligned) word load of four weights, one `LDM` of the two columns' four
-/// words, two `SXTB16` and four `SMLAD`; two groups per pass. Hand-written because the
+/// [`dot2_widened`] on Armv7E-M, in one assembly loop: per group, one (unaligned) word load
+/// of four weights, one `LDM` of the two columns' four words, two `SXTB16` and four
+/// `SMLAD`; two groups per pass, an odd one first. Hand-written because the
 /// compiler's loop around the register-only sequence of [`dot_i8`] costs about twice the
 /// instructions per multiply-accumulate (`cargo xtask bench-device`, the `conv2` row).
 #[cfg(safegrad_smlad)]
-#[inline]
+#[inline(always)]
 fn dot2_widened_smlad(w: &[i8], cols: &[u32]) -> (i32, i32) {
-    let groups = (w.len() / 4).min(cols.len() / 4) & !1;
+    let all = (w.len() / 4).min(cols.len() / 4);
     let (mut a0, mut a1) = (0i32, 0i32);
+    let mut wp = w.as_ptr();
+    let mut xp = cols.as_ptr();
+    if all % 2 == 1 {
+        // SAFETY: one group: 4 bytes from `wp` and 4 aligned words from `xp`, within their
+        // slices; the pointers move past them.
+        unsafe {
+            core::arch::asm!(
+                "ldr {w}, [{wp}], #4",
+                "ldm {xp}!, {{r0, r1, r2, r3}}",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a0}, {t}, r0, {a0}",
+                "smlad {a0}, {w}, r1, {a0}",
+                "smlad {a1}, {t}, r2, {a1}",
+                "smlad {a1}, {w}, r3, {a1}",
+                wp = inout(reg) wp,
+                xp = inout(reg) xp,
+                w = out(reg) _,
+                t = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                out("r0") _,
+                out("r1") _,
+                out("r2") _,
+                out("r3") _,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+    }
+    let groups = all & !1;
     if groups == 0 {
         return (a0, a1);
     }
-    let wp = w.as_ptr();
-    let xp = cols.as_ptr();
     // SAFETY: the loop reads `4 * groups` bytes from `wp` and `4 * groups` aligned words
     // from `xp`, both within their slices; it writes only registers.
     unsafe {
@@ -199,23 +225,16 @@ fn dot2_widened_smlad(w: &[i8], cols: &[u32]) -> (i32, i32) {
 
 /// Two rows of `int8` weights against one row of values widened as one column of
 /// [`dot2_widened`] (two words per group of four): `(sum(w0 * x), sum(w1 * x))`.
-#[inline]
+#[inline(always)]
 fn dot_rows_widened(w0: &[i8], w1: &[i8], x: &[u32]) -> (i32, i32) {
     let groups = (w0.len() / 4).min(w1.len() / 4).min(x.len() / 2);
     #[cfg(safegrad_smlad)]
     {
-        let even = groups - groups % 2;
-        let (a0, a1) = dot_rows_widened_smlad(
-            w0.get(..4 * even).unwrap_or(&[]),
-            w1.get(..4 * even).unwrap_or(&[]),
-            x.get(..2 * even).unwrap_or(&[]),
-        );
-        let (b0, b1) = dot_rows_widened_portable(
-            w0.get(4 * even..4 * groups).unwrap_or(&[]),
-            w1.get(4 * even..4 * groups).unwrap_or(&[]),
-            x.get(2 * even..2 * groups).unwrap_or(&[]),
-        );
-        (a0.wrapping_add(b0), a1.wrapping_add(b1))
+        dot_rows_widened_smlad(
+            w0.get(..4 * groups).unwrap_or(&[]),
+            w1.get(..4 * groups).unwrap_or(&[]),
+            x.get(..2 * groups).unwrap_or(&[]),
+        )
     }
     #[cfg(not(safegrad_smlad))]
     {
@@ -228,6 +247,7 @@ fn dot_rows_widened(w0: &[i8], w1: &[i8], x: &[u32]) -> (i32, i32) {
 }
 
 /// [`dot_rows_widened`] in plain Rust.
+#[cfg_attr(safegrad_smlad, allow(dead_code))]
 #[inline]
 fn dot_rows_widened_portable(w0: &[i8], w1: &[i8], x: &[u32]) -> (i32, i32) {
     let dot = |w: &[i8]| {
@@ -245,19 +265,49 @@ fn dot_rows_widened_portable(w0: &[i8], w1: &[i8], x: &[u32]) -> (i32, i32) {
     (dot(w0), dot(w1))
 }
 
-/// [`dot_rows_widened`] on Armv7E-M for an even number of groups: per group, one `LDRD` of
-/// the widened values, and for each row one word load of four weights, two `SXTB16` and
-/// two `SMLAD`; two groups per pass. Hand-written for the same reason as
+/// [`dot_rows_widened`] on Armv7E-M: per group, one `LDRD` of the widened values, and for
+/// each row one word load of four weights, two `SXTB16` and two `SMLAD`; two groups per
+/// pass, an odd one first. Hand-written for the same reason as
 /// [`dot2_widened_smlad`] (the `linear` rows of `cargo xtask bench-device`).
 #[cfg(safegrad_smlad)]
-#[inline]
+#[inline(always)]
 fn dot_rows_widened_smlad(w0: &[i8], w1: &[i8], x: &[u32]) -> (i32, i32) {
-    let groups = (w0.len() / 4).min(w1.len() / 4).min(x.len() / 2) & !1;
+    let all = (w0.len() / 4).min(w1.len() / 4).min(x.len() / 2);
     let (mut a0, mut a1) = (0i32, 0i32);
+    let (mut p0, mut p1, mut xp) = (w0.as_ptr(), w1.as_ptr(), x.as_ptr());
+    if all % 2 == 1 {
+        // SAFETY: one group: 4 bytes from each row and 2 aligned words from `xp`, within
+        // their slices; the pointers move past them.
+        unsafe {
+            core::arch::asm!(
+                "ldrd {x0}, {x1}, [{xp}], #8",
+                "ldr {w}, [{p0}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a0}, {t}, {x0}, {a0}",
+                "smlad {a0}, {w}, {x1}, {a0}",
+                "ldr {w}, [{p1}], #4",
+                "sxtb16 {t}, {w}",
+                "sxtb16 {w}, {w}, ror #8",
+                "smlad {a1}, {t}, {x0}, {a1}",
+                "smlad {a1}, {w}, {x1}, {a1}",
+                p0 = inout(reg) p0,
+                p1 = inout(reg) p1,
+                xp = inout(reg) xp,
+                x0 = out(reg) _,
+                x1 = out(reg) _,
+                w = out(reg) _,
+                t = out(reg) _,
+                a0 = inout(reg) a0,
+                a1 = inout(reg) a1,
+                options(nostack, readonly, preserves_flags),
+            );
+        }
+    }
+    let groups = all & !1;
     if groups == 0 {
         return (a0, a1);
     }
-    let (p0, p1, xp) = (w0.as_ptr(), w1.as_ptr(), x.as_ptr());
     // SAFETY: the loop reads `4 * groups` bytes from each row and `2 * groups` aligned words
     // from `xp`, all within their slices; it writes only registers.
     unsafe {
@@ -341,6 +391,9 @@ pub fn fold_input_zero_point(bias: &[i32], w: &[i8], zero_point: i32, out: &mut 
 /// qlinear(&[2, 1], &[3, -4, -1, 0], &[0, 0], &[one, one], 0, 0, &mut y);
 /// assert_eq!(y, [2, 0]);
 /// ```
+// Never inlined: with link-time optimisation, a caller built for size (the firmware's
+// `opt-level = "z"`) would otherwise take in the kernel and outline its loops.
+#[inline(never)]
 pub fn qlinear(
     x: &[i8],
     w: &[i8],
@@ -355,12 +408,31 @@ pub fn qlinear(
         return;
     }
     let main = in_len - in_len % 4;
+    // The input widened once to `int16` in `SMLAD`'s order (in a buffer sized for it, as
+    // clearing it costs an instruction a word); then two rows at a time.
     if main == 0 || main > 2 * WINDOW_CAP {
         qlinear_rows(x, w, bias, requant, out_zero_point, min, y);
-        return;
+    } else if main <= 32 {
+        qlinear_widened::<16>(x, w, bias, requant, out_zero_point, min, y);
+    } else {
+        qlinear_widened::<WINDOW_CAP>(x, w, bias, requant, out_zero_point, min, y);
     }
-    // The input widened once to `int16` in `SMLAD`'s order; then two rows at a time.
-    let mut words = [0u32; WINDOW_CAP];
+}
+
+/// [`qlinear`] over the input widened into `WORDS` words (at least half its length rounded
+/// down to a multiple of 4).
+fn qlinear_widened<const WORDS: usize>(
+    x: &[i8],
+    w: &[i8],
+    bias: &[i32],
+    requant: &[Requant],
+    out_zero_point: i32,
+    min: i8,
+    y: &mut [i8],
+) {
+    let in_len = x.len();
+    let main = in_len - in_len % 4;
+    let mut words = [0u32; WORDS];
     {
         let halves: &mut [i16] = bytemuck::cast_slice_mut(&mut words);
         for (e, &v) in x.iter().take(main).enumerate() {
@@ -370,7 +442,7 @@ pub fn qlinear(
         }
     }
     let widened = words.get(..main / 2).unwrap_or(&[]);
-    let (x_tail, rows) = (x.get(main..).unwrap_or(&[]), w.chunks_exact(in_len));
+    let (x_tail, rows) = (x.get(main..).unwrap_or(&[]), w.chunks_exact(in_len.max(1)));
     let rows = y
         .iter_mut()
         .zip(rows)
@@ -380,7 +452,12 @@ pub fn qlinear(
     let mut pending: Option<(&mut i8, &[i8], i32, Requant)> = None;
     let finish = |out: &mut i8, row: &[i8], b: i32, r: Requant, sum: i32| {
         let tail = dot_i8_portable(row.get(main..).unwrap_or(&[]), x_tail);
-        *out = requantize(b.wrapping_add(sum).wrapping_add(tail), r, out_zero_point, min);
+        *out = requantize(
+            b.wrapping_add(sum).wrapping_add(tail),
+            r,
+            out_zero_point,
+            min,
+        );
     };
     for (out, row, b, r) in rows {
         match pending.take() {
@@ -457,7 +534,9 @@ mod conv {
     /// output channel's kernel row is read once for both (two `SMLAD` per weight pair on
     /// Armv7E-M). Windows of more than 128 values go a tap row at a time through
     /// [`dot_i8`].
+    // Never inlined, as `qlinear`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     pub fn qconv1d(
         shape: &Conv1dShape,
         x: &[i8],
@@ -493,18 +572,27 @@ mod conv {
         }
         let main = len - len % 4;
         let l_out = shape.l_out;
+        let step = shape.dilation.max(1);
         // Two windows' values less the zero point (the padding 0), widened to `int16` and
-        // interleaved for `dot2_widened`; the last `len % 4` of each apart.
-        let mut cols = [0u32; WINDOW_CAP];
-        let mut tails = [[0i32; 3]; 2];
+        // interleaved for `dot2_widened`; the last `len % 4` of each after them. `at[e]` is
+        // where value `e` of the first window goes (the second's is 4 halfwords on).
+        let mut cols = [0u32; WINDOW_CAP + 4];
+        let mut at = [0u16; WINDOW_CAP];
+        for (e, slot) in at.iter_mut().enumerate().take(len) {
+            *slot = if e < main {
+                widened_index(e, 0, 2)
+            } else {
+                2 * main + (e - main)
+            } as u16;
+        }
         for g in 0..groups {
             for t in (0..l_out).step_by(2) {
                 let second = t + 1 < l_out;
                 {
                     let halves: &mut [i16] = bytemuck::cast_slice_mut(&mut cols);
-                    for (col, tail) in tails.iter_mut().enumerate() {
+                    for col in 0..2 {
                         let tt = if second { t + col } else { t };
-                        let (first, end, at) = window_taps(
+                        let (first, end, start) = window_taps(
                             tt,
                             shape.l_in,
                             k_len,
@@ -512,38 +600,43 @@ mod conv {
                             shape.padding,
                             shape.dilation,
                         );
-                        for i in 0..per_in {
+                        let shift = 4 * col;
+                        for (i, places) in at.chunks_exact(k_len).take(per_in).enumerate() {
                             let channel = g * per_in + i;
-                            let x_row = x
-                                .get(channel * shape.l_in..(channel + 1) * shape.l_in)
+                            let taps = x
+                                .get(channel * shape.l_in + start..(channel + 1) * shape.l_in)
                                 .unwrap_or(&[]);
-                            let mut taps = x_row.iter().skip(at).step_by(shape.dilation.max(1));
-                            for k in 0..k_len {
-                                let v = if k >= first && k < end {
-                                    taps.next()
-                                        .map_or(0, |&c| i32::from(c) - x_zero_point)
-                                } else {
-                                    0
-                                };
-                                let e = i * k_len + k;
-                                if e < main {
-                                    if let Some(h) = halves.get_mut(widened_index(e, col, 2)) {
-                                        *h = v as i16;
-                                    }
-                                } else if let Some(slot) = tail.get_mut(e - main) {
-                                    *slot = v;
+                            let (before, rest) = places.split_at(first.min(k_len));
+                            let (inside, after) = rest.split_at((end - first).min(rest.len()));
+                            for &p in before.iter().chain(after) {
+                                if let Some(h) = halves.get_mut(usize::from(p) + shift) {
+                                    *h = 0;
+                                }
+                            }
+                            for (&p, &c) in inside.iter().zip(taps.iter().step_by(step)) {
+                                if let Some(h) = halves.get_mut(usize::from(p) + shift) {
+                                    *h = (i32::from(c) - x_zero_point) as i16;
                                 }
                             }
                         }
                     }
                 }
+                let tails: [[i32; 3]; 2] = {
+                    let halves: &[i16] = bytemuck::cast_slice(&cols);
+                    let tail = |col: usize| {
+                        [0, 1, 2].map(|j| {
+                            halves
+                                .get(2 * main + 4 * col + j)
+                                .map_or(0, |&v| i32::from(v))
+                        })
+                    };
+                    [tail(0), tail(1)]
+                };
                 let widened = cols.get(..main).unwrap_or(&[]);
                 for c in g * per_out..(g + 1) * per_out {
-                    let (Some(w_c), Some(&b), Some(&r)) = (
-                        w.get(c * len..(c + 1) * len),
-                        bias.get(c),
-                        requant.get(c),
-                    ) else {
+                    let (Some(w_c), Some(&b), Some(&r)) =
+                        (w.get(c * len..(c + 1) * len), bias.get(c), requant.get(c))
+                    else {
                         continue;
                     };
                     let (s0, s1) = dot2_widened(w_c.get(..main).unwrap_or(&[]), widened);

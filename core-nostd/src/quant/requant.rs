@@ -90,7 +90,12 @@ impl Requant {
         // its nearest end.
         let shift = self.shift.clamp(-31, 30);
         let (left, right) = (shift.max(0), (-shift).max(0));
-        let scaled = x.saturating_mul(1i32 << left);
+        // Scales below 1/2, the usual ones, shift right only.
+        let scaled = if left == 0 {
+            x
+        } else {
+            x.saturating_mul(1i32 << left)
+        };
         rounding_divide_by_pot(
             saturating_rounding_doubling_high_mul(scaled, self.multiplier),
             right,
@@ -136,7 +141,8 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 #[inline]
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
     let exponent = exponent.clamp(0, 31) as u32;
-    let mask = ((1i64 << exponent) - 1) as i32;
+    // In 32 bits: a 64-bit shift is a library call on Armv7-M.
+    let mask = ((1u32 << exponent) - 1) as i32;
     let remainder = x & mask;
     let threshold = (mask >> 1) + i32::from(x < 0);
     (x >> exponent) + i32::from(remainder > threshold)
