@@ -792,6 +792,9 @@ impl<'a> Int8Body<'a> {
     /// Runs the body on the row `x` (`C x L` values) and writes the dequantised output into
     /// `out` ([`outputs`](Self::outputs) values), with `scratch` for the codes
     /// ([`scratch_len`](Self::scratch_len)). A non-finite input is refused.
+    // Never inlined: a caller built for size (the firmware's `opt-level = "z"`) would
+    // otherwise take in the input's quantisation loop under link-time optimisation.
+    #[inline(never)]
     pub fn forward(&self, x: &[f32], scratch: &mut [i8], out: &mut [f32]) -> Result<(), Int8Error> {
         if x.len() != self.inputs() {
             return Err(Int8Error::Input {

@@ -600,21 +600,31 @@ mod conv {
                             shape.padding,
                             shape.dilation,
                         );
-                        let shift = 4 * col;
+                        let column = halves.get_mut(4 * col..).unwrap_or(&mut []);
+                        let whole = first == 0 && end == k_len && step == 1;
                         for (i, places) in at.chunks_exact(k_len).take(per_in).enumerate() {
                             let channel = g * per_in + i;
                             let taps = x
                                 .get(channel * shape.l_in + start..(channel + 1) * shape.l_in)
                                 .unwrap_or(&[]);
+                            if whole {
+                                // The window inside the input, its taps side by side.
+                                for (&p, &c) in places.iter().zip(taps) {
+                                    if let Some(h) = column.get_mut(usize::from(p)) {
+                                        *h = (i32::from(c) - x_zero_point) as i16;
+                                    }
+                                }
+                                continue;
+                            }
                             let (before, rest) = places.split_at(first.min(k_len));
                             let (inside, after) = rest.split_at((end - first).min(rest.len()));
                             for &p in before.iter().chain(after) {
-                                if let Some(h) = halves.get_mut(usize::from(p) + shift) {
+                                if let Some(h) = column.get_mut(usize::from(p)) {
                                     *h = 0;
                                 }
                             }
                             for (&p, &c) in inside.iter().zip(taps.iter().step_by(step)) {
-                                if let Some(h) = halves.get_mut(usize::from(p) + shift) {
+                                if let Some(h) = column.get_mut(usize::from(p)) {
                                     *h = (i32::from(c) - x_zero_point) as i16;
                                 }
                             }

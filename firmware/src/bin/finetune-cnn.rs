@@ -191,14 +191,14 @@ fn run() -> Result<(), Error> {
         };
         // One window through the body, timed: what each row's latent costs.
         let mut latent = [0.0f32; 16];
-        let start = ticks();
         if safegrad::train::Samples::read_into(&train, 0, &mut memory.row).is_some() {
+            let start = ticks();
             body.forward(&memory.row, &mut memory.scratch, &mut latent)?;
+            defmt::info!(
+                "int8 body ticks per window {=u64} (SysTick, core clock)",
+                ticks().wrapping_sub(start)
+            );
         }
-        defmt::info!(
-            "int8 body ticks per window {=u64} (SysTick, core clock)",
-            ticks().wrapping_sub(start)
-        );
         let buffers = job::Int8Buffers {
             latents: &mut memory.latents,
             row: &mut memory.row,
