@@ -24,7 +24,9 @@
 //! none.
 //!
 //! [`load`] checks all of it, and that every value is finite, before it writes a single
-//! parameter: a refused checkpoint leaves the model as it was.
+//! parameter: a refused checkpoint leaves the model as it was. Of the `int8` body it checks
+//! the length and, with everything else, the CRC; [`Int8Body::parse`](crate::quant::Int8Body::parse)
+//! checks its layers when the body is read.
 //!
 //! ```
 //! use safegrad::checkpoint::{encoded_len, load, save, CheckpointError};
@@ -166,6 +168,9 @@ pub enum CheckpointError {
     /// The checkpoint's parameters cannot be read in place: they are not aligned for the
     /// scalar type, or the target is not little-endian.
     NotInPlace,
+    /// A format version 2 checkpoint whose `int8` body is empty (a checkpoint without one
+    /// is version 1).
+    EmptyInt8Body,
 }
 
 impl fmt::Display for CheckpointError {
@@ -210,6 +215,10 @@ impl fmt::Display for CheckpointError {
             Self::InPlaceMismatch { index } => write!(
                 f,
                 "checkpoint parameter {index} belongs to a frozen parameter read in place and differs from it"
+            ),
+            Self::EmptyInt8Body => write!(
+                f,
+                "checkpoint of format version 2 with an empty int8 body (one without a body is version 1)"
             ),
             Self::NotInPlace => write!(
                 f,
@@ -554,14 +563,18 @@ fn check_body<'b, T: Scalar>(
     let (int8_start, int8_len) = if header.version.get() == FLOAT_FORMAT_VERSION {
         (params_end, 0)
     } else {
-        let int8_start = params_end + INT8_LEN_BYTES;
+        let int8_start = params_end.checked_add(INT8_LEN_BYTES).ok_or(too_long)?;
         let len = bytes
             .get(params_end..int8_start)
             .and_then(|b| U32::read_from_bytes(b).ok())
-            .ok_or(CheckpointError::Length {
-                expected: int8_start + TRAILER_LEN,
+            .ok_or_else(|| CheckpointError::Length {
+                expected: int8_start.saturating_add(TRAILER_LEN),
                 found,
             })?;
+        // Version 2 is the format of a checkpoint with a body.
+        if len.get() == 0 {
+            return Err(CheckpointError::EmptyInt8Body);
+        }
         (int8_start, len.get() as usize)
     };
     let expected = int8_start

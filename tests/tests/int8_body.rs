@@ -436,6 +436,21 @@ fn damaged_bodies_are_refused_naming_what_is_wrong() {
         // Every refusal explains itself.
         assert!(!want.to_string().is_empty());
     }
+    // A reserved field of a layer's record, and of the body's header, set.
+    let (w, n) = patched(&words, len, first + 2, &[1]);
+    assert_eq!(
+        parse(&w, n),
+        Err(Int8Error::Layer {
+            layer: 0,
+            problem:
+                "a reserved or unused field, or the weights' padding, is not what the op records"
+        })
+    );
+    let (w, n) = patched(&words, len, 10, &[1]);
+    assert_eq!(
+        parse(&w, n),
+        Err(Int8Error::Header("a reserved field is not 0"))
+    );
     // The max pooling (layer 1) with another zero point than its input's.
     let second = first + 32 + 16 * 4 + 24;
     let (w, n) = patched(&words, len, second + 28, &100i32.to_le_bytes());
@@ -508,6 +523,27 @@ fn the_encoder_refuses_a_layer_that_does_not_fit() {
             })
         );
     }
+    // A window field that its 16-bit record cannot hold.
+    let huge = Params::pooling(
+        Int8Op::MaxPool1d(Window {
+            c_in: 4,
+            l_in: 12,
+            c_out: 4,
+            kernel: 2,
+            stride: 1 << 16,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }),
+        layers[0].output,
+    );
+    assert_eq!(
+        enc.layer(&huge.layer()),
+        Err(Int8Error::Layer {
+            layer: 1,
+            problem: "a window field above 65535"
+        })
+    );
     // Too small a buffer.
     let mut small = [0u8; 40];
     let mut enc = Int8Encoder::new(&mut small, 2, 12, INPUT, &SHIFT, &MUL).unwrap();
@@ -623,6 +659,15 @@ fn a_checkpoint_carries_the_body_after_the_head() {
         int8_body::<f32>(&damaged),
         Err(CheckpointError::Crc { .. })
     ));
+    // Version 2 with an empty body.
+    let mut empty = buf[..56].to_vec();
+    empty[52..56].copy_from_slice(&0u32.to_le_bytes());
+    let crc = safegrad::crc32::CRC32.checksum(&empty);
+    empty.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(
+        int8_body::<f32>(&empty),
+        Err(CheckpointError::EmptyInt8Body)
+    );
     // A body length that runs past the end.
     let mut long = buf.clone();
     long[52..56].copy_from_slice(&((len + 8) as u32).to_le_bytes());

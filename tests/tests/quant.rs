@@ -301,6 +301,34 @@ proptest! {
     }
 }
 
+/// A zero point outside the `int8` range (a caller's, not a body's) takes the tap-by-tap
+/// path and still computes the definition.
+#[test]
+fn qconv1d_with_a_wide_zero_point() {
+    let shape = Conv1dShape::new(2, 6, 1, 3, 1, 1, 1, 1);
+    let x: Vec<i8> = vec![5, -7, 9, 120, -128, 3, 1, 2, 3, 4, 5, 6];
+    let w: Vec<i8> = vec![1, -2, 3, -4, 5, -6];
+    let r = Requant::from_scale(1.0 / 1024.0).unwrap();
+    for zp in [-40_000, -129, 128, 40_000] {
+        let mut y = vec![0i8; shape.l_out];
+        qconv1d(&shape, &x, zp, &w, &[0], &[r], 0, -128, &mut y);
+        for t in 0..shape.l_out {
+            let mut acc = 0i64;
+            for i in 0..2 {
+                for k in 0..3 {
+                    let pos = t as i64 + k as i64 - 1;
+                    if (0..6).contains(&pos) {
+                        let xv = i64::from(x[i * 6 + pos as usize]) - i64::from(zp);
+                        acc += i64::from(w[i * 3 + k]) * xv;
+                    }
+                }
+            }
+            let want = i64::from(r.apply(acc as i32)).clamp(-128, 127);
+            assert_eq!(i64::from(y[t]), want, "zero point {zp}, position {t}");
+        }
+    }
+}
+
 #[test]
 fn pooling_on_codes_by_hand() {
     // Max: windows [1, -5, 9], [9, 2, -128] of 2 x 5, kernel 3, stride 2.

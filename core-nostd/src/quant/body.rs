@@ -176,13 +176,17 @@ impl Int8Op {
         }
     }
 
-    /// Scalars of its weights.
+    /// Scalars of its weights (`usize::MAX` if they overflow, which no body can hold).
     fn weights(&self) -> usize {
         match *self {
-            Self::Linear { inputs, outputs } => inputs * outputs,
-            Self::Conv1d(w) => w.c_out * (w.c_in / w.groups.max(1)) * w.kernel,
-            _ => 0,
+            Self::Linear { inputs, outputs } => inputs.checked_mul(outputs),
+            Self::Conv1d(w) => w
+                .c_out
+                .checked_mul(w.c_in / w.groups.max(1))
+                .and_then(|n| n.checked_mul(w.kernel)),
+            _ => Some(0),
         }
+        .unwrap_or(usize::MAX)
     }
 }
 
@@ -312,9 +316,9 @@ const fn pad4(value: usize) -> usize {
 /// Bytes of a layer's record and parameters.
 fn layer_len(op: &Int8Op, c_out: usize) -> usize {
     match op {
-        Int8Op::Linear { .. } | Int8Op::Conv1d(_) => {
-            LAYER_HEADER_LEN + 16 * c_out + pad4(op.weights())
-        }
+        Int8Op::Linear { .. } | Int8Op::Conv1d(_) => LAYER_HEADER_LEN
+            .saturating_add(16 * c_out)
+            .saturating_add(pad4(op.weights().min(usize::MAX - 3))),
         _ => LAYER_HEADER_LEN,
     }
 }
@@ -436,53 +440,7 @@ impl<'o> Int8Encoder<'o> {
                 available: self.out.len(),
             });
         }
-        let (w, l) = match layer.op {
-            Int8Op::Conv1d(w) | Int8Op::MaxPool1d(w) | Int8Op::AvgPool1d(w) => (w, out.1),
-            Int8Op::Linear { inputs, outputs } => (
-                Window {
-                    c_in: inputs,
-                    l_in: 1,
-                    c_out: outputs,
-                    kernel: 1,
-                    stride: 1,
-                    padding: 0,
-                    dilation: 1,
-                    groups: 1,
-                },
-                1,
-            ),
-            Int8Op::GlobalAvgPool { channels, len } => (
-                Window {
-                    c_in: channels,
-                    l_in: len,
-                    c_out: channels,
-                    kernel: len,
-                    stride: 1,
-                    padding: 0,
-                    dilation: 1,
-                    groups: 1,
-                },
-                1,
-            ),
-        };
-        let u16_of = |v: usize| U16::new(v as u16);
-        let header = LayerHeader {
-            op: layer.op.code(),
-            relu: u8::from(layer.relu),
-            reserved: U16::new(0),
-            c_in: u16_of(w.c_in),
-            l_in: u16_of(w.l_in),
-            c_out: u16_of(w.c_out),
-            l_out: u16_of(l),
-            kernel: u16_of(w.kernel),
-            stride: u16_of(w.stride),
-            padding: u16_of(w.padding),
-            dilation: u16_of(w.dilation),
-            groups: u16_of(w.groups),
-            reserved2: U16::new(0),
-            scale: U32::new(layer.output.scale.to_bits()),
-            zero_point: I32::new(layer.output.zero_point),
-        };
+        let header = record(layer, out.1);
         self.put(header.as_bytes())?;
         if matches!(layer.op, Int8Op::Linear { .. } | Int8Op::Conv1d(_)) {
             for s in layer.weight_scales {
@@ -522,6 +480,54 @@ impl<'o> Int8Encoder<'o> {
     }
 }
 
+/// The record of `layer` with output length `l_out`, as [`Int8Encoder::layer`] writes it and
+/// [`Int8Body::parse`] expects it: a linear layer's unused window fields are those of a
+/// kernel of 1 over a length of 1, a global average pooling's of a kernel over its whole
+/// length; reserved fields are 0.
+fn record(layer: &Int8Layer<'_>, l_out: usize) -> LayerHeader {
+    let w = match layer.op {
+        Int8Op::Conv1d(w) | Int8Op::MaxPool1d(w) | Int8Op::AvgPool1d(w) => w,
+        Int8Op::Linear { inputs, outputs } => Window {
+            c_in: inputs,
+            l_in: 1,
+            c_out: outputs,
+            kernel: 1,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        },
+        Int8Op::GlobalAvgPool { channels, len } => Window {
+            c_in: channels,
+            l_in: len,
+            c_out: channels,
+            kernel: len,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        },
+    };
+    let u16_of = |v: usize| U16::new(v as u16);
+    LayerHeader {
+        op: layer.op.code(),
+        relu: u8::from(layer.relu),
+        reserved: U16::new(0),
+        c_in: u16_of(w.c_in),
+        l_in: u16_of(w.l_in),
+        c_out: u16_of(w.c_out),
+        l_out: u16_of(l_out),
+        kernel: u16_of(w.kernel),
+        stride: u16_of(w.stride),
+        padding: u16_of(w.padding),
+        dilation: u16_of(w.dilation),
+        groups: u16_of(w.groups),
+        reserved2: U16::new(0),
+        scale: U32::new(layer.output.scale.to_bits()),
+        zero_point: I32::new(layer.output.zero_point),
+    }
+}
+
 /// Why `p` cannot be an activation's parameters.
 fn check_params(p: QuantParams) -> Result<(), &'static str> {
     if !(p.scale.is_finite() && p.scale > 0.0) {
@@ -544,7 +550,18 @@ fn check_layer(
     if pooled {
         return Err("a layer after a global average pooling (it must be the last)");
     }
+    if let Int8Op::Conv1d(w) | Int8Op::MaxPool1d(w) | Int8Op::AvgPool1d(w) = layer.op {
+        let fields = [
+            w.c_in, w.l_in, w.c_out, w.kernel, w.stride, w.padding, w.dilation, w.groups,
+        ];
+        if fields.iter().any(|&v| v > 0xFFFF) {
+            return Err("a window field above 65535");
+        }
+    }
     let (input, out) = layer.op.shapes()?;
+    if out.0.checked_mul(out.1).is_none_or(|n| n > 0xFFFF_FFF) {
+        return Err("its output has too many values");
+    }
     if matches!(layer.op, Int8Op::Linear { .. }) {
         if input.0 != shape.0 * shape.1 {
             return Err("its inputs are not the previous activation's values");
@@ -562,7 +579,7 @@ fn check_layer(
         if layer.weight_scales.len() != c || layer.requant.len() != c || layer.bias.len() != c {
             return Err("it needs a weight scale, a requantisation and a bias per output");
         }
-        if layer.weights.len() != layer.op.weights() {
+        if layer.op.weights() > 0xFFFF_FFF || layer.weights.len() != layer.op.weights() {
             return Err("its weights are not C_OUT x C_IN / G x K");
         }
         if layer
@@ -673,6 +690,9 @@ impl<'a> Int8Body<'a> {
             return Err(Int8Error::Magic);
         }
         let (channels, len) = (usize::from(h.channels.get()), usize::from(h.len.get()));
+        if h.reserved.get() != 0 {
+            return Err(Int8Error::Header("a reserved field is not 0"));
+        }
         if channels == 0 || len == 0 {
             return Err(Int8Error::Header("no input channels or length"));
         }
@@ -706,6 +726,20 @@ impl<'a> Int8Body<'a> {
             })?;
             let out = check_layer(&view.layer, shape, params, pooled)
                 .map_err(|problem| Int8Error::Layer { layer: i, problem })?;
+            let recorded = bytes.get(at..at + LAYER_HEADER_LEN).unwrap_or(&[]);
+            let weights_end = at + LAYER_HEADER_LEN + 16 * out.0 + view.layer.weights.len();
+            let padding = if view.layer.weights.is_empty() {
+                &[][..]
+            } else {
+                bytes.get(weights_end..next).unwrap_or(&[])
+            };
+            if recorded != record(&view.layer, out.1).as_bytes() || padding.iter().any(|&b| b != 0)
+            {
+                return Err(Int8Error::Layer {
+                    layer: i,
+                    problem: "a reserved or unused field, or the weights' padding, is not what the op records",
+                });
+            }
             pooled = matches!(view.layer.op, Int8Op::GlobalAvgPool { .. });
             if !pooled {
                 body.largest = body.largest.max(out.0 * out.1);
@@ -745,7 +779,7 @@ impl<'a> Int8Body<'a> {
 
     /// Codes of scratch [`forward`](Self::forward) needs: two of the largest activations.
     pub fn scratch_len(&self) -> usize {
-        2 * self.largest
+        self.largest.saturating_mul(2)
     }
 
     /// Bytes of the encoding.

@@ -174,7 +174,7 @@ fn dot2_widened_smlad(w: &[i8], cols: &[u32]) -> (i32, i32) {
                 out("r1") _,
                 out("r2") _,
                 out("r3") _,
-                options(nostack, readonly, preserves_flags),
+                options(nostack, readonly),
             );
         }
     }
@@ -300,7 +300,7 @@ fn dot_rows_widened_smlad(w0: &[i8], w1: &[i8], x: &[u32]) -> (i32, i32) {
                 t = out(reg) _,
                 a0 = inout(reg) a0,
                 a1 = inout(reg) a1,
-                options(nostack, readonly, preserves_flags),
+                options(nostack, readonly),
             );
         }
     }
@@ -532,8 +532,8 @@ mod conv {
     /// `[C_OUT, C_IN / G, K]`. Two windows at a time, as CMSIS-NN's convolutions do: their
     /// values less the zero point are gathered once, widened to `int16` (im2col), and each
     /// output channel's kernel row is read once for both (two `SMLAD` per weight pair on
-    /// Armv7E-M). Windows of more than 128 values go a tap row at a time through
-    /// [`dot_i8`].
+    /// Armv7E-M). Windows of fewer than 4 or more than 128 values, and a zero point outside
+    /// `[-128, 127]`, go a tap row at a time through [`dot_i8`].
     // Never inlined, as `qlinear`.
     #[allow(clippy::too_many_arguments)]
     #[inline(never)]
@@ -556,7 +556,9 @@ mod conv {
         let per_out = shape.c_out / groups;
         let k_len = shape.kernel;
         let len = per_in * k_len;
-        if !(4..=WINDOW_CAP).contains(&len) {
+        // The gathered values, code less zero point, must fit `int16`: any zero point of an
+        // `int8` tensor does.
+        if !(4..=WINDOW_CAP).contains(&len) || !(-128..=127).contains(&x_zero_point) {
             qconv1d_taps(
                 shape,
                 x,
@@ -611,7 +613,7 @@ mod conv {
                                 // The window inside the input, its taps side by side.
                                 for (&p, &c) in places.iter().zip(taps) {
                                     if let Some(h) = column.get_mut(usize::from(p)) {
-                                        *h = (i32::from(c) - x_zero_point) as i16;
+                                        *h = i32::from(c).wrapping_sub(x_zero_point) as i16;
                                     }
                                 }
                                 continue;
@@ -625,7 +627,7 @@ mod conv {
                             }
                             for (&p, &c) in inside.iter().zip(taps.iter().step_by(step)) {
                                 if let Some(h) = column.get_mut(usize::from(p)) {
-                                    *h = (i32::from(c) - x_zero_point) as i16;
+                                    *h = i32::from(c).wrapping_sub(x_zero_point) as i16;
                                 }
                             }
                         }
