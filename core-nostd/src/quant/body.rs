@@ -559,7 +559,7 @@ fn check_layer(
         }
     }
     let (input, out) = layer.op.shapes()?;
-    if out.0.checked_mul(out.1).is_none_or(|n| n > 0xFFFF_FFF) {
+    if out.0.checked_mul(out.1).is_none_or(|n| n > 0x0FFF_FFFF) {
         return Err("its output has too many values");
     }
     if matches!(layer.op, Int8Op::Linear { .. }) {
@@ -579,7 +579,7 @@ fn check_layer(
         if layer.weight_scales.len() != c || layer.requant.len() != c || layer.bias.len() != c {
             return Err("it needs a weight scale, a requantisation and a bias per output");
         }
-        if layer.op.weights() > 0xFFFF_FFF || layer.weights.len() != layer.op.weights() {
+        if layer.op.weights() > 0x0FFF_FFFF || layer.weights.len() != layer.op.weights() {
             return Err("its weights are not C_OUT x C_IN / G x K");
         }
         if layer
