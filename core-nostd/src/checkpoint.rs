@@ -12,10 +12,21 @@
 //! | 8 | 4 | shape signature: CRC-32 of the parameters' `(rows, columns)` in order |
 //! | 12 | 4 | number of parameter scalars `n` |
 //! | 16 | `n * bytes` | the parameters, in recording order |
+//! | (version 2) | 4 | bytes `q` of the `int8` body |
+//! | (version 2) | `q` | the `int8` body ([`quant::Int8Body`](crate::quant::Int8Body)) |
 //! | end | 4 | CRC-32 of every byte before it |
 //!
+//! Version 2 adds the `int8` body: the frozen layers of a quantised model, their `int8`
+//! weights with their scales, `int32` biases and requantisation, ahead of the float
+//! parameters of its trainable head ([`Encoder::with_int8`], [`int8_body`]). A checkpoint
+//! without one is written as version 1, byte for byte as before, and both versions are read.
+//! A model that needs an `int8` body refuses a version 1 checkpoint, saying that it holds
+//! none.
+//!
 //! [`load`] checks all of it, and that every value is finite, before it writes a single
-//! parameter: a refused checkpoint leaves the model as it was.
+//! parameter: a refused checkpoint leaves the model as it was. Of the `int8` body it checks
+//! the length and, with everything else, the CRC; [`Int8Body::parse`](crate::quant::Int8Body::parse)
+//! checks its layers when the body is read.
 //!
 //! ```
 //! use safegrad::checkpoint::{encoded_len, load, save, CheckpointError};
@@ -49,8 +60,13 @@ use crate::tape::{Capacity, Tape};
 
 /// The four bytes a checkpoint starts with.
 pub const MAGIC: [u8; 4] = *b"SGCK";
-/// The format version this library writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest format version, which this library writes for a checkpoint with an `int8`
+/// body; it reads this one and [`FLOAT_FORMAT_VERSION`].
+pub const FORMAT_VERSION: u16 = 2;
+/// The format version of a checkpoint of float parameters alone, as this library writes it.
+pub const FLOAT_FORMAT_VERSION: u16 = 1;
+/// Bytes between the parameters and the `int8` body in a version 2 checkpoint (its length).
+pub const INT8_LEN_BYTES: usize = 4;
 /// Bytes before the parameters.
 pub const HEADER_LEN: usize = 16;
 /// Bytes after the parameters (the CRC).
@@ -152,6 +168,9 @@ pub enum CheckpointError {
     /// The checkpoint's parameters cannot be read in place: they are not aligned for the
     /// scalar type, or the target is not little-endian.
     NotInPlace,
+    /// A format version 2 checkpoint whose `int8` body is empty (a checkpoint without one
+    /// is version 1).
+    EmptyInt8Body,
 }
 
 impl fmt::Display for CheckpointError {
@@ -168,7 +187,7 @@ impl fmt::Display for CheckpointError {
             Self::Magic { found } => write!(f, "not a checkpoint: magic {found:02x?}, expected \"SGCK\""),
             Self::Version { found } => write!(
                 f,
-                "checkpoint format version {found} is not supported (this library reads {FORMAT_VERSION})"
+                "checkpoint format version {found} is not supported (this library reads versions {FLOAT_FORMAT_VERSION} and {FORMAT_VERSION})"
             ),
             Self::ScalarSize { found, expected } => write!(
                 f,
@@ -197,6 +216,10 @@ impl fmt::Display for CheckpointError {
                 f,
                 "checkpoint parameter {index} belongs to a frozen parameter read in place and differs from it"
             ),
+            Self::EmptyInt8Body => write!(
+                f,
+                "checkpoint of format version 2 with an empty int8 body (one without a body is version 1)"
+            ),
             Self::NotInPlace => write!(
                 f,
                 "checkpoint parameters cannot be read in place: not aligned for the scalar type, or not a little-endian target"
@@ -223,14 +246,29 @@ pub fn shape_signature<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> u32 {
 
 /// Bytes [`save`] writes for this tape's parameters.
 pub fn encoded_len<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> usize {
-    HEADER_LEN + tape.parameter_len() * T::BYTES + TRAILER_LEN
+    encoded_len_with_int8(tape, &[])
 }
 
-/// The header of `tape`'s checkpoint.
-fn header<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> Header {
+/// Bytes [`save_with_int8`] writes for this tape's parameters and an `int8` body of
+/// `int8.len()` bytes.
+pub fn encoded_len_with_int8<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>, int8: &[u8]) -> usize {
+    let body = if int8.is_empty() {
+        0
+    } else {
+        INT8_LEN_BYTES + int8.len()
+    };
+    HEADER_LEN + tape.parameter_len() * T::BYTES + body + TRAILER_LEN
+}
+
+/// The header of `tape`'s checkpoint, with an `int8` body or without.
+fn header<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>, int8: bool) -> Header {
     Header {
         magic: MAGIC,
-        version: U16::new(FORMAT_VERSION),
+        version: U16::new(if int8 {
+            FORMAT_VERSION
+        } else {
+            FLOAT_FORMAT_VERSION
+        }),
         scalar_bytes: T::BYTES as u8,
         reserved: 0,
         signature: U32::new(shape_signature(tape)),
@@ -252,6 +290,23 @@ pub fn save<T: Scalar, Mem: Capacity>(
     Ok(Encoder::new(tape).fill(buf))
 }
 
+/// Writes the checkpoint of every parameter of `tape` and of the `int8` body `int8` (the
+/// encoding [`quant::Int8Body`](crate::quant::Int8Body) reads; format version 2, or 1 if
+/// it is empty) into `out`; returns its length.
+pub fn save_with_int8<T: Scalar, Mem: Capacity>(
+    tape: &Tape<T, Mem>,
+    int8: &[u8],
+    out: &mut [u8],
+) -> Result<usize, CheckpointError> {
+    let len = encoded_len_with_int8(tape, int8);
+    let available = out.len();
+    let buf = out.get_mut(..len).ok_or(CheckpointError::BufferTooSmall {
+        needed: len,
+        available,
+    })?;
+    Ok(Encoder::with_int8(tape, int8).fill(buf))
+}
+
 /// The CRC-32 a checkpoint of `tape` ends with (it covers every parameter bit), computed
 /// without a buffer for the checkpoint.
 ///
@@ -267,7 +322,13 @@ pub fn save<T: Scalar, Mem: Capacity>(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn checksum<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> u32 {
-    let mut encoder = Encoder::new(tape);
+    checksum_with_int8(tape, &[])
+}
+
+/// The CRC-32 a checkpoint of `tape` and the `int8` body `int8` ends with
+/// ([`save_with_int8`]).
+pub fn checksum_with_int8<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>, int8: &[u8]) -> u32 {
+    let mut encoder = Encoder::with_int8(tape, int8);
     let body_end = encoder.len() - TRAILER_LEN;
     let mut scratch = [0u8; 64];
     while encoder.pos < body_end {
@@ -302,6 +363,8 @@ pub fn checksum<T: Scalar, Mem: Capacity>(tape: &Tape<T, Mem>) -> u32 {
 /// ```
 pub struct Encoder<'t, T: Scalar, Mem: Capacity> {
     tape: &'t Tape<T, Mem>,
+    /// The `int8` body after the parameters (empty: none, format version 1).
+    int8: &'t [u8],
     header: Header,
     crc: Digest,
     /// Bytes produced so far.
@@ -314,9 +377,16 @@ pub struct Encoder<'t, T: Scalar, Mem: Capacity> {
 impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
     /// The checkpoint of `tape`'s parameters, from its first byte.
     pub fn new(tape: &'t Tape<T, Mem>) -> Self {
+        Self::with_int8(tape, &[])
+    }
+
+    /// The checkpoint of `tape`'s parameters and of the `int8` body `int8`
+    /// ([`save_with_int8`]), from its first byte.
+    pub fn with_int8(tape: &'t Tape<T, Mem>, int8: &'t [u8]) -> Self {
         Self {
             tape,
-            header: header(tape),
+            int8,
+            header: header(tape, !int8.is_empty()),
             crc: CRC32.digest(),
             pos: 0,
             node: 0,
@@ -324,9 +394,9 @@ impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
         }
     }
 
-    /// Bytes of the whole checkpoint ([`encoded_len`]).
+    /// Bytes of the whole checkpoint ([`encoded_len_with_int8`]).
     pub fn len(&self) -> usize {
-        encoded_len(self.tape)
+        encoded_len_with_int8(self.tape, self.int8)
     }
 
     /// `true` for no checkpoint at all (never: a checkpoint has a header).
@@ -334,8 +404,6 @@ impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
         self.len() == 0
     }
 
-    /// Writes the next bytes into `out`; returns how many, fewer than `out.len()` only at
-    /// the end (0 once everything is written).
     /// Parameter scalar `index` in recording order, found from the node of the last one.
     fn parameter(&mut self, index: usize) -> Option<T> {
         let nodes = self.tape.parameter_nodes();
@@ -356,20 +424,29 @@ impl<'t, T: Scalar, Mem: Capacity> Encoder<'t, T, Mem> {
         }
     }
 
+    /// Writes the next bytes into `out`; returns how many, fewer than `out.len()` only at
+    /// the end (0 once everything is written).
     pub fn fill(&mut self, out: &mut [u8]) -> usize {
-        let body_end = HEADER_LEN + self.tape.parameter_len() * T::BYTES;
+        let params_end = HEADER_LEN + self.tape.parameter_len() * T::BYTES;
+        let body_end = self.len() - TRAILER_LEN;
+        let int8_start = params_end + INT8_LEN_BYTES;
+        let int8_len = (self.int8.len() as u32).to_le_bytes();
         let mut written = 0;
         for o in out.iter_mut() {
             let p = self.pos;
             let byte = if p < HEADER_LEN {
                 self.header.as_bytes().get(p).copied()
-            } else if p < body_end {
+            } else if p < params_end {
                 let (index, at) = ((p - HEADER_LEN) / T::BYTES, (p - HEADER_LEN) % T::BYTES);
                 self.parameter(index).map(|v| {
                     let mut bytes = [0u8; 8];
                     put_le_scalar(bytes.get_mut(..T::BYTES).unwrap_or(&mut []), v);
                     bytes.get(at).copied().unwrap_or(0)
                 })
+            } else if p < int8_start.min(body_end) {
+                int8_len.get(p - params_end).copied()
+            } else if p < body_end {
+                self.int8.get(p - int8_start).copied()
             } else {
                 self.crc
                     .clone()
@@ -413,7 +490,7 @@ pub fn verify<'b, T: Scalar, Mem: Capacity>(
             expected: expected_count,
         });
     }
-    let body = check_body::<T>(bytes, encoded_len(tape))?;
+    let body = check_body::<T>(bytes, header)?.params;
     // Frozen parameters read in place cannot take the checkpoint's values: they must hold
     // them already.
     let mut start = 0;
@@ -448,7 +525,7 @@ fn check_header<T: Scalar>(bytes: &[u8]) -> Result<&Header, CheckpointError> {
         });
     }
     let version = header.version.get();
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FLOAT_FORMAT_VERSION {
         return Err(CheckpointError::Version { found: version });
     }
     if usize::from(header.scalar_bytes) != T::BYTES {
@@ -460,29 +537,80 @@ fn check_header<T: Scalar>(bytes: &[u8]) -> Result<&Header, CheckpointError> {
     Ok(header)
 }
 
-/// The checks of a checkpoint of `expected_len` bytes after its header: length, CRC, finite
-/// values. Returns the parameters' bytes.
-fn check_body<T: Scalar>(bytes: &[u8], expected_len: usize) -> Result<&[u8], CheckpointError> {
-    if bytes.len() != expected_len {
-        return Err(CheckpointError::Length {
-            expected: expected_len,
-            found: bytes.len(),
-        });
+/// A checked checkpoint's parts after its header.
+struct Body<'b> {
+    /// The parameters' bytes.
+    params: &'b [u8],
+    /// The `int8` body's bytes (empty in version 1).
+    int8: &'b [u8],
+}
+
+/// The checks of a checkpoint after its `header`: length (from the parameter count and, in
+/// version 2, the `int8` body's length), CRC, finite values. Returns its parts.
+fn check_body<'b, T: Scalar>(
+    bytes: &'b [u8],
+    header: &Header,
+) -> Result<Body<'b>, CheckpointError> {
+    let found = bytes.len();
+    let too_long = CheckpointError::Length {
+        expected: usize::MAX,
+        found,
+    };
+    let params_end = (header.count.get() as usize)
+        .checked_mul(T::BYTES)
+        .and_then(|b| b.checked_add(HEADER_LEN))
+        .ok_or(too_long)?;
+    let (int8_start, int8_len) = if header.version.get() == FLOAT_FORMAT_VERSION {
+        (params_end, 0)
+    } else {
+        let int8_start = params_end.checked_add(INT8_LEN_BYTES).ok_or(too_long)?;
+        let len = bytes
+            .get(params_end..int8_start)
+            .and_then(|b| U32::read_from_bytes(b).ok())
+            .ok_or_else(|| CheckpointError::Length {
+                expected: int8_start.saturating_add(TRAILER_LEN),
+                found,
+            })?;
+        // Version 2 is the format of a checkpoint with a body.
+        if len.get() == 0 {
+            return Err(CheckpointError::EmptyInt8Body);
+        }
+        (int8_start, len.get() as usize)
+    };
+    let expected = int8_start
+        .checked_add(int8_len)
+        .and_then(|b| b.checked_add(TRAILER_LEN))
+        .ok_or(too_long)?;
+    if found != expected {
+        return Err(CheckpointError::Length { expected, found });
     }
-    let (contents, stored) = U32::read_from_suffix(bytes)
-        .map_err(|_| CheckpointError::Truncated { len: bytes.len() })?;
+    let (contents, stored) =
+        U32::read_from_suffix(bytes).map_err(|_| CheckpointError::Truncated { len: found })?;
     let (stored, computed) = (stored.get(), CRC32.checksum(contents));
     if stored != computed {
         return Err(CheckpointError::Crc { stored, computed });
     }
-    let body = contents.get(HEADER_LEN..).unwrap_or(&[]);
-    if let Some(index) = body
+    let params = contents.get(HEADER_LEN..params_end).unwrap_or(&[]);
+    if let Some(index) = params
         .chunks_exact(T::BYTES)
         .position(|c| !le_scalar::<T>(c).is_finite())
     {
         return Err(CheckpointError::NonFinite { index });
     }
-    Ok(body)
+    Ok(Body {
+        params,
+        int8: contents
+            .get(int8_start..int8_start + int8_len)
+            .unwrap_or(&[]),
+    })
+}
+
+/// The `int8` body of the checkpoint `bytes` (empty for a version 1 checkpoint), after the
+/// checks that need no tape (magic, version, scalar size, length, CRC, finite values):
+/// what [`quant::Int8Body::parse`](crate::quant::Int8Body::parse) reads, in place.
+pub fn int8_body<T: Scalar>(bytes: &[u8]) -> Result<&[u8], CheckpointError> {
+    let header = check_header::<T>(bytes)?;
+    Ok(check_body::<T>(bytes, header)?.int8)
 }
 
 /// `true` when `a` and `b` encode to the same bytes.
@@ -528,12 +656,8 @@ fn same_bits<T: Scalar>(a: T, b: T) -> bool {
 pub fn parameters_in_place<T: Scalar + bytemuck::Pod>(
     bytes: &'static [u8],
 ) -> Result<&'static [T], CheckpointError> {
-    let count = check_header::<T>(bytes)?.count.get() as usize;
-    let expected_len = count
-        .checked_mul(T::BYTES)
-        .and_then(|b| b.checked_add(HEADER_LEN + TRAILER_LEN))
-        .ok_or(CheckpointError::Truncated { len: bytes.len() })?;
-    let body = check_body::<T>(bytes, expected_len)?;
+    let header = check_header::<T>(bytes)?;
+    let body = check_body::<T>(bytes, header)?.params;
     if !cfg!(target_endian = "little") {
         return Err(CheckpointError::NotInPlace);
     }

@@ -262,6 +262,14 @@ pub enum Error {
     Store(StoreError<NorFlashErrorKind>),
     /// The audit could not report.
     Audit(AuditError),
+    /// An `int8` body was refused or could not run.
+    Int8(crate::quant::Int8Error),
+}
+
+impl From<crate::quant::Int8Error> for Error {
+    fn from(e: crate::quant::Int8Error) -> Self {
+        Self::Int8(e)
+    }
 }
 
 impl From<TapeError> for Error {
@@ -316,6 +324,7 @@ impl fmt::Display for Error {
             Self::Record(e) => write!(f, "{e}"),
             Self::Store(e) => write!(f, "{e}"),
             Self::Audit(e) => write!(f, "{e}"),
+            Self::Int8(e) => write!(f, "{e}"),
         }
     }
 }

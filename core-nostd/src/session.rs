@@ -908,6 +908,12 @@ where
         checkpoint::checksum(self.tape)
     }
 
+    /// CRC-32 of the checkpoint of the model and the `int8` body `int8` before it
+    /// ([`save_with_int8`](Self::save_with_int8)).
+    pub fn checkpoint_crc32_with_int8(&self, int8: &[u8]) -> u32 {
+        checkpoint::checksum_with_int8(self.tape, int8)
+    }
+
     /// Bytes of the model's checkpoint.
     pub fn checkpoint_len(&self) -> usize {
         checkpoint::encoded_len(self.tape)
@@ -924,6 +930,21 @@ where
     pub fn save<F: NorFlash>(&self, flash: &mut F, slots: &Slots) -> Result<u32, Error> {
         let signature = checkpoint::shape_signature(self.tape);
         let mut encoder = checkpoint::Encoder::new(self.tape);
+        Ok(slots.save_from(flash, encoder.len(), signature, |out| encoder.fill(out))?)
+    }
+
+    /// [`save`](Self::save) of the model as the head of a quantised one: its checkpoint
+    /// carries the frozen `int8` body `int8` (the encoding
+    /// [`Int8Body`](crate::quant::Int8Body) reads, [`Int8Body::as_bytes`](crate::quant::Int8Body::as_bytes)),
+    /// format version 2, so that the saved model is whole.
+    pub fn save_with_int8<F: NorFlash>(
+        &self,
+        flash: &mut F,
+        slots: &Slots,
+        int8: &[u8],
+    ) -> Result<u32, Error> {
+        let signature = checkpoint::shape_signature(self.tape);
+        let mut encoder = checkpoint::Encoder::with_int8(self.tape, int8);
         Ok(slots.save_from(flash, encoder.len(), signature, |out| encoder.fill(out))?)
     }
 }

@@ -66,6 +66,47 @@ mod tests {
     }
 
     #[test]
+    fn int8_layers_two_rows_at_a_time_match_the_plain_loop() {
+        use safegrad::quant::{qlinear, Requant};
+        // Every input length from 1 to 40 (the widened pairs of groups, an odd group, each
+        // tail) and 1 to 3 outputs (a pair of rows and one alone), against the sums written
+        // out here.
+        let mut x = [0i8; 40];
+        let mut w = [0i8; 120];
+        let mut state = 777u32;
+        for v in x.iter_mut().chain(w.iter_mut()) {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            *v = (state >> 24) as i8;
+        }
+        x[3] = -128;
+        w[3] = -128;
+        let r = Requant::from_scale(0.001).unwrap();
+        for n in 1..=40 {
+            for outputs in 1..=3 {
+                let bias = [100, -200, 300];
+                let mut y = [0i8; 3];
+                qlinear(
+                    &x[..n],
+                    &w[..n * outputs],
+                    &bias[..outputs],
+                    &[r; 3][..outputs],
+                    -3,
+                    -128,
+                    &mut y[..outputs],
+                );
+                for o in 0..outputs {
+                    let mut acc = bias[o];
+                    for i in 0..n {
+                        acc += i32::from(x[i]) * i32::from(w[o * n + i]);
+                    }
+                    let want = (r.apply(acc) - 3).clamp(-128, 127) as i8;
+                    defmt::assert_eq!(y[o], want);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn matmul_transpose_and_reductions_are_exact_on_small_integers() {
         let a = Tensor::new([[1.0f32, 2.0, 3.0], [4.0, 5.0, 6.0]]);
         let w = Tensor::new([[1.0f32, 0.0], [0.0, 1.0], [1.0, 1.0]]);

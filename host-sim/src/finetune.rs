@@ -329,6 +329,10 @@ pub struct FinetuneReport {
     pub pretrained_checkpoint: Vec<u8>,
     /// The fine-tuned model's checkpoint.
     pub finetuned_checkpoint: Vec<u8>,
+    /// With `--quantize int8`, the quantised model's checkpoints (format version 2: the
+    /// head's float parameters and the `int8` body) before and after fine-tuning, as the
+    /// device keeps them.
+    pub int8_checkpoints: Option<(Vec<u8>, Vec<u8>)>,
     /// The domain audit of the fine-tuning step's graph (it must be clean).
     pub audit: safegrad::audit::Audit<16>,
     /// The domain audit of the pre-training step's graph.
@@ -391,10 +395,15 @@ impl FinetuneReport {
 
     /// The CRC-32 stored at the end of the fine-tuned checkpoint: it covers every parameter
     /// bit, so two runs with the same value ended with the same parameters.
+    /// With `--quantize int8`, the quantised model's checkpoint's.
     pub fn finetuned_crc32(&self) -> u32 {
-        let n = self.finetuned_checkpoint.len();
+        let kept = match &self.int8_checkpoints {
+            Some((_, after)) => after,
+            None => &self.finetuned_checkpoint,
+        };
+        let n = kept.len();
         let mut b = [0u8; 4];
-        if let Some(tail) = self.finetuned_checkpoint.get(n.saturating_sub(4)..) {
+        if let Some(tail) = kept.get(n.saturating_sub(4)..) {
             b.copy_from_slice(tail);
         }
         u32::from_le_bytes(b)
@@ -696,24 +705,60 @@ type SetStatistics<'a, M> = &'a dyn Fn(&mut HostTape, &M) -> Result<(), safegrad
 /// `--quantize int8`.
 type Quantizer<'a> = &'a dyn Fn(&[u8]) -> Result<crate::quantized::Split, String>;
 
+/// Latent rows and their classes.
+type LatentRows<const F: usize> = Vec<([f32; F], usize)>;
+
 /// The model's `int8` body after pre-training, with the float prefix before it.
 struct Int8Body {
-    split: crate::quantized::Split,
     body: crate::quantized::QuantBody,
 }
 
 impl Int8Body {
     /// A row's latent: the prefix in float, the body in `int8`, dequantised.
-    fn latent<const IN: usize, const LATENT: usize>(&self, row: &[f32; IN]) -> [f32; LATENT] {
+    fn latent<const IN: usize, const LATENT: usize>(
+        &self,
+        row: &[f32; IN],
+    ) -> Result<[f32; LATENT], String> {
         let mut out = [0.0f32; LATENT];
-        for (o, v) in out
-            .iter_mut()
-            .zip(self.body.forward(&(self.split.prefix)(row)))
-        {
+        for (o, v) in out.iter_mut().zip(self.body.forward(row)?) {
             *o = v;
         }
-        out
+        Ok(out)
     }
+}
+
+/// The checkpoint of a quantised model: the head `head` (its weight and bias) and the
+/// `int8` body `body` (format version 2).
+fn int8_checkpoint<const LATENT: usize>(
+    weight: &safegrad::Tensor<f32, LATENT, MOTION_CLASSES>,
+    bias: &safegrad::Tensor<f32, 1, MOTION_CLASSES>,
+    body: &[u8],
+) -> Result<Vec<u8>, String> {
+    let e = |err: &dyn std::fmt::Display| err.to_string();
+    let mut tape = HostTape::new();
+    let head =
+        Linear::<LATENT, MOTION_CLASSES>::build(&mut tape, &mut Init::new(0)).map_err(|x| e(&x))?;
+    tape.set_parameter(head.weight, weight).map_err(|x| e(&x))?;
+    tape.set_parameter(head.bias, bias).map_err(|x| e(&x))?;
+    let mut out = vec![0u8; safegrad::checkpoint::encoded_len_with_int8(&tape, body)];
+    safegrad::checkpoint::save_with_int8(&tape, body, &mut out).map_err(|x| e(&x))?;
+    Ok(out)
+}
+
+/// The quantised model's checkpoint with the head of `session`.
+fn int8_checkpoint_of<M, const LATENT: usize>(
+    session: &mut HostSession<'_, M>,
+    body: &[u8],
+) -> Result<Vec<u8>, String>
+where
+    M: Build<f32> + WithHead<Head = Linear<LATENT, MOTION_CLASSES>>,
+{
+    let e = |err: &dyn std::fmt::Display| err.to_string();
+    let (tape, model) = session.parts();
+    let head = model.head();
+    let w = tape.value(head.weight).map_err(|x| e(&x))?;
+    let b = tape.value(head.bias).map_err(|x| e(&x))?;
+    int8_checkpoint(&w, &b, body)
 }
 
 /// The share of `rows` (latents) the session's head classifies right.
@@ -787,21 +832,26 @@ where
     // With `--quantize int8`, the body in int8, calibrated on pre-training's rows.
     let int8 = if config.quantize {
         let split = quantizer(&pretrained_checkpoint)?;
-        let calibration: Vec<Vec<f32>> =
-            train_rows.iter().map(|(x, _)| (split.prefix)(x)).collect();
-        let body = crate::quantized::QuantBody::calibrate(&split.body, &calibration)?;
-        Some(Int8Body { split, body })
+        let calibration: Vec<Vec<f32>> = train_rows.iter().map(|(x, _)| x.to_vec()).collect();
+        let body =
+            crate::quantized::QuantBody::calibrate(&split.prefix, &split.body, &calibration)?;
+        Some(Int8Body { body })
     } else {
         None
     };
-    let int8_latents = |rows: &[([f32; IN], usize)]| -> Option<Vec<([f32; LATENT], usize)>> {
+    let int8_latents = |rows: &[([f32; IN], usize)]| -> Result<Option<LatentRows<LATENT>>, String> {
         int8.as_ref()
-            .map(|q| rows.iter().map(|(x, l)| (q.latent(x), *l)).collect())
+            .map(|q| {
+                rows.iter()
+                    .map(|(x, l)| Ok((q.latent(x)?, *l)))
+                    .collect::<Result<Vec<_>, String>>()
+            })
+            .transpose()
     };
     // The accuracy of the model as it stands: through the int8 body when there is one.
     let accuracy =
         |session: &mut HostSession<'_, M>, rows: &[([f32; IN], usize)]| -> Result<f64, String> {
-            match int8_latents(rows) {
+            match int8_latents(rows)? {
                 Some(latents) => head_accuracy(session, &latents),
                 None => accuracy(session, rows).map_err(|x| e(&x)),
             }
@@ -828,6 +878,10 @@ where
         plan,
     )
     .map_err(|x| e(&x))?;
+    let int8_pretrained = match &int8 {
+        Some(q) => Some(int8_checkpoint_of(&mut session, q.body.encoding())?),
+        None => None,
+    };
     let finetune_set = first_per_class(&shifted_train, config.per_class);
     let mut schedule = Schedule::new(Sgd::new(config.finetune_lr))
         .epochs(config.finetune_epochs)
@@ -840,7 +894,7 @@ where
     let latents = |session: &mut HostSession<'_, M>,
                    rows: &[([f32; IN], usize)]|
      -> Result<Vec<([f32; LATENT], usize)>, String> {
-        if let Some(latents) = int8_latents(rows) {
+        if let Some(latents) = int8_latents(rows)? {
             return Ok(latents);
         }
         let mut out = vec![([0.0f32; LATENT], 0usize); rows.len()];
@@ -1000,6 +1054,12 @@ where
         finetune_curve,
         pretrained_checkpoint,
         finetuned_checkpoint: checkpoint_of(&session).map_err(|x| e(&x))?,
+        int8_checkpoints: match (int8_pretrained, &int8) {
+            (Some(before), Some(q)) => {
+                Some((before, int8_checkpoint_of(&mut session, q.body.encoding())?))
+            }
+            _ => None,
+        },
         audit,
         pretrain_audit,
         finetune_rows: finetune_set.iter().map(|(x, l)| (x.to_vec(), *l)).collect(),

@@ -822,11 +822,16 @@ fn run_finetune(
             ],
         )?;
     }
+    // A quantised model's checkpoints carry its int8 body (format version 2).
+    let (pretrained, finetuned) = match &report.int8_checkpoints {
+        Some((before, after)) => (before, after),
+        None => (&report.pretrained_checkpoint, &report.finetuned_checkpoint),
+    };
     if let Some(path) = &export {
-        write_file(path, &report.pretrained_checkpoint)?;
+        write_file(path, pretrained)?;
     }
     if let Some(path) = &save {
-        write_file(path, &report.finetuned_checkpoint)?;
+        write_file(path, finetuned)?;
     }
     let recovered = report.drop_recovered();
     if json {
@@ -1060,6 +1065,26 @@ fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<()
     if model != MotionNet::Mlp {
         expected["model"] = json!(model.name());
     }
+    // The same job with the body quantised (`--quantize int8`): its checkpoint (the float
+    // head and the int8 body) and what its fine-tuning gives.
+    let quantized = finetune::run(
+        data_dir,
+        &FinetuneConfig {
+            quantize: true,
+            ..config
+        },
+        &mut |_| {},
+    )?;
+    let (int8_pretrained, _) = quantized
+        .int8_checkpoints
+        .as_ref()
+        .ok_or("the quantised job wrote no int8 checkpoint")?;
+    write_file(&out.join("int8.sgck"), int8_pretrained)?;
+    expected["int8_shifted_accuracy_before"] = json!(quantized.shifted_accuracy_before);
+    expected["int8_shifted_accuracy_after"] = json!(quantized.shifted_accuracy_after);
+    expected["int8_committed"] = json!(quantized.committed());
+    expected["int8_finetuned_checkpoint_crc32"] =
+        json!(format!("{:#010x}", quantized.finetuned_crc32()));
     let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
     write_file(&out.join("expected.json"), text.as_bytes())?;
     println!("wrote {}", out.display());

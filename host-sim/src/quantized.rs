@@ -10,8 +10,8 @@
 use safegrad::ops::conv::{conv1d, Conv1dShape};
 use safegrad::ops::pool::global_avg_pool;
 use safegrad::quant::{
-    fold_input_zero_point, qconv1d, qglobal_avg_pool, qlinear, quantize_bias, quantize_per_channel,
-    QuantParams, Requant,
+    fold_input_zero_point, quantize_bias, quantize_per_channel, Int8Body, Int8Encoder, Int8Error,
+    Int8Layer, Int8Op, QuantParams, Requant, Window,
 };
 use safegrad::tensor::kernels;
 
@@ -89,44 +89,17 @@ impl FloatLayer {
     }
 }
 
-/// A quantised layer.
-#[derive(Clone, Debug)]
-enum QLayer {
-    Dense {
-        /// `OUT x IN`.
-        weight: Vec<i8>,
-        /// With the input's zero point folded in.
-        bias: Vec<i32>,
-        requant: Vec<Requant>,
-        out: QuantParams,
-        relu: bool,
-    },
-    Conv {
-        shape: Conv1dShape,
-        weight: Vec<i8>,
-        bias: Vec<i32>,
-        requant: Vec<Requant>,
-        input: QuantParams,
-        out: QuantParams,
-        relu: bool,
-    },
-    GlobalAvg {
-        channels: usize,
-        len: usize,
-        params: QuantParams,
-    },
-}
-
 /// An `int8` body: the float prefix's output quantised, the layers in integer arithmetic,
-/// the last output dequantised.
+/// the last output dequantised; encoded as a checkpoint carries it
+/// ([`safegrad::quant::Int8Body`]) and run by the core, as on the device.
 pub struct QuantBody {
-    input: QuantParams,
-    layers: Vec<QLayer>,
-    output: QuantParams,
-    /// Bytes of the quantised parameters (`int8` weights, `int32` biases, a scale per
-    /// output channel and per activation tensor) and of the float ones they replace.
+    /// The encoding, in words so that it is aligned for reading in place.
+    words: Vec<u32>,
+    len: usize,
+    /// Bytes of the encoding: what the body takes in flash (weights, biases, scales,
+    /// requantisations, the prefix and the records).
     pub int8_bytes: usize,
-    /// Bytes of the body's float parameters.
+    /// Bytes of the body's float parameters, the prefix's included.
     pub float_bytes: usize,
 }
 
@@ -138,16 +111,31 @@ fn range<'a>(rows: impl Iterator<Item = &'a [f32]>) -> (f32, f32) {
         })
 }
 
+/// A layer quantised: its parameters, owned, for [`Int8Encoder::layer`].
+struct Owned {
+    op: Int8Op,
+    relu: bool,
+    output: QuantParams,
+    scales: Vec<f32>,
+    requant: Vec<Requant>,
+    bias: Vec<i32>,
+    weights: Vec<i8>,
+}
+
 impl QuantBody {
-    /// Quantises `layers`, calibrating every activation's range on `calibration` (the
-    /// float prefix's outputs for the training split).
-    pub fn calibrate(layers: &[FloatLayer], calibration: &[Vec<f32>]) -> Result<Self, String> {
+    /// Quantises `layers` after the float `prefix`, calibrating every activation's range
+    /// on `rows` (the training split's rows, before the prefix).
+    pub fn calibrate(
+        prefix: &Prefix,
+        layers: &[FloatLayer],
+        rows: &[Vec<f32>],
+    ) -> Result<Self, String> {
+        let calibration: Vec<Vec<f32>> = rows.iter().map(|x| prefix.apply(x)).collect();
         let (lo, hi) = range(calibration.iter().map(Vec::as_slice));
         let input = QuantParams::from_range(lo, hi);
-        let mut acts: Vec<Vec<f32>> = calibration.to_vec();
+        let mut acts: Vec<Vec<f32>> = calibration;
         let mut params = input;
-        let mut out_layers = Vec::new();
-        let mut int8_bytes = 8; // the input's scale and zero point
+        let mut owned = Vec::new();
         for layer in layers {
             acts = acts.iter().map(|x| layer.forward(x)).collect();
             let (lo, hi) = range(acts.iter().map(Vec::as_slice));
@@ -181,13 +169,17 @@ impl QuantBody {
                         .collect();
                     let mut folded = vec![0i32; *outputs];
                     fold_input_zero_point(&b, &w, params.zero_point, &mut folded);
-                    int8_bytes += w.len() + 4 * b.len() + 4 * scales.len() + 8;
-                    QLayer::Dense {
-                        weight: w,
-                        bias: folded,
-                        requant: requant_of(&scales)?,
-                        out,
+                    Owned {
+                        op: Int8Op::Linear {
+                            inputs: *inputs,
+                            outputs: *outputs,
+                        },
                         relu: *relu,
+                        output: out,
+                        requant: requant_of(&scales)?,
+                        scales,
+                        bias: folded,
+                        weights: w,
                     }
                 }
                 FloatLayer::Conv {
@@ -204,106 +196,100 @@ impl QuantBody {
                         .zip(&scales)
                         .map(|(&b, &s)| quantize_bias(b, params.scale, s))
                         .collect();
-                    int8_bytes += w.len() + 4 * b.len() + 4 * scales.len() + 8;
-                    QLayer::Conv {
-                        shape: *shape,
-                        weight: w,
-                        bias: b,
-                        requant: requant_of(&scales)?,
-                        input: params,
-                        out,
+                    Owned {
+                        op: Int8Op::Conv1d(Window {
+                            c_in: shape.c_in,
+                            l_in: shape.l_in,
+                            c_out: shape.c_out,
+                            kernel: shape.kernel,
+                            stride: shape.stride,
+                            padding: shape.padding,
+                            dilation: shape.dilation,
+                            groups: shape.groups,
+                        }),
                         relu: *relu,
+                        output: out,
+                        requant: requant_of(&scales)?,
+                        scales,
+                        bias: b,
+                        weights: w,
                     }
                 }
-                FloatLayer::GlobalAvg { channels, len } => QLayer::GlobalAvg {
-                    channels: *channels,
-                    len: *len,
-                    params,
+                // An average keeps its input's codes' meaning.
+                FloatLayer::GlobalAvg { channels, len } => Owned {
+                    op: Int8Op::GlobalAvgPool {
+                        channels: *channels,
+                        len: *len,
+                    },
+                    relu: false,
+                    output: params,
+                    scales: Vec::new(),
+                    requant: Vec::new(),
+                    bias: Vec::new(),
+                    weights: Vec::new(),
                 },
             };
-            // An average keeps its input's codes' meaning.
-            if !matches!(q, QLayer::GlobalAvg { .. }) {
-                params = out;
-            }
-            out_layers.push(q);
+            params = q.output;
+            owned.push(q);
         }
-        Ok(Self {
+        let e = |x: Int8Error| x.to_string();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut enc = Int8Encoder::new(
+            &mut buf,
+            prefix.channels,
+            prefix.len,
             input,
-            layers: out_layers,
-            output: params,
-            int8_bytes,
-            float_bytes: 4 * layers.iter().map(FloatLayer::parameters).sum::<usize>(),
-        })
+            &prefix.shift,
+            &prefix.mul,
+        )
+        .map_err(e)?;
+        for q in &owned {
+            enc.layer(&Int8Layer {
+                op: q.op,
+                relu: q.relu,
+                output: q.output,
+                weight_scales: &q.scales,
+                requant: &q.requant,
+                bias: &q.bias,
+                weights: &q.weights,
+            })
+            .map_err(e)?;
+        }
+        let len = enc.finish().map_err(e)?;
+        let mut words = vec![0u32; len.div_ceil(4)];
+        bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..len].copy_from_slice(&buf[..len]);
+        let body = Self {
+            words,
+            len,
+            int8_bytes: len,
+            float_bytes: 4
+                * (layers.iter().map(FloatLayer::parameters).sum::<usize>()
+                    + prefix.shift.len()
+                    + prefix.mul.len()),
+        };
+        body.body()?;
+        Ok(body)
     }
 
-    /// The body's output (dequantised) for the float prefix's output `x`. A global average
-    /// pooling at the end is the boundary into the float head: its exact integer sums are
-    /// dequantised, `scale * sum(code - zero_point) / len`, rather than rounded to codes.
-    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let mut codes: Vec<i8> = x.iter().map(|&v| self.input.quantize(v)).collect();
-        let (last, layers) = match self.layers.split_last() {
-            Some((QLayer::GlobalAvg { len, params, .. }, rest)) => (Some((*len, *params)), rest),
-            _ => (None, &self.layers[..]),
-        };
-        for layer in layers {
-            codes = match layer {
-                QLayer::Dense {
-                    weight,
-                    bias,
-                    requant,
-                    out,
-                    relu,
-                } => {
-                    let mut y = vec![0i8; bias.len()];
-                    let min = if *relu { out.zero_point as i8 } else { -128 };
-                    qlinear(&codes, weight, bias, requant, out.zero_point, min, &mut y);
-                    y
-                }
-                QLayer::Conv {
-                    shape,
-                    weight,
-                    bias,
-                    requant,
-                    input,
-                    out,
-                    relu,
-                } => {
-                    let mut y = vec![0i8; shape.c_out * shape.l_out];
-                    let min = if *relu { out.zero_point as i8 } else { -128 };
-                    qconv1d(
-                        shape,
-                        &codes,
-                        input.zero_point,
-                        weight,
-                        bias,
-                        requant,
-                        out.zero_point,
-                        min,
-                        &mut y,
-                    );
-                    y
-                }
-                QLayer::GlobalAvg {
-                    channels,
-                    len,
-                    params,
-                } => {
-                    let mut y = vec![0i8; *channels];
-                    qglobal_avg_pool(&codes, *len, params.zero_point, &mut y);
-                    y
-                }
-            };
-        }
-        match last {
-            Some((len, p)) => codes
-                .chunks_exact(len.max(1))
-                .map(|row| {
-                    let sum: i32 = row.iter().map(|&c| i32::from(c) - p.zero_point).sum();
-                    p.scale * sum as f32 / len as f32
-                })
-                .collect(),
-            None => codes.iter().map(|&c| self.output.dequantize(c)).collect(),
-        }
+    /// The encoding, as a version 2 checkpoint carries it.
+    pub fn encoding(&self) -> &[u8] {
+        &bytemuck::cast_slice::<u32, u8>(&self.words)[..self.len]
+    }
+
+    /// The body, parsed by the core.
+    pub fn body(&self) -> Result<Int8Body<'_>, String> {
+        Int8Body::parse(self.encoding()).map_err(|x| x.to_string())
+    }
+
+    /// The body's output (dequantised) for the row `x` (before the prefix), as the core
+    /// computes it.
+    pub fn forward(&self, x: &[f32]) -> Result<Vec<f32>, String> {
+        let body = self.body()?;
+        let mut scratch = vec![0i8; body.scratch_len()];
+        let mut out = vec![0.0f32; body.outputs()];
+        body.forward(x, &mut scratch, &mut out)
+            .map_err(|x| x.to_string())?;
+        Ok(out)
     }
 }
 
@@ -338,8 +324,33 @@ pub fn head_class(latent: &[f32], weight: &[f32], bias: &[f32]) -> usize {
     best
 }
 
-/// A float function of a row, as the frozen input standardisation is.
-pub type Prefix = Box<dyn Fn(&[f32]) -> Vec<f32>>;
+/// The frozen input standardisation before the body, per channel: a row of `channels x
+/// len` values, value `x` of channel `c` becoming `(x + shift[c]) * mul[c]` (the `int8`
+/// body's float prefix).
+#[derive(Clone, Debug)]
+pub struct Prefix {
+    /// Channels.
+    pub channels: usize,
+    /// Values per channel.
+    pub len: usize,
+    /// Each channel's shift.
+    pub shift: Vec<f32>,
+    /// Each channel's multiplier.
+    pub mul: Vec<f32>,
+}
+
+impl Prefix {
+    /// The standardised row.
+    pub fn apply(&self, x: &[f32]) -> Vec<f32> {
+        x.iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let c = i / self.len.max(1);
+                (v + self.shift[c]) * self.mul[c]
+            })
+            .collect()
+    }
+}
 
 /// A model split for quantisation: the float prefix, the body's layers, the head.
 pub struct Split {
@@ -382,12 +393,12 @@ pub fn split_mlp(checkpoint: &[u8]) -> Result<Split, String> {
     let w3 = tape.value(m.3.weight).map_err(|x| e(&x))?;
     let b3 = tape.value(m.3.bias).map_err(|x| e(&x))?;
     Ok(Split {
-        prefix: Box::new(move |x| {
-            x.iter()
-                .zip(shift.iter().zip(&scale))
-                .map(|(&v, (&s, &k))| (v + s) * k)
-                .collect()
-        }),
+        prefix: Prefix {
+            channels: shift.len(),
+            len: 1,
+            shift,
+            mul: scale,
+        },
         body: vec![
             dense(w1.as_slice(), b1.as_slice(), 16, true),
             dense(w2.as_slice(), b2.as_slice(), 32, true),
@@ -400,7 +411,7 @@ pub fn split_mlp(checkpoint: &[u8]) -> Result<Split, String> {
 pub fn split_cnn(checkpoint: &[u8]) -> Result<Split, String> {
     use motion::model::MotionCnn;
     use safegrad::nn::Init;
-    use safegrad::ops::batch_norm::{batch_norm, DEFAULT_BATCH_NORM_EPS};
+    use safegrad::ops::batch_norm::{channel_affine, DEFAULT_BATCH_NORM_EPS};
     let e = |err: &dyn std::fmt::Display| err.to_string();
     let mut work = crate::model::new_workspace::<MotionCnn>();
     let mut session =
@@ -438,12 +449,20 @@ pub fn split_cnn(checkpoint: &[u8]) -> Result<Split, String> {
     let w = tape.value(second.3.weight).map_err(|x| e(&x))?;
     let b = tape.value(second.3.bias).map_err(|x| e(&x))?;
     let eps = DEFAULT_BATCH_NORM_EPS as f32;
+    // The batch normalisation `x * alpha + beta` as the prefix `(x + beta / alpha) * alpha`.
+    let (shift, mul): (Vec<f32>, Vec<f32>) = (0..6)
+        .map(|c| {
+            let (alpha, beta) = channel_affine(&stats, 6, c, eps);
+            (beta / alpha, alpha)
+        })
+        .unzip();
     Ok(Split {
-        prefix: Box::new(move |x| {
-            let mut y = vec![0.0f32; x.len()];
-            batch_norm(x, 100, &stats, eps, &mut y);
-            y
-        }),
+        prefix: Prefix {
+            channels: 6,
+            len: 100,
+            shift,
+            mul,
+        },
         body: vec![
             c1,
             c2,
@@ -512,8 +531,7 @@ pub fn measure(
                 .collect(),
         ),
     };
-    let calibration: Vec<Vec<f32>> = rows.iter().map(|x| (split.prefix)(x)).collect();
-    let body = QuantBody::calibrate(&split.body, &calibration)?;
+    let body = QuantBody::calibrate(&split.prefix, &split.body, &rows)?;
     let accuracies = |r: &crate::finetune::FinetuneReport| {
         [
             r.pretrain_accuracy,

@@ -4,6 +4,10 @@
 /// The pre-trained checkpoint (`safegrad::checkpoint` format), aligned so that the frozen
 /// layers read their parameters from it in place.
 pub static PRETRAINED: &[u8] = safegrad::include_checkpoint!("../assets/pretrained.sgck");
+/// The pre-trained model quantised (`host-sim finetune --quantize int8`): the float head's
+/// parameters and the `int8` body (checkpoint format version 2), aligned for reading in
+/// place.
+pub static INT8: &[u8] = safegrad::include_checkpoint!("../assets/int8.sgck");
 /// The shifted recordings to fine-tune on, as features (`safegrad::dataset` format).
 pub static FINETUNE_SET: &[u8] = include_bytes!("../assets/finetune.sgds");
 /// The shifted held-out recordings, as features.
@@ -16,6 +20,9 @@ pub static EVAL_SET: &[u8] = include_bytes!("../assets/eval.sgds");
 pub mod cnn {
     /// The pre-trained checkpoint, aligned for reading the frozen layers in place.
     pub static PRETRAINED: &[u8] = safegrad::include_checkpoint!("../assets/cnn/pretrained.sgck");
+    /// The pre-trained CNN quantised: the float head and the `int8` body (checkpoint
+    /// format version 2), aligned for reading in place.
+    pub static INT8: &[u8] = safegrad::include_checkpoint!("../assets/cnn/int8.sgck");
     /// The shifted recordings to fine-tune on, as raw windows (`safegrad::dataset`
     /// format).
     pub static FINETUNE_SET: &[u8] = include_bytes!("../assets/cnn/finetune.sgds");

@@ -4,8 +4,11 @@
 
 use embedded_storage::nor_flash::NorFlash;
 use safegrad::dataset::{RecordError, Recorder};
+use safegrad::nn::Linear;
 use safegrad::nn::{Build, Module, Sizes};
-use safegrad::session::{FitReport, Session};
+use safegrad::quant::{Int8Body, Int8Error, Int8Latents};
+use safegrad::session::{FitReport, GateReport, Session};
+use safegrad::train::StepError;
 use safegrad::train::{record_loss, step, Divergence, Samples, Score, StepConfig};
 use safegrad::{Capacity, Error, Var};
 
@@ -110,6 +113,28 @@ where
     let gate = session.fit_gated(train, &mut schedule, gate_folds(train.len()))?;
     let train_ticks = now().wrapping_sub(start);
     let correct_after = session.correct(eval)?;
+    let mut report = report_of(
+        &gate,
+        sizes,
+        correct_before,
+        correct_after,
+        train.len(),
+        eval.len(),
+    );
+    report.train_ticks = train_ticks;
+    report.checkpoint_crc32 = session.checkpoint_crc32();
+    Ok(report)
+}
+
+/// The report of a gated fit (its clock ticks and CRC left 0).
+fn report_of(
+    gate: &GateReport<f32>,
+    sizes: Sizes,
+    correct_before: usize,
+    correct_after: usize,
+    train_len: usize,
+    eval_len: usize,
+) -> JobReport {
     let fit = gate.fit.unwrap_or(FitReport {
         epochs: 0,
         steps: 0,
@@ -121,11 +146,11 @@ where
         restored: false,
         converged: false,
     });
-    Ok(JobReport {
+    JobReport {
         correct_before,
         correct_after,
-        eval_samples: eval.len(),
-        finetune_samples: train.len(),
+        eval_samples: eval_len,
+        finetune_samples: train_len,
         validation_before: gate.before,
         validation_after: gate.after,
         committed: gate.committed,
@@ -139,10 +164,82 @@ where
         parameters: sizes.parameters,
         activations: sizes.activations,
         optimiser_state: 0,
-        train_ticks,
+        train_ticks: 0,
         final_loss: fit.final_loss,
-        checkpoint_crc32: session.checkpoint_crc32(),
-    })
+        checkpoint_crc32: 0,
+    }
+}
+
+/// The buffers of the quantised job ([`run_int8`]): the training rows' latents, a raw row
+/// and the `int8` body's scratch.
+pub struct Int8Buffers<'b, const IN: usize, const F: usize> {
+    /// Room for the training rows' latents (one per row).
+    pub latents: &'b mut [([f32; F], usize)],
+    /// A row of the data sets.
+    pub row: &'b mut [f32; IN],
+    /// The body's codes ([`Int8Body::scratch_len`]).
+    pub scratch: &'b mut [i8],
+}
+
+/// The job for a quantised model ([`run_model`]'s schedule and gate): the frozen `int8`
+/// `body` (read in place from the checkpoint) and the session's float head, which alone
+/// trains. The training rows go through the body once, into `buffers.latents`; the
+/// evaluation rows as they are read. The report's CRC is the quantised model's checkpoint's
+/// (the head and the body, format version 2), as [`Session::save_with_int8`] writes it.
+#[cfg_attr(target_os = "none", inline(never))]
+pub fn run_int8<Mem, D, E, const IN: usize, const F: usize>(
+    session: &mut Session<'_, Linear<F, CLASSES>, f32, Mem>,
+    body: Int8Body<'_>,
+    buffers: Int8Buffers<'_, IN, F>,
+    train: &D,
+    eval: &E,
+    now: &mut dyn FnMut() -> u64,
+) -> Result<JobReport, Error>
+where
+    Mem: Capacity,
+    D: Samples<f32, IN> + ?Sized,
+    E: Samples<f32, IN> + ?Sized,
+{
+    let Int8Buffers {
+        latents,
+        row,
+        scratch,
+    } = buffers;
+    let start = now();
+    let rows = {
+        let through = Int8Latents::<_, IN, F>::new(body, train, &mut *row, &mut *scratch)?;
+        let capacity = latents.len();
+        let out = latents
+            .get_mut(..train.len())
+            .ok_or(Error::Step(StepError::SampleCapacity {
+                capacity,
+                rows: train.len(),
+            }))?;
+        for (i, slot) in out.iter_mut().enumerate() {
+            *slot = through
+                .row(i)
+                .ok_or(Error::Int8(Int8Error::NonFinite { index: i }))?;
+        }
+        out
+    };
+    let eval_latents = Int8Latents::<_, IN, F>::new(body, eval, row, scratch)?;
+    let correct_before = session.correct(&eval_latents)?;
+    let mut schedule = finetune_schedule(SEED);
+    let gate = session.fit_gated(&*rows, &mut schedule, gate_folds(train.len()))?;
+    let train_ticks = now().wrapping_sub(start);
+    let correct_after = session.correct(&eval_latents)?;
+    let sizes = safegrad::nn::sizes::<Linear<F, CLASSES>>(crate::model::FINETUNE_PLAN);
+    let mut report = report_of(
+        &gate,
+        sizes,
+        correct_before,
+        correct_after,
+        train.len(),
+        eval.len(),
+    );
+    report.train_ticks = train_ticks;
+    report.checkpoint_crc32 = session.checkpoint_crc32_with_int8(body.as_bytes());
+    Ok(report)
 }
 
 /// Where [`record`] logs the samples it reads: two regions of the flash, whole erase
@@ -368,6 +465,47 @@ mod tests {
         assert_eq!(r.correct_before as f64 / r.eval_samples as f64, before);
     }
 
+    /// The quantised MLP's job (its int8 body in place, its float head trained), run here
+    /// on the device's workspace type, gives host-sim's `--quantize int8` parameters.
+    #[test]
+    fn the_int8_job_on_the_host_matches_host_sim_bit_for_bit() {
+        use crate::model::{MlpInt8Workspace, MLP_INT8_SCRATCH};
+        let mut work = Box::new(MlpInt8Workspace::new());
+        let mut session = Session::from_checkpoint(&mut work, assets::INT8, FINETUNE_PLAN).unwrap();
+        let body = safegrad::quant::Int8Body::parse(
+            safegrad::checkpoint::int8_body::<f32>(assets::INT8).unwrap(),
+        )
+        .unwrap();
+        let train = rows(assets::FINETUNE_SET);
+        let eval = rows(assets::EVAL_SET);
+        let mut latents = [([0.0f32; 32], 0usize); 16];
+        let mut row = [0.0f32; IMU_FEATURES];
+        let mut scratch = [0i8; MLP_INT8_SCRATCH];
+        let buffers = Int8Buffers {
+            latents: &mut latents,
+            row: &mut row,
+            scratch: &mut scratch,
+        };
+        let r = run_int8(
+            &mut session,
+            body,
+            buffers,
+            &train[..],
+            &eval[..],
+            &mut || 0,
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.checkpoint_crc32),
+            expected("int8_finetuned_checkpoint_crc32")
+        );
+        let after: f64 = expected("int8_shifted_accuracy_after").parse().unwrap();
+        assert_eq!(r.correct_after as f64 / r.eval_samples as f64, after);
+        let before: f64 = expected("int8_shifted_accuracy_before").parse().unwrap();
+        assert_eq!(r.correct_before as f64 / r.eval_samples as f64, before);
+        assert_eq!(r.trainable, 32 * 4 + 4);
+    }
+
     #[test]
     fn the_tape_is_sized_to_one_step_exactly() {
         // The sizes from the model's type are what one step records.
@@ -559,6 +697,40 @@ mod cnn_tests {
         let after = r.correct_after as f64 / r.eval_samples as f64;
         assert_eq!(Ok(after), expected("shifted_accuracy_after").parse::<f64>());
         assert_eq!(r.trainable, 16 * 4 + 4);
+    }
+
+    /// The quantised CNN's job, run here on the device's workspace type, gives host-sim's
+    /// `--model cnn --quantize int8` parameters.
+    #[test]
+    fn the_int8_cnn_job_on_the_host_matches_host_sim_bit_for_bit() {
+        use crate::model::{CnnInt8Workspace, CNN_INT8_SCRATCH};
+        let mut work = Box::new(CnnInt8Workspace::new());
+        let mut session = Session::from_checkpoint(&mut work, cnn::INT8, FINETUNE_PLAN).unwrap();
+        let body = safegrad::quant::Int8Body::parse(
+            safegrad::checkpoint::int8_body::<f32>(cnn::INT8).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(body.scratch_len(), CNN_INT8_SCRATCH);
+        let train = Dataset::<f32, WINDOW_VALUES>::parse(cnn::FINETUNE_SET).unwrap();
+        let eval = Dataset::<f32, WINDOW_VALUES>::parse(cnn::EVAL_SET).unwrap();
+        let mut latents = [([0.0f32; 16], 0usize); 16];
+        let mut row = [0.0f32; WINDOW_VALUES];
+        let mut scratch = [0i8; CNN_INT8_SCRATCH];
+        let buffers = Int8Buffers {
+            latents: &mut latents,
+            row: &mut row,
+            scratch: &mut scratch,
+        };
+        let r = run_int8(&mut session, body, buffers, &train, &eval, &mut || 0).unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.checkpoint_crc32),
+            expected("int8_finetuned_checkpoint_crc32")
+        );
+        let after = r.correct_after as f64 / r.eval_samples as f64;
+        assert_eq!(
+            Ok(after),
+            expected("int8_shifted_accuracy_after").parse::<f64>()
+        );
     }
 
     /// The CNN's head applied to its body's output gives its forward pass's logits, bit for

@@ -87,6 +87,49 @@ pub type CnnFinetuneCapacity = Cap<
 pub type CnnFinetuneWorkspace =
     Workspace<MotionCnn, f32, CnnFinetuneCapacity, { CNN_FINETUNE_SIZES.trainable }, MAX_SAMPLES>;
 
+/// The head of the quantised MLP (`finetune --quantize int8`): its `int8` body's 32
+/// outputs to the classes, all that the device keeps in float and trains.
+pub type MlpInt8Head = Linear<32, CLASSES>;
+
+/// What one fine-tuning step of [`MlpInt8Head`] records.
+pub const MLP_INT8_SIZES: Sizes = sizes::<MlpInt8Head>(FINETUNE_PLAN);
+
+/// The memory of a fine-tuning session of [`MlpInt8Head`], sized from its type.
+pub type MlpInt8Workspace = Workspace<
+    MlpInt8Head,
+    f32,
+    Cap<{ MLP_INT8_SIZES.nodes }, { MLP_INT8_SIZES.values }, { MLP_INT8_SIZES.gradients }>,
+    { MLP_INT8_SIZES.trainable },
+    MAX_SAMPLES,
+>;
+
+/// Codes of scratch the MLP's `int8` body runs in: two of its largest activation (32).
+pub const MLP_INT8_SCRATCH: usize = 2 * 32;
+
+/// The head of the quantised CNN: its `int8` body's 16 outputs (the global average
+/// pooling's) to the classes.
+#[cfg(feature = "cnn")]
+pub type CnnInt8Head = Linear<16, CLASSES>;
+
+/// What one fine-tuning step of [`CnnInt8Head`] records.
+#[cfg(feature = "cnn")]
+pub const CNN_INT8_SIZES: Sizes = sizes::<CnnInt8Head>(FINETUNE_PLAN);
+
+/// The memory of a fine-tuning session of [`CnnInt8Head`], sized from its type.
+#[cfg(feature = "cnn")]
+pub type CnnInt8Workspace = Workspace<
+    CnnInt8Head,
+    f32,
+    Cap<{ CNN_INT8_SIZES.nodes }, { CNN_INT8_SIZES.values }, { CNN_INT8_SIZES.gradients }>,
+    { CNN_INT8_SIZES.trainable },
+    MAX_SAMPLES,
+>;
+
+/// Codes of scratch the CNN's `int8` body runs in: two of its largest activation, the
+/// first convolution's `16 x 48`.
+#[cfg(feature = "cnn")]
+pub const CNN_INT8_SCRATCH: usize = 2 * 16 * 48;
+
 /// The seed the host simulator and the firmware use unless told otherwise.
 pub const SEED: u64 = 7;
 /// Most fine-tuning epochs: the fit usually converges first (see [`PLATEAU`]).

@@ -6,8 +6,8 @@
 use proptest::collection::vec;
 use proptest::prelude::*;
 use safegrad::checkpoint::{
-    encoded_len, load, save, shape_signature, verify, CheckpointError, FORMAT_VERSION, HEADER_LEN,
-    MAGIC, TRAILER_LEN,
+    encoded_len, load, save, shape_signature, verify, CheckpointError, FLOAT_FORMAT_VERSION,
+    FORMAT_VERSION, HEADER_LEN, MAGIC, TRAILER_LEN,
 };
 use safegrad::crc32::CRC32;
 use safegrad::nn::{last_layer_only, Build, Init, Linear, Plan, Relu, Train};
@@ -151,7 +151,7 @@ fn assert_refused<T: Scalar>(tape: &mut Tp<T>, bytes: &[u8], expected: Checkpoin
 #[test]
 fn layout_matches_the_documented_format() {
     assert_eq!(MAGIC, *b"SGCK");
-    assert_eq!(FORMAT_VERSION, 1);
+    assert_eq!((FORMAT_VERSION, FLOAT_FORMAT_VERSION), (2, 1));
     assert_eq!((HEADER_LEN, TRAILER_LEN), (16, 4));
 
     let tape = mlp::<f32>(1, &[], special_f32);
@@ -265,7 +265,7 @@ fn bad_magic_version_and_scalar_size_are_refused() {
         fix_crc(&mut b);
         assert_refused(&mut tape, &b, CheckpointError::Magic { found: magic });
     }
-    for version in [0u16, 2, 0x0100, u16::MAX] {
+    for version in [0u16, 3, 0x0100, u16::MAX] {
         let mut b = bytes.clone();
         b[4..6].copy_from_slice(&version.to_le_bytes());
         fix_crc(&mut b);

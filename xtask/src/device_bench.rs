@@ -6,7 +6,7 @@
 use crate::firmware::{
     build_firmware, build_firmware_featured, build_firmware_with, print_sizes, Math, Sizes,
 };
-use crate::process::{cargo, cargo_output};
+use crate::process::{cargo, cargo_output, workspace_root};
 use crate::qemu::{log_value, run_qemu, QemuOptions, ICOUNT_SHIFT};
 
 /// Multiply-accumulates of one canonical training step as the benchmarks count them
@@ -156,12 +156,12 @@ struct Memory {
 /// Builds the fine-tuning firmware, prints its sizes and runs it once on the built-in
 /// samples for its stack high-water mark and the model's minimum.
 fn firmware_memory() -> Result<Memory, String> {
-    memory_of(&build_firmware()?).map(|(memory, _)| memory)
+    memory_of(&build_firmware()?).map(|(memory, _, _)| memory)
 }
 
 /// [`firmware_memory`] for the ELF of any fine-tuning program; also returns the
-/// instructions per training step it logs.
-fn memory_of(elf: &std::path::Path) -> Result<(Memory, u64), String> {
+/// instructions per training step it logs, and its log.
+fn memory_of(elf: &std::path::Path) -> Result<(Memory, u64, String), String> {
     let sizes = print_sizes(elf)?;
     let run = run_qemu(elf, &QemuOptions::default())?;
     if run.code != 0 {
@@ -181,7 +181,42 @@ fn memory_of(elf: &std::path::Path) -> Result<(Memory, u64), String> {
             minimum: number("memory minimum")?,
         },
         number("ticks per step")? * per_tick,
+        run.log,
     ))
+}
+
+/// The CNN's fine-tuning firmware with its body in `int8` (`finetune-cnn`, feature
+/// `int8`) against the float one.
+struct Int8Firmware {
+    memory: Memory,
+    /// Instructions per training step (the head's, on a latent).
+    step: u64,
+    /// Instructions of one window through the `int8` body.
+    body: u64,
+    /// Bytes of the float and of the quantised pre-trained checkpoint.
+    checkpoint: [u64; 2],
+}
+
+fn int8_firmware() -> Result<Int8Firmware, String> {
+    let elf = build_firmware_featured("finetune-cnn", Math::Exact, &["cnn", "int8"])?;
+    let (memory, step, log) = memory_of(&elf)?;
+    let per_tick = 40 / (1u64 << ICOUNT_SHIFT);
+    let body = log_value(&log, "int8 body ticks per window")
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or("the int8 firmware logged no ticks per window")?
+        * per_tick;
+    let size = |name: &str| -> Result<u64, String> {
+        let path = workspace_root().join("motion/assets/cnn").join(name);
+        std::fs::metadata(&path)
+            .map(|m| m.len())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    Ok(Int8Firmware {
+        memory,
+        step,
+        body,
+        checkpoint: [size("pretrained.sgck")?, size("int8.sgck")?],
+    })
 }
 
 /// Runs the device benchmark with `libm` and with fast-math and measures the firmware's
@@ -193,11 +228,13 @@ pub fn bench_device(json: bool) -> Result<(), String> {
     let (convs, int8, conv_log) = conv_bench()?;
     let memory = firmware_memory()?;
     let ram = memory.sizes.static_ram + memory.stack;
-    let (cnn, cnn_step) = memory_of(&build_firmware_featured(
+    let (cnn, cnn_step, _) = memory_of(&build_firmware_featured(
         "finetune-cnn",
         Math::Exact,
         &["cnn"],
     )?)?;
+    let q = int8_firmware()?;
+    let q_ram = q.memory.sizes.static_ram + q.memory.stack;
     let cnn_ram = cnn.sizes.static_ram + cnn.stack;
     let cnn_ratio = cnn_ram as f64 / cnn.minimum as f64;
     let conv_per_mac = |c: &ConvBench| {
@@ -232,7 +269,7 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             .ok_or("fastmath-error printed no fast_math_max_error")?
             .to_string();
         println!(
-            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"conv\":[{}],\"int8\":[{}],\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}},\"cnn_firmware\":{{\"instructions_per_step\":{cnn_step},\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{cnn_ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{cnn_ratio:.2}}}}}",
+            "{{\"target\":\"Cortex-M4F (QEMU mps2-an386, -icount shift={ICOUNT_SHIFT})\",\"baseline_instructions_per_step\":{baseline},\"safegrad_instructions_per_step\":{safegrad},\"baseline_instructions_per_mac\":{:.2},\"safegrad_instructions_per_mac\":{:.2},\"ratio\":{:.2},\"instructions_per_call\":{},\"conv\":[{}],\"int8\":[{}],\"fast_math\":{{\"baseline_instructions_per_step\":{},\"safegrad_instructions_per_step\":{},\"safegrad_speedup\":{speedup:.3},\"instructions_per_call\":{},\"max_error\":{errors}}},\"memory\":{{\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{ram_ratio:.2}}},\"cnn_firmware\":{{\"instructions_per_step\":{cnn_step},\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{cnn_ram},\"model_minimum_bytes\":{},\"ram_to_minimum\":{cnn_ratio:.2}}},\"cnn_int8_firmware\":{{\"instructions_per_step\":{},\"instructions_per_window_through_the_body\":{},\"flash_bytes\":{},\"static_ram_bytes\":{},\"stack_high_water_bytes\":{},\"ram_bytes\":{q_ram},\"checkpoint_bytes\":{},\"float_checkpoint_bytes\":{}}}}}",
             per_mac(baseline),
             per_mac(safegrad),
             safegrad as f64 / baseline as f64,
@@ -271,6 +308,13 @@ pub fn bench_device(json: bool) -> Result<(), String> {
             cnn.sizes.static_ram,
             cnn.stack,
             cnn.minimum,
+            q.step,
+            q.body,
+            q.memory.sizes.flash,
+            q.memory.sizes.static_ram,
+            q.memory.stack,
+            q.checkpoint[1],
+            q.checkpoint[0],
         );
     } else {
         print!("{}{}", exact.log, fast.log);
@@ -351,6 +395,33 @@ pub fn bench_device(json: bool) -> Result<(), String> {
         println!("| RAM, static and stack | {cnn_ram} |");
         println!("| the model's minimum | {} |", cnn.minimum);
         println!("the CNN's RAM is {cnn_ratio:.2}x its minimum; about {cnn_step} instructions per training step");
+        println!("| the CNN's fine-tuning firmware | float body | int8 body |");
+        println!("| --- | ---: | ---: |");
+        println!(
+            "| pre-trained checkpoint in flash, bytes | {} | {} |",
+            q.checkpoint[0], q.checkpoint[1]
+        );
+        println!(
+            "| flash (code and read-only data, the raw windows included), bytes | {} | {} |",
+            cnn.sizes.flash, q.memory.sizes.flash
+        );
+        println!(
+            "| static RAM, bytes | {} | {} |",
+            cnn.sizes.static_ram, q.memory.sizes.static_ram
+        );
+        println!(
+            "| stack high-water mark, bytes | {} | {} |",
+            cnn.stack, q.memory.stack
+        );
+        println!("| RAM, static and stack, bytes | {cnn_ram} | {q_ram} |");
+        println!(
+            "| instructions per training step | {cnn_step} | {} |",
+            q.step
+        );
+        println!(
+            "| instructions per window through the frozen body | in every step | {} (once per window) |",
+            q.body
+        );
     }
     Ok(())
 }

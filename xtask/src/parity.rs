@@ -8,8 +8,9 @@ use crate::process::{cargo_output, check_generated_with};
 use crate::qemu::{log_value, run_qemu, QemuOptions};
 
 /// The files of a model's assets that host-sim's `device-assets` writes.
-const ASSETS: [&str; 4] = [
+const ASSETS: [&str; 5] = [
     "pretrained.sgck",
+    "int8.sgck",
     "finetune.sgds",
     "eval.sgds",
     "expected.json",
@@ -68,6 +69,19 @@ const IMPORTED: Case = Case {
     stream: true,
     device: "raw windows over UART, the CNN imported from ONNX",
     name: "imported from ONNX, ",
+};
+
+/// The CNN quantised (`--quantize int8`): the `int8` body read in place from its checkpoint
+/// on the device, the float head trained; the checkpoint's CRC covers both. The CNN's case
+/// checks its asset (`int8.sgck`).
+const INT8: Case = Case {
+    model_args: &["--model", "cnn", "--quantize", "int8"],
+    assets: None,
+    bin: "finetune-cnn",
+    features: &["cnn", "int8"],
+    stream: true,
+    device: "raw windows over UART, the CNN's int8 body",
+    name: "int8 body, ",
 };
 
 /// The CRC-32 of the parameters `host-sim finetune --json ARGS` fine-tunes with `math`, as
@@ -149,11 +163,12 @@ fn parity(case: &Case, math: Math) -> Result<(), String> {
 }
 
 /// [`parity`] for the MLP with `libm`, then with fast-math; then the same for the CNN; then
-/// the CNN imported from ONNX with `libm`.
+/// the CNN imported from ONNX and the CNN quantised, with `libm`.
 pub fn host_device_parity() -> Result<(), String> {
     for case in [&MLP, &CNN] {
         parity(case, Math::Exact)?;
         parity(case, Math::Fast)?;
     }
-    parity(&IMPORTED, Math::Exact)
+    parity(&IMPORTED, Math::Exact)?;
+    parity(&INT8, Math::Exact)
 }

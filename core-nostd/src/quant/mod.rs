@@ -38,10 +38,14 @@
 //! assert!((output.dequantize(y[0]) - real).abs() <= 2.0 * output.scale);
 //! ```
 
+mod body;
 mod kernels;
 mod params;
 mod requant;
 
+pub use body::{
+    Int8Body, Int8Encoder, Int8Error, Int8Latents, Int8Layer, Int8Op, Window, INT8_MAGIC,
+};
 pub use kernels::{dot_i8, dot_i8_portable, fold_input_zero_point, qlinear};
 #[cfg(feature = "conv")]
 pub use kernels::{qavg_pool1d, qconv1d, qglobal_avg_pool, qmax_pool1d};

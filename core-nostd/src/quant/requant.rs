@@ -10,8 +10,21 @@
 //! ties away from zero (gemmlowp's definitions); two roundings can differ from the exactly
 //! rounded product by one (`5 * 0.25` gives 2). Every machine computes the same integers.
 
-/// A real scale factor as a fixed-point multiplier and a power of two.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+/// A real scale factor as a fixed-point multiplier and a power of two. Its layout is two
+/// `i32`, as an `int8` body stores it ([`Int8Body`](super::Int8Body)).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Default,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Requant {
     /// The multiplier, in `[2^30, 2^31)` (or 0 for a factor below `2^-32`).
@@ -61,7 +74,8 @@ impl Requant {
     }
 
     /// `x` times the factor, rounded as TFLite's `MultiplyByQuantizedMultiplier` (see the
-    /// [module](self)).
+    /// [module](self)). A shift outside [`from_scale`](Self::from_scale)'s `[-31, 30]`,
+    /// set by hand, counts as the nearer end of it.
     ///
     /// ```
     /// use safegrad::quant::Requant;
@@ -72,9 +86,16 @@ impl Requant {
     /// ```
     #[inline]
     pub fn apply(self, x: i32) -> i32 {
-        let left = if self.shift > 0 { self.shift } else { 0 };
-        let right = if self.shift < 0 { -self.shift } else { 0 };
-        let scaled = x.saturating_mul(1i32.wrapping_shl(left as u32));
+        // The shifts `from_scale` gives, [-31, 30]; a field set out of that range counts as
+        // its nearest end.
+        let shift = self.shift.clamp(-31, 30);
+        let (left, right) = (shift.max(0), (-shift).max(0));
+        // Scales below 1/2, the usual ones, shift right only.
+        let scaled = if left == 0 {
+            x
+        } else {
+            x.saturating_mul(1i32 << left)
+        };
         rounding_divide_by_pot(
             saturating_rounding_doubling_high_mul(scaled, self.multiplier),
             right,
@@ -120,7 +141,8 @@ pub fn saturating_rounding_doubling_high_mul(a: i32, b: i32) -> i32 {
 #[inline]
 pub fn rounding_divide_by_pot(x: i32, exponent: i32) -> i32 {
     let exponent = exponent.clamp(0, 31) as u32;
-    let mask = ((1i64 << exponent) - 1) as i32;
+    // In 32 bits: a 64-bit shift is a library call on Armv7-M.
+    let mask = ((1u32 << exponent) - 1) as i32;
     let remainder = x & mask;
     let threshold = (mask >> 1) + i32::from(x < 0);
     (x >> exponent) + i32::from(remainder > threshold)

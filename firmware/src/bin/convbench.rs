@@ -231,39 +231,40 @@ fn qbench(b: &mut QBuffers) {
             safe
         );
     }
-    let s = &CONV2;
-    let (x, w, bias) = (
-        &b.x[..s.c_in * s.l_in],
-        &b.w[..s.weights()],
-        &b.bias[..s.c_out],
-    );
-    let ny = s.c_out * s.l_out;
-    let [y0, y1] = &mut b.y;
-    let base = ticks(|| plain_qconv(s, x, 3, w, bias, r, &mut y0[..ny]));
-    let safe = ticks(|| {
-        qconv1d(
-            s,
-            x,
-            3,
-            w,
-            bias,
-            &requant[..s.c_out],
-            0,
-            -128,
-            &mut y1[..ny],
-        )
-    });
-    if y0[..ny] != y1[..ny] {
-        defmt::error!("int8 bench: conv2: the outputs differ");
-        exit(1)
+    for (name, s) in [("conv1", &CONV1), ("conv2", &CONV2)] {
+        let (x, w, bias) = (
+            &b.x[..s.c_in * s.l_in],
+            &b.w[..s.weights()],
+            &b.bias[..s.c_out],
+        );
+        let ny = s.c_out * s.l_out;
+        let [y0, y1] = &mut b.y;
+        let base = ticks(|| plain_qconv(s, x, 3, w, bias, r, &mut y0[..ny]));
+        let safe = ticks(|| {
+            qconv1d(
+                s,
+                x,
+                3,
+                w,
+                bias,
+                &requant[..s.c_out],
+                0,
+                -128,
+                &mut y1[..ny],
+            )
+        });
+        if y0[..ny] != y1[..ny] {
+            defmt::error!("int8 bench: {=str}: the outputs differ", name);
+            exit(1)
+        }
+        defmt::info!(
+            "int8 bench: {=str} macs {=usize} baseline {=u32} safegrad {=u32} (ticks per call)",
+            name,
+            s.macs(),
+            base,
+            safe
+        );
     }
-    defmt::info!(
-        "int8 bench: {=str} macs {=usize} baseline {=u32} safegrad {=u32} (ticks per call)",
-        "conv2",
-        s.macs(),
-        base,
-        safe
-    );
 }
 
 static CONV1: Conv1dShape = Conv1dShape::new(6, 100, 16, 5, 2, 0, 1, 1);

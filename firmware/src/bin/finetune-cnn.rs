@@ -9,6 +9,10 @@
 //! its ONNX export by `host-sim import`: the generated type and checkpoint of
 //! `tests/fixtures/onnx/basicmotions/imported/`.
 //!
+//! With the `int8` feature, the model is the pre-trained CNN quantised (`host-sim finetune
+//! --model cnn --quantize int8`): its convolutions run in `int8` from the checkpoint in
+//! flash, and only its float head is kept in RAM and trained (`motion::job::run_int8`).
+//!
 //! With the semihosting argument `stream`, the windows come over UART0 in `motion::wire`
 //! frames and are logged to the data flash as they arrive, each straight from its frame;
 //! otherwise they are the sets built into flash.
@@ -30,14 +34,43 @@ use static_cell::ConstStaticCell;
 use firmware::board::storage::{self, Flash};
 use firmware::board::{self, args, entry, exit, ticks};
 
+#[cfg(all(feature = "imported", feature = "int8"))]
+compile_error!("the `imported` and `int8` features choose different models: pick one");
+
 /// The model and the checkpoint it starts from: the shipped CNN.
-#[cfg(not(feature = "imported"))]
+#[cfg(not(any(feature = "imported", feature = "int8")))]
 mod model {
     pub use motion::assets::cnn::PRETRAINED;
     pub use motion::model::{
         CnnFinetuneWorkspace as Workspace, MotionCnn as Model, CNN_FINETUNE_SIZES as SIZES,
     };
 }
+
+/// The model and the checkpoint it starts from: the shipped CNN quantised, its float head
+/// (all that trains) over its `int8` body.
+#[cfg(feature = "int8")]
+mod model {
+    pub use motion::assets::cnn::INT8 as PRETRAINED;
+    pub use motion::model::{
+        CnnInt8Head as Model, CnnInt8Workspace as Workspace, CNN_INT8_SIZES as SIZES,
+    };
+}
+
+/// The buffers of the quantised job: the training windows' latents (the sample log holds 40
+/// windows at most), a window, and the `int8` body's codes.
+#[cfg(feature = "int8")]
+struct Int8Memory {
+    latents: [([f32; 16], usize); 40],
+    row: [f32; WINDOW_VALUES],
+    scratch: [i8; motion::model::CNN_INT8_SCRATCH],
+}
+
+#[cfg(feature = "int8")]
+static INT8_MEMORY: ConstStaticCell<Int8Memory> = ConstStaticCell::new(Int8Memory {
+    latents: [([0.0; 16], 0); 40],
+    row: [0.0; WINDOW_VALUES],
+    scratch: [0; motion::model::CNN_INT8_SCRATCH],
+});
 
 /// The model and the checkpoint it starts from: the CNN trained in PyTorch, exported to ONNX
 /// and imported by `host-sim import` (its generated type and checkpoint).
@@ -137,9 +170,45 @@ fn run() -> Result<(), Error> {
             "built into flash"
         }
     );
-    let r = job::run_model(&mut session, SIZES, &train, &eval, &mut ticks)?;
+    #[cfg(not(feature = "int8"))]
+    let (r, int8) = (
+        job::run_model(&mut session, SIZES, &train, &eval, &mut ticks)?,
+        &[],
+    );
+    #[cfg(feature = "int8")]
+    let (r, int8) = {
+        let _ = SIZES;
+        let body =
+            safegrad::quant::Int8Body::parse(safegrad::checkpoint::int8_body::<f32>(PRETRAINED)?)?;
+        defmt::info!(
+            "int8 body: {=usize} layers, {=usize} bytes read in place, {=usize} codes of scratch",
+            body.layers(),
+            body.encoded_len(),
+            body.scratch_len()
+        );
+        let Some(memory) = INT8_MEMORY.try_take() else {
+            exit(1)
+        };
+        // One window through the body, timed: what each row's latent costs.
+        let mut latent = [0.0f32; 16];
+        if safegrad::train::Samples::read_into(&train, 0, &mut memory.row).is_some() {
+            let start = ticks();
+            body.forward(&memory.row, &mut memory.scratch, &mut latent)?;
+            defmt::info!(
+                "int8 body ticks per window {=u64} (SysTick, core clock)",
+                ticks().wrapping_sub(start)
+            );
+        }
+        let buffers = job::Int8Buffers {
+            latents: &mut memory.latents,
+            row: &mut memory.row,
+            scratch: &mut memory.scratch,
+        };
+        let r = job::run_int8(&mut session, body, buffers, &train, &eval, &mut ticks)?;
+        (r, body.as_bytes())
+    };
     firmware::log::job(&r);
-    match session.save(&mut flash, &SLOTS) {
+    match session.save_with_int8(&mut flash, &SLOTS, int8) {
         Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
         Err(e) => defmt::error!("saving the checkpoint failed: {}", e),
     }
