@@ -284,6 +284,94 @@ fn export_writes_a_checkpoint_back() {
     assert!(err.contains("does not fit"), "{err}");
 }
 
+/// The MLP with its weights held in `Constant` nodes instead of initialisers (as some
+/// exporters write them): export leaves an unchanged layer as it is and writes a changed one
+/// into its `Constant`.
+#[test]
+fn export_writes_into_constant_nodes() {
+    use host_sim::onnx::import::{import, Layer};
+    use host_sim::onnx::proto::{attribute_proto::AttributeType, AttributeProto, NodeProto};
+    let (mut proto, _) = load(&dir().join("models/mlp.onnx")).expect("mlp");
+    let graph = proto.graph.as_mut().expect("a graph");
+    let held = std::mem::take(&mut graph.initializer);
+    assert!(!held.is_empty());
+    let constants: Vec<NodeProto> = held
+        .into_iter()
+        .map(|t| {
+            let mut value = AttributeProto::new();
+            value.name = "value".into();
+            value.type_ = AttributeType::TENSOR.into();
+            let name = t.name.clone();
+            value.t = Some(t).into();
+            let mut node = NodeProto::new();
+            node.op_type = "Constant".into();
+            node.name = format!("const_{name}");
+            node.output = vec![name];
+            node.attribute = vec![value];
+            node
+        })
+        .collect();
+    let ops = std::mem::take(&mut graph.node);
+    graph.node = constants.into_iter().chain(ops).collect();
+    let bytes = host_sim::onnx::encode(&proto).expect("encode");
+    let (proto, graph) = parse(&bytes).expect("the rewritten model parses");
+    let imported = import(&graph).expect("a chain");
+    // Unchanged: the exported model is the model.
+    let same = imported
+        .export(&proto, &imported.checkpoint().expect("checkpoint"))
+        .expect("an unchanged export");
+    assert_eq!(same, proto);
+    // The last layer changed: written into its Constant, the first layers left alone.
+    let mut changed = imported.clone();
+    let Some(Layer::Linear { weight, bias, .. }) = changed.layers.last_mut() else {
+        panic!("the mlp ends in a Linear");
+    };
+    weight.iter_mut().for_each(|w| *w *= 0.5);
+    bias.iter_mut().for_each(|b| *b += 1.0);
+    let exported = imported
+        .export(&proto, &changed.checkpoint().expect("checkpoint"))
+        .expect("export");
+    let bytes = host_sim::onnx::encode(&exported).expect("encode");
+    let (_, exported_graph) = parse(&bytes).expect("the exported model parses");
+    assert_eq!(
+        import(&exported_graph).expect("a chain").layers,
+        changed.layers
+    );
+    let inputs = read_inputs(&dir().join("models/mlp.inputs.json")).expect("inputs");
+    assert_ne!(
+        predict(&graph, &inputs).expect("before"),
+        predict(&exported_graph, &inputs).expect("after")
+    );
+}
+
+/// A pooling whose padding is more than half its window (a window of padding alone) is
+/// refused, as PyTorch refuses it.
+#[test]
+fn a_pooling_padded_past_half_its_window_is_refused() {
+    let (mut proto, _) = load(&dir().join("models/pool_modes.onnx")).expect("pool_modes");
+    let graph = proto.graph.as_mut().expect("a graph");
+    let node = graph
+        .node
+        .iter_mut()
+        .find(|n| n.op_type == "MaxPool")
+        .expect("a MaxPool");
+    let name = node.name.clone();
+    let pads = node
+        .attribute
+        .iter_mut()
+        .find(|a| a.name == "pads")
+        .expect("pads");
+    pads.ints = vec![3, 3];
+    let bytes = host_sim::onnx::encode(&proto).expect("encode");
+    let (_, graph) = parse(&bytes).expect("parses");
+    let inputs = read_inputs(&dir().join("models/pool_modes.inputs.json")).expect("inputs");
+    let err = predict(&graph, &inputs).expect_err("refused").to_string();
+    assert!(
+        err.contains("at most half the window") && err.contains(&name),
+        "{err}"
+    );
+}
+
 fn accuracy(outputs: &[Vec<f32>], labels: &[usize]) -> f64 {
     let right = outputs
         .iter()

@@ -473,6 +473,12 @@ fn pool(node: &Node, x: &Tensor, max: bool) -> Result<Tensor, OnnxError> {
         return Err(node.error("kernel, stride and dilation must be at least 1"));
     }
     let span = dilation * (kernel - 1) + 1;
+    // As PyTorch: a window that is padding only has no maximum (nor elements to average).
+    if 2 * pad_begin.max(pad_end) > span {
+        return Err(node.error(format!(
+            "pads [{pad_begin}, {pad_end}]: a padding must be at most half the window ({span})"
+        )));
+    }
     let padded = l_in + pad_begin + pad_end;
     if padded < span {
         return Err(node.error(format!(

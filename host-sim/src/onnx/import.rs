@@ -278,6 +278,27 @@ fn nest(names: &[String]) -> String {
     nest(&groups)
 }
 
+/// The tensor named `name` to write a parameter into: an initialiser, or the `value` of the
+/// `Constant` node that outputs it.
+fn tensor_named<'g>(
+    graph: &'g mut onnx_protobuf::GraphProto,
+    name: &str,
+) -> Result<&'g mut onnx_protobuf::TensorProto, String> {
+    if let Some(i) = graph.initializer.iter().position(|t| t.name == name) {
+        return Ok(&mut graph.initializer[i]);
+    }
+    graph
+        .node
+        .iter_mut()
+        .filter(|n| n.op_type == "Constant" && n.output.iter().any(|o| o == name))
+        .flat_map(|n| n.attribute.iter_mut())
+        .find(|a| a.name == "value")
+        .map(|a| a.t.mut_or_insert_default())
+        .ok_or_else(|| {
+            format!("`{name}` is neither an initialiser nor a Constant's tensor in the model")
+        })
+}
+
 /// An initialiser (or `Constant` output) by name.
 fn constant<'g>(graph: &'g Graph, name: &str) -> Option<&'g Tensor> {
     if let Some(t) = graph.initializer(name) {
@@ -624,9 +645,10 @@ impl Imported {
 
     /// The ONNX model `model` (the one this import read) with its initialisers set from a
     /// checkpoint of this model (fine-tuned, say): each layer's weights written back in
-    /// ONNX's layout (a `Gemm` weight transposed back to `[OUT, IN]`). A parameter that
-    /// changed but has no initialiser of its own (a convolution with a batch normalisation
-    /// folded in, a layer normalisation) is refused.
+    /// ONNX's layout (a `Gemm` weight transposed back to `[OUT, IN]`), into its initialiser
+    /// or the `Constant` node that holds it; a layer that did not change is left as it is.
+    /// A parameter that changed but has no tensor of its own (a convolution with a batch
+    /// normalisation folded in, a layer normalisation) is refused.
     pub fn export(
         &self,
         model: &onnx_protobuf::ModelProto,
@@ -693,12 +715,12 @@ impl Imported {
                     ));
                 }
             }
+            // An unchanged layer keeps its tensors as they are, wherever they are held.
+            if !changed {
+                continue;
+            }
             for (name, data) in writes {
-                let t = graph
-                    .initializer
-                    .iter_mut()
-                    .find(|t| t.name == name)
-                    .ok_or_else(|| format!("initialiser `{name}` is not in the model"))?;
+                let t = tensor_named(graph, &name)?;
                 t.float_data.clear();
                 t.double_data.clear();
                 t.int32_data.clear();

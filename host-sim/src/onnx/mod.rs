@@ -26,6 +26,8 @@ use onnx_protobuf::tensor_proto::DataType;
 use onnx_protobuf::{AttributeProto, Message, ModelProto, TensorProto};
 use protobuf::Enum;
 
+/// The ONNX messages (`onnx-protobuf`), for code that edits a model before or after import.
+pub use onnx_protobuf as proto;
 pub use tensor::Tensor;
 
 /// The ONNX ops safegrad reads, by ONNX op type.
