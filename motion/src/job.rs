@@ -7,7 +7,7 @@ use safegrad::dataset::{RecordError, Recorder};
 use safegrad::nn::Linear;
 use safegrad::nn::{Build, Module, Sizes};
 use safegrad::quant::{Int8Body, Int8Error, Int8Latents};
-use safegrad::session::{FitReport, GateReport, Session};
+use safegrad::session::{FitReport, Session};
 use safegrad::train::StepError;
 use safegrad::train::{record_loss, step, Divergence, Samples, Score, StepConfig};
 use safegrad::{Capacity, Error, Var};
@@ -113,28 +113,6 @@ where
     let gate = session.fit_gated(train, &mut schedule, gate_folds(train.len()))?;
     let train_ticks = now().wrapping_sub(start);
     let correct_after = session.correct(eval)?;
-    let mut report = report_of(
-        &gate,
-        sizes,
-        correct_before,
-        correct_after,
-        train.len(),
-        eval.len(),
-    );
-    report.train_ticks = train_ticks;
-    report.checkpoint_crc32 = session.checkpoint_crc32();
-    Ok(report)
-}
-
-/// The report of a gated fit (its clock ticks and CRC left 0).
-fn report_of(
-    gate: &GateReport<f32>,
-    sizes: Sizes,
-    correct_before: usize,
-    correct_after: usize,
-    train_len: usize,
-    eval_len: usize,
-) -> JobReport {
     let fit = gate.fit.unwrap_or(FitReport {
         epochs: 0,
         steps: 0,
@@ -146,11 +124,11 @@ fn report_of(
         restored: false,
         converged: false,
     });
-    JobReport {
+    Ok(JobReport {
         correct_before,
         correct_after,
-        eval_samples: eval_len,
-        finetune_samples: train_len,
+        eval_samples: eval.len(),
+        finetune_samples: train.len(),
         validation_before: gate.before,
         validation_after: gate.after,
         committed: gate.committed,
@@ -164,10 +142,10 @@ fn report_of(
         parameters: sizes.parameters,
         activations: sizes.activations,
         optimiser_state: 0,
-        train_ticks: 0,
+        train_ticks,
         final_loss: fit.final_loss,
-        checkpoint_crc32: 0,
-    }
+        checkpoint_crc32: session.checkpoint_crc32(),
+    })
 }
 
 /// The buffers of the quantised job ([`run_int8`]): the training rows' latents, a raw row
@@ -222,22 +200,12 @@ where
         }
         out
     };
+    // The training rows' pass through the body is part of fine-tuning's time.
+    let latent_ticks = now().wrapping_sub(start);
     let eval_latents = Int8Latents::<_, IN, F>::new(body, eval, row, scratch)?;
-    let correct_before = session.correct(&eval_latents)?;
-    let mut schedule = finetune_schedule(SEED);
-    let gate = session.fit_gated(&*rows, &mut schedule, gate_folds(train.len()))?;
-    let train_ticks = now().wrapping_sub(start);
-    let correct_after = session.correct(&eval_latents)?;
     let sizes = safegrad::nn::sizes::<Linear<F, CLASSES>>(crate::model::FINETUNE_PLAN);
-    let mut report = report_of(
-        &gate,
-        sizes,
-        correct_before,
-        correct_after,
-        train.len(),
-        eval.len(),
-    );
-    report.train_ticks = train_ticks;
+    let mut report = run_model(session, sizes, &*rows, &eval_latents, now)?;
+    report.train_ticks = report.train_ticks.wrapping_add(latent_ticks);
     report.checkpoint_crc32 = session.checkpoint_crc32_with_int8(body.as_bytes());
     Ok(report)
 }

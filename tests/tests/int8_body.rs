@@ -7,10 +7,11 @@ use safegrad::checkpoint::{
     checksum_with_int8, encoded_len_with_int8, int8_body, load, save, save_with_int8,
     CheckpointError, Encoder, FLOAT_FORMAT_VERSION, FORMAT_VERSION,
 };
+use safegrad::nn::{Build, Init, InitScheme, Linear, Plan};
 use safegrad::quant::{
     Int8Body, Int8Encoder, Int8Error, Int8Layer, Int8Op, QuantParams, Requant, Window,
 };
-use safegrad::{Cap, Tape, Tensor};
+use safegrad::Tensor;
 
 /// A deterministic stream of numbers for the tests' parameters.
 struct Lcg(u64);
@@ -589,12 +590,26 @@ fn bad_input_to_the_body_is_refused() {
     ));
 }
 
-/// A head's tape: a weight and a bias.
-fn head() -> Tape<f32, Cap<4, 16>> {
-    let mut tape = Tape::new();
-    tape.parameter(&Tensor::new([[1.0f32, -2.0, 3.5], [0.25, 0.5, -0.75]]))
-        .unwrap();
-    tape.parameter(&Tensor::new([[0.125f32, -4.0, 8.0]]))
+/// The tape of a head of 2 inputs and 3 outputs, sized from its type.
+type HeadTape = safegrad::tape_for!(f32, Linear<2, 3>, Plan::All);
+
+/// A head's tape and its layer, its weight and bias zero.
+fn zero_head() -> (HeadTape, Linear<2, 3>) {
+    let mut tape = HeadTape::new();
+    let layer =
+        Linear::<2, 3>::build(&mut tape, &mut Init::new(0).with_scheme(InitScheme::Zeros)).unwrap();
+    (tape, layer)
+}
+
+/// A head's tape with a weight and a bias set.
+fn head() -> HeadTape {
+    let (mut tape, layer) = zero_head();
+    tape.set_parameter(
+        layer.weight,
+        &Tensor::new([[1.0f32, -2.0, 3.5], [0.25, 0.5, -0.75]]),
+    )
+    .unwrap();
+    tape.set_parameter(layer.bias, &Tensor::new([[0.125f32, -4.0, 8.0]]))
         .unwrap();
     tape
 }
@@ -634,9 +649,8 @@ fn a_checkpoint_carries_the_body_after_the_head() {
     }
     assert_eq!(pieces, buf);
     // It loads into a head, and the body comes back.
-    let mut other = Tape::<f32, Cap<4, 16>>::new();
-    let w = other.parameter(&Tensor::<f32, 2, 3>::zeros()).unwrap();
-    let b = other.parameter(&Tensor::<f32, 1, 3>::zeros()).unwrap();
+    let (mut other, layer) = zero_head();
+    let (w, b) = (layer.weight, layer.bias);
     load(&mut other, &buf).unwrap();
     assert_eq!(
         other.value(w).unwrap(),

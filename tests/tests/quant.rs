@@ -148,6 +148,17 @@ fn exact(x: i32, r: Requant) -> i128 {
     }
 }
 
+/// Values in `[-127, 127]` from a xorshift stream seeded by `seed`.
+fn xorshift(seed: u64) -> impl FnMut() -> i32 {
+    let mut state = seed | 1;
+    move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % 255) as i32 - 127
+    }
+}
+
 proptest! {
     /// TFLite's two roundings stay within 1 of the exactly rounded product.
     #[test]
@@ -218,13 +229,7 @@ proptest! {
         scale in 1e-5f64..0.01,
         relu in any::<bool>(),
     ) {
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 255) as i32 - 127
-        };
+        let mut next = xorshift(seed);
         let x: Vec<i8> = (0..inputs).map(|_| (next() - 1).max(-128) as i8).collect();
         let w: Vec<i8> = (0..inputs * outputs).map(|_| next() as i8).collect();
         let bias: Vec<i32> = (0..outputs).map(|_| next() * 40).collect();
@@ -266,13 +271,7 @@ proptest! {
         let (c_in, c_out) = (groups * per_group_in, groups * per_group_out);
         let shape = Conv1dShape::new(c_in, l_in, c_out, kernel, stride, padding, dilation, groups);
         prop_assume!(shape.problem().is_none());
-        let mut state = seed | 1;
-        let mut next = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state % 255) as i32 - 127
-        };
+        let mut next = xorshift(seed);
         let x: Vec<i8> = (0..c_in * l_in).map(|_| next() as i8).collect();
         let w: Vec<i8> = (0..c_out * per_group_in * kernel).map(|_| next() as i8).collect();
         let bias: Vec<i32> = (0..c_out).map(|_| next() * 40).collect();
