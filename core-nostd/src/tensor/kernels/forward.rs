@@ -206,6 +206,7 @@ fn bias_tile<T: Scalar, const W: usize>(bias: Option<&[T]>, c: usize) -> [T; W] 
 
 /// One output row, its nonzero inputs found first without branches (the SIMD shape): the
 /// same terms in the same order as [`row_branching`].
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 fn row_simd<T: Scalar>(
     x_row: &[T],
     w: &[T],
@@ -361,6 +362,7 @@ fn tiles_dense<T: Scalar, const V: usize>(
 }
 
 /// Columns `first..` of [`row_simd`] for one chunk of inputs, one at a time.
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 fn columns_simd<T: Scalar>(
     nz: &Nonzero<'_, T>,
     w: &[T],
