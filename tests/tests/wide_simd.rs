@@ -78,7 +78,11 @@ fn same_bits(what: &str, f: impl Fn() -> Vec<Vec<f32>>) {
 
 /// Every dense kernel on one random shape.
 fn dense_case(s: &mut Stream, trial: usize) {
-    let rows = if trial.is_multiple_of(5) { 32 } else { 1 + s.below(4) };
+    let rows = if trial.is_multiple_of(5) {
+        32
+    } else {
+        1 + s.below(4)
+    };
     let (inner, cols) = (1 + s.below(70), 1 + s.below(70));
     let zeros = s.below(6);
     let special = trial % 4 == 3;

@@ -223,7 +223,7 @@ pub enum ConvOp {
 /// (dilation 1) are computed in tiles of two channels by four positions, each output in its
 /// own register: tiling changes which outputs are computed together, never the order of
 /// one output's terms, so every output has the same bits as computed alone. On bare-metal
-/// targets the `f32` instance is the crate's own ([`concrete_f32`]), compiled with the crate's
+/// targets (and on x86-64 with AVX2) the `f32` instance is the crate's own, compiled with the crate's
 /// optimisation whatever the firmware's.
 pub fn conv1d<T: Scalar>(shape: &Conv1dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
     if concrete_f32() {
