@@ -21,6 +21,7 @@ use crate::scalar::Scalar;
 /// assert_eq!(grad, [2.0, 8.0]);
 /// ```
 pub fn add_matmul_grad_a<T: Scalar>(g: &[T], b: &[T], grad_a: &mut [T], inner: usize, cols: usize) {
+    // Not on x86-64 (see `concrete::add_matmul_grad_a`).
     if super::CONCRETE {
         if let (Some(g), Some(b), Some(ga)) = (T::as_f32s(g), T::as_f32s(b), T::as_f32s_mut(grad_a))
         {

@@ -116,10 +116,9 @@ mod concrete {
         ) = forward::linear_relu_body(x, w, bias, out, inner, cols);
     }
 
-    /// No AVX2 instance: compiled for AVX2, LLVM spreads its four dot products of four lanes
-    /// across 8-lane registers with shuffles, and it ran twice the instructions of the SSE2
-    /// code (`callgrind`, the host bench's batch-1 step: 99 against 47 million for 20,000
-    /// steps).
+    /// Bare-metal targets only. On x86-64 the generic body, inlined into its caller, runs:
+    /// this function, compiled for AVX2 or not, ran twice its instructions (`callgrind`, the
+    /// host bench's batch-1 step, 20,000 steps: 99 and 101 million against 41 million).
     #[inline(never)]
     pub(super) fn add_matmul_grad_a(
         g: &[f32],
@@ -142,15 +141,18 @@ mod concrete {
         ) = weight_grad::matmul_grad_b(g, a, grad_b, inner, cols, set);
     }
 
-    instance! {
-        fn sgd_outer(
-            values: &mut [f32],
-            x: &[f32],
-            g: &[f32],
-            known_finite: bool,
-            lr: f32,
-            factor: f32,
-        ) = weight_grad::sgd_outer_body(values, x, g, known_finite, lr, factor);
+    /// No AVX2 instance: a batch-1 step's update, where the AVX2 instances made the host
+    /// bench's step slower, not faster (682 against 654 ns with every kernel's).
+    #[inline(never)]
+    pub(super) fn sgd_outer(
+        values: &mut [f32],
+        x: &[f32],
+        g: &[f32],
+        known_finite: bool,
+        lr: f32,
+        factor: f32,
+    ) {
+        weight_grad::sgd_outer_body(values, x, g, known_finite, lr, factor);
     }
 
     instance! {
