@@ -19,6 +19,10 @@ use host_sim::shift::Shift;
 #[derive(Parser)]
 #[command(name = "host-sim", version, about)]
 struct Cli {
+    /// Run safegrad's SSE2 kernels even on a CPU with AVX2 (the results are the same bits;
+    /// for timing both).
+    #[arg(long, global = true)]
+    no_avx2: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -1620,6 +1624,7 @@ fn shifted(shift: &Shift) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    safegrad::tensor::kernels::allow_avx2(!cli.no_avx2);
     let result = match cli.command {
         Command::Finetune {
             json,

@@ -223,10 +223,10 @@ pub enum ConvOp {
 /// (dilation 1) are computed in tiles of two channels by four positions, each output in its
 /// own register: tiling changes which outputs are computed together, never the order of
 /// one output's terms, so every output has the same bits as computed alone. On bare-metal
-/// targets the `f32` instance is the crate's own ([`CONCRETE`]), compiled with the crate's
+/// targets (and on x86-64 with AVX2) the `f32` instance is the crate's own, compiled with the crate's
 /// optimisation whatever the firmware's.
 pub fn conv1d<T: Scalar>(shape: &Conv1dShape, x: &[T], w: &[T], b: &[T], y: &mut [T]) {
-    if CONCRETE {
+    if concrete_f32() {
         if let (Some(x), Some(w), Some(b), Some(y)) = (
             T::as_f32s(x),
             T::as_f32s(w),
@@ -240,14 +240,17 @@ pub fn conv1d<T: Scalar>(shape: &Conv1dShape, x: &[T], w: &[T], b: &[T], y: &mut
 }
 
 /// Whether [`conv1d`] and [`conv1d_grad`] called with `f32` values run this crate's
-/// instances: on bare-metal targets, where a firmware is often built for size (as
-/// `tensor::kernels` does).
-const CONCRETE: bool = cfg!(target_os = "none");
+/// instances: on bare-metal targets, where a firmware is often built for size, and on x86-64
+/// with AVX2 (as `tensor::kernels` does).
+#[inline(always)]
+fn concrete_f32() -> bool {
+    cfg!(target_os = "none") || crate::tensor::kernels::avx2()
+}
 
-/// The `f32` instance of [`conv1d`], compiled in this crate.
-#[inline(never)]
-fn conv1d_f32(shape: &Conv1dShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) {
-    conv1d_body(shape, x, w, b, y);
+crate::tensor::kernels::instance! {
+    /// The `f32` instance of [`conv1d`], compiled in this crate (for AVX2 too on x86-64).
+    fn conv1d_f32(shape: &Conv1dShape, x: &[f32], w: &[f32], b: &[f32], y: &mut [f32]) =
+        conv1d_body(shape, x, w, b, y);
 }
 
 /// The body of [`conv1d`].
@@ -484,7 +487,7 @@ pub fn conv1d_grad<T: Scalar>(
     dw: &mut [T],
     db: &mut [T],
 ) {
-    if CONCRETE {
+    if concrete_f32() {
         if let (Some(x), Some(w), Some(g), Some(dx), Some(dw), Some(db)) = (
             T::as_f32s(x),
             T::as_f32s(w),
@@ -499,18 +502,18 @@ pub fn conv1d_grad<T: Scalar>(
     conv1d_grad_body(shape, x, w, g, dx, dw, db, true);
 }
 
-/// The `f32` instance of [`conv1d_grad`], compiled in this crate.
-#[inline(never)]
-fn conv1d_grad_f32(
-    shape: &Conv1dShape,
-    x: &[f32],
-    w: &[f32],
-    g: &[f32],
-    dx: &mut [f32],
-    dw: &mut [f32],
-    db: &mut [f32],
-) {
-    conv1d_grad_body(shape, x, w, g, dx, dw, db, true);
+crate::tensor::kernels::instance! {
+    /// The `f32` instance of [`conv1d_grad`], compiled in this crate (for AVX2 too on x86-64).
+    #[allow(clippy::too_many_arguments)]
+    fn conv1d_grad_f32(
+        shape: &Conv1dShape,
+        x: &[f32],
+        w: &[f32],
+        g: &[f32],
+        dx: &mut [f32],
+        dw: &mut [f32],
+        db: &mut [f32],
+    ) = conv1d_grad_body(shape, x, w, g, dx, dw, db, true);
 }
 
 /// The outputs that read no padding (`start..end`).

@@ -52,6 +52,7 @@ mod safegrad_mlp;
 
 use bench_steps::baseline::Baseline;
 use bench_steps::{Batch, Weights, BATCHES, FLOPS_PER_SAMPLE};
+use safegrad::tensor::kernels::{allow_avx2, avx2};
 
 /// Host benchmark of one training step of the canonical MLP: safegrad, a hand-written
 /// baseline, and dfdx (with `--features peers`).
@@ -136,6 +137,29 @@ impl<const B: usize> Trainer for safegrad_mlp::SafegradMlp<B> {
     }
 }
 
+/// An implementation run with safegrad's AVX2 kernel instances turned off
+/// ([`safegrad::tensor::kernels::allow_avx2`]): the SSE2 code of the default x86-64 target.
+/// Its results must be the same bits as the implementation's with them.
+struct Sse2Only<T>(T);
+
+impl<T: Trainer> Trainer for Sse2Only<T> {
+    fn name(&self) -> &'static str {
+        "safegrad-sse2"
+    }
+    fn reset(&mut self, w: &Weights) -> Result<(), String> {
+        self.0.reset(w)
+    }
+    fn step(&mut self, k: usize) -> Result<f32, String> {
+        allow_avx2(false);
+        let loss = self.0.step(k);
+        allow_avx2(true);
+        loss
+    }
+    fn parameters(&self) -> Vec<f32> {
+        self.0.parameters()
+    }
+}
+
 #[cfg(feature = "peers")]
 impl<const B: usize> Trainer for dfdx_mlp::DfdxMlp<B> {
     fn name(&self) -> &'static str {
@@ -162,6 +186,7 @@ fn trainers<const B: usize>(w: &Weights) -> Result<Vec<Box<dyn Trainer>>, String
             data,
         }),
         Box::new(safegrad_mlp::SafegradMlp::<B>::new(w, &data)?),
+        Box::new(Sse2Only(safegrad_mlp::SafegradMlp::<B>::new(w, &data)?)),
         #[cfg(feature = "peers")]
         Box::new(dfdx_mlp::DfdxMlp::<B>::new(w, &data)),
     ];
@@ -172,6 +197,7 @@ fn trainers<const B: usize>(w: &Weights) -> Result<Vec<Box<dyn Trainer>>, String
 struct Check {
     name: &'static str,
     losses: Vec<f32>,
+    params: Vec<f32>,
     max_loss_diff: f32,
     max_param_diff: f32,
 }
@@ -189,6 +215,11 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
         .zip(b)
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, |m, d| if d > m || d.is_nan() { d } else { m })
+}
+
+/// The bit patterns of `values`.
+fn bit_pattern(values: &[f32]) -> Vec<u32> {
+    values.iter().map(|v| v.to_bits()).collect()
 }
 
 /// Runs [`CHECK_STEPS`] steps of every implementation from the initial weights and compares
@@ -214,6 +245,7 @@ fn check(list: &mut [Box<dyn Trainer>], w: &Weights) -> Result<Vec<Check>, Strin
             max_loss_diff: max_abs_diff(&losses, &base_losses),
             max_param_diff: max_abs_diff(&params, &base_params),
             losses,
+            params,
         })
         .collect())
 }
@@ -374,6 +406,7 @@ fn conv_steps(work: &conv::Workload) -> Vec<Box<dyn conv::ConvStep>> {
     vec![
         Box::new(conv::Baseline::new(work)),
         Box::new(conv::Safegrad::new(work)),
+        Box::new(conv::Sse2Only(conv::Safegrad::new(work))),
         #[cfg(feature = "peers")]
         Box::new(burn_conv::BurnConv::new(work)),
     ]
@@ -408,10 +441,21 @@ fn conv_batch(batch: usize, cli: &Cli, out: &mut Vec<ConvTiming>) -> Result<(), 
     let work = conv::Workload::new(batch);
     let mut list = conv_steps(&work);
     let mut reference: Option<(f32, Vec<f32>)> = None;
+    let mut wide: Option<Vec<u32>> = None;
     let mut timings = Vec::new();
     for s in &mut list {
         let loss = s.step();
         let grads = s.gradients();
+        let bits = bit_pattern(&grads);
+        match s.name() {
+            "safegrad" => wide = Some(bits),
+            "safegrad-sse2" if wide.as_ref() != Some(&bits) => {
+                return Err(format!(
+                    "conv step, B={batch}: safegrad's gradients with AVX2 are not the bits of its SSE2 code's"
+                ));
+            }
+            _ => {}
+        }
         let (base_loss, base) = reference.get_or_insert_with(|| (loss, grads.clone()));
         let rel = |a: f32, b: f32| (a - b).abs() / b.abs().max(1.0);
         let mut worst = if grads.len() == base.len() {
@@ -544,6 +588,20 @@ fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
             }
         }
     }
+    for (batch, checks) in &out.checks {
+        let bits = |name: &str| {
+            checks
+                .iter()
+                .find(|c| c.name == name)
+                .map(|c| (bit_pattern(&c.losses), bit_pattern(&c.params)))
+        };
+        if bits("safegrad") != bits("safegrad-sse2") {
+            failures.push(format!(
+                "B={batch}: safegrad's losses or parameters with AVX2 ({}) are not the bits of its SSE2 code's",
+                if avx2() { "used" } else { "not used" }
+            ));
+        }
+    }
     if !cli.json || !failures.is_empty() {
         print_checks(&out.checks);
     }
@@ -629,6 +687,7 @@ fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
             "flops_convention": "13,448 FLOPs per sample (the performance issue's count), times the batch",
             "cpu": cpu,
             "dfdx_built": dfdx_built,
+            "safegrad_avx2": avx2(),
             "rayon_num_threads": rayon_threads,
             "process_threads_after_timing": threads,
             "warmup_ms": cli.warmup_ms,
@@ -657,6 +716,14 @@ fn run(cli: &Cli, rayon_threads: Option<String>) -> Result<ExitCode, String> {
     } else {
         println!();
         println!("CPU: {cpu}");
+        println!(
+            "safegrad: {} (`safegrad-sse2`: the same code with them off, the same bits)",
+            if avx2() {
+                "AVX2 kernel instances, chosen at run time"
+            } else {
+                "SSE2 kernels (this CPU has no AVX2)"
+            }
+        );
         match &rayon_threads {
             Some(n) if n == "1" => println!("dfdx 0.13 (CPU): built, RAYON_NUM_THREADS=1"),
             Some(n) => {

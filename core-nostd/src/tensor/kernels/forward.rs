@@ -46,7 +46,14 @@ pub fn linear<T: Scalar>(
     inner: usize,
     cols: usize,
 ) {
-    if let (Some(x), Some(w), Some(out)) = (super::f32s(x), super::f32s(w), super::f32s_mut(out)) {
+    // One row (a batch-1 step) runs the SSE2 code inlined into its caller on x86-64: its
+    // AVX2 instance, a call away, did not make the host bench's step faster.
+    if let (true, Some(x), Some(w), Some(out)) = (
+        super::CONCRETE || x.len() > inner,
+        super::f32s(x),
+        super::f32s(w),
+        super::f32s_mut(out),
+    ) {
         return super::concrete::linear(x, w, bias.and_then(super::f32s), out, inner, cols);
     }
     linear_body(x, w, bias, out, inner, cols);
@@ -83,7 +90,14 @@ pub fn linear_relu<T: Scalar>(
     inner: usize,
     cols: usize,
 ) {
-    if let (Some(x), Some(w), Some(out)) = (super::f32s(x), super::f32s(w), super::f32s_mut(out)) {
+    // One row (a batch-1 step) runs the SSE2 code inlined into its caller on x86-64: its
+    // AVX2 instance, a call away, did not make the host bench's step faster.
+    if let (true, Some(x), Some(w), Some(out)) = (
+        super::CONCRETE || x.len() > inner,
+        super::f32s(x),
+        super::f32s(w),
+        super::f32s_mut(out),
+    ) {
         return super::concrete::linear_relu(x, w, bias.and_then(super::f32s), out, inner, cols);
     }
     linear_relu_body(x, w, bias, out, inner, cols);
@@ -206,6 +220,7 @@ fn bias_tile<T: Scalar, const W: usize>(bias: Option<&[T]>, c: usize) -> [T; W] 
 
 /// One output row, its nonzero inputs found first without branches (the SIMD shape): the
 /// same terms in the same order as [`row_branching`].
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 fn row_simd<T: Scalar>(
     x_row: &[T],
     w: &[T],
@@ -361,6 +376,7 @@ fn tiles_dense<T: Scalar, const V: usize>(
 }
 
 /// Columns `first..` of [`row_simd`] for one chunk of inputs, one at a time.
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 fn columns_simd<T: Scalar>(
     nz: &Nonzero<'_, T>,
     w: &[T],

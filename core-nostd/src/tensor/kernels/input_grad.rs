@@ -21,9 +21,12 @@ use crate::scalar::Scalar;
 /// assert_eq!(grad, [2.0, 8.0]);
 /// ```
 pub fn add_matmul_grad_a<T: Scalar>(g: &[T], b: &[T], grad_a: &mut [T], inner: usize, cols: usize) {
-    if let (Some(g), Some(b), Some(ga)) = (super::f32s(g), super::f32s(b), super::f32s_mut(grad_a))
-    {
-        return super::concrete::add_matmul_grad_a(g, b, ga, inner, cols);
+    // Not on x86-64 (see `concrete::add_matmul_grad_a`).
+    if super::CONCRETE {
+        if let (Some(g), Some(b), Some(ga)) = (T::as_f32s(g), T::as_f32s(b), T::as_f32s_mut(grad_a))
+        {
+            return super::concrete::add_matmul_grad_a(g, b, ga, inner, cols);
+        }
     }
     add_matmul_grad_a_body(g, b, grad_a, inner, cols);
 }

@@ -12,6 +12,10 @@
 //! branches. Both shapes are built on every target, so that tests on the host can check
 //! them against each other bit for bit.
 //!
+//! On x86-64 the `f32` kernels also have instances compiled for AVX2, run when the CPU has it
+//! (the default target's code is SSE2): the same bodies, without FMA, so the same operations
+//! in the same order and the same bits ([`avx2`], [`allow_avx2`]).
+//!
 //! The loops are tiled so that a tile of outputs stays in registers (16 single-precision
 //! values: half of a Cortex-M4F's FP registers, four SSE registers on x86-64). Tiling changes
 //! the order in which *different* outputs are computed, never the order of the terms of one.
@@ -29,21 +33,31 @@ mod forward;
 mod input_grad;
 mod nonzero;
 mod weight_grad;
+mod wide;
 
 pub use forward::{linear, linear_relu, matmul};
 pub use input_grad::add_matmul_grad_a;
 pub use weight_grad::{add_matmul_grad_b, set_matmul_grad_b, sgd_outer, sub_outer};
+#[cfg(feature = "conv")]
+pub(crate) use wide::instance;
+pub use wide::{allow_avx2, avx2, avx2_available};
 
 /// Whether the kernels called with `f32` values run their instances in [`concrete`]: on
 /// bare-metal targets, where a firmware is often built for size. Elsewhere the generic body
-/// is inlined into its caller, where constant shapes specialise it. Both compute the same
-/// operations in the same order.
+/// is inlined into its caller, where constant shapes specialise it, unless the AVX2
+/// instances run ([`avx2`]). All compute the same operations in the same order.
 const CONCRETE: bool = cfg!(target_os = "none");
+
+/// Whether the kernels called with `f32` values run their instances in [`concrete`] now.
+#[inline(always)]
+fn concrete_f32() -> bool {
+    CONCRETE || wide::avx2()
+}
 
 /// The values as `f32`s if the kernels run their concrete instances for them.
 #[inline(always)]
 fn f32s<T: Scalar>(values: &[T]) -> Option<&[f32]> {
-    if CONCRETE {
+    if concrete_f32() {
         T::as_f32s(values)
     } else {
         None
@@ -53,7 +67,7 @@ fn f32s<T: Scalar>(values: &[T]) -> Option<&[f32]> {
 /// [`f32s`], mutable.
 #[inline(always)]
 fn f32s_mut<T: Scalar>(values: &mut [T]) -> Option<&mut [f32]> {
-    if CONCRETE {
+    if concrete_f32() {
         T::as_f32s_mut(values)
     } else {
         None
@@ -63,7 +77,7 @@ fn f32s_mut<T: Scalar>(values: &mut [T]) -> Option<&mut [f32]> {
 /// The value as an `f32` if the kernels run their concrete instances for it.
 #[inline(always)]
 fn f32v<T: Scalar>(value: T) -> Option<f32> {
-    if CONCRETE {
+    if concrete_f32() {
         value.as_f32()
     } else {
         None
@@ -71,37 +85,40 @@ fn f32v<T: Scalar>(value: T) -> Option<f32> {
 }
 
 /// The `f32` instances of the kernels a training step spends its time in, as concrete
-/// functions of this crate, run on bare-metal targets ([`CONCRETE`]). They are compiled with
-/// this crate's optimisation settings whatever those of the crate that calls them, so a
-/// firmware built for size (`opt-level = "s"`) still runs full-speed kernels; and each is
-/// compiled once, however many places call it.
+/// functions of this crate. On bare-metal targets ([`CONCRETE`]) they are compiled with this
+/// crate's optimisation settings whatever those of the crate that calls them, so a firmware
+/// built for size (`opt-level = "s"`) still runs full-speed kernels; and each is compiled
+/// once, however many places call it. On x86-64 they are the AVX2 instances ([`wide`]), run
+/// when the CPU has AVX2.
 mod concrete {
+    use super::wide::instance;
     use super::{forward, input_grad, weight_grad};
 
-    #[inline(never)]
-    pub(super) fn linear(
-        x: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
-        out: &mut [f32],
-        inner: usize,
-        cols: usize,
-    ) {
-        forward::linear_body(x, w, bias, out, inner, cols);
+    instance! {
+        fn linear(
+            x: &[f32],
+            w: &[f32],
+            bias: Option<&[f32]>,
+            out: &mut [f32],
+            inner: usize,
+            cols: usize,
+        ) = forward::linear_body(x, w, bias, out, inner, cols);
     }
 
-    #[inline(never)]
-    pub(super) fn linear_relu(
-        x: &[f32],
-        w: &[f32],
-        bias: Option<&[f32]>,
-        out: &mut [f32],
-        inner: usize,
-        cols: usize,
-    ) {
-        forward::linear_relu_body(x, w, bias, out, inner, cols);
+    instance! {
+        fn linear_relu(
+            x: &[f32],
+            w: &[f32],
+            bias: Option<&[f32]>,
+            out: &mut [f32],
+            inner: usize,
+            cols: usize,
+        ) = forward::linear_relu_body(x, w, bias, out, inner, cols);
     }
 
+    /// Bare-metal targets only. On x86-64 the generic body, inlined into its caller, runs:
+    /// this function, compiled for AVX2 or not, ran twice its instructions (`callgrind`, the
+    /// host bench's batch-1 step, 20,000 steps: 99 and 101 million against 41 million).
     #[inline(never)]
     pub(super) fn add_matmul_grad_a(
         g: &[f32],
@@ -113,18 +130,19 @@ mod concrete {
         input_grad::add_matmul_grad_a_body(g, b, grad_a, inner, cols);
     }
 
-    #[inline(never)]
-    pub(super) fn matmul_grad_b(
-        g: &[f32],
-        a: &[f32],
-        grad_b: &mut [f32],
-        inner: usize,
-        cols: usize,
-        set: bool,
-    ) {
-        weight_grad::matmul_grad_b(g, a, grad_b, inner, cols, set);
+    instance! {
+        fn matmul_grad_b(
+            g: &[f32],
+            a: &[f32],
+            grad_b: &mut [f32],
+            inner: usize,
+            cols: usize,
+            set: bool,
+        ) = weight_grad::matmul_grad_b(g, a, grad_b, inner, cols, set);
     }
 
+    /// No AVX2 instance: a batch-1 step's update, where the AVX2 instances made the host
+    /// bench's step slower, not faster (682 against 654 ns with every kernel's).
     #[inline(never)]
     pub(super) fn sgd_outer(
         values: &mut [f32],
@@ -137,39 +155,34 @@ mod concrete {
         weight_grad::sgd_outer_body(values, x, g, known_finite, lr, factor);
     }
 
-    #[inline(never)]
-    pub(super) fn sgd_update(values: &mut [f32], grads: &[f32], lr: f32, factor: f32) {
-        super::sgd_update_body(values, grads, lr, factor);
+    instance! {
+        fn sgd_update(values: &mut [f32], grads: &[f32], lr: f32, factor: f32) =
+            super::sgd_update_body(values, grads, lr, factor);
     }
 
-    #[inline(never)]
-    pub(super) fn relu_mask(g: &[f32], y: &[f32], out: &mut [f32]) {
-        super::relu_mask_body(g, y, out);
+    instance! {
+        fn relu_mask(g: &[f32], y: &[f32], out: &mut [f32]) = super::relu_mask_body(g, y, out);
     }
 
-    #[inline(never)]
-    pub(super) fn add_relu_grad(g: &[f32], x: &[f32], grad: &mut [f32]) {
-        super::add_relu_grad_body(g, x, grad);
+    instance! {
+        fn add_relu_grad(g: &[f32], x: &[f32], grad: &mut [f32]) =
+            super::add_relu_grad_body(g, x, grad);
     }
 
-    #[inline(never)]
-    pub(super) fn add_column_sums(x: &[f32], sums: &mut [f32]) {
-        super::add_column_sums_body(x, sums);
+    instance! {
+        fn add_column_sums(x: &[f32], sums: &mut [f32]) = super::add_column_sums_body(x, sums);
     }
 
-    #[inline(never)]
-    pub(super) fn fill(values: &mut [f32], v: f32) {
-        super::fill_body(values, v);
+    instance! {
+        fn fill(values: &mut [f32], v: f32) = super::fill_body(values, v);
     }
 
-    #[inline(never)]
-    pub(super) fn sum_of_squares(x: &[f32]) -> f32 {
-        super::sum_of_squares_body(x)
+    instance! {
+        fn sum_of_squares(x: &[f32]) -> f32 = super::sum_of_squares_body(x);
     }
 
-    #[inline(never)]
-    pub(super) fn all_finite(x: &[f32]) -> bool {
-        super::all_finite_body(x)
+    instance! {
+        fn all_finite(x: &[f32]) -> bool = super::all_finite_body(x);
     }
 }
 

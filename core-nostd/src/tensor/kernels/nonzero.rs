@@ -26,6 +26,7 @@ pub(super) struct Nonzero<'a, T> {
 /// ones before: on x86-64 LLVM compiles a four to one packed comparison and one `movmskps`, 7
 /// instructions per four values where bits shifted to their positions one by one took 35 per
 /// eight (`callgrind`, the host bench's batch-1 step).
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 pub(super) fn mask<T: Scalar>(x: &[T]) -> u32 {
     let x = x.get(..CHUNK).unwrap_or(x);
     let mut fours = x.rchunks_exact(4);
@@ -84,6 +85,7 @@ impl<'a, T: Scalar> Nonzero<'a, T> {
 }
 
 /// The first values of `x`, zeros after them: a run shorter than a chunk as a chunk.
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 pub(super) fn padded<T: Scalar>(x: &[T]) -> [T; CHUNK] {
     let mut values = [T::ZERO; CHUNK];
     for (v, &xv) in values.iter_mut().zip(x) {

@@ -218,6 +218,9 @@ fn grad_b_strong<T: Scalar>(
 /// sub_outer(&mut w, &[2.0, 0.0], &[1.0, -1.0], false, |g| 0.5 * g);
 /// assert_eq!(w, [0.0, 2.0, 1.0, 1.0]);
 /// ```
+// On x86-64, inlined into its callers: into the AVX2 instance of `sgd_outer` too, which
+// otherwise called an SSE2 copy.
+#[cfg_attr(target_arch = "x86_64", inline(always))]
 pub fn sub_outer<T: Scalar>(
     values: &mut [T],
     x: &[T],
@@ -281,7 +284,9 @@ pub fn sgd_outer<T: Scalar>(
     lr: T,
     factor: T,
 ) {
-    if let (Some(v), Some(x), Some(g), Some(lr), Some(factor)) = (
+    // On x86-64 the SSE2 code, inlined into the caller (see `concrete::sgd_outer`).
+    if let (true, Some(v), Some(x), Some(g), Some(lr), Some(factor)) = (
+        super::CONCRETE,
         super::f32s_mut(values),
         super::f32s(x),
         super::f32s(g),

@@ -217,3 +217,22 @@ impl ConvStep for Safegrad {
         self.s.gradients()
     }
 }
+
+/// A step run with safegrad's AVX2 kernel instances turned off
+/// ([`safegrad::tensor::kernels::allow_avx2`]): the SSE2 code of the default x86-64 target.
+pub struct Sse2Only<S>(pub S);
+
+impl<S: ConvStep> ConvStep for Sse2Only<S> {
+    fn name(&self) -> &'static str {
+        "safegrad-sse2"
+    }
+    fn step(&mut self) -> f32 {
+        safegrad::tensor::kernels::allow_avx2(false);
+        let loss = self.0.step();
+        safegrad::tensor::kernels::allow_avx2(true);
+        loss
+    }
+    fn gradients(&self) -> Gradients {
+        self.0.gradients()
+    }
+}
