@@ -913,6 +913,7 @@ fn run_finetune(
             "rotation_degrees": config.shift.rotation_z_degrees(),
             "shift": config.shift.to_string(),
             "seed": config.seed,
+            "augment": config.augment,
             "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
         });
         println!("{object}");

@@ -112,9 +112,11 @@ fn finetune_json_has_the_required_fields_and_exports_a_loadable_checkpoint() {
         "finetune_steps",
         "trainable_params",
         "train_state_bytes",
+        "augment",
     ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
+    assert_eq!(v["augment"], FinetuneConfig::default().augment);
     assert_eq!(v["finetune_steps"], 10 * 12);
     let bytes = std::fs::read(&export).unwrap();
     let mut work = host_sim::model::new_workspace();
