@@ -3,9 +3,10 @@
 //! summary (shifts where the mean is at least the reference's, shifts whose worst seed is at
 //! least 85%, the mean accuracy, the runs the gate committed).
 //!
-//! `cargo run --release -p host-sim --example schedules -- LR ANCHOR CLIP GATE RANDOM FULL`,
-//! for example `-- 0.1 0.01 0 1 24 0` (the defaults: learning rate 0.1, L2-SP 0.01, no
-//! clipping, the gate on, the 12 built-in shifts and 24 random ones, SGD). `ANCHOR` or
+//! `cargo run --release -p host-sim --example schedules -- LR ANCHOR CLIP GATE RANDOM FULL
+//! AUGMENT`, for example `-- 0.1 0.01 0 1 24 0 3` (learning rate 0.1, L2-SP 0.01, no
+//! clipping, the gate on, the 12 built-in shifts and 24 random ones, SGD, pre-training on
+//! each recording and 3 turned copies; `AUGMENT` defaults to the job's). `ANCHOR` or
 //! `CLIP` 0 for none, `GATE` 0 for off; `FULL` above 0 fits the last layer by full-batch
 //! gradient descent instead (`motion::model::HEAD_FIT` with this L2-SP penalty), and the
 //! SGD settings are not used.
@@ -29,6 +30,7 @@ fn main() -> Result<(), String> {
     );
     let (gate, random) = (arg(3, 1.0)? != 0.0, arg(4, 24.0)? as usize);
     let head_fit = arg(5, 0.0)?;
+    let augment = arg(6, FinetuneConfig::default().augment as f64)? as usize;
     let mut shifts: Vec<Shift> = SHIFTS.iter().filter_map(|s| s.parse().ok()).collect();
     shifts.extend(random_shifts(random));
     let base = FinetuneConfig {
@@ -40,6 +42,7 @@ fn main() -> Result<(), String> {
             penalty: head_fit as f32,
             ..motion::model::HEAD_FIT
         }),
+        augment,
         ..FinetuneConfig::default()
     };
     let seeds: Vec<u64> = (1..=10).collect();

@@ -11,6 +11,7 @@ pub use motion::model::{MotionCnn, MotionModel};
 use motion::samples::WINDOW_VALUES;
 use safegrad::nn::{sizes, Build, Footprint, Headed, Init, Linear, Module, Plan, WithHead};
 use safegrad::optim::{Adam, Optimizer, Sgd};
+use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::session::{GateReport, Plateau, Prepare, Schedule, Session};
 use safegrad::train::{imprint_class, Chain, HeadFit, Latent8, Samples};
 use safegrad::{Tensor, Var};
@@ -249,6 +250,11 @@ pub struct FinetuneConfig {
     /// fine-tuning recordings ([`safegrad::train::imprint_class`]) and fine-tuning teaches
     /// it next to the others. `None` for every class in pre-training.
     pub new_class: Option<usize>,
+    /// Pre-training sees each recording this many more times, each time worn differently:
+    /// turned by a random rotation (an axis drawn uniformly from the sphere, an angle from
+    /// 0 to 180 degrees), and on the other wrist half of the time ([`augmented`]). 0 for
+    /// none.
+    pub augment: usize,
     /// Quantise the frozen body to `int8` after pre-training (calibrated on the training
     /// split, [`crate::quantized`]): fine-tuning and every evaluation after pre-training run
     /// the float head over the `int8` body's outputs. The last layer only.
@@ -286,6 +292,7 @@ impl Default for FinetuneConfig {
             pretrained: None,
             head_fit: None,
             new_class: None,
+            augment: 6,
             quantize: false,
         }
     }
@@ -645,7 +652,8 @@ pub fn run(
             .cloned()
             .collect()
     };
-    let (pretrain, pretest) = (seen(&train), seen(&test));
+    let (mut pretrain, pretest) = (seen(&train), seen(&test));
+    pretrain.extend(augmented(&pretrain, config.augment, config.seed)?);
     if config.replay > 0 {
         check_per_class(&train, config.replay).map_err(|x| x.replace("--per-class", "--replay"))?;
     }
@@ -686,6 +694,38 @@ pub fn run(
             )
         }
     }
+}
+
+/// `copies` more of every recording of `examples`, each worn as a random rigid installation
+/// would wear it: a rotation about an axis drawn uniformly from the sphere by an angle drawn
+/// uniformly from 0 to 180 degrees, then, half of the time, the other wrist (`mirror`, see
+/// [`Shift`]). The draws come from `seed`.
+pub fn augmented(
+    examples: &[Example<MotionWindow>],
+    copies: usize,
+    seed: u64,
+) -> Result<Vec<Example<MotionWindow>>, String> {
+    let mut rng = SplitMix64::seed_from_u64(seed ^ 0xA5A5_0F0F_1234_5678);
+    let mut out = Vec::with_capacity(examples.len() * copies);
+    for _ in 0..copies {
+        for e in examples {
+            // A direction uniform on the sphere: a Gaussian vector (Box-Muller), normalised.
+            let mut normal = || {
+                let (u1, u2) = (1.0 - rng.next_f64(), rng.next_f64());
+                (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+            };
+            let axis = [normal(), normal(), normal()];
+            let degrees = 180.0 * rng.next_f64();
+            let mirror = if rng.next_f64() < 0.5 { "mirror+" } else { "" };
+            let spec = format!("{mirror}rot:{},{},{}:{degrees}", axis[0], axis[1], axis[2]);
+            // An axis too short to have a direction (probability 0 in practice): unturned.
+            let shift: Shift = spec.parse().unwrap_or_else(|_| Shift::none());
+            let mut x = e.x;
+            shift.apply(&mut x, 0);
+            out.push(Example { x, label: e.label });
+        }
+    }
+    Ok(out)
 }
 
 /// The job's recordings as a model's input rows.

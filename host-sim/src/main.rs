@@ -68,6 +68,11 @@ enum Command {
         /// Pre-training epochs.
         #[arg(long, default_value_t = FinetuneConfig::default().pretrain_epochs)]
         pretrain_epochs: usize,
+        /// Pre-training sees each recording this many more times, each time worn as a
+        /// random rigid installation (a random rotation, the other wrist half of the time),
+        /// so that the body's features hold under installations it never saw (0 for none).
+        #[arg(long, value_name = "N", default_value_t = FinetuneConfig::default().augment)]
+        augment: usize,
         /// Most fine-tuning epochs (fine-tuning stops earlier once its loss has converged).
         #[arg(long, default_value_t = FinetuneConfig::default().finetune_epochs)]
         finetune_epochs: usize,
@@ -148,6 +153,9 @@ enum Command {
         /// the training split's recordings of a class).
         #[arg(long, default_value_t = FinetuneConfig::default().per_class, value_parser = recordings)]
         per_class: usize,
+        /// Pre-training's turned copies of each recording (as `finetune --augment`).
+        #[arg(long, value_name = "N", default_value_t = FinetuneConfig::default().augment)]
+        augment: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -162,6 +170,9 @@ enum Command {
         /// Seeds 1 to this.
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
         seeds: u64,
+        /// Pre-training's turned copies of each recording (as `finetune --augment`).
+        #[arg(long, value_name = "N", default_value_t = FinetuneConfig::default().augment)]
+        augment: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -187,6 +198,10 @@ enum Command {
         /// --replay`).
         #[arg(long, value_name = "N", default_value_t = 0)]
         replay: usize,
+        /// Pre-training sees each recording this many more times, worn as a random rigid
+        /// installation (as `finetune --augment`).
+        #[arg(long, value_name = "N", default_value_t = FinetuneConfig::default().augment)]
+        augment: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -211,6 +226,9 @@ enum Command {
         /// How the last layer is fitted (as `finetune --fit`).
         #[arg(long, value_name = "HOW", default_value = "full-batch")]
         fit: HeadFitting,
+        /// Pre-training's turned copies of each recording (as `finetune --augment`).
+        #[arg(long, value_name = "N", default_value_t = FinetuneConfig::default().augment)]
+        augment: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -356,6 +374,9 @@ enum Command {
         /// The job's seed.
         #[arg(long, default_value_t = motion::model::SEED)]
         seed: u64,
+        /// Pre-training's turned copies of each recording (as `finetune --augment`).
+        #[arg(long, value_name = "N", default_value_t = FinetuneConfig::default().augment)]
+        augment: usize,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -425,8 +446,9 @@ fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> 
             .collect(),
     );
     println!(
-        "{}, seeds 1-{}: pre-trained {} (worst {}), {} before fine-tuning {} (worst {})",
+        "{}{}, seeds 1-{}: pre-trained {} (worst {}), {} before fine-tuning {} (worst {})",
         config.model.name(),
+        pretraining(config.augment),
         seeds.len(),
         percent(pre),
         percent(pre_worst),
@@ -462,10 +484,20 @@ fn run_plans(json: bool, config: &FinetuneConfig, seeds: &[u64], dir: &Path) -> 
     Ok(())
 }
 
+/// How pre-training saw the recordings, for a table's caption.
+fn pretraining(augment: usize) -> String {
+    if augment == 0 {
+        ", pre-trained without augmentation".to_string()
+    } else {
+        format!(", pre-trained on each recording and {augment} turned copies")
+    }
+}
+
 fn run_shifts(
     json: bool,
     shifts: Vec<Shift>,
     replay: usize,
+    augment: usize,
     seeds: &[u64],
     dir: &Path,
 ) -> Result<(), String> {
@@ -480,6 +512,7 @@ fn run_shifts(
     let runs = bar(shifts.len() * seeds.len(), "shifts", json);
     let base = FinetuneConfig {
         replay,
+        augment,
         ..FinetuneConfig::default()
     };
     let rows = reference::shifts_with(dir, &base, &shifts, seeds, &mut |d| {
@@ -509,7 +542,8 @@ fn run_shifts(
         return Ok(());
     }
     println!(
-        "mlp, last layer, 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate{}), seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        "mlp{}, last layer, 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate{}), seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        pretraining(augment),
         motion::model::LEARNING_RATE,
         motion::model::ANCHOR,
         if replay > 0 {
@@ -575,6 +609,7 @@ fn run_new_class(
     model: MotionNet,
     per_class: usize,
     fit: HeadFitting,
+    augment: usize,
     seeds: &[u64],
     dir: &Path,
 ) -> Result<(), String> {
@@ -584,6 +619,7 @@ fn run_new_class(
         shift: Shift::none(),
         per_class,
         head_fit: (fit == HeadFitting::FullBatch).then_some(motion::model::HEAD_FIT),
+        augment,
         ..FinetuneConfig::for_model(model)
     };
     let rows = reference::new_classes(dir, &base, seeds, &mut |d| runs.set_position(d as u64))?;
@@ -629,8 +665,13 @@ fn run_new_class(
         ),
     };
     println!(
-        "{}, pre-trained without the new class; its head output imprinted, then the last layer {how}, on {per_class} recordings of every class, behind the validation gate; seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
+        "{}, pre-trained without the new class{}; its head output imprinted, then the last layer {how}, on {per_class} recordings of every class, behind the validation gate; seeds 1-{}; reference: a logistic-regression head refit on the frozen features of the same recordings",
         model.name(),
+        if augment == 0 {
+            String::new()
+        } else {
+            format!(" on each recording and {augment} turned copies")
+        },
         seeds.len()
     );
     println!();
@@ -673,13 +714,16 @@ fn run_new_class(
     Ok(())
 }
 
-fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
+fn run_compare(json: bool, augment: usize, seeds: &[u64], dir: &Path) -> Result<(), String> {
     let models = [MotionNet::Mlp, MotionNet::Cnn];
     let runs = bar(seeds.len() * models.len(), "compare", json);
     let mut done = 0;
     let mut rows = Vec::new();
     for model in models {
-        let config = FinetuneConfig::for_model(model);
+        let config = FinetuneConfig {
+            augment,
+            ..FinetuneConfig::for_model(model)
+        };
         let mut found = plans::run(
             dir,
             &config,
@@ -718,8 +762,9 @@ fn run_compare(json: bool, seeds: &[u64], dir: &Path) -> Result<(), String> {
         return Ok(());
     }
     println!(
-        "seeds 1-{}, rotated 90 deg, fine-tuning the last layer on 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate)",
+        "seeds 1-{}{}, rotated 90 deg, fine-tuning the last layer on 3 recordings per class (SGD at {}, L2-SP {}, until converged, validation gate)",
         seeds.len(),
+        pretraining(augment),
         motion::model::LEARNING_RATE,
         motion::model::ANCHOR
     );
@@ -868,6 +913,7 @@ fn run_finetune(
             "rotation_degrees": config.shift.rotation_z_degrees(),
             "shift": config.shift.to_string(),
             "seed": config.seed,
+            "augment": config.augment,
             "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
         });
         println!("{object}");
@@ -1447,10 +1493,10 @@ fn run_import(model: &Path, out: &Path, json: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn run_quantize(json: bool, seed: u64, dir: &Path) -> Result<(), String> {
+fn run_quantize(json: bool, seed: u64, augment: usize, dir: &Path) -> Result<(), String> {
     let mut rows = Vec::new();
     for model in [MotionNet::Mlp, MotionNet::Cnn] {
-        rows.push(host_sim::quantized::measure(dir, model, seed)?);
+        rows.push(host_sim::quantized::measure(dir, model, seed, augment)?);
     }
     if json {
         let list: Vec<_> = rows
@@ -1635,6 +1681,7 @@ fn main() -> ExitCode {
             per_class,
             mode,
             pretrain_epochs,
+            augment,
             finetune_epochs,
             finetune_lr,
             anchor,
@@ -1678,6 +1725,7 @@ fn main() -> ExitCode {
                 },
                 per_class,
                 pretrain_epochs,
+                augment,
                 finetune_epochs,
                 finetune_lr,
                 anchor: (anchor > 0.0).then_some(anchor),
@@ -1697,11 +1745,13 @@ fn main() -> ExitCode {
             shift,
             rotation,
             per_class,
+            augment,
             data_dir,
         } => {
             let config = FinetuneConfig {
                 shift: shift_of(shift, rotation),
                 per_class,
+                augment,
                 ..FinetuneConfig::for_model(model)
             };
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
@@ -1711,11 +1761,12 @@ fn main() -> ExitCode {
         Command::Compare {
             json,
             seeds,
+            augment,
             data_dir,
         } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
-            run_compare(json, &seeds, &dir)
+            run_compare(json, augment, &seeds, &dir)
         }
         Command::Shifts {
             json,
@@ -1723,6 +1774,7 @@ fn main() -> ExitCode {
             mut shift,
             random,
             replay,
+            augment,
             data_dir,
         } => {
             if random > 0 && shift.is_empty() {
@@ -1734,7 +1786,7 @@ fn main() -> ExitCode {
             shift.extend(host_sim::reference::random_shifts(random));
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
-            run_shifts(json, shift, replay, &seeds, &dir)
+            run_shifts(json, shift, replay, augment, &seeds, &dir)
         }
         Command::NewClass {
             json,
@@ -1742,11 +1794,12 @@ fn main() -> ExitCode {
             seeds,
             per_class,
             fit,
+            augment,
             data_dir,
         } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
             let seeds: Vec<u64> = (1..=seeds).collect();
-            run_new_class(json, model, per_class, fit, &seeds, &dir)
+            run_new_class(json, model, per_class, fit, augment, &seeds, &dir)
         }
         Command::Train {
             data: Dataset::Digits,
@@ -1810,10 +1863,12 @@ fn main() -> ExitCode {
         Command::Quantize {
             json,
             seed,
+            augment,
             data_dir,
         } => run_quantize(
             json,
             seed,
+            augment,
             &data_dir.unwrap_or_else(host_sim::data::default_dir),
         ),
         Command::Export {

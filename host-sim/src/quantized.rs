@@ -490,16 +490,19 @@ pub struct QuantReport {
     pub body_bytes: (usize, usize),
 }
 
-/// Runs the fine-tuning job for `model` (default settings, `seed`) with the float body and
-/// with the body quantised to `int8`.
+/// Runs the fine-tuning job for `model` (default settings, `seed`, `augment` turned copies
+/// of each recording in pre-training) with the float body and with the body quantised to
+/// `int8`.
 pub fn measure(
     dir: &std::path::Path,
     model: crate::finetune::MotionNet,
     seed: u64,
+    augment: usize,
 ) -> Result<QuantReport, String> {
     use crate::finetune::{featurize, run, window_rows, FinetuneConfig, MotionNet};
     let config = FinetuneConfig {
         seed,
+        augment,
         ..FinetuneConfig::for_model(model)
     };
     let float = run(dir, &config, &mut |_| {})?;

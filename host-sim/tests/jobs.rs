@@ -35,10 +35,13 @@ fn scratch(name: &str) -> PathBuf {
     dir.join(name)
 }
 
+/// A short job on a body pre-trained without augmentation, which the rotation costs
+/// accuracy.
 fn reduced() -> FinetuneConfig {
     FinetuneConfig {
         pretrain_epochs: 25,
         finetune_epochs: 15,
+        augment: 0,
         ..FinetuneConfig::default()
     }
 }
@@ -109,9 +112,11 @@ fn finetune_json_has_the_required_fields_and_exports_a_loadable_checkpoint() {
         "finetune_steps",
         "trainable_params",
         "train_state_bytes",
+        "augment",
     ] {
         assert!(v.get(key).is_some(), "missing {key}: {v}");
     }
+    assert_eq!(v["augment"], FinetuneConfig::default().augment);
     assert_eq!(v["finetune_steps"], 10 * 12);
     let bytes = std::fs::read(&export).unwrap();
     let mut work = host_sim::model::new_workspace();
@@ -180,9 +185,12 @@ fn trained_blocks(mode: FinetuneMode) -> &'static [&'static str] {
 
 #[test]
 fn every_plan_trains_exactly_its_blocks_and_reports_what_the_job_reports() {
+    // Without augmentation: the rotation costs the body accuracy, and every plan's
+    // fine-tuning is committed.
     let config = FinetuneConfig {
         pretrain_epochs: 20,
         finetune_epochs: 8,
+        augment: 0,
         ..FinetuneConfig::default()
     };
     let seed = 3;
@@ -318,7 +326,8 @@ fn the_mode_flag_names_what_it_refuses() {
 
 #[test]
 fn the_cnn_on_raw_windows_recovers_the_drop() {
-    let out = host_sim(&["finetune", "--model", "cnn", "--json"]);
+    // Pre-trained without augmentation, so that the rotation costs accuracy.
+    let out = host_sim(&["finetune", "--model", "cnn", "--json", "--augment", "0"]);
     let v = last_json_line(&out);
     assert_eq!(v["model"], "cnn");
     assert_eq!(v["mode"], "last-layer");
@@ -439,22 +448,29 @@ fn shifts_runs_the_job_and_the_reference_for_each_shift() {
     }
 }
 
-/// The device's pre-trained model.
-const PRETRAINED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../motion/assets/pretrained.sgck"
-);
+/// The default job's model pre-trained without augmentation (`finetune --augment 0
+/// --export`), written once: a body the rotation costs accuracy.
+fn unaugmented() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let path = scratch("unaugmented.sgck");
+        let path = path.to_str().expect("a UTF-8 path").to_string();
+        let out = host_sim(&["finetune", "--augment", "0", "--export", &path]);
+        assert!(out.status.success(), "{out:?}");
+        path
+    })
+}
 
-/// `finetune --json` from the device's pre-trained model, with `extra` flags: its JSON.
+/// `finetune --json` from [`unaugmented`], with `extra` flags: its JSON.
 fn finetune_pretrained(extra: &[&str]) -> serde_json::Value {
-    let mut args = vec!["finetune", "--json", "--pretrained", PRETRAINED];
+    let mut args = vec!["finetune", "--json", "--pretrained", unaugmented()];
     args.extend_from_slice(extra);
     last_json_line(&host_sim(&args))
 }
 
 #[test]
 fn finetune_json_reports_the_gate_and_a_model_it_refuses_is_the_pre_trained_one() {
-    let bytes = std::fs::read(PRETRAINED).expect("the device's pre-trained model");
+    let bytes = std::fs::read(unaugmented()).expect("the pre-trained model");
     let stored_crc = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
     let run = finetune_pretrained;
     let rate = |v: &serde_json::Value, key: &str| v[key].as_f64().expect(key);
@@ -588,4 +604,65 @@ fn new_class_runs_the_job_and_the_reference_for_each_class() {
             assert!((0.0..=1.0).contains(&r), "{row}");
         }
     }
+}
+
+#[test]
+fn augmentation_turns_each_recording_rigidly_and_keeps_its_class() {
+    let train = host_sim::data::load_motions(&default_dir(), "train").unwrap();
+    let copies = finetune::augmented(&train, 2, 5).unwrap();
+    assert_eq!(copies.len(), 2 * train.len());
+    let norm = |w: &host_sim::data::MotionWindow, first: usize, t: usize| -> f64 {
+        (first..first + 3)
+            .map(|c| f64::from(w[c][t]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let mut moved = 0;
+    for (k, copy) in copies.iter().enumerate() {
+        let original = &train[k % train.len()];
+        assert_eq!(copy.label, original.label);
+        // A rotation, and a reflection, keep the length of both sensors' vectors.
+        for t in 0..original.x[0].len() {
+            for first in [0, 3] {
+                let (a, b) = (norm(&original.x, first, t), norm(&copy.x, first, t));
+                assert!((a - b).abs() <= 1e-4 * a.max(1.0), "{k} at {t}: {a} vs {b}");
+            }
+        }
+        if copy.x != original.x {
+            moved += 1;
+        }
+    }
+    assert!(
+        moved > copies.len() * 9 / 10,
+        "{moved} of {} turned",
+        copies.len()
+    );
+    // The draws come from the seed.
+    assert_eq!(copies, finetune::augmented(&train, 2, 5).unwrap());
+    assert_ne!(copies, finetune::augmented(&train, 2, 6).unwrap());
+}
+
+#[test]
+fn an_augmented_body_keeps_its_accuracy_under_a_turn_it_never_saw() {
+    let run = |augment: usize| {
+        let config = FinetuneConfig {
+            augment,
+            shift: "rot:1,-2,0.5:70".parse().unwrap(),
+            ..FinetuneConfig::default()
+        };
+        finetune::run(&default_dir(), &config, &mut |_| {}).unwrap()
+    };
+    let (plain, augmented) = (run(0), run(6));
+    assert!(
+        plain.shifted_accuracy_before < 0.8,
+        "the turn costs an unaugmented body accuracy: {}",
+        plain.shifted_accuracy_before
+    );
+    assert!(
+        augmented.shifted_accuracy_before >= 0.95 && augmented.shifted_accuracy_after >= 0.95,
+        "augmented: {} before fine-tuning, {} after",
+        augmented.shifted_accuracy_before,
+        augmented.shifted_accuracy_after
+    );
+    assert!(augmented.original_accuracy_after >= 0.95);
 }

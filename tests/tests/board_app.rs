@@ -344,20 +344,23 @@ fn the_board_job_records_fine_tunes_saves_and_resumes() {
     );
     assert_eq!(report.finetune_samples, CLASSES * TRAIN_WINDOWS);
     assert_eq!(report.eval_samples, CLASSES * EVAL_WINDOWS);
-    // The turned watch confuses the pre-trained model (`host-sim finetune`: 27 of 40 with
-    // the exact recordings); fine-tuning on the board's own windows recovers it (39 of 40
-    // there).
+    // The pre-trained model, its body trained on turned copies of the recordings, classifies
+    // the turned watch (`host-sim finetune`: 40 of 40 with the exact recordings); the job's
+    // gate keeps whichever model scores better on the board's own windows, and the model it
+    // keeps classifies the held-out windows as well.
     assert!(
-        report.correct_before <= 30,
+        report.correct_before >= 36,
         "before fine-tuning: {} of 40",
         report.correct_before
     );
-    assert!(report.committed, "the gate commits the fine-tuned model");
     assert!(
         report.correct_after >= 36,
         "after fine-tuning: {} of 40",
         report.correct_after
     );
+    if !report.committed {
+        assert_eq!(report.correct_after, report.correct_before);
+    }
 
     let (second, events, _) = run_once(&mut flash, &recordings);
     let second = second.expect("the second run");

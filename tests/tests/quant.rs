@@ -368,7 +368,8 @@ fn bias_scale_by_hand() {
 fn the_int8_body_loses_at_most_a_point() {
     use host_sim::finetune::MotionNet;
     for model in [MotionNet::Mlp, MotionNet::Cnn] {
-        let r = host_sim::quantized::measure(&host_sim::data::default_dir(), model, 7)
+        let augment = host_sim::finetune::FinetuneConfig::default().augment;
+        let r = host_sim::quantized::measure(&host_sim::data::default_dir(), model, 7, augment)
             .expect("the jobs");
         for (i, what) in [(0, "before the shift"), (2, "after fine-tuning")] {
             assert!(
