@@ -30,7 +30,13 @@ fn main() -> Result<(), String> {
     );
     let (gate, random) = (arg(3, 1.0)? != 0.0, arg(4, 24.0)? as usize);
     let head_fit = arg(5, 0.0)?;
-    let augment = arg(6, FinetuneConfig::default().augment as f64)? as usize;
+    let augment = arg(6, FinetuneConfig::default().augment as f64)?;
+    if augment < 0.0 || augment.fract() != 0.0 {
+        return Err(format!(
+            "argument 7: AUGMENT must be a whole number of copies, not {augment}"
+        ));
+    }
+    let augment = augment as usize;
     let mut shifts: Vec<Shift> = SHIFTS.iter().filter_map(|s| s.parse().ok()).collect();
     shifts.extend(random_shifts(random));
     let base = FinetuneConfig {

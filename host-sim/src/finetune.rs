@@ -251,9 +251,9 @@ pub struct FinetuneConfig {
     /// it next to the others. `None` for every class in pre-training.
     pub new_class: Option<usize>,
     /// Pre-training sees each recording this many more times, each time worn differently:
-    /// turned by a random rotation (an axis drawn uniformly from the sphere, an angle from
-    /// 0 to 180 degrees), and on the other wrist half of the time ([`augmented`]). 0 for
-    /// none.
+    /// on the other wrist half of the time, and turned by a random rotation (an axis drawn
+    /// uniformly from the sphere, an angle from 0 to 180 degrees; [`augmented`]). 0 for
+    /// none. Not used when the job starts from a pre-trained checkpoint.
     pub augment: usize,
     /// Quantise the frozen body to `int8` after pre-training (calibrated on the training
     /// split, [`crate::quantized`]): fine-tuning and every evaluation after pre-training run
@@ -262,6 +262,16 @@ pub struct FinetuneConfig {
 }
 
 impl FinetuneConfig {
+    /// The turned copies pre-training sees: [`augment`](Self::augment), or none when the job
+    /// starts from a pre-trained checkpoint.
+    pub fn augment_used(&self) -> usize {
+        if self.pretrained.is_some() {
+            0
+        } else {
+            self.augment
+        }
+    }
+
     /// The defaults for `model` (its pre-training learning rate).
     pub fn for_model(model: MotionNet) -> Self {
         Self {
@@ -653,7 +663,7 @@ pub fn run(
             .collect()
     };
     let (mut pretrain, pretest) = (seen(&train), seen(&test));
-    pretrain.extend(augmented(&pretrain, config.augment, config.seed)?);
+    pretrain.extend(augmented(&pretrain, config.augment_used(), config.seed)?);
     if config.replay > 0 {
         check_per_class(&train, config.replay).map_err(|x| x.replace("--per-class", "--replay"))?;
     }
@@ -697,9 +707,9 @@ pub fn run(
 }
 
 /// `copies` more of every recording of `examples`, each worn as a random rigid installation
-/// would wear it: a rotation about an axis drawn uniformly from the sphere by an angle drawn
-/// uniformly from 0 to 180 degrees, then, half of the time, the other wrist (`mirror`, see
-/// [`Shift`]). The draws come from `seed`.
+/// would wear it: half of the time on the other wrist (`mirror`, see [`Shift`]), and turned
+/// about an axis drawn uniformly from the sphere by an angle drawn uniformly from 0 to 180
+/// degrees (`mirror+rot:AX,AY,AZ:DEG` or `rot:AX,AY,AZ:DEG`). The draws come from `seed`.
 pub fn augmented(
     examples: &[Example<MotionWindow>],
     copies: usize,
@@ -709,17 +719,23 @@ pub fn augmented(
     let mut out = Vec::with_capacity(examples.len() * copies);
     for _ in 0..copies {
         for e in examples {
-            // A direction uniform on the sphere: a Gaussian vector (Box-Muller), normalised.
-            let mut normal = || {
-                let (u1, u2) = (1.0 - rng.next_f64(), rng.next_f64());
-                (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+            let shift: Shift = loop {
+                // A direction uniform on the sphere: a Gaussian vector (Box-Muller).
+                let mut normal = || {
+                    let (u1, u2) = (1.0 - rng.next_f64(), rng.next_f64());
+                    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+                };
+                let axis = [normal(), normal(), normal()];
+                let degrees = 180.0 * rng.next_f64();
+                let mirror = if rng.next_f64() < 0.5 { "mirror+" } else { "" };
+                let spec = format!("{mirror}rot:{},{},{}:{degrees}", axis[0], axis[1], axis[2]);
+                match spec.parse() {
+                    Ok(shift) => break shift,
+                    // An axis too short to have a direction: drawn again.
+                    Err(_) if axis.iter().all(|a| a.abs() < 1e-9) => continue,
+                    Err(err) => return Err(format!("augmentation: `{spec}`: {err}")),
+                }
             };
-            let axis = [normal(), normal(), normal()];
-            let degrees = 180.0 * rng.next_f64();
-            let mirror = if rng.next_f64() < 0.5 { "mirror+" } else { "" };
-            let spec = format!("{mirror}rot:{},{},{}:{degrees}", axis[0], axis[1], axis[2]);
-            // An axis too short to have a direction (probability 0 in practice): unturned.
-            let shift: Shift = spec.parse().unwrap_or_else(|_| Shift::none());
             let mut x = e.x;
             shift.apply(&mut x, 0);
             out.push(Example { x, label: e.label });

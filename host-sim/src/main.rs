@@ -69,8 +69,9 @@ enum Command {
         #[arg(long, default_value_t = FinetuneConfig::default().pretrain_epochs)]
         pretrain_epochs: usize,
         /// Pre-training sees each recording this many more times, each time worn as a
-        /// random rigid installation (a random rotation, the other wrist half of the time),
-        /// so that the body's features hold under installations it never saw (0 for none).
+        /// random rigid installation (the other wrist half of the time, a random rotation),
+        /// so that the body's features hold however the watch is worn (0 for none; not used
+        /// with --pretrained).
         #[arg(long, value_name = "N", default_value_t = FinetuneConfig::default().augment)]
         augment: usize,
         /// Most fine-tuning epochs (fine-tuning stops earlier once its loss has converged).
@@ -913,7 +914,7 @@ fn run_finetune(
             "rotation_degrees": config.shift.rotation_z_degrees(),
             "shift": config.shift.to_string(),
             "seed": config.seed,
-            "augment": config.augment,
+            "augment": config.augment_used(),
             "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
         });
         println!("{object}");

@@ -617,10 +617,34 @@ fn augmentation_turns_each_recording_rigidly_and_keeps_its_class() {
             .sum::<f64>()
             .sqrt()
     };
-    let mut moved = 0;
+    // acc(t) . gyro(t), summed over the window: an orthogonal map turning both sensors alike
+    // keeps it, except that the gyroscope is a pseudo-vector, so on the other wrist (a
+    // reflection) it changes sign.
+    let mixed = |w: &host_sim::data::MotionWindow| -> f64 {
+        (0..w[0].len())
+            .map(|t| {
+                (0..3)
+                    .map(|c| f64::from(w[c][t]) * f64::from(w[c + 3][t]))
+                    .sum::<f64>()
+            })
+            .sum()
+    };
+    let (mut moved, mut mirrored, mut kept) = (0, 0, 0);
     for (k, copy) in copies.iter().enumerate() {
         let original = &train[k % train.len()];
         assert_eq!(copy.label, original.label);
+        let (a, b) = (mixed(&original.x), mixed(&copy.x));
+        assert!(
+            (a.abs() - b.abs()).abs() <= 1e-3 * a.abs().max(1.0),
+            "{k}: acc . gyro {a} became {b}: the sensors were not turned alike"
+        );
+        if a.abs() > 1e-2 {
+            if a.signum() == b.signum() {
+                kept += 1;
+            } else {
+                mirrored += 1;
+            }
+        }
         // A rotation, and a reflection, keep the length of both sensors' vectors.
         for t in 0..original.x[0].len() {
             for first in [0, 3] {
@@ -636,6 +660,12 @@ fn augmentation_turns_each_recording_rigidly_and_keeps_its_class() {
         moved > copies.len() * 9 / 10,
         "{moved} of {} turned",
         copies.len()
+    );
+    // Half of the copies on the other wrist.
+    let share = f64::from(mirrored) / f64::from(mirrored + kept);
+    assert!(
+        (0.3..=0.7).contains(&share),
+        "{mirrored} mirrored, {kept} not"
     );
     // The draws come from the seed.
     assert_eq!(copies, finetune::augmented(&train, 2, 5).unwrap());

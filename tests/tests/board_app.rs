@@ -358,6 +358,20 @@ fn the_board_job_records_fine_tunes_saves_and_resumes() {
         "after fine-tuning: {} of 40",
         report.correct_after
     );
+    // The model kept is the pre-trained one, bit for bit, exactly when the gate refused.
+    let pretrained = motion::assets::PRETRAINED;
+    let pretrained_crc = u32::from_le_bytes(
+        pretrained[pretrained.len() - 4..]
+            .try_into()
+            .expect("4 bytes"),
+    );
+    assert_eq!(
+        report.checkpoint_crc32 == pretrained_crc,
+        !report.committed,
+        "committed {}, crc32 {:#010x}",
+        report.committed,
+        report.checkpoint_crc32
+    );
     if !report.committed {
         assert_eq!(report.correct_after, report.correct_before);
     }

@@ -71,7 +71,8 @@ struct Cli {
     /// Warm-up before the repetitions, milliseconds.
     #[arg(long, default_value_t = 200)]
     warmup_ms: u64,
-    /// Time only these implementations (`baseline`, `safegrad`, `dfdx`; all by default).
+    /// Time only these implementations (`baseline`, `safegrad`, `safegrad-sse2`, `dfdx`,
+    /// `burn`; all by default).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Time only this batch size (1 or 32; both by default).

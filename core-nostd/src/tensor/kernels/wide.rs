@@ -2,12 +2,20 @@
 //!
 //! The default x86-64 target has SSE2's 4-lane registers. On a CPU with AVX2, the `f32`
 //! kernels run instances of the same code compiled for AVX2 (8 lanes), chosen when they are
-//! called: the CPU is asked once ([`cpufeatures`], CPUID and the OS's saved registers) and the
-//! answer cached. Those instances are built from the same bodies with no other change: FMA is
+//! called: the CPU is asked once (the `cpufeatures` crate: CPUID and the OS's saved
+//! registers) and the answer cached. Those instances are built from the same bodies with no other change: FMA is
 //! not enabled, so no multiply and add are fused, and LLVM does not reorder floating-point
 //! sums, so each output's terms are added in the order its kernel documents and the results
-//! are the bits of the SSE2 instances and of the Cortex-M. `tests/tests/wide_simd.rs` checks
-//! that, kernel by kernel and over a whole fine-tuning job.
+//! are the bits of the SSE2 instances and of the Cortex-M (which `nan` an operation with two
+//! `nan` operands returns may differ: x86 returns the first operand's, and LLVM may swap the
+//! operands of an addition). `tests/tests/wide_simd.rs` checks that, kernel by kernel and
+//! over whole fine-tuning jobs.
+//!
+//! The kernels with AVX2 instances: `linear` and `linear_relu` on two rows or more,
+//! `add_matmul_grad_b`, `set_matmul_grad_b`, `sgd_update`, `relu_mask`, `add_relu_grad`,
+//! `add_column_sums`, `fill`, `sum_of_squares`, `all_finite`, and the convolution's
+//! forward and backward. The others (a single row's forward pass, `add_matmul_grad_a`,
+//! `sgd_outer`) run the SSE2 code, which was as fast or faster (`BENCHMARKS.md`).
 //!
 //! [`allow_avx2`] turns the AVX2 instances off and on, for benchmarks and tests that compare
 //! both; results are the same either way. On other targets there are no such instances.
@@ -50,16 +58,19 @@ pub fn avx2() -> bool {
 /// same bits either way; benchmarks use it to time both, tests to compare them.
 ///
 /// ```
-/// use safegrad::tensor::kernels::{allow_avx2, avx2, linear};
+/// use safegrad::tensor::kernels::{allow_avx2, avx2, avx2_available, linear};
 ///
-/// let (x, w) = ([1.5f32, -2.0, 0.25], [0.5f32; 3 * 20]);
-/// let (mut sse2, mut wide) = ([0.0f32; 20], [0.0f32; 20]);
+/// // Two rows of three inputs (a single row runs the SSE2 code either way).
+/// let x: [f32; 6] = core::array::from_fn(|i| i as f32 * 0.37 - 1.0);
+/// let w: [f32; 3 * 20] = core::array::from_fn(|i| (i as f32 * 0.11).sin());
+/// let (mut sse2, mut wide) = ([0.0f32; 40], [0.0f32; 40]);
 /// allow_avx2(false);
+/// assert!(!avx2());
 /// linear(&x, &w, None, &mut sse2, 3, 20);
 /// allow_avx2(true);
+/// assert_eq!(avx2(), avx2_available());
 /// linear(&x, &w, None, &mut wide, 3, 20);
 /// assert_eq!(sse2.map(f32::to_bits), wide.map(f32::to_bits));
-/// assert!(!avx2() || safegrad::tensor::kernels::avx2_available());
 /// ```
 pub fn allow_avx2(allowed: bool) {
     ALLOWED.store(allowed, Ordering::Relaxed);
