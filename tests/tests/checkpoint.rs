@@ -11,7 +11,7 @@ use safegrad::checkpoint::{
 };
 use safegrad::crc32::CRC32;
 use safegrad::nn::{last_layer_only, Build, Init, Linear, Plan, Relu, Train};
-use safegrad::{Cap, Scalar, Tape, Tensor};
+use safegrad::{Scalar, Tensor};
 
 /// Tapes sized for a training step of the one-layer models built below, from their types.
 type Linear22Tape = safegrad::tape_for!(f32, Linear<2, 2>, Plan::All);
@@ -21,7 +21,7 @@ type Mlp = (Linear<4, 5>, Relu, Linear<5, 3>);
 /// The parameter shapes of [`Mlp`], in recording order.
 const MLP_SHAPES: [(u32, u32); 4] = [(4, 5), (1, 5), (5, 3), (1, 3)];
 const MLP_PARAMETERS: usize = 20 + 5 + 15 + 3;
-type Tp<T> = Tape<T, Cap<16, 256>>;
+type Tp<T> = safegrad::tape_for!(T, Mlp, Plan::All);
 
 // ---------------------------------------------------------------------------------------------
 // Independent implementations

@@ -1,14 +1,13 @@
 //! The divergence guard: refused samples, a loss that runs away, the rollback.
 
-use safegrad::nn::{Build, Init, Linear, Relu};
+use safegrad::checkpoint;
+use safegrad::nn::{Build, Init, Linear, Plan, Relu};
 use safegrad::optim::{Optimizer, Sgd};
 use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::train::{epoch, Divergence, DivergenceGuard, Shuffle, StepConfig};
-use safegrad::Tape;
-use safegrad::{checkpoint, Cap};
 
 type Model = (Linear<2, 8>, Relu, Linear<8, 2>);
-type SmallTape = Tape<f32, Cap<32, 512>>;
+type SmallTape = safegrad::tape_for!(f32, Model, Plan::All);
 
 /// Two classes on either side of the line x0 = x1.
 fn data() -> Vec<([f32; 2], usize)> {

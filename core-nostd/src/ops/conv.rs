@@ -240,12 +240,8 @@ pub fn conv1d<T: Scalar>(shape: &Conv1dShape, x: &[T], w: &[T], b: &[T], y: &mut
 }
 
 /// Whether [`conv1d`] and [`conv1d_grad`] called with `f32` values run this crate's
-/// instances: on bare-metal targets, where a firmware is often built for size, and on x86-64
-/// with AVX2 (as `tensor::kernels` does).
-#[inline(always)]
-fn concrete_f32() -> bool {
-    cfg!(target_os = "none") || crate::tensor::kernels::avx2()
-}
+/// instances: the tensor kernels' rule (bare-metal targets, and x86-64 with AVX2).
+use crate::tensor::kernels::concrete_f32;
 
 crate::tensor::kernels::instance! {
     /// The `f32` instance of [`conv1d`], compiled in this crate (for AVX2 too on x86-64).

@@ -48,9 +48,10 @@ pub use wide::{allow_avx2, avx2, avx2_available};
 /// instances run ([`avx2`]). All compute the same operations in the same order.
 const CONCRETE: bool = cfg!(target_os = "none");
 
-/// Whether the kernels called with `f32` values run their instances in [`concrete`] now.
+/// Whether the kernels called with `f32` values run their instances in [`concrete`] now
+/// (the convolution's kernels follow the same rule).
 #[inline(always)]
-fn concrete_f32() -> bool {
+pub(crate) fn concrete_f32() -> bool {
     CONCRETE || wide::avx2()
 }
 
