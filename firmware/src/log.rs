@@ -1,6 +1,6 @@
 //! What the fine-tuning programs log.
 
-use motion::job::JobReport;
+use motion::job::{JobReport, NewClassReport};
 
 use safegrad::Error;
 
@@ -65,6 +65,30 @@ pub fn job(r: &JobReport) {
         r.trainable,
         r.activations,
         r.optimiser_state
+    );
+}
+
+/// Logs the held-out accuracy on the classes the model knew and on the class it was taught.
+#[inline(never)]
+pub fn new_class(r: &NewClassReport) {
+    defmt::info!(
+        "other classes: {=usize}/{=usize} held-out correct before, {=usize}/{=usize} after",
+        r.old_correct_before,
+        r.old_samples,
+        r.old_correct_after,
+        r.old_samples
+    );
+    defmt::info!(
+        "new class {=usize}: {=usize}/{=usize} held-out correct before, {=usize}/{=usize} after",
+        r.class,
+        r.new_correct_before,
+        r.new_samples,
+        r.new_correct_after,
+        r.new_samples
+    );
+    defmt::info!(
+        "the full-batch fit keeps {=usize} bytes more: the training rows' latents and the head while the folds fit",
+        r.fit_values * 4
     );
 }
 

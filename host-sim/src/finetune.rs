@@ -280,6 +280,19 @@ impl FinetuneConfig {
             ..Self::default()
         }
     }
+
+    /// The job that teaches `class` as new (`finetune --new-class K`): pre-trained without
+    /// it, taught with the watch worn as in training, its output imprinted and the last
+    /// layer fitted by full-batch gradient descent ([`motion::model::HEAD_FIT`]) behind the
+    /// gate.
+    pub fn teaching(model: MotionNet, class: usize) -> Self {
+        Self {
+            new_class: Some(class),
+            shift: Shift::none(),
+            head_fit: Some(motion::model::HEAD_FIT),
+            ..Self::for_model(model)
+        }
+    }
 }
 
 impl Default for FinetuneConfig {

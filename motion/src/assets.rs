@@ -30,6 +30,22 @@ pub mod cnn {
     pub static EVAL_SET: &[u8] = include_bytes!("../assets/cnn/eval.sgds");
 }
 
+/// What the firmware that teaches a new class embeds (`finetune-new-class`), written by
+/// `host-sim device-assets --new-class 3`: the [`MotionModel`](crate::model::MotionModel)
+/// pre-trained on every class but [`NEW_CLASS`](new_class::NEW_CLASS), and the recordings
+/// to teach it from and to evaluate on, as features, the watch worn as in training.
+pub mod new_class {
+    /// The class the pre-trained model never saw (3, badminton), which the device learns.
+    pub const NEW_CLASS: usize = 3;
+    /// The checkpoint pre-trained without [`NEW_CLASS`], aligned for reading in place.
+    pub static PRETRAINED: &[u8] =
+        safegrad::include_checkpoint!("../assets/new-class/pretrained.sgck");
+    /// The recordings to learn from: as many of every class, the new one's among them.
+    pub static FINETUNE_SET: &[u8] = include_bytes!("../assets/new-class/finetune.sgds");
+    /// The held-out recordings of every class.
+    pub static EVAL_SET: &[u8] = include_bytes!("../assets/new-class/eval.sgds");
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

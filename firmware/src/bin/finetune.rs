@@ -8,12 +8,17 @@
 //! backs the data flash with the host file `PATH`, so that a later boot resumes from the
 //! checkpoint an earlier one saved.
 //!
+//! With the `new-class` feature, it teaches the model a class it was never trained on
+//! instead (`motion::job::run_new_class`, as `host-sim finetune --new-class 3`): the model
+//! pre-trained without class 3 (`motion::assets::new_class`), the recordings of every class,
+//! the watch worn as in training.
+//!
 //! The program knows no board: `firmware::board` gives it one, chosen when it is built
 //! (`cargo xtask cores` builds it for each).
 #![no_std]
 #![no_main]
 
-use motion::assets;
+use assets::{EVAL_SET, FINETUNE_SET, PRETRAINED};
 use motion::features::IMU_FEATURES;
 use motion::job::{self, MotionSession, SampleLog};
 use motion::model::{FinetuneWorkspace, FINETUNE_PLAN};
@@ -26,6 +31,30 @@ use static_cell::ConstStaticCell;
 
 use firmware::board::storage::{self, Flash};
 use firmware::board::{self, args, entry, exit, ticks};
+
+/// The pre-trained model and the built-in samples: the shifted installation's.
+#[cfg(not(feature = "new-class"))]
+use motion::assets;
+
+/// The pre-trained model and the built-in samples: the model that never saw the new class,
+/// and every class's recordings.
+#[cfg(feature = "new-class")]
+use motion::assets::new_class as assets;
+
+/// The new-class job's buffers: the training rows' latents (40 rows, ten recordings of each
+/// class; the built-in set has 12; more is refused as `SampleCapacity`) and the head's
+/// parameters while the gate's folds fit.
+#[cfg(feature = "new-class")]
+struct Teaching {
+    latents: [([f32; 32], usize); 40],
+    keep: [f32; motion::model::FINETUNE_SIZES.trainable],
+}
+
+#[cfg(feature = "new-class")]
+static TEACHING: ConstStaticCell<Teaching> = ConstStaticCell::new(Teaching {
+    latents: [([0.0; 32], 0); 40],
+    keep: [0.0; motion::model::FINETUNE_SIZES.trainable],
+});
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash; the streamed samples' two sets of two sectors each after them.
@@ -72,7 +101,7 @@ fn record_stream(flash: &mut Flash) -> Result<(usize, usize), ()> {
 #[inline(never)]
 fn samples(image: &[u8], recorded: Option<(usize, usize)>) -> Result<(Set<'_>, Set<'_>), Error> {
     let (train, eval) = match recorded {
-        None => (assets::FINETUNE_SET, assets::EVAL_SET),
+        None => (FINETUNE_SET, EVAL_SET),
         Some((t, e)) => {
             let at = |base: u32, len: usize| {
                 image.get(base as usize..base as usize + len).unwrap_or(&[])
@@ -91,7 +120,7 @@ fn start() -> Result<MotionSession<'static>, Error> {
     let Some(work) = WORKSPACE.try_take() else {
         exit(1)
     };
-    Session::from_checkpoint(work, assets::PRETRAINED, FINETUNE_PLAN)
+    Session::from_checkpoint(work, PRETRAINED, FINETUNE_PLAN)
 }
 
 #[inline(never)]
@@ -137,7 +166,32 @@ fn run() -> Result<(), Error> {
     }
     defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
 
+    #[cfg(not(feature = "new-class"))]
     let r = job::run(&mut session, &train, &eval, &mut ticks)?;
+    #[cfg(feature = "new-class")]
+    let r = {
+        let Some(memory) = TEACHING.try_take() else {
+            exit(1)
+        };
+        let buffers = job::NewClassBuffers {
+            latents: &mut memory.latents,
+            keep: &mut memory.keep,
+        };
+        let class = assets::NEW_CLASS;
+        defmt::info!("teaching class {=usize}, which the model never saw", class);
+        let sizes = motion::model::FINETUNE_SIZES;
+        let r = job::run_new_class(
+            &mut session,
+            sizes,
+            class,
+            buffers,
+            &train,
+            &eval,
+            &mut ticks,
+        )?;
+        firmware::log::new_class(&r);
+        r.job
+    };
     firmware::log::job(&r);
     match session.save(&mut flash, &SLOTS) {
         Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
