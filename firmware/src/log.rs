@@ -1,6 +1,6 @@
 //! What the fine-tuning programs log.
 
-use motion::job::{JobReport, NewClassReport};
+use motion::job::{JobReport, NewClassReport, ReplayReport};
 
 use safegrad::Error;
 
@@ -89,6 +89,19 @@ pub fn new_class(r: &NewClassReport) {
     defmt::info!(
         "the full-batch fit keeps {=usize} bytes more: the training rows' latents and the head while the folds fit",
         r.fit_values * 4
+    );
+}
+
+/// Logs the held-out accuracy on the original installation, which the replayed rows keep.
+#[inline(never)]
+pub fn replay(r: &ReplayReport) {
+    defmt::info!(
+        "original installation: {=usize}/{=usize} held-out correct before, {=usize}/{=usize} after ({=usize} rows replayed)",
+        r.original_correct_before,
+        r.original_samples,
+        r.original_correct_after,
+        r.original_samples,
+        r.replayed
     );
 }
 

@@ -1131,7 +1131,7 @@ fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<()
         data_dir,
         &FinetuneConfig {
             quantize: true,
-            ..config
+            ..config.clone()
         },
         &mut |_| {},
     )?;
@@ -1145,11 +1145,39 @@ fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<()
     expected["int8_committed"] = json!(quantized.committed());
     expected["int8_finetuned_checkpoint_crc32"] =
         json!(format!("{:#010x}", quantized.finetuned_crc32()));
+    if model == MotionNet::Mlp {
+        // The job with latent replay (`--replay 3`): the replay buffer a device keeps in
+        // flash, the held-out recordings as pre-training saw them, and what it gives.
+        let replayed = finetune::run(
+            data_dir,
+            &FinetuneConfig {
+                replay: DEVICE_REPLAY,
+                ..config
+            },
+            &mut |_| {},
+        )?;
+        write_file(&out.join("replay.sgrb"), &replayed.replay_buffer)?;
+        write_file(
+            &out.join("original.sgds"),
+            &encode(&replayed.original_eval_rows)?,
+        )?;
+        expected["replay_per_class"] = json!(DEVICE_REPLAY);
+        expected["replay_committed"] = json!(replayed.committed());
+        expected["replay_shifted_accuracy_after"] = json!(replayed.shifted_accuracy_after);
+        expected["replay_original_accuracy_after"] = json!(replayed.original_accuracy_after);
+        expected["replay_finetuned_checkpoint_crc32"] =
+            json!(format!("{:#010x}", replayed.finetuned_crc32()));
+        expected["original_accuracy_after"] = json!(report.original_accuracy_after);
+    }
     let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
     write_file(&out.join("expected.json"), text.as_bytes())?;
     println!("wrote {}", out.display());
     Ok(())
 }
+
+/// Recordings of each class whose latents the MLP's device assets keep for replay
+/// (`replay.sgrb`, `finetune --replay 3`).
+const DEVICE_REPLAY: usize = 3;
 
 /// The assets of the firmware that teaches `class` as new: the MLP pre-trained without it,
 /// the recordings to teach it from and to evaluate on (features, unshifted), and the host's

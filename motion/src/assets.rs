@@ -12,6 +12,12 @@ pub static INT8: &[u8] = safegrad::include_checkpoint!("../assets/int8.sgck");
 pub static FINETUNE_SET: &[u8] = include_bytes!("../assets/finetune.sgds");
 /// The shifted held-out recordings, as features.
 pub static EVAL_SET: &[u8] = include_bytes!("../assets/eval.sgds");
+/// The held-out recordings as pre-training saw them (unshifted), as features.
+pub static ORIGINAL_SET: &[u8] = include_bytes!("../assets/original.sgds");
+/// The body's outputs for 3 training recordings of each class, unshifted, in 8 bits
+/// (`safegrad::train::replay_buffer` format): the rows a device replays beside the new
+/// installation's so that it keeps serving the old one (`host-sim finetune --replay 3`).
+pub static REPLAY: &[u8] = include_bytes!("../assets/replay.sgrb");
 
 /// What the CNN's firmware embeds, written by `host-sim device-assets --model cnn`: the
 /// pre-trained [`MotionCnn`](crate::model::MotionCnn) and the shifted recordings as raw

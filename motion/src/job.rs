@@ -9,7 +9,9 @@ use safegrad::nn::{Build, Headed, Module, Sizes, WithHead};
 use safegrad::quant::{Int8Body, Int8Error, Int8Latents};
 use safegrad::session::{FitReport, GateReport, Prepare, Session};
 use safegrad::train::StepError;
-use safegrad::train::{imprint_class, record_loss, step, Divergence, Samples, Score, StepConfig};
+use safegrad::train::{
+    imprint_class, record_loss, step, Chain, Divergence, Samples, Score, StepConfig,
+};
 use safegrad::{Capacity, Error, Tape, Var};
 
 use crate::features::IMU_FEATURES;
@@ -275,6 +277,84 @@ where
         new_correct_before,
         new_correct_after,
         fit_values: train.len() * F + keep_len,
+    })
+}
+
+/// What [`run_replay`] measured: the job's report, and the held-out accuracy on the
+/// original domain, the one pre-training saw, before and after.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReplayReport {
+    /// The job's report (its accuracies on the new domain's held-out samples).
+    pub job: JobReport,
+    /// Replayed rows trained on beside the new domain's.
+    pub replayed: usize,
+    /// Held-out samples of the original domain.
+    pub original_samples: usize,
+    /// Of those, correct before.
+    pub original_correct_before: usize,
+    /// Correct after.
+    pub original_correct_after: usize,
+}
+
+/// Fine-tunes the session's head on `train`'s latents and `replay`'s rows, stored latents
+/// of the domain pre-training saw (a [`ReplayBuffer`](safegrad::train::ReplayBuffer) read
+/// in place, say), as `host-sim finetune --replay N` does: the training rows go through the
+/// frozen body once, into `latents`; then [`run_model`]'s schedule and gate, the gate's
+/// folds over `train`'s rows with the replayed rows always trained on. `eval` (the new
+/// domain) and `original` (the original one) are scored before and after.
+#[cfg_attr(target_os = "none", inline(never))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_replay<M, Mem, R, D, E, O, const IN: usize, const F: usize>(
+    session: &mut Session<'_, M, f32, Mem>,
+    sizes: Sizes,
+    replay: &R,
+    latents: &mut [([f32; F], usize)],
+    train: &D,
+    eval: &E,
+    original: &O,
+    now: &mut dyn FnMut() -> u64,
+) -> Result<ReplayReport, Error>
+where
+    M: Build<f32>
+        + Headed<f32, Var<1, IN>, Latent = Var<1, F>, Output = Var<1, CLASSES>>
+        + WithHead<Head = Linear<F, CLASSES>>,
+    Mem: Capacity,
+    R: Samples<f32, F> + ?Sized,
+    D: Samples<f32, IN> + ?Sized,
+    E: Samples<f32, IN> + ?Sized,
+    O: Samples<f32, IN> + ?Sized,
+{
+    let correct_before = session.correct(eval)?;
+    let original_correct_before = session.correct(original)?;
+    let start = now();
+    let capacity = latents.len();
+    let rows = latents
+        .get_mut(..train.len())
+        .ok_or(Error::Step(StepError::SampleCapacity {
+            capacity,
+            rows: train.len(),
+        }))?;
+    session.latents(train, rows)?;
+    let both = Chain::new(&*rows, replay);
+    let mut schedule = finetune_schedule(SEED);
+    let folds = gate_folds(train.len());
+    let gate = session.fit_head_gated_observed(&both, &mut schedule, folds, &mut |_, _| {})?;
+    let train_ticks = now().wrapping_sub(start);
+    Ok(ReplayReport {
+        job: JobReport {
+            correct_before,
+            correct_after: session.correct(eval)?,
+            eval_samples: eval.len(),
+            finetune_samples: train.len(),
+            train_ticks,
+            checkpoint_crc32: session.checkpoint_crc32(),
+            ..gated(&gate, sizes)
+        },
+        replayed: replay.len(),
+        original_samples: original.len(),
+        original_correct_before,
+        original_correct_after: session.correct(original)?,
     })
 }
 
@@ -671,6 +751,68 @@ mod tests {
         assert_eq!(
             share(r.job.correct_after, r.job.eval_samples),
             parse("accuracy_after")
+        );
+    }
+
+    /// The job with latent replay, run here on the device's workspace type from the replay
+    /// buffer in the assets, gives `host-sim finetune --replay 3`'s parameters and
+    /// accuracies on both domains.
+    #[test]
+    fn the_replay_job_on_the_host_matches_host_sim_bit_for_bit() {
+        use safegrad::train::ReplayBuffer;
+        let replay = ReplayBuffer::<32>::parse(assets::REPLAY).unwrap();
+        assert_eq!(replay.len().to_string(), {
+            let per_class: usize = expected("replay_per_class").parse().unwrap();
+            (per_class * CLASSES).to_string()
+        });
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut tuned = session(&mut work);
+        let train = rows(assets::FINETUNE_SET);
+        let (eval, original) = (rows(assets::EVAL_SET), rows(assets::ORIGINAL_SET));
+        let mut latents = vec![([0.0f32; 32], 0usize); train.len()];
+        let r = run_replay(
+            &mut tuned,
+            FINETUNE_SIZES,
+            &replay,
+            &mut latents,
+            &train[..],
+            &eval[..],
+            &original[..],
+            &mut || 0,
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.job.checkpoint_crc32),
+            expected("replay_finetuned_checkpoint_crc32")
+        );
+        assert_eq!(r.job.committed.to_string(), expected("replay_committed"));
+        let share = |correct: usize, of: usize| Ok(correct as f64 / of as f64);
+        assert_eq!(
+            share(r.job.correct_after, r.job.eval_samples),
+            expected("replay_shifted_accuracy_after").parse::<f64>()
+        );
+        assert_eq!(
+            share(r.original_correct_after, r.original_samples),
+            expected("replay_original_accuracy_after").parse::<f64>()
+        );
+        // Without the replayed rows the same job is the one without replay.
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut tuned = session(&mut work);
+        let none: &[([f32; 32], usize)] = &[];
+        let r = run_replay(
+            &mut tuned,
+            FINETUNE_SIZES,
+            none,
+            &mut latents,
+            &train[..],
+            &eval[..],
+            &original[..],
+            &mut || 0,
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.job.checkpoint_crc32),
+            expected("finetuned_checkpoint_crc32")
         );
     }
 

@@ -7,12 +7,23 @@ use crate::firmware::{build_firmware_featured, Math};
 use crate::process::{cargo_output, check_generated_with};
 use crate::qemu::{log_value, run_qemu, QemuOptions};
 
-/// The files of a model's assets that host-sim's `device-assets` writes.
-const ASSETS: &[&str] = &[
+/// The files of the CNN's assets that host-sim's `device-assets --model cnn` writes.
+const CNN_ASSETS: &[&str] = &[
     "pretrained.sgck",
     "int8.sgck",
     "finetune.sgds",
     "eval.sgds",
+    "expected.json",
+];
+
+/// The MLP's assets: the CNN's files, and the replay buffer and the unshifted held-out set.
+const MLP_ASSETS: &[&str] = &[
+    "pretrained.sgck",
+    "int8.sgck",
+    "finetune.sgds",
+    "eval.sgds",
+    "replay.sgrb",
+    "original.sgds",
     "expected.json",
 ];
 
@@ -47,7 +58,7 @@ struct Case {
 
 const MLP: Case = Case {
     model_args: &[],
-    assets: Some(("motion/assets", ASSETS)),
+    assets: Some(("motion/assets", MLP_ASSETS)),
     bin: "finetune",
     features: &[],
     stream: true,
@@ -58,7 +69,7 @@ const MLP: Case = Case {
 
 const CNN: Case = Case {
     model_args: &["--model", "cnn"],
-    assets: Some(("motion/assets/cnn", ASSETS)),
+    assets: Some(("motion/assets/cnn", CNN_ASSETS)),
     bin: "finetune-cnn",
     features: &["cnn"],
     stream: true,
@@ -110,6 +121,19 @@ const NEW_CLASS: Case = Case {
     stream_args: &["--new-class", "3"],
     device: "samples over UART, class 3 taught as new",
     name: "new class, ",
+};
+
+/// The MLP's head trained on a replay buffer of the original installation's latents too
+/// (`finetune --replay 3`); the MLP's case checks its asset (`replay.sgrb`).
+const REPLAY: Case = Case {
+    model_args: &["--replay", "3"],
+    assets: None,
+    bin: "finetune",
+    features: &["replay"],
+    stream: true,
+    stream_args: &[],
+    device: "samples over UART, 12 latent rows replayed",
+    name: "replay, ",
 };
 
 /// The CRC-32 of the parameters `host-sim finetune --json ARGS` fine-tunes with `math`, as
@@ -191,14 +215,15 @@ fn parity(case: &Case, math: Math) -> Result<(), String> {
 }
 
 /// [`parity`] for the MLP with `libm`, then with fast-math; then the same for the CNN; then
-/// the CNN imported from ONNX, the CNN quantised and the MLP taught a new class, with
-/// `libm`.
+/// the CNN imported from ONNX, the CNN quantised, the MLP with latent replay and the MLP
+/// taught a new class, with `libm`.
 pub fn host_device_parity() -> Result<(), String> {
     for case in [&MLP, &CNN] {
         parity(case, Math::Exact)?;
         parity(case, Math::Fast)?;
     }
-    parity(&IMPORTED, Math::Exact)?;
-    parity(&INT8, Math::Exact)?;
-    parity(&NEW_CLASS, Math::Exact)
+    for case in [&IMPORTED, &INT8, &REPLAY, &NEW_CLASS] {
+        parity(case, Math::Exact)?;
+    }
+    Ok(())
 }

@@ -13,6 +13,11 @@
 //! pre-trained without class 3 (`motion::assets::new_class`), the recordings of every class,
 //! the watch worn as in training.
 //!
+//! With the `replay` feature, the shifted installation's job trains the head on the
+//! latents of 3 recordings of each class as the original installation gave them too (a
+//! replay buffer in flash, `motion::assets::REPLAY`, 8 bits a value; as `host-sim finetune
+//! --replay 3`), and scores the original installation's held-out samples before and after.
+//!
 //! The program knows no board: `firmware::board` gives it one, chosen when it is built
 //! (`cargo xtask cores` builds it for each).
 #![no_std]
@@ -20,7 +25,7 @@
 
 use assets::{EVAL_SET, FINETUNE_SET, PRETRAINED};
 use motion::features::IMU_FEATURES;
-use motion::job::{self, MotionSession, SampleLog};
+use motion::job::{self, JobReport, MotionSession, SampleLog};
 use motion::model::{FinetuneWorkspace, FINETUNE_PLAN};
 use motion::samples::Stream;
 use safegrad::dataset::Dataset;
@@ -32,6 +37,9 @@ use static_cell::ConstStaticCell;
 use firmware::board::storage::{self, Flash};
 use firmware::board::{self, args, entry, exit, ticks};
 
+#[cfg(all(feature = "new-class", feature = "replay"))]
+compile_error!("the `new-class` and `replay` features choose different jobs: pick one");
+
 /// The pre-trained model and the built-in samples: the shifted installation's.
 #[cfg(not(feature = "new-class"))]
 use motion::assets;
@@ -41,20 +49,20 @@ use motion::assets;
 #[cfg(feature = "new-class")]
 use motion::assets::new_class as assets;
 
-/// The new-class job's buffers: the training rows' latents (40 rows, ten recordings of each
-/// class; the built-in set has 12; more is refused as `SampleCapacity`) and the head's
-/// parameters while the gate's folds fit.
-#[cfg(feature = "new-class")]
-struct Teaching {
-    latents: [([f32; 32], usize); 40],
-    keep: [f32; motion::model::FINETUNE_SIZES.trainable],
-}
+/// Training rows whose latents the head-only jobs keep: 40, ten recordings of each class
+/// (the built-in sets have 12; more is refused as `SampleCapacity`).
+#[cfg(any(feature = "new-class", feature = "replay"))]
+const LATENT_ROWS: usize = 40;
 
+/// The training rows' latents.
+#[cfg(any(feature = "new-class", feature = "replay"))]
+static LATENTS: ConstStaticCell<[([f32; 32], usize); LATENT_ROWS]> =
+    ConstStaticCell::new([([0.0; 32], 0); LATENT_ROWS]);
+
+/// The head's parameters while the new-class gate's folds fit.
 #[cfg(feature = "new-class")]
-static TEACHING: ConstStaticCell<Teaching> = ConstStaticCell::new(Teaching {
-    latents: [([0.0; 32], 0); 40],
-    keep: [0.0; motion::model::FINETUNE_SIZES.trainable],
-});
+static KEEP: ConstStaticCell<[f32; motion::model::FINETUNE_SIZES.trainable]> =
+    ConstStaticCell::new([0.0; motion::model::FINETUNE_SIZES.trainable]);
 
 /// The checkpoint's two slots (A and B), two 4 KiB sectors each, at the start of the data
 /// flash; the streamed samples' two sets of two sectors each after them.
@@ -123,6 +131,61 @@ fn start() -> Result<MotionSession<'static>, Error> {
     Session::from_checkpoint(work, PRETRAINED, FINETUNE_PLAN)
 }
 
+/// The job: the shifted installation's.
+#[cfg(not(any(feature = "new-class", feature = "replay")))]
+fn fine_tune(
+    session: &mut MotionSession<'static>,
+    train: &Set<'_>,
+    eval: &Set<'_>,
+) -> Result<JobReport, Error> {
+    job::run(session, train, eval, &mut ticks)
+}
+
+/// The job: the class the model never saw, taught.
+#[cfg(feature = "new-class")]
+fn fine_tune(
+    session: &mut MotionSession<'static>,
+    train: &Set<'_>,
+    eval: &Set<'_>,
+) -> Result<JobReport, Error> {
+    let (Some(latents), Some(keep)) = (LATENTS.try_take(), KEEP.try_take()) else {
+        exit(1)
+    };
+    let class = assets::NEW_CLASS;
+    defmt::info!("teaching class {=usize}, which the model never saw", class);
+    let buffers = job::NewClassBuffers { latents, keep };
+    let sizes = motion::model::FINETUNE_SIZES;
+    let r = job::run_new_class(session, sizes, class, buffers, train, eval, &mut ticks)?;
+    firmware::log::new_class(&r);
+    Ok(r.job)
+}
+
+/// The job: the shifted installation's, the head trained on the replay buffer's rows too,
+/// and scored on the original installation's held-out samples.
+#[cfg(feature = "replay")]
+fn fine_tune(
+    session: &mut MotionSession<'static>,
+    train: &Set<'_>,
+    eval: &Set<'_>,
+) -> Result<JobReport, Error> {
+    let Some(latents) = LATENTS.try_take() else {
+        exit(1)
+    };
+    let replay = safegrad::train::ReplayBuffer::<32>::parse(motion::assets::REPLAY)?;
+    let original = Set::parse(motion::assets::ORIGINAL_SET)?;
+    defmt::info!(
+        "replay buffer: {=usize} rows of the original installation, {=usize} bytes read in place",
+        replay.len(),
+        motion::assets::REPLAY.len()
+    );
+    let sizes = motion::model::FINETUNE_SIZES;
+    let r = job::run_replay(
+        session, sizes, &replay, latents, train, eval, &original, &mut ticks,
+    )?;
+    firmware::log::replay(&r);
+    Ok(r.job)
+}
+
 #[inline(never)]
 fn run() -> Result<(), Error> {
     let stream = args::has("stream");
@@ -166,32 +229,7 @@ fn run() -> Result<(), Error> {
     }
     defmt::info!("no checkpoint in flash: fine-tuning the pre-trained model");
 
-    #[cfg(not(feature = "new-class"))]
-    let r = job::run(&mut session, &train, &eval, &mut ticks)?;
-    #[cfg(feature = "new-class")]
-    let r = {
-        let Some(memory) = TEACHING.try_take() else {
-            exit(1)
-        };
-        let buffers = job::NewClassBuffers {
-            latents: &mut memory.latents,
-            keep: &mut memory.keep,
-        };
-        let class = assets::NEW_CLASS;
-        defmt::info!("teaching class {=usize}, which the model never saw", class);
-        let sizes = motion::model::FINETUNE_SIZES;
-        let r = job::run_new_class(
-            &mut session,
-            sizes,
-            class,
-            buffers,
-            &train,
-            &eval,
-            &mut ticks,
-        )?;
-        firmware::log::new_class(&r);
-        r.job
-    };
+    let r = fine_tune(&mut session, &train, &eval)?;
     firmware::log::job(&r);
     match session.save(&mut flash, &SLOTS) {
         Ok(seq) => defmt::info!("checkpoint saved to flash (save {=u32})", seq),
