@@ -87,8 +87,8 @@ pub fn new_class(r: &NewClassReport) {
         r.new_samples
     );
     defmt::info!(
-        "the full-batch fit keeps {=usize} bytes more: the training rows' latents and the head while the folds fit",
-        r.fit_values * 4
+        "the full-batch fit uses {=usize} bytes more: the training rows' latents and the head while the folds fit",
+        r.fit_bytes
     );
 }
 

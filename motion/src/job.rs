@@ -186,9 +186,9 @@ pub struct NewClassReport {
     pub new_correct_before: usize,
     /// Correct after.
     pub new_correct_after: usize,
-    /// Values kept in RAM for the fit besides the job's: the training rows' latents and the
-    /// head's parameters while the gate's folds fit.
-    pub fit_values: usize,
+    /// Bytes of RAM the fit uses besides the session's: the training rows' latents and
+    /// the head's parameters while the gate's folds fit.
+    pub fit_bytes: usize,
 }
 
 /// The buffers of [`run_new_class`].
@@ -276,7 +276,8 @@ where
         new_samples,
         new_correct_before,
         new_correct_after,
-        fit_values: train.len() * F + keep_len,
+        fit_bytes: train.len() * core::mem::size_of::<([f32; F], usize)>()
+            + keep_len * core::mem::size_of::<f32>(),
     })
 }
 
@@ -300,8 +301,9 @@ pub struct ReplayReport {
 /// Fine-tunes the session's head on `train`'s latents and `replay`'s rows, stored latents
 /// of the domain pre-training saw (a [`ReplayBuffer`](safegrad::train::ReplayBuffer) read
 /// in place, say), as `host-sim finetune --replay N` does: the training rows go through the
-/// frozen body once, into `latents`; then [`run_model`]'s schedule and gate, the gate's
-/// folds over `train`'s rows with the replayed rows always trained on. `eval` (the new
+/// frozen body once, into `latents`; then [`run_model`]'s schedule and gate over the rows
+/// of both, one after the other (`train`'s first), the gate's folds
+/// ([`gate_folds`] of `train`'s length) holding out replayed rows as well. `eval` (the new
 /// domain) and `original` (the original one) are scored before and after.
 #[cfg_attr(target_os = "none", inline(never))]
 #[allow(clippy::too_many_arguments)]
@@ -359,7 +361,9 @@ where
 }
 
 /// The rows of `data` of `class` (`of`), or of every other class: the others read as rows
-/// left out, as non-finite rows are, so that scoring counts the chosen ones alone.
+/// left out, as non-finite rows are, so that scoring counts the chosen ones alone. For
+/// scoring only: its length is `data`'s, so folds or a training loop over it would count
+/// the rows left out.
 struct OfClass<'a, D: ?Sized> {
     data: &'a D,
     class: usize,

@@ -14,8 +14,8 @@ pub fn device_stream() -> Result<Vec<u8>, String> {
     device_stream_with(&[])
 }
 
-/// The stream `host-sim device-stream ARGS` writes (to `target/device-stream.bin`, or
-/// `target/device-stream-ARGS.bin` with arguments).
+/// The stream `host-sim device-stream ARGS` writes (to `target/device-stream.bin`, or with
+/// arguments `target/device-stream` followed by them joined with `-`, then `.bin`).
 pub fn device_stream_with(args: &[&str]) -> Result<Vec<u8>, String> {
     let name = match args {
         [] => "device-stream.bin".to_string(),

@@ -695,7 +695,15 @@ fn interior_k<T: Scalar, const K: usize, const N: usize>(
 ) -> [[T; N]; K] {
     let count = inside.len();
     let first = (inside.start * shape.stride).saturating_sub(shape.padding);
-    let span = first..first + count.saturating_sub(1) * shape.stride + K;
+    let Some(end) = count
+        .saturating_sub(1)
+        .checked_mul(shape.stride)
+        .and_then(|n| n.checked_add(K))
+        .and_then(|n| n.checked_add(first))
+    else {
+        return acc;
+    };
+    let span = first..end;
     let g_in = g.map(|g_n| g_n.get(inside.clone()).unwrap_or(&[]));
     // The rows cut to the same lengths: one bounds check serves them all.
     let x_in = x.get(span.clone()).unwrap_or(&[]);
@@ -703,17 +711,24 @@ fn interior_k<T: Scalar, const K: usize, const N: usize>(
     if count == 0 || g_in.iter().any(|g_n| g_n.len() != count) || x_in.len() != span.len() {
         return acc;
     }
-    // The loops read the rows unchecked: their lengths are checked above, once. Checked, the
-    // backward of `MotionCnn`'s second convolution takes 3.47 instructions per
-    // multiply-accumulate on the Cortex-M4F instead of 3.00 (`cargo xtask bench-device`).
+    // The loops read the rows unchecked: their lengths are checked above, once. With a check
+    // at each output, the backward of `MotionCnn`'s second convolution took 3.47
+    // instructions per multiply-accumulate on the Cortex-M4F instead of 3.01 (`cargo xtask
+    // bench-device`).
     let x_at = x_in.as_ptr();
     // SAFETY (both loops): `j < count`, the length of every `g_in` row, and `at = j * stride
     // <= (count - 1) * stride`, so `at + K <= span.len()`, the length of `x_in` and, when
     // the input takes a gradient, of `dx_in` (all checked above). The windows are `[T; K]`
     // within slices of `T`, so aligned; `x_in` and `dx_in` are distinct borrows, and
     // `dx_in` is used only through `dx_at` from there on.
-    let upstream = |j: usize| g_in.map(|g_n| unsafe { *g_n.get_unchecked(j) });
-    let window = |at: usize| unsafe { &*x_at.add(at).cast::<[T; K]>() };
+    let upstream = |j: usize| {
+        debug_assert!(j < count);
+        g_in.map(|g_n| unsafe { *g_n.get_unchecked(j) })
+    };
+    let window = |at: usize| {
+        debug_assert!(at + K <= x_in.len());
+        unsafe { &*x_at.add(at).cast::<[T; K]>() }
+    };
     if dx_in.len() != span.len() {
         // The input takes no gradient: the kernel gradients alone.
         let mut at = 0;
@@ -732,6 +747,7 @@ fn interior_k<T: Scalar, const K: usize, const N: usize>(
     let mut at = 0;
     for j in 0..count {
         let (gs, win) = (upstream(j), window(at));
+        debug_assert!(at + K <= span.len());
         let dwin = unsafe { &mut *dx_at.add(at).cast::<[T; K]>() };
         at += shape.stride;
         // Tap by tap, the kernel gradients' terms and the input gradient's: two values live

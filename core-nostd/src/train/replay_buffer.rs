@@ -9,14 +9,15 @@
 //! | 4 | 2 | format version, 1 |
 //! | 6 | 2 | values per row `F` |
 //! | 8 | 2 | classes |
-//! | 10 | 2 | reserved, 0 |
+//! | 10 | 2 | reserved: written 0, not read |
 //! | 12 | 4 | rows `n` |
 //! | 16 | `n * (F + 5)` | each row: its `F` codes (`i8`), its scale (`f32`), its class (`u8`) |
 //! | end | 4 | CRC-32 of every byte before it |
 //!
 //! [`ReplayBuffer::parse`] checks everything once (the CRC, every scale finite and not
-//! negative, every class in range); rows are then read without further checks, each value
-//! its code times its row's scale, as [`Latent8::decode`] gives it.
+//! negative, every class below the header's count); [`ReplayBuffer::parse_for`] also that
+//! the classes are those of the model that reads it. Rows are then read without further
+//! checks, each value its code times its row's scale, as [`Latent8::decode`] gives it.
 //!
 //! ```
 //! use safegrad::train::{replay_buffer, Latent8, ReplayBuffer, Samples};
@@ -106,6 +107,13 @@ pub enum ReplayBufferError {
         /// Computed.
         computed: u32,
     },
+    /// The buffer's classes are not the reader's.
+    Classes {
+        /// Classes the reader's model has.
+        expected: usize,
+        /// Classes in the header.
+        found: u16,
+    },
     /// A class is not below the number of classes.
     Class {
         /// Row.
@@ -147,6 +155,10 @@ impl fmt::Display for ReplayBufferError {
                 f,
                 "replay buffer CRC mismatch: stored {stored:#010x}, computed {computed:#010x}"
             ),
+            Self::Classes { expected, found } => write!(
+                f,
+                "replay buffer holds rows of {found} classes, the model has {expected}"
+            ),
             Self::Class { row, class } => {
                 write!(f, "replay buffer row {row}: class {class} out of range")
             }
@@ -172,6 +184,18 @@ pub fn encode<const F: usize>(
     classes: u16,
     out: &mut [u8],
 ) -> Result<usize, ReplayBufferError> {
+    const { assert!(F <= u16::MAX as usize, "rows of more than 65535 values") };
+    for (row, r) in rows.iter().enumerate() {
+        if u16::from(r.class) >= classes {
+            return Err(ReplayBufferError::Class {
+                row,
+                class: usize::from(r.class),
+            });
+        }
+        if !(r.scale.is_finite() && r.scale >= 0.0) {
+            return Err(ReplayBufferError::Scale { row });
+        }
+    }
     let needed = encoded_len::<F>(rows.len());
     let buf = out
         .get_mut(..needed)
@@ -187,20 +211,7 @@ pub fn encode<const F: usize>(
     };
     head.copy_from_slice(header.as_bytes());
     let (body, crc) = rest.split_at_mut(rest.len() - TRAILER);
-    for (row, (chunk, r)) in body
-        .chunks_exact_mut(Latent8::<F>::BYTES)
-        .zip(rows)
-        .enumerate()
-    {
-        if u16::from(r.class) >= classes {
-            return Err(ReplayBufferError::Class {
-                row,
-                class: usize::from(r.class),
-            });
-        }
-        if !(r.scale.is_finite() && r.scale >= 0.0) {
-            return Err(ReplayBufferError::Scale { row });
-        }
+    for (chunk, r) in body.chunks_exact_mut(Latent8::<F>::BYTES).zip(rows) {
         let (codes, tail) = chunk.split_at_mut(F);
         for (b, &c) in codes.iter_mut().zip(&r.codes) {
             *b = c.to_le_bytes()[0];
@@ -221,6 +232,7 @@ pub fn encode<const F: usize>(
 pub struct ReplayBuffer<'a, const F: usize> {
     rows: &'a [u8],
     len: usize,
+    classes: usize,
 }
 
 impl<'a, const F: usize> ReplayBuffer<'a, F> {
@@ -265,6 +277,7 @@ impl<'a, const F: usize> ReplayBuffer<'a, F> {
         let buffer = Self {
             rows: contents.get(HEADER..).unwrap_or(&[]),
             len,
+            classes,
         };
         for row in 0..len {
             let r = buffer.get(row).ok_or(truncated)?;
@@ -281,9 +294,27 @@ impl<'a, const F: usize> ReplayBuffer<'a, F> {
         Ok(buffer)
     }
 
+    /// [`parse`](Self::parse), for a model of `classes` classes: a buffer of another number
+    /// of classes is refused ([`ReplayBufferError::Classes`]).
+    pub fn parse_for(bytes: &'a [u8], classes: usize) -> Result<Self, ReplayBufferError> {
+        let buffer = Self::parse(bytes)?;
+        if buffer.classes != classes {
+            return Err(ReplayBufferError::Classes {
+                expected: classes,
+                found: u16::try_from(buffer.classes).unwrap_or(u16::MAX),
+            });
+        }
+        Ok(buffer)
+    }
+
     /// Number of rows.
     pub const fn len(&self) -> usize {
         self.len
+    }
+
+    /// Number of classes the rows' classes are below.
+    pub const fn classes(&self) -> usize {
+        self.classes
     }
 
     /// `true` without rows.
@@ -293,6 +324,9 @@ impl<'a, const F: usize> ReplayBuffer<'a, F> {
 
     /// Row `i`.
     pub fn get(&self, i: usize) -> Option<Latent8<F>> {
+        if i >= self.len {
+            return None;
+        }
         let size = Latent8::<F>::BYTES;
         let chunk = self.rows.get(i * size..(i + 1) * size)?;
         let (codes, tail) = chunk.split_at_checked(F)?;
@@ -361,6 +395,39 @@ mod tests {
             assert_eq!(out.map(f32::to_bits), r.decode().map(f32::to_bits));
         }
         assert_eq!(replay.get(3), None);
+    }
+
+    /// The layout of the module's table, written out byte by byte.
+    #[test]
+    fn the_bytes_are_the_documented_layout() {
+        let row = Latent8 {
+            codes: [1, -2],
+            scale: 0.5,
+            class: 3,
+        };
+        let mut buf = [0u8; encoded_len::<2>(1)];
+        assert_eq!(encode(&[row], 4, &mut buf), Ok(27));
+        let mut expected = [
+            b'S', b'G', b'R', b'B', 1, 0, // magic, version
+            2, 0, 4, 0, 0, 0, // values per row, classes, reserved
+            1, 0, 0, 0, // rows
+            0x01, 0xFE, // codes
+            0x00, 0x00, 0x00, 0x3F, // scale 0.5
+            3,    // class
+            0, 0, 0, 0, // CRC-32
+        ];
+        let crc = CRC32.checksum(&expected[..23]).to_le_bytes();
+        expected[23..].copy_from_slice(&crc);
+        assert_eq!(buf, expected);
+        let replay = ReplayBuffer::<2>::parse_for(&expected, 4).unwrap();
+        assert_eq!(replay.row(0), Some(([0.5, -1.0], 3)));
+        assert_eq!(
+            ReplayBuffer::<2>::parse_for(&expected, 5).unwrap_err(),
+            ReplayBufferError::Classes {
+                expected: 5,
+                found: 4
+            }
+        );
     }
 
     #[test]

@@ -26,6 +26,8 @@
 use assets::{EVAL_SET, FINETUNE_SET, PRETRAINED};
 use motion::features::IMU_FEATURES;
 use motion::job::{self, JobReport, MotionSession, SampleLog};
+#[cfg(feature = "replay")]
+use motion::model::CLASSES;
 use motion::model::{FinetuneWorkspace, FINETUNE_PLAN};
 use motion::samples::Stream;
 use safegrad::dataset::Dataset;
@@ -171,7 +173,7 @@ fn fine_tune(
     let Some(latents) = LATENTS.try_take() else {
         exit(1)
     };
-    let replay = safegrad::train::ReplayBuffer::<32>::parse(motion::assets::REPLAY)?;
+    let replay = safegrad::train::ReplayBuffer::<32>::parse_for(motion::assets::REPLAY, CLASSES)?;
     let original = Set::parse(motion::assets::ORIGINAL_SET)?;
     defmt::info!(
         "replay buffer: {=usize} rows of the original installation, {=usize} bytes read in place",
