@@ -203,7 +203,7 @@ pub struct NewClassBuffers<'b, const F: usize> {
 /// Teaches the session's model `class`, which it was pre-trained without, as
 /// `host-sim finetune --new-class` does: the training rows go through the frozen body once,
 /// into `buffers.latents`; behind the validation gate, each fit sets the class's output up
-/// from its rows ([`imprint_class`](safegrad::train::imprint_class)) and then fits the last
+/// from its rows ([`imprint_class`]) and then fits the last
 /// layer on them by full-batch gradient descent ([`HEAD_FIT`]). `train` holds the
 /// recordings of every class, the new one's among them; `eval` is scored before and after,
 /// over every class and split into the old classes and the new one.
