@@ -264,6 +264,14 @@ pub enum Error {
     Audit(AuditError),
     /// An `int8` body was refused or could not run.
     Int8(crate::quant::Int8Error),
+    /// A replay buffer was refused.
+    Replay(crate::train::ReplayBufferError),
+}
+
+impl From<crate::train::ReplayBufferError> for Error {
+    fn from(e: crate::train::ReplayBufferError) -> Self {
+        Self::Replay(e)
+    }
 }
 
 impl From<crate::quant::Int8Error> for Error {
@@ -325,6 +333,7 @@ impl fmt::Display for Error {
             Self::Store(e) => write!(f, "{e}"),
             Self::Audit(e) => write!(f, "{e}"),
             Self::Int8(e) => write!(f, "{e}"),
+            Self::Replay(e) => write!(f, "{e}"),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What the fine-tuning programs log.
 
-use motion::job::JobReport;
+use motion::job::{JobReport, NewClassReport, ReplayReport};
 
 use safegrad::Error;
 
@@ -65,6 +65,43 @@ pub fn job(r: &JobReport) {
         r.trainable,
         r.activations,
         r.optimiser_state
+    );
+}
+
+/// Logs the held-out accuracy on the classes the model knew and on the class it was taught.
+#[inline(never)]
+pub fn new_class(r: &NewClassReport) {
+    defmt::info!(
+        "other classes: {=usize}/{=usize} held-out correct before, {=usize}/{=usize} after",
+        r.old_correct_before,
+        r.old_samples,
+        r.old_correct_after,
+        r.old_samples
+    );
+    defmt::info!(
+        "new class {=usize}: {=usize}/{=usize} held-out correct before, {=usize}/{=usize} after",
+        r.class,
+        r.new_correct_before,
+        r.new_samples,
+        r.new_correct_after,
+        r.new_samples
+    );
+    defmt::info!(
+        "the full-batch fit uses {=usize} bytes more: the training rows' latents and the head while the folds fit",
+        r.fit_bytes
+    );
+}
+
+/// Logs the held-out accuracy on the original installation, which the replayed rows keep.
+#[inline(never)]
+pub fn replay(r: &ReplayReport) {
+    defmt::info!(
+        "original installation: {=usize}/{=usize} held-out correct before, {=usize}/{=usize} after ({=usize} rows replayed)",
+        r.original_correct_before,
+        r.original_samples,
+        r.original_correct_after,
+        r.original_samples,
+        r.replayed
     );
 }
 

@@ -13,7 +13,7 @@ use safegrad::nn::{sizes, Build, Footprint, Headed, Init, Linear, Module, Plan, 
 use safegrad::optim::{Adam, Optimizer, Sgd};
 use safegrad::rng::{Draw, SeedableRng, SplitMix64};
 use safegrad::session::{GateReport, Plateau, Prepare, Schedule, Session};
-use safegrad::train::{imprint_class, Chain, HeadFit, Latent8, Samples};
+use safegrad::train::{imprint_class, replay_buffer, Chain, HeadFit, Latent8, Samples};
 use safegrad::{Tensor, Var};
 
 use crate::data::{self, Example, MotionWindow, MOTION_CLASSES};
@@ -280,6 +280,19 @@ impl FinetuneConfig {
             ..Self::default()
         }
     }
+
+    /// The job that teaches `class` as new (`finetune --new-class K`): pre-trained without
+    /// it, taught with the watch worn as in training, its output imprinted and the last
+    /// layer fitted by full-batch gradient descent ([`motion::model::HEAD_FIT`]) behind the
+    /// gate.
+    pub fn teaching(model: MotionNet, class: usize) -> Self {
+        Self {
+            new_class: Some(class),
+            shift: Shift::none(),
+            head_fit: Some(motion::model::HEAD_FIT),
+            ..Self::for_model(model)
+        }
+    }
 }
 
 impl Default for FinetuneConfig {
@@ -359,6 +372,12 @@ pub struct FinetuneReport {
     pub finetune_rows: Vec<(Vec<f32>, usize)>,
     /// The shifted held-out recordings, as the model's input rows.
     pub shifted_eval_rows: Vec<(Vec<f32>, usize)>,
+    /// The held-out recordings as pre-training saw them (unshifted), as the model's input
+    /// rows.
+    pub original_eval_rows: Vec<(Vec<f32>, usize)>,
+    /// With `--replay`, the replayed rows as a replay buffer (`safegrad::train::
+    /// replay_buffer` format), as a device keeps it in flash; empty otherwise.
+    pub replay_buffer: Vec<u8>,
 }
 
 /// Held-out accuracy (after the shift, if any) on the classes pre-training saw and on the
@@ -1120,5 +1139,13 @@ where
         pretrain_audit,
         finetune_rows: finetune_set.iter().map(|(x, l)| (x.to_vec(), *l)).collect(),
         shifted_eval_rows: shifted_test.iter().map(|(x, l)| (x.to_vec(), *l)).collect(),
+        original_eval_rows: test_rows.iter().map(|(x, l)| (x.to_vec(), *l)).collect(),
+        replay_buffer: if replay.is_empty() {
+            Vec::new()
+        } else {
+            let mut buf = vec![0u8; replay_buffer::encoded_len::<LATENT>(replay.len())];
+            replay_buffer::encode(&replay, MOTION_CLASSES as u16, &mut buf).map_err(|x| e(&x))?;
+            buf
+        },
     })
 }

@@ -266,6 +266,11 @@ enum Command {
         /// to motion/assets/cnn).
         #[arg(long, default_value = "mlp")]
         model: MotionNet,
+        /// Instead, the assets of the firmware that teaches class K as new
+        /// (`finetune-new-class`, the MLP; written to motion/assets/new-class): the model
+        /// pre-trained without it, and the unshifted recordings of every class.
+        #[arg(long, value_name = "K")]
+        new_class: Option<usize>,
         /// The folder to write into, instead of the model's.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
@@ -300,6 +305,10 @@ enum Command {
         /// With `--soak`: one frame in this many carries a fault.
         #[arg(long, default_value_t = 25)]
         fault_every: u64,
+        /// Instead of the shifted recordings, those that teach class K as new
+        /// (`finetune --new-class K`): every class's, the watch worn as in training.
+        #[arg(long, value_name = "K", conflicts_with = "soak")]
+        new_class: Option<usize>,
         /// Folder of the data sets.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
@@ -1122,7 +1131,7 @@ fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<()
         data_dir,
         &FinetuneConfig {
             quantize: true,
-            ..config
+            ..config.clone()
         },
         &mut |_| {},
     )?;
@@ -1136,6 +1145,79 @@ fn run_device_assets(model: MotionNet, out: &Path, data_dir: &Path) -> Result<()
     expected["int8_committed"] = json!(quantized.committed());
     expected["int8_finetuned_checkpoint_crc32"] =
         json!(format!("{:#010x}", quantized.finetuned_crc32()));
+    if model == MotionNet::Mlp {
+        // The job with latent replay (`--replay 3`): the replay buffer a device keeps in
+        // flash, the held-out recordings as pre-training saw them, and what it gives.
+        let replayed = finetune::run(
+            data_dir,
+            &FinetuneConfig {
+                replay: DEVICE_REPLAY,
+                ..config
+            },
+            &mut |_| {},
+        )?;
+        write_file(&out.join("replay.sgrb"), &replayed.replay_buffer)?;
+        write_file(
+            &out.join("original.sgds"),
+            &encode(&replayed.original_eval_rows)?,
+        )?;
+        expected["replay_per_class"] = json!(DEVICE_REPLAY);
+        expected["replay_committed"] = json!(replayed.committed());
+        expected["replay_shifted_accuracy_after"] = json!(replayed.shifted_accuracy_after);
+        expected["replay_original_accuracy_after"] = json!(replayed.original_accuracy_after);
+        expected["replay_finetuned_checkpoint_crc32"] =
+            json!(format!("{:#010x}", replayed.finetuned_crc32()));
+        expected["original_accuracy_after"] = json!(report.original_accuracy_after);
+    }
+    let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
+    write_file(&out.join("expected.json"), text.as_bytes())?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Recordings of each class whose latents the MLP's device assets keep for replay
+/// (`replay.sgrb`, `finetune --replay 3`).
+const DEVICE_REPLAY: usize = 3;
+
+/// The assets of the firmware that teaches `class` as new: the MLP pre-trained without it,
+/// the recordings to teach it from and to evaluate on (features, unshifted), and the host's
+/// results.
+fn run_new_class_assets(
+    model: MotionNet,
+    class: usize,
+    out: &Path,
+    data_dir: &Path,
+) -> Result<(), String> {
+    if model != MotionNet::Mlp {
+        return Err(format!(
+            "device-assets --new-class: the firmware teaches a new class to the mlp only, not --model {}",
+            model.name()
+        ));
+    }
+    let config = FinetuneConfig::teaching(model, class);
+    let report = finetune::run(data_dir, &config, &mut |_| {})?;
+    let taught = report
+        .new_class
+        .ok_or("the new-class job reported no new class")?;
+    std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
+    write_file(&out.join("pretrained.sgck"), &report.pretrained_checkpoint)?;
+    let encode = encode_rows::<{ motion::features::IMU_FEATURES }>;
+    write_file(&out.join("finetune.sgds"), &encode(&report.finetune_rows)?)?;
+    write_file(&out.join("eval.sgds"), &encode(&report.shifted_eval_rows)?)?;
+    let expected = json!({
+        "new_class": class,
+        "old_classes_accuracy_before": taught.old_accuracy_before,
+        "old_classes_accuracy_after": taught.old_accuracy_after,
+        "new_class_accuracy_before": taught.new_accuracy_before,
+        "new_class_accuracy_after": taught.new_accuracy_after,
+        "accuracy_after": report.shifted_accuracy_after,
+        "finetune_steps": report.finetune_steps,
+        "committed": report.committed(),
+        "validation_correct_before": report.gate.map(|g| g.before.correct),
+        "validation_correct_after": report.gate.map(|g| g.after.correct),
+        "finetuned_checkpoint_crc32": format!("{:#010x}", report.finetuned_crc32()),
+        "seed": config.seed,
+    });
     let text = serde_json::to_string_pretty(&expected).map_err(|e| e.to_string())? + "\n";
     write_file(&out.join("expected.json"), text.as_bytes())?;
     println!("wrote {}", out.display());
@@ -1179,9 +1261,18 @@ fn run_example_assets(out: &Path, json: bool, data_dir: &Path) -> Result<(), Str
     Ok(())
 }
 
-fn run_device_stream(out: &Path, data_dir: &Path) -> Result<(), String> {
+fn run_device_stream(out: &Path, data_dir: &Path, config: &FinetuneConfig) -> Result<(), String> {
     use motion::wire::{encode_frame, Kind};
-    let (train, eval) = finetune::shifted_windows(data_dir, &FinetuneConfig::default())?;
+    if let Some(class) = config
+        .new_class
+        .filter(|&c| c >= host_sim::data::MOTION_CLASSES)
+    {
+        return Err(format!(
+            "--new-class {class}: the classes are 0 to {}",
+            host_sim::data::MOTION_CLASSES - 1
+        ));
+    }
+    let (train, eval) = finetune::shifted_windows(data_dir, config)?;
     let mut bytes = Vec::new();
     let mut frame = vec![0u8; 8192];
     let mut seq: u16 = 0;
@@ -1821,15 +1912,20 @@ fn main() -> ExitCode {
         }
         Command::DeviceAssets {
             model,
+            new_class,
             out,
             data_dir,
         } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
-            let out = out.unwrap_or_else(|| match model {
-                MotionNet::Mlp => PathBuf::from("motion/assets"),
-                MotionNet::Cnn => PathBuf::from("motion/assets/cnn"),
+            let out = out.unwrap_or_else(|| match (model, new_class) {
+                (_, Some(_)) => PathBuf::from("motion/assets/new-class"),
+                (MotionNet::Mlp, None) => PathBuf::from("motion/assets"),
+                (MotionNet::Cnn, None) => PathBuf::from("motion/assets/cnn"),
             });
-            run_device_assets(model, &out, &dir)
+            match new_class {
+                Some(class) => run_new_class_assets(model, class, &out, &dir),
+                None => run_device_assets(model, &out, &dir),
+            }
         }
         Command::ExampleAssets {
             out,
@@ -1843,12 +1939,17 @@ fn main() -> ExitCode {
             out,
             soak,
             fault_every,
+            new_class,
             data_dir,
         } => {
             let dir = data_dir.unwrap_or_else(host_sim::data::default_dir);
+            let config = match new_class {
+                Some(class) => FinetuneConfig::teaching(MotionNet::Mlp, class),
+                None => FinetuneConfig::default(),
+            };
             match soak {
                 Some(frames) => run_soak_stream(&out, &dir, frames, fault_every),
-                None => run_device_stream(&out, &dir),
+                None => run_device_stream(&out, &dir, &config),
             }
         }
         Command::Faults { json, data_dir } => {

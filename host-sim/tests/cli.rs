@@ -213,3 +213,45 @@ fn more_recordings_per_class_than_the_split_has_are_refused_with_how_many_there_
     assert!(err.contains("has 10 recordings of class"), "{err}");
     assert!(out.stdout.is_empty());
 }
+
+#[test]
+fn the_device_new_class_assets_and_stream_refuse_what_the_firmware_cannot_teach() {
+    let out = std::env::temp_dir().join("safegrad-cli-new-class-assets");
+    let out = out.to_string_lossy();
+    refused(
+        &[
+            "device-assets",
+            "--new-class",
+            "3",
+            "--model",
+            "cnn",
+            "--out",
+            &out,
+        ],
+        "--model cnn",
+        "mlp only",
+    );
+    refused(
+        &["device-assets", "--new-class", "4", "--out", &out],
+        "--new-class 4",
+        "the classes are 0 to 3",
+    );
+    refused(
+        &["device-stream", "--new-class", "4", "--out", &out],
+        "--new-class 4",
+        "the classes are 0 to 3",
+    );
+    refused(
+        &[
+            "device-stream",
+            "--new-class",
+            "1",
+            "--soak",
+            "5",
+            "--out",
+            &out,
+        ],
+        "--soak",
+        "cannot be used with",
+    );
+}

@@ -5,17 +5,19 @@
 use embedded_storage::nor_flash::NorFlash;
 use safegrad::dataset::{RecordError, Recorder};
 use safegrad::nn::Linear;
-use safegrad::nn::{Build, Module, Sizes};
+use safegrad::nn::{Build, Headed, Module, Sizes, WithHead};
 use safegrad::quant::{Int8Body, Int8Error, Int8Latents};
-use safegrad::session::{FitReport, Session};
+use safegrad::session::{FitReport, GateReport, Prepare, Session};
 use safegrad::train::StepError;
-use safegrad::train::{record_loss, step, Divergence, Samples, Score, StepConfig};
-use safegrad::{Capacity, Error, Var};
+use safegrad::train::{
+    imprint_class, record_loss, step, Chain, Divergence, Samples, Score, StepConfig,
+};
+use safegrad::{Capacity, Error, Tape, Var};
 
 use crate::features::IMU_FEATURES;
 use crate::model::{
     finetune_schedule, gate_folds, FinetuneCapacity, MotionModel, CLASSES, CLIP_NORM,
-    FINETUNE_SIZES, SEED,
+    FINETUNE_SIZES, HEAD_FIT, SEED,
 };
 use crate::samples::{Purpose, SampleSource};
 
@@ -113,6 +115,20 @@ where
     let gate = session.fit_gated(train, &mut schedule, gate_folds(train.len()))?;
     let train_ticks = now().wrapping_sub(start);
     let correct_after = session.correct(eval)?;
+    Ok(JobReport {
+        correct_before,
+        correct_after,
+        eval_samples: eval.len(),
+        finetune_samples: train.len(),
+        optimiser_state: 0,
+        train_ticks,
+        checkpoint_crc32: session.checkpoint_crc32(),
+        ..gated(&gate, sizes)
+    })
+}
+
+/// The report's fields that the gate and the model's sizes give; the others zero.
+fn gated(gate: &GateReport<f32>, sizes: Sizes) -> JobReport {
     let fit = gate.fit.unwrap_or(FitReport {
         epochs: 0,
         steps: 0,
@@ -124,11 +140,11 @@ where
         restored: false,
         converged: false,
     });
-    Ok(JobReport {
-        correct_before,
-        correct_after,
-        eval_samples: eval.len(),
-        finetune_samples: train.len(),
+    JobReport {
+        correct_before: 0,
+        correct_after: 0,
+        eval_samples: 0,
+        finetune_samples: 0,
         validation_before: gate.before,
         validation_after: gate.after,
         committed: gate.committed,
@@ -142,10 +158,267 @@ where
         parameters: sizes.parameters,
         activations: sizes.activations,
         optimiser_state: 0,
-        train_ticks,
+        train_ticks: 0,
         final_loss: fit.final_loss,
-        checkpoint_crc32: session.checkpoint_crc32(),
+        checkpoint_crc32: 0,
+    }
+}
+
+/// What [`run_new_class`] measured: the job's report, and the held-out accuracy on the
+/// classes the model knew and on the new one, before and after.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct NewClassReport {
+    /// The job's report (its accuracies over every held-out sample). Its steps are the
+    /// full-batch fit's iterations, and it keeps no optimiser state.
+    pub job: JobReport,
+    /// The class taught.
+    pub class: usize,
+    /// Held-out samples of the other classes.
+    pub old_samples: usize,
+    /// Of those, correct before and after.
+    pub old_correct_before: usize,
+    /// Correct after.
+    pub old_correct_after: usize,
+    /// Held-out samples of the new class.
+    pub new_samples: usize,
+    /// Of those, correct before (none, unless the model guesses the class it never saw).
+    pub new_correct_before: usize,
+    /// Correct after.
+    pub new_correct_after: usize,
+    /// Bytes of RAM the fit uses besides the session's: the training rows' latents and
+    /// the head's parameters while the gate's folds fit.
+    pub fit_bytes: usize,
+}
+
+/// The buffers of [`run_new_class`].
+pub struct NewClassBuffers<'b, const F: usize> {
+    /// Room for the training rows' latents (one per row).
+    pub latents: &'b mut [([f32; F], usize)],
+    /// Room for the head's parameters while the gate's folds are fitted: `(F + 1) x`
+    /// [`CLASSES`] scalars at least.
+    pub keep: &'b mut [f32],
+}
+
+/// Teaches the session's model `class`, which it was pre-trained without, as
+/// `host-sim finetune --new-class` does: the training rows go through the frozen body once,
+/// into `buffers.latents`; behind the validation gate, each fit sets the class's output up
+/// from its rows ([`imprint_class`]) and then fits the last
+/// layer on them by full-batch gradient descent ([`HEAD_FIT`]). `train` holds the
+/// recordings of every class, the new one's among them; `eval` is scored before and after,
+/// over every class and split into the old classes and the new one.
+#[cfg_attr(target_os = "none", inline(never))]
+pub fn run_new_class<M, Mem, D, E, const IN: usize, const F: usize>(
+    session: &mut Session<'_, M, f32, Mem>,
+    sizes: Sizes,
+    class: usize,
+    buffers: NewClassBuffers<'_, F>,
+    train: &D,
+    eval: &E,
+    now: &mut dyn FnMut() -> u64,
+) -> Result<NewClassReport, Error>
+where
+    M: Build<f32>
+        + Headed<f32, Var<1, IN>, Latent = Var<1, F>, Output = Var<1, CLASSES>>
+        + WithHead<Head = Linear<F, CLASSES>>,
+    Mem: Capacity,
+    D: Samples<f32, IN> + ?Sized,
+    E: Samples<f32, IN> + ?Sized,
+{
+    let NewClassBuffers { latents, keep } = buffers;
+    let keep_len = (F + 1) * CLASSES;
+    let old = OfClass {
+        data: eval,
+        class,
+        of: false,
+    };
+    let new = OfClass { of: true, ..old };
+    let (old_correct_before, new_correct_before) = (session.correct(&old)?, session.correct(&new)?);
+    let start = now();
+    let capacity = latents.len();
+    let rows = latents
+        .get_mut(..train.len())
+        .ok_or(Error::Step(StepError::SampleCapacity {
+            capacity,
+            rows: train.len(),
+        }))?;
+    session.latents(train, rows)?;
+    let mut imprint = |tape: &mut Tape<f32, Mem>,
+                       head: &Linear<F, CLASSES>,
+                       rows: &dyn Samples<f32, F>|
+     -> Result<(), Error> {
+        imprint_class(tape, head, rows, class)?;
+        Ok(())
+    };
+    let gate = session.fit_head_full_batch_gated(
+        &*rows,
+        &HEAD_FIT,
+        gate_folds(train.len()),
+        Some((&mut imprint as &mut Prepare<'_, f32, _, Mem, F>, keep)),
+    )?;
+    let train_ticks = now().wrapping_sub(start);
+    let (old_correct_after, new_correct_after) = (session.correct(&old)?, session.correct(&new)?);
+    let (old_samples, new_samples) = (old.count(session)?, new.count(session)?);
+    Ok(NewClassReport {
+        job: JobReport {
+            correct_before: old_correct_before + new_correct_before,
+            correct_after: old_correct_after + new_correct_after,
+            eval_samples: eval.len(),
+            finetune_samples: train.len(),
+            train_ticks,
+            checkpoint_crc32: session.checkpoint_crc32(),
+            ..gated(&gate, sizes)
+        },
+        class,
+        old_samples,
+        old_correct_before,
+        old_correct_after,
+        new_samples,
+        new_correct_before,
+        new_correct_after,
+        fit_bytes: train.len() * core::mem::size_of::<([f32; F], usize)>()
+            + keep_len * core::mem::size_of::<f32>(),
     })
+}
+
+/// What [`run_replay`] measured: the job's report, and the held-out accuracy on the
+/// original domain, the one pre-training saw, before and after.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub struct ReplayReport {
+    /// The job's report (its accuracies on the new domain's held-out samples).
+    pub job: JobReport,
+    /// Replayed rows trained on beside the new domain's.
+    pub replayed: usize,
+    /// Held-out samples of the original domain.
+    pub original_samples: usize,
+    /// Of those, correct before.
+    pub original_correct_before: usize,
+    /// Correct after.
+    pub original_correct_after: usize,
+}
+
+/// Fine-tunes the session's head on `train`'s latents and `replay`'s rows, stored latents
+/// of the domain pre-training saw (a [`ReplayBuffer`](safegrad::train::ReplayBuffer) read
+/// in place, say), as `host-sim finetune --replay N` does: the training rows go through the
+/// frozen body once, into `latents`; then [`run_model`]'s schedule and gate over the rows
+/// of both, one after the other (`train`'s first), the gate's folds
+/// ([`gate_folds`] of `train`'s length) holding out replayed rows as well. `eval` (the new
+/// domain) and `original` (the original one) are scored before and after.
+#[cfg_attr(target_os = "none", inline(never))]
+#[allow(clippy::too_many_arguments)]
+pub fn run_replay<M, Mem, R, D, E, O, const IN: usize, const F: usize>(
+    session: &mut Session<'_, M, f32, Mem>,
+    sizes: Sizes,
+    replay: &R,
+    latents: &mut [([f32; F], usize)],
+    train: &D,
+    eval: &E,
+    original: &O,
+    now: &mut dyn FnMut() -> u64,
+) -> Result<ReplayReport, Error>
+where
+    M: Build<f32>
+        + Headed<f32, Var<1, IN>, Latent = Var<1, F>, Output = Var<1, CLASSES>>
+        + WithHead<Head = Linear<F, CLASSES>>,
+    Mem: Capacity,
+    R: Samples<f32, F> + ?Sized,
+    D: Samples<f32, IN> + ?Sized,
+    E: Samples<f32, IN> + ?Sized,
+    O: Samples<f32, IN> + ?Sized,
+{
+    let correct_before = session.correct(eval)?;
+    let original_correct_before = session.correct(original)?;
+    let start = now();
+    let capacity = latents.len();
+    let rows = latents
+        .get_mut(..train.len())
+        .ok_or(Error::Step(StepError::SampleCapacity {
+            capacity,
+            rows: train.len(),
+        }))?;
+    session.latents(train, rows)?;
+    let both = Chain::new(&*rows, replay);
+    let mut schedule = finetune_schedule(SEED);
+    let folds = gate_folds(train.len());
+    let gate = session.fit_head_gated_observed(&both, &mut schedule, folds, &mut |_, _| {})?;
+    let train_ticks = now().wrapping_sub(start);
+    Ok(ReplayReport {
+        job: JobReport {
+            correct_before,
+            correct_after: session.correct(eval)?,
+            eval_samples: eval.len(),
+            finetune_samples: train.len(),
+            train_ticks,
+            checkpoint_crc32: session.checkpoint_crc32(),
+            ..gated(&gate, sizes)
+        },
+        replayed: replay.len(),
+        original_samples: original.len(),
+        original_correct_before,
+        original_correct_after: session.correct(original)?,
+    })
+}
+
+/// The rows of `data` of `class` (`of`), or of every other class: the others read as rows
+/// left out, as non-finite rows are, so that scoring counts the chosen ones alone. For
+/// scoring only: its length is `data`'s, so folds or a training loop over it would count
+/// the rows left out.
+struct OfClass<'a, D: ?Sized> {
+    data: &'a D,
+    class: usize,
+    of: bool,
+}
+
+impl<D: ?Sized> Clone for OfClass<'_, D> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<D: ?Sized> Copy for OfClass<'_, D> {}
+
+impl<D: Samples<f32, IN> + ?Sized, const IN: usize> Samples<f32, IN> for OfClass<'_, D> {
+    fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    fn row(&self, i: usize) -> Option<([f32; IN], usize)> {
+        self.data
+            .row(i)
+            .filter(|(_, label)| (*label == self.class) == self.of)
+    }
+
+    fn read_into(&self, i: usize, out: &mut [f32]) -> Option<usize> {
+        self.data
+            .read_into(i, out)
+            .filter(|label| (*label == self.class) == self.of)
+    }
+}
+
+impl<D: ?Sized> OfClass<'_, D> {
+    /// How many rows are chosen, read through the session's tape (a raw window is not
+    /// copied onto the stack).
+    fn count<M: Build<f32>, Mem: Capacity, const IN: usize>(
+        &self,
+        session: &mut Session<'_, M, f32, Mem>,
+    ) -> Result<usize, Error>
+    where
+        D: Samples<f32, IN>,
+    {
+        let tape = session.tape();
+        let mut chosen = 0;
+        for i in 0..self.data.len() {
+            tape.clear_activations();
+            if tape
+                .input_with::<IN, _>(|row| self.read_into(i, row))?
+                .is_some()
+            {
+                chosen += 1;
+            }
+        }
+        Ok(chosen)
+    }
 }
 
 /// The buffers of the quantised job ([`run_int8`]): the training rows' latents, a raw row
@@ -417,6 +690,150 @@ mod tests {
             .unwrap_or_else(|| panic!("{key} in expected.json"));
         let value = line.split(':').nth(1).unwrap_or("").trim();
         value.trim_end_matches(',').trim_matches('"').to_string()
+    }
+
+    /// The new-class job on the device's workspace type, on `train`, with room for
+    /// `latent_rows` latents.
+    fn teach(
+        work: &mut FinetuneWorkspace,
+        train: &[([f32; IMU_FEATURES], usize)],
+        latent_rows: usize,
+    ) -> Result<NewClassReport, Error> {
+        use crate::assets::new_class::{NEW_CLASS, PRETRAINED};
+        let mut session = Session::from_checkpoint(work, PRETRAINED, FINETUNE_PLAN)?;
+        let eval = rows(assets::new_class::EVAL_SET);
+        let mut latents = vec![([0.0f32; 32], 0usize); latent_rows];
+        let mut keep = [0.0f32; 33 * CLASSES];
+        let buffers = NewClassBuffers {
+            latents: &mut latents,
+            keep: &mut keep,
+        };
+        run_new_class(
+            &mut session,
+            FINETUNE_SIZES,
+            NEW_CLASS,
+            buffers,
+            train,
+            &eval[..],
+            &mut || 0,
+        )
+    }
+
+    /// The job that teaches a new class, run here on the device's workspace type, gives
+    /// `host-sim finetune --new-class 3`'s parameters and accuracies.
+    #[test]
+    fn the_new_class_job_on_the_host_matches_host_sim_bit_for_bit() {
+        let expected = |key| value_in(include_str!("../assets/new-class/expected.json"), key);
+        let train = rows(assets::new_class::FINETUNE_SET);
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let r = teach(&mut work, &train, train.len()).unwrap();
+        assert_eq!(r.class.to_string(), expected("new_class"));
+        assert_eq!(
+            format!("{:#010x}", r.job.checkpoint_crc32),
+            expected("finetuned_checkpoint_crc32")
+        );
+        assert_eq!(r.job.committed.to_string(), expected("committed"));
+        assert_eq!(r.job.steps.to_string(), expected("finetune_steps"));
+        // The held-out split, counted here from the labels.
+        let eval = rows(assets::new_class::EVAL_SET);
+        let new = eval.iter().filter(|(_, l)| *l == r.class).count();
+        assert_eq!((r.new_samples, r.old_samples), (new, eval.len() - new));
+        let share = |correct: usize, of: usize| Ok(correct as f64 / of as f64);
+        let parse = |key| expected(key).parse::<f64>();
+        assert_eq!(
+            share(r.old_correct_after, r.old_samples),
+            parse("old_classes_accuracy_after")
+        );
+        assert_eq!(
+            share(r.new_correct_after, r.new_samples),
+            parse("new_class_accuracy_after")
+        );
+        assert_eq!(
+            share(r.new_correct_before, r.new_samples),
+            parse("new_class_accuracy_before")
+        );
+        assert_eq!(
+            share(r.job.correct_after, r.job.eval_samples),
+            parse("accuracy_after")
+        );
+    }
+
+    /// The job with latent replay, run here on the device's workspace type from the replay
+    /// buffer in the assets, gives `host-sim finetune --replay 3`'s parameters and
+    /// accuracies on both domains.
+    #[test]
+    fn the_replay_job_on_the_host_matches_host_sim_bit_for_bit() {
+        use safegrad::train::ReplayBuffer;
+        let replay = ReplayBuffer::<32>::parse(assets::REPLAY).unwrap();
+        assert_eq!(replay.len().to_string(), {
+            let per_class: usize = expected("replay_per_class").parse().unwrap();
+            (per_class * CLASSES).to_string()
+        });
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut tuned = session(&mut work);
+        let train = rows(assets::FINETUNE_SET);
+        let (eval, original) = (rows(assets::EVAL_SET), rows(assets::ORIGINAL_SET));
+        let mut latents = vec![([0.0f32; 32], 0usize); train.len()];
+        let r = run_replay(
+            &mut tuned,
+            FINETUNE_SIZES,
+            &replay,
+            &mut latents,
+            &train[..],
+            &eval[..],
+            &original[..],
+            &mut || 0,
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.job.checkpoint_crc32),
+            expected("replay_finetuned_checkpoint_crc32")
+        );
+        assert_eq!(r.job.committed.to_string(), expected("replay_committed"));
+        let share = |correct: usize, of: usize| Ok(correct as f64 / of as f64);
+        assert_eq!(
+            share(r.job.correct_after, r.job.eval_samples),
+            expected("replay_shifted_accuracy_after").parse::<f64>()
+        );
+        assert_eq!(
+            share(r.original_correct_after, r.original_samples),
+            expected("replay_original_accuracy_after").parse::<f64>()
+        );
+        // Without the replayed rows the same job is the one without replay.
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let mut tuned = session(&mut work);
+        let none: &[([f32; 32], usize)] = &[];
+        let r = run_replay(
+            &mut tuned,
+            FINETUNE_SIZES,
+            none,
+            &mut latents,
+            &train[..],
+            &eval[..],
+            &original[..],
+            &mut || 0,
+        )
+        .unwrap();
+        assert_eq!(
+            format!("{:#010x}", r.job.checkpoint_crc32),
+            expected("finetuned_checkpoint_crc32")
+        );
+    }
+
+    /// Too little room for the training rows' latents is refused before anything trains.
+    #[test]
+    fn the_new_class_job_refuses_too_small_a_latent_buffer() {
+        let train = rows(assets::new_class::FINETUNE_SET);
+        let mut work = Box::new(FinetuneWorkspace::new());
+        let r = teach(&mut work, &train, train.len() - 1);
+        assert!(
+            matches!(
+                r,
+                Err(Error::Step(StepError::SampleCapacity { capacity, rows }))
+                    if capacity == train.len() - 1 && rows == train.len()
+            ),
+            "{r:?}"
+        );
     }
 
     #[test]

@@ -11,8 +11,21 @@ const SOAK_FRAMES: u64 = 300;
 /// The stream of rotated recordings, written by host-sim (`device-stream`) to
 /// `target/device-stream.bin`.
 pub fn device_stream() -> Result<Vec<u8>, String> {
-    let path = workspace_root().join("target").join("device-stream.bin");
-    host_sim(&["device-stream", "--out", &path.to_string_lossy()])?;
+    device_stream_with(&[])
+}
+
+/// The stream `host-sim device-stream ARGS` writes (to `target/device-stream.bin`, or with
+/// arguments `target/device-stream` followed by them joined with `-`, then `.bin`).
+pub fn device_stream_with(args: &[&str]) -> Result<Vec<u8>, String> {
+    let name = match args {
+        [] => "device-stream.bin".to_string(),
+        _ => format!("device-stream{}.bin", args.join("-")),
+    };
+    let path = workspace_root().join("target").join(name);
+    let path_text = path.to_string_lossy();
+    let mut all = vec!["device-stream", "--out", &path_text];
+    all.extend(args);
+    host_sim(&all)?;
     std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
 }
 

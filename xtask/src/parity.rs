@@ -2,15 +2,34 @@
 //! QEMU must give bit-identical parameters, with `libm` and with fast-math, for the MLP on
 //! features and for the CNN on raw windows, the samples streamed over UART.
 
-use crate::device::device_stream;
+use crate::device::device_stream_with;
 use crate::firmware::{build_firmware_featured, Math};
 use crate::process::{cargo_output, check_generated_with};
 use crate::qemu::{log_value, run_qemu, QemuOptions};
 
-/// The files of a model's assets that host-sim's `device-assets` writes.
-const ASSETS: [&str; 5] = [
+/// The files of the CNN's assets that host-sim's `device-assets --model cnn` writes.
+const CNN_ASSETS: &[&str] = &[
     "pretrained.sgck",
     "int8.sgck",
+    "finetune.sgds",
+    "eval.sgds",
+    "expected.json",
+];
+
+/// The MLP's assets: the CNN's files, and the replay buffer and the unshifted held-out set.
+const MLP_ASSETS: &[&str] = &[
+    "pretrained.sgck",
+    "int8.sgck",
+    "finetune.sgds",
+    "eval.sgds",
+    "replay.sgrb",
+    "original.sgds",
+    "expected.json",
+];
+
+/// The files of the new-class assets (`device-assets --new-class K`).
+const NEW_CLASS_ASSETS: &[&str] = &[
+    "pretrained.sgck",
     "finetune.sgds",
     "eval.sgds",
     "expected.json",
@@ -20,14 +39,17 @@ const ASSETS: [&str; 5] = [
 struct Case {
     /// `host-sim finetune` arguments that choose the model.
     model_args: &'static [&'static str],
-    /// The committed assets' folder (checked against what host-sim writes), or `None` for
-    /// a model whose pre-trained checkpoint is given in `model_args` (`--pretrained`).
-    assets: Option<&'static str>,
+    /// The committed assets' folder and its files (checked against what host-sim's
+    /// `device-assets` writes, given `model_args`), or `None` for a model whose pre-trained
+    /// checkpoint is given in `model_args` (`--pretrained`).
+    assets: Option<(&'static str, &'static [&'static str])>,
     /// The firmware program and the features it needs.
     bin: &'static str,
     features: &'static [&'static str],
     /// Whether the samples are streamed over UART (else built into flash).
     stream: bool,
+    /// `host-sim device-stream` arguments that choose the streamed recordings.
+    stream_args: &'static [&'static str],
     /// How the device side is described in the report.
     device: &'static str,
     /// The parity line's label.
@@ -36,20 +58,22 @@ struct Case {
 
 const MLP: Case = Case {
     model_args: &[],
-    assets: Some("motion/assets"),
+    assets: Some(("motion/assets", MLP_ASSETS)),
     bin: "finetune",
     features: &[],
     stream: true,
+    stream_args: &[],
     device: "samples over UART, features on the device",
     name: "",
 };
 
 const CNN: Case = Case {
     model_args: &["--model", "cnn"],
-    assets: Some("motion/assets/cnn"),
+    assets: Some(("motion/assets/cnn", CNN_ASSETS)),
     bin: "finetune-cnn",
     features: &["cnn"],
     stream: true,
+    stream_args: &[],
     device: "raw windows over UART, the CNN on the device",
     name: "cnn, ",
 };
@@ -67,6 +91,7 @@ const IMPORTED: Case = Case {
     bin: "finetune-cnn",
     features: &["cnn", "imported"],
     stream: true,
+    stream_args: &[],
     device: "raw windows over UART, the CNN imported from ONNX",
     name: "imported from ONNX, ",
 };
@@ -80,8 +105,35 @@ const INT8: Case = Case {
     bin: "finetune-cnn",
     features: &["cnn", "int8"],
     stream: true,
+    stream_args: &[],
     device: "raw windows over UART, the CNN's int8 body",
     name: "int8 body, ",
+};
+
+/// The MLP pre-trained without class 3, taught it on the device (`finetune --new-class 3`):
+/// the recordings of every class streamed, unshifted.
+const NEW_CLASS: Case = Case {
+    model_args: &["--new-class", "3"],
+    assets: Some(("motion/assets/new-class", NEW_CLASS_ASSETS)),
+    bin: "finetune",
+    features: &["new-class"],
+    stream: true,
+    stream_args: &["--new-class", "3"],
+    device: "samples over UART, class 3 taught as new",
+    name: "new class, ",
+};
+
+/// The MLP's head trained on a replay buffer of the original installation's latents too
+/// (`finetune --replay 3`); the MLP's case checks its asset (`replay.sgrb`).
+const REPLAY: Case = Case {
+    model_args: &["--replay", "3"],
+    assets: None,
+    bin: "finetune",
+    features: &["replay"],
+    stream: true,
+    stream_args: &[],
+    device: "samples over UART, 12 latent rows replayed",
+    name: "replay, ",
 };
 
 /// The CRC-32 of the parameters `host-sim finetune --json ARGS` fine-tunes with `math`, as
@@ -107,10 +159,10 @@ pub fn host_finetune_crc(math: Math, args: &[&str]) -> Result<String, String> {
 fn parity(case: &Case, math: Math) -> Result<(), String> {
     let mut args: Vec<&str> = case.model_args.to_vec();
     let pretrained;
-    if let Some(assets) = case.assets {
+    if let Some((assets, files)) = case.assets {
         let mut generate = vec!["device-assets"];
         generate.extend(case.model_args);
-        check_generated_with(&generate, assets, &ASSETS)?;
+        check_generated_with(&generate, assets, files)?;
         pretrained = format!("{assets}/pretrained.sgck");
         if math == Math::Fast {
             args.extend(["--pretrained", &pretrained]);
@@ -118,7 +170,7 @@ fn parity(case: &Case, math: Math) -> Result<(), String> {
     }
     let host = host_finetune_crc(math, &args)?;
     let stream = if case.stream {
-        Some(device_stream()?)
+        Some(device_stream_with(case.stream_args)?)
     } else {
         None
     };
@@ -163,12 +215,15 @@ fn parity(case: &Case, math: Math) -> Result<(), String> {
 }
 
 /// [`parity`] for the MLP with `libm`, then with fast-math; then the same for the CNN; then
-/// the CNN imported from ONNX and the CNN quantised, with `libm`.
+/// the CNN imported from ONNX, the CNN quantised, the MLP with latent replay and the MLP
+/// taught a new class, with `libm`.
 pub fn host_device_parity() -> Result<(), String> {
     for case in [&MLP, &CNN] {
         parity(case, Math::Exact)?;
         parity(case, Math::Fast)?;
     }
-    parity(&IMPORTED, Math::Exact)?;
-    parity(&INT8, Math::Exact)
+    for case in [&IMPORTED, &INT8, &REPLAY, &NEW_CLASS] {
+        parity(case, Math::Exact)?;
+    }
+    Ok(())
 }

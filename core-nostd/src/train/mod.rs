@@ -38,6 +38,7 @@ mod guard;
 mod head_fit;
 mod imprint;
 mod replay;
+pub mod replay_buffer;
 mod samples;
 mod update;
 
@@ -46,6 +47,7 @@ pub use guard::{Divergence, DivergenceGuard};
 pub use head_fit::{fit_linear_head, HeadFit, HeadFitReport};
 pub use imprint::imprint_class;
 pub use replay::{Chain, Latent8, ReplayError};
+pub use replay_buffer::{ReplayBuffer, ReplayBufferError};
 pub use samples::{Fold, Samples};
 
 use crate::audit::{audit, first_non_finite, AuditError, Finding};
