@@ -402,7 +402,9 @@ fn tile_2x4<T: Scalar, const K: usize>(
     let (shape, x, first_in, base) = taps;
     let (s, l_in, per) = (shape.stride, shape.l_in, wa.len() / K);
     // One check for every window of the tile: the last channel's last window ends in `x`,
-    // and a window's end in its row.
+    // and a window's end in its row. With a check for each window, the forward of
+    // `MotionCnn`'s first convolution took 3.05 instructions per multiply-accumulate on the
+    // Cortex-M4F instead of 2.85 (`cargo xtask bench-device`).
     let in_row = s
         .checked_mul(3)
         .and_then(|n| n.checked_add(K))
