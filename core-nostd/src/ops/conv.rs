@@ -399,14 +399,38 @@ fn tile_2x4<T: Scalar, const K: usize>(
 ) -> [[T; 4]; 2] {
     let (mut a0, mut a1, mut a2, mut a3) = (ba, ba, ba, ba);
     let (mut c0, mut c1, mut c2, mut c3) = (bb, bb, bb, bb);
-    for (i, (wa_i, wb_i)) in wa.chunks_exact(K).zip(wb.chunks_exact(K)).enumerate() {
-        let (Some([x0, x1, x2, x3]), Ok(wa_i), Ok(wb_i)) = (
-            windows::<T, K>(taps, i),
-            <&[T; K]>::try_from(wa_i),
-            <&[T; K]>::try_from(wb_i),
-        ) else {
+    let (shape, x, first_in, base) = taps;
+    let (s, l_in, per) = (shape.stride, shape.l_in, wa.len() / K);
+    // One check for every window of the tile: the last channel's last window ends in `x`,
+    // and a window's end in its row. With a check for each window, the forward of
+    // `MotionCnn`'s first convolution took 3.05 instructions per multiply-accumulate on the
+    // Cortex-M4F instead of 2.85 (`cargo xtask bench-device`).
+    let in_row = s
+        .checked_mul(3)
+        .and_then(|n| n.checked_add(K))
+        .and_then(|n| n.checked_add(base));
+    let last = first_in
+        .checked_add(per)
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|n| n.checked_mul(l_in));
+    let fits = match (in_row, last) {
+        (Some(end), Some(last)) => {
+            per > 0 && end <= l_in && last.checked_add(end).is_some_and(|e| e <= x.len())
+        }
+        _ => false,
+    };
+    if !fits || wb.len() != wa.len() || wa.len() != per * K {
+        return [[ba; 4], [bb; 4]];
+    }
+    let mut row = x.as_ptr().wrapping_add(first_in * l_in + base);
+    for (wa_i, wb_i) in wa.chunks_exact(K).zip(wb.chunks_exact(K)) {
+        let (Ok(wa_i), Ok(wb_i)) = (<&[T; K]>::try_from(wa_i), <&[T; K]>::try_from(wb_i)) else {
             continue;
         };
+        // SAFETY: window `j` of this channel starts at `row + j * s` and ends at most at
+        // `row + 3 * s + K`, within the channel's row and within `x` (checked above).
+        let [x0, x1, x2, x3] = unsafe { [0, 1, 2, 3].map(|j| &*row.add(j * s).cast::<[T; K]>()) };
+        row = row.wrapping_add(l_in);
         let rows = wa_i.iter().zip(wb_i).zip(x0).zip(x1).zip(x2).zip(x3);
         for (((((&p, &q), &v0), &v1), &v2), &v3) in rows {
             a0 += p * v0;
