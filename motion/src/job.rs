@@ -235,14 +235,9 @@ where
     let new = OfClass { of: true, ..old };
     let (old_correct_before, new_correct_before) = (session.correct(&old)?, session.correct(&new)?);
     let start = now();
-    let capacity = latents.len();
-    let rows = latents
-        .get_mut(..train.len())
-        .ok_or(Error::Step(StepError::SampleCapacity {
-            capacity,
-            rows: train.len(),
-        }))?;
-    session.latents(train, rows)?;
+    // More rows than `latents` holds is refused here (`SampleCapacity`).
+    session.latents(train, latents)?;
+    let rows = latents.get(..train.len()).unwrap_or(&[]);
     let mut imprint = |tape: &mut Tape<f32, Mem>,
                        head: &Linear<F, CLASSES>,
                        rows: &dyn Samples<f32, F>|
@@ -251,7 +246,7 @@ where
         Ok(())
     };
     let gate = session.fit_head_full_batch_gated(
-        &*rows,
+        rows,
         &HEAD_FIT,
         gate_folds(train.len()),
         Some((&mut imprint as &mut Prepare<'_, f32, _, Mem, F>, keep)),
@@ -330,15 +325,10 @@ where
     let correct_before = session.correct(eval)?;
     let original_correct_before = session.correct(original)?;
     let start = now();
-    let capacity = latents.len();
-    let rows = latents
-        .get_mut(..train.len())
-        .ok_or(Error::Step(StepError::SampleCapacity {
-            capacity,
-            rows: train.len(),
-        }))?;
-    session.latents(train, rows)?;
-    let both = Chain::new(&*rows, replay);
+    // More rows than `latents` holds is refused here (`SampleCapacity`).
+    session.latents(train, latents)?;
+    let rows = latents.get(..train.len()).unwrap_or(&[]);
+    let both = Chain::new(rows, replay);
     let mut schedule = finetune_schedule(SEED);
     let folds = gate_folds(train.len());
     let gate = session.fit_head_gated_observed(&both, &mut schedule, folds, &mut |_, _| {})?;

@@ -97,10 +97,15 @@ impl<const F: usize> Latent8<F> {
     /// The values the row stands for: each code times the scale.
     pub fn decode(&self) -> [f32; F] {
         let mut out = [0.0f32; F];
+        self.decode_into(&mut out);
+        out
+    }
+
+    /// [`decode`](Self::decode) into the first `F` values of `out`.
+    pub(crate) fn decode_into(&self, out: &mut [f32]) {
         for (o, &c) in out.iter_mut().zip(&self.codes) {
             *o = f32::from(c) * self.scale;
         }
-        out
     }
 }
 
@@ -115,9 +120,7 @@ impl<const F: usize> Samples<f32, F> for [Latent8<F>] {
 
     fn read_into(&self, i: usize, out: &mut [f32]) -> Option<usize> {
         let r = self.get(i)?;
-        for (o, &c) in out.iter_mut().zip(&r.codes) {
-            *o = f32::from(c) * r.scale;
-        }
+        r.decode_into(out);
         Some(usize::from(r.class))
     }
 }

@@ -186,15 +186,7 @@ pub fn encode<const F: usize>(
 ) -> Result<usize, ReplayBufferError> {
     const { assert!(F <= u16::MAX as usize, "rows of more than 65535 values") };
     for (row, r) in rows.iter().enumerate() {
-        if u16::from(r.class) >= classes {
-            return Err(ReplayBufferError::Class {
-                row,
-                class: usize::from(r.class),
-            });
-        }
-        if !(r.scale.is_finite() && r.scale >= 0.0) {
-            return Err(ReplayBufferError::Scale { row });
-        }
+        check_row(row, r, usize::from(classes))?;
     }
     let needed = encoded_len::<F>(rows.len());
     let buf = out
@@ -225,6 +217,24 @@ pub fn encode<const F: usize>(
     c.update(body);
     crc.copy_from_slice(&c.finalize().to_le_bytes());
     Ok(needed)
+}
+
+/// Row `row`'s class is below `classes` and its scale finite and not negative.
+fn check_row<const F: usize>(
+    row: usize,
+    r: &Latent8<F>,
+    classes: usize,
+) -> Result<(), ReplayBufferError> {
+    if usize::from(r.class) >= classes {
+        return Err(ReplayBufferError::Class {
+            row,
+            class: usize::from(r.class),
+        });
+    }
+    if !(r.scale.is_finite() && r.scale >= 0.0) {
+        return Err(ReplayBufferError::Scale { row });
+    }
+    Ok(())
 }
 
 /// A checked replay buffer of rows of `F` values, read in place.
@@ -280,16 +290,7 @@ impl<'a, const F: usize> ReplayBuffer<'a, F> {
             classes,
         };
         for row in 0..len {
-            let r = buffer.get(row).ok_or(truncated)?;
-            if usize::from(r.class) >= classes {
-                return Err(ReplayBufferError::Class {
-                    row,
-                    class: usize::from(r.class),
-                });
-            }
-            if !(r.scale.is_finite() && r.scale >= 0.0) {
-                return Err(ReplayBufferError::Scale { row });
-            }
+            check_row(row, &buffer.get(row).ok_or(truncated)?, classes)?;
         }
         Ok(buffer)
     }
@@ -356,9 +357,7 @@ impl<const F: usize> Samples<f32, F> for ReplayBuffer<'_, F> {
 
     fn read_into(&self, i: usize, out: &mut [f32]) -> Option<usize> {
         let r = self.get(i)?;
-        for (o, &c) in out.iter_mut().zip(&r.codes) {
-            *o = f32::from(c) * r.scale;
-        }
+        r.decode_into(out);
         Some(usize::from(r.class))
     }
 }
