@@ -601,20 +601,11 @@ fn conv1d_grad_body<T: Scalar>(
             let dw0 = dw0.get_mut(at(o)..at(o) + kernel).unwrap_or(&mut []);
             let dw1 = dw1.get_mut(..kernel).unwrap_or(&mut []);
             match (pair, tiled) {
-                (true, true) => rows_tiled(
-                    [g0, g1],
-                    [w_row(o), w_row(o + 1)],
-                    rows,
-                    [dw0, dw1],
-                ),
+                (true, true) => rows_tiled([g0, g1], [w_row(o), w_row(o + 1)], rows, [dw0, dw1]),
                 (false, true) => rows_tiled([g0], [w_row(o)], rows, [dw0]),
-                (true, false) => rows_any(
-                    [g0, g1],
-                    [w_row(o), w_row(o + 1)],
-                    rows,
-                    [dw0, dw1],
-                    strong,
-                ),
+                (true, false) => {
+                    rows_any([g0, g1], [w_row(o), w_row(o + 1)], rows, [dw0, dw1], strong)
+                }
                 (false, false) => rows_any([g0], [w_row(o)], rows, [dw0], strong),
             }
         }
