@@ -41,11 +41,11 @@ pub trait Draw: Rng {
         if n == 0 {
             return 0;
         }
-        let zone = u64::MAX - (u64::MAX % n);
+        let zone = u64::MAX - rem(u64::MAX, n);
         loop {
             let x = self.next_u64();
             if x < zone {
-                return (x % n) as usize;
+                return rem(x, n) as usize;
             }
         }
     }
@@ -60,6 +60,43 @@ pub trait Draw: Rng {
 }
 
 impl<R: Rng + ?Sized> Draw for R {}
+
+/// `x % n` for `n > 0`: the processor's division on 64-bit targets, [`rem_narrow`] on the
+/// others.
+#[inline]
+fn rem(x: u64, n: u64) -> u64 {
+    if cfg!(target_pointer_width = "64") {
+        x % n
+    } else {
+        rem_narrow(x, n)
+    }
+}
+
+/// `x % n` for `n > 0` in 32-bit arithmetic: four 32-bit divisions, 16 bits of `x` at a
+/// time, for `n` up to 2^16 (a shuffle's), bit by bit above. A firmware then links no 64-bit
+/// division routine: 930 bytes of the Cortex-M4F's fine-tuning firmware (`llvm-size`).
+fn rem_narrow(x: u64, n: u64) -> u64 {
+    if let Ok(n) = u32::try_from(n) {
+        if n != 0 && n <= 1 << 16 {
+            // `r < n <= 2^16`, so `r << 16` and the next 16 bits fit in 32.
+            let mut r = 0u32;
+            for shift in [48u32, 32, 16, 0] {
+                r = ((r << 16) | ((x >> shift) as u32 & 0xFFFF)) % n;
+            }
+            return u64::from(r);
+        }
+    }
+    // Restoring division: the remainder of the bits so far, one bit at a time.
+    let mut r = 0u64;
+    for shift in (0..64).rev() {
+        let over = r >> 63 == 1;
+        r = (r << 1) | ((x >> shift) & 1);
+        if over || r >= n {
+            r = r.wrapping_sub(n);
+        }
+    }
+    r
+}
 
 #[cfg(test)]
 mod tests {
@@ -126,6 +163,41 @@ mod tests {
         let mut r = SplitMix64::seed_from_u64(1_234_567);
         assert_eq!(r.below(10), (first % 10) as usize);
         assert_eq!(r.below(0), 0);
+    }
+
+    #[test]
+    fn the_narrow_remainder_is_the_remainder() {
+        let mut r = SplitMix64::seed_from_u64(11);
+        let divisors = [
+            1,
+            2,
+            3,
+            7,
+            12,
+            64,
+            65_535,
+            1 << 16,
+            (1 << 16) + 1,
+            1 << 31,
+            u64::from(u32::MAX),
+            1 << 32,
+            (1 << 63) + 5,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for n in divisors {
+            for x in [0, 1, n - 1, n, n.wrapping_add(1), u64::MAX, u64::MAX - 1] {
+                assert_eq!(rem_narrow(x, n), x % n, "{x} % {n}");
+            }
+            for _ in 0..200 {
+                let x = r.next_u64();
+                assert_eq!(rem_narrow(x, n), x % n, "{x} % {n}");
+                let m = r.next_u64() >> (r.next_u64() % 64);
+                if m != 0 {
+                    assert_eq!(rem_narrow(x, m), x % m, "{x} % {m}");
+                }
+            }
+        }
     }
 
     #[test]

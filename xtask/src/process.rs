@@ -19,15 +19,42 @@ fn cargo_bin() -> String {
 }
 
 /// A `--config` value that writes the checkout's path into device programs as
-/// `/safegrad`: their panic locations and file names, and so their read-only data, do not
-/// depend on where the repository is (the code can still move by a few bytes: the crates'
-/// hashes include their paths).
+/// `/safegrad`, and each crates.io source folder of cargo's registry as `/crates`: their
+/// panic locations and file names, and so their read-only data, do not depend on where the
+/// repository or cargo's home is (the code can still move by a few bytes: the crates'
+/// hashes include their paths), and the registry's long folder names (58 characters under
+/// `/root/.cargo`, once per file with a panic) take no flash.
 pub fn remap_checkout() -> String {
     let root = workspace_root();
-    format!(
-        "build.rustflags=['--remap-path-prefix={}=/safegrad']",
+    let mut flags = vec![format!(
+        "'--remap-path-prefix={}=/safegrad'",
         root.display()
-    )
+    )];
+    for dir in registry_sources() {
+        flags.push(format!("'--remap-path-prefix={}=/crates'", dir.display()));
+    }
+    format!("build.rustflags=[{}]", flags.join(", "))
+}
+
+/// The source folders of cargo's registries (`$CARGO_HOME/registry/src/*`), if any.
+fn registry_sources() -> Vec<PathBuf> {
+    let home = env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
+    let Some(src) = home.map(|h| h.join("registry").join("src")) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(src)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
 }
 
 /// Runs `program` with `args` in the workspace root, its output going to the terminal; an

@@ -585,6 +585,7 @@ fn conv1d_grad_body<T: Scalar>(
         let pair = o % outs_per_group + 1 < outs_per_group;
         let first_in = (o / outs_per_group) * per;
         let g_row = |o: usize| g.get(o * l_out..(o + 1) * l_out).unwrap_or(&[]);
+        let (g0, g1) = (g_row(o), g_row(o + 1));
         for i in 0..per {
             let row = (first_in + i) * l_in..(first_in + i + 1) * l_in;
             let rows = Rows {
@@ -600,21 +601,12 @@ fn conv1d_grad_body<T: Scalar>(
             let dw0 = dw0.get_mut(at(o)..at(o) + kernel).unwrap_or(&mut []);
             let dw1 = dw1.get_mut(..kernel).unwrap_or(&mut []);
             match (pair, tiled) {
-                (true, true) => rows_tiled(
-                    [g_row(o), g_row(o + 1)],
-                    [w_row(o), w_row(o + 1)],
-                    rows,
-                    [dw0, dw1],
-                ),
-                (false, true) => rows_tiled([g_row(o)], [w_row(o)], rows, [dw0]),
-                (true, false) => rows_any(
-                    [g_row(o), g_row(o + 1)],
-                    [w_row(o), w_row(o + 1)],
-                    rows,
-                    [dw0, dw1],
-                    strong,
-                ),
-                (false, false) => rows_any([g_row(o)], [w_row(o)], rows, [dw0], strong),
+                (true, true) => rows_tiled([g0, g1], [w_row(o), w_row(o + 1)], rows, [dw0, dw1]),
+                (false, true) => rows_tiled([g0], [w_row(o)], rows, [dw0]),
+                (true, false) => {
+                    rows_any([g0, g1], [w_row(o), w_row(o + 1)], rows, [dw0, dw1], strong)
+                }
+                (false, false) => rows_any([g0], [w_row(o)], rows, [dw0], strong),
             }
         }
         o += if pair { 2 } else { 1 };
@@ -662,22 +654,30 @@ fn rows_k<T: Scalar, const K: usize, const N: usize>(
     rows: Rows<'_, T>,
     dw: [&mut [T]; N],
 ) {
-    // The rows as arrays first: indices into them are then known to be in bounds.
-    let w = w.map(|w_n| <[T; K]>::try_from(w_n).unwrap_or([T::ZERO; K]));
+    // The rows as arrays first: indices into them are then known to be in bounds. The
+    // weights and sums are read value by value, straight into the registers the sweep keeps
+    // them in.
+    let w = w.map(|w_n| <&[T; K]>::try_from(w_n).ok());
     let mut dw = dw.map(|dw_n| <&mut [T; K]>::try_from(dw_n).ok());
-    let tap = |rows: &[[T; K]; N], k: usize| -> [T; N] {
+    let wt: [[T; N]; K] = core::array::from_fn(|k| {
         core::array::from_fn(|n| {
-            rows.get(n)
+            w.get(n)
+                .copied()
+                .flatten()
                 .and_then(|r| r.get(k))
                 .copied()
                 .unwrap_or(T::ZERO)
         })
-    };
-    let wt: [[T; N]; K] = core::array::from_fn(|k| tap(&w, k));
-    let start = dw
-        .each_ref()
-        .map(|dw_n| dw_n.as_deref().copied().unwrap_or([T::ZERO; K]));
-    let mut acc: [[T; N]; K] = core::array::from_fn(|k| tap(&start, k));
+    });
+    let mut acc: [[T; N]; K] = core::array::from_fn(|k| {
+        core::array::from_fn(|n| {
+            dw.get(n)
+                .and_then(|r| r.as_deref())
+                .and_then(|r| r.get(k))
+                .copied()
+                .unwrap_or(T::ZERO)
+        })
+    });
     let Rows {
         shape,
         inside,
@@ -685,14 +685,18 @@ fn rows_k<T: Scalar, const K: usize, const N: usize>(
         dx,
     } = rows;
     let upstream = |t: usize| g.map(|g_n| g_n.get(t).copied().unwrap_or(T::ZERO));
-    for t in 0..inside.start {
+    // The outputs in order: those before `inside` and after it read padding, those inside
+    // in one sweep. The edge's code, unrolled for each `K`, has one call site: with one
+    // before the sweep and one after, the CNN's firmware was 8 KB larger.
+    let mut t = 0;
+    while t < shape.l_out {
+        if t == inside.start && !inside.is_empty() {
+            acc = interior_k::<T, K, N>(shape, &inside, g, x, dx, wt, acc);
+            t = inside.end;
+            continue;
+        }
         edge(shape, t, upstream(t), x, dx, &wt, &mut acc);
-    }
-    // The outputs that read no padding: their sums in a copy of their own, which stays in
-    // registers (the edges index theirs).
-    acc = interior_k::<T, K, N>(shape, &inside, g, x, dx, wt, acc);
-    for t in inside.end..shape.l_out {
-        edge(shape, t, upstream(t), x, dx, &wt, &mut acc);
+        t += 1;
     }
     for (n, dw_n) in dw.iter_mut().enumerate() {
         if let Some(dw_n) = dw_n {
@@ -736,8 +740,8 @@ fn interior_k<T: Scalar, const K: usize, const N: usize>(
         return acc;
     }
     // The loops read the rows unchecked: their lengths are checked above, once. With a check
-    // at each output, the backward of `MotionCnn`'s second convolution took 3.47
-    // instructions per multiply-accumulate on the Cortex-M4F instead of 3.01 (`cargo xtask
+    // at each output, the backward of `MotionCnn`'s second convolution took 3.72
+    // instructions per multiply-accumulate on the Cortex-M4F instead of 2.96 (`cargo xtask
     // bench-device`).
     let x_at = x_in.as_ptr();
     // SAFETY (both loops): `j < count`, the length of every `g_in` row, and `at = j * stride
@@ -788,28 +792,32 @@ fn interior_k<T: Scalar, const K: usize, const N: usize>(
     acc
 }
 
-/// The terms of output `t`, whose window reads padding, in [`rows_k`]'s order.
+/// The terms of output `t`, whose window reads padding, in [`rows_k`]'s order. The taps go
+/// by in a loop of `K` that unrolls, so the sums and weights are indexed by constants and
+/// stay in registers; a tap outside `k0..k1` reads padding and adds nothing.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn edge<T: Scalar, const N: usize>(
+fn edge<T: Scalar, const K: usize, const N: usize>(
     shape: &Conv1dShape,
     t: usize,
     gs: [T; N],
     x: &[T],
     dx: &mut [T],
-    wt: &[[T; N]],
-    acc: &mut [[T; N]],
+    wt: &[[T; N]; K],
+    acc: &mut [[T; N]; K],
 ) {
     let (k0, k1, at) = shape.taps(t);
-    let taps = acc.get_mut(k0..k1).unwrap_or(&mut []);
-    for (a, &v) in taps.iter_mut().zip(x.iter().skip(at)) {
-        for (a, &gv) in a.iter_mut().zip(&gs) {
-            *a += gv * v;
+    for (k, (a, w_k)) in acc.iter_mut().zip(wt).enumerate() {
+        if k < k0 || k >= k1 {
+            continue;
         }
-    }
-    {
-        let taps = wt.get(k0..k1).unwrap_or(&[]);
-        for (d, w_k) in dx.iter_mut().skip(at).zip(taps) {
+        let p = at + (k - k0);
+        if let Some(&v) = x.get(p) {
+            for (a, &gv) in a.iter_mut().zip(&gs) {
+                *a += gv * v;
+            }
+        }
+        if let Some(d) = dx.get_mut(p) {
             let mut sum = *d;
             for (&wv, &gv) in w_k.iter().zip(&gs) {
                 sum += gv * wv;
