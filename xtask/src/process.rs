@@ -19,31 +19,69 @@ fn cargo_bin() -> String {
 }
 
 /// A `--config` value that writes the checkout's path into device programs as
-/// `/safegrad`, and each crates.io source folder of cargo's registry as `/crates`: their
-/// panic locations and file names, and so their read-only data, do not depend on where the
+/// `/safegrad`, and the source folders of cargo's registries as `/crates`: their panic
+/// locations and file names, and so their read-only data, do not depend on where the
 /// repository or cargo's home is (the code can still move by a few bytes: the crates'
-/// hashes include their paths), and the registry's long folder names (58 characters under
-/// `/root/.cargo`, once per file with a panic) take no flash.
+/// hashes include their paths), and a registry's folder (58 characters under
+/// `/root/.cargo`, once per file with a panic) takes 7.
 pub fn remap_checkout() -> String {
-    let root = workspace_root();
-    let mut flags = vec![format!(
-        "'--remap-path-prefix={}=/safegrad'",
-        root.display()
-    )];
-    for dir in registry_sources() {
-        flags.push(format!("'--remap-path-prefix={}=/crates'", dir.display()));
+    let mut flags = vec![remap_flag(&workspace_root(), "/safegrad")];
+    if let Some(src) = cargo_home().map(|h| h.join("registry").join("src")) {
+        // The registries' parent first, for a registry extracted after this list is made
+        // (rustc applies the last flag that matches): `/crates/<registry>/...`.
+        flags.push(remap_flag(&src, "/crates"));
+        flags.extend(
+            registry_sources(&src)
+                .iter()
+                .map(|d| remap_flag(d, "/crates")),
+        );
     }
+    let flags: Vec<String> = flags.into_iter().flatten().collect();
     format!("build.rustflags=[{}]", flags.join(", "))
 }
 
-/// The source folders of cargo's registries (`$CARGO_HOME/registry/src/*`), if any.
-fn registry_sources() -> Vec<PathBuf> {
+/// `--remap-path-prefix=from=to` as a TOML string, or `None` for a path that is not UTF-8.
+fn remap_flag(from: &Path, to: &str) -> Option<String> {
+    Some(toml_string(&format!(
+        "--remap-path-prefix={}={to}",
+        from.to_str()?
+    )))
+}
+
+/// `s` as a TOML basic string: quotes, backslashes and control characters escaped.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Cargo's home: `$CARGO_HOME`, or `~/.cargo`; absolute.
+fn cargo_home() -> Option<PathBuf> {
     let home = env::var_os("CARGO_HOME")
+        .filter(|h| !h.is_empty())
         .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")));
-    let Some(src) = home.map(|h| h.join("registry").join("src")) else {
-        return Vec::new();
-    };
+        .or_else(|| {
+            env::var_os("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| Path::new(&h).join(".cargo"))
+        })?;
+    if home.is_absolute() {
+        Some(home)
+    } else {
+        env::current_dir().ok().map(|d| d.join(home))
+    }
+}
+
+/// The folders of `src` (cargo's `registry/src`: one per registry), sorted.
+fn registry_sources(src: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(src)
         .map(|entries| {
             entries
@@ -128,10 +166,7 @@ pub fn cargo_tool(name: &str) -> Result<String, String> {
     if on_path(name) {
         return Ok(name.to_string());
     }
-    let home = env::var("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|_| env::var("HOME").map(|h| Path::new(&h).join(".cargo")))
-        .map_err(|_| "neither CARGO_HOME nor HOME is set".to_string())?;
+    let home = cargo_home().ok_or_else(|| "neither CARGO_HOME nor HOME is set".to_string())?;
     let path = home.join("bin").join(name);
     if !path.exists() {
         cargo(&["install", name, "--locked"])
@@ -228,4 +263,21 @@ pub fn check_generated_with(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remap_flags_are_toml_strings() {
+        let flag = remap_flag(Path::new("/a b/\"q\"/it's\\x\t"), "/crates");
+        assert_eq!(
+            flag.as_deref(),
+            Some(r#""--remap-path-prefix=/a b/\"q\"/it's\\x\u0009=/crates""#)
+        );
+        let config = remap_checkout();
+        assert!(config.starts_with(r#"build.rustflags=["--remap-path-prefix="#));
+        assert!(config.contains(r#"=/safegrad""#), "{config}");
+    }
 }

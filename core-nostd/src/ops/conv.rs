@@ -686,8 +686,8 @@ fn rows_k<T: Scalar, const K: usize, const N: usize>(
     } = rows;
     let upstream = |t: usize| g.map(|g_n| g_n.get(t).copied().unwrap_or(T::ZERO));
     // The outputs in order: those before `inside` and after it read padding, those inside
-    // in one sweep. The edge's code, unrolled for each `K`, has one call site: with one
-    // before the sweep and one after, the CNN's firmware was 8 KB larger.
+    // in one sweep. The edge's code, unrolled for each `K`, has one call site: one before
+    // the sweep and one after make the CNN's firmware 8 KB larger.
     let mut t = 0;
     while t < shape.l_out {
         if t == inside.start && !inside.is_empty() {
@@ -972,6 +972,12 @@ mod tests {
             Conv1dShape::new(6, 30, 9, 7, 1, 3, 1, 3),
             Conv1dShape::new(2, 16, 2, 4, 2, 2, 1, 1),
             Conv1dShape::new(1, 9, 2, 6, 1, 0, 1, 1),
+            // No interior: every window reads padding.
+            Conv1dShape::new(2, 3, 2, 5, 1, 2, 1, 1),
+            // Eight taps over a two-value input: windows cut on both sides.
+            Conv1dShape::new(1, 2, 2, 8, 1, 7, 1, 1),
+            // Windows that read only padding.
+            Conv1dShape::new(1, 1, 2, 3, 1, 4, 1, 1),
         ];
         for shape in shapes {
             assert!(shape.problem().is_none(), "{shape:?}");

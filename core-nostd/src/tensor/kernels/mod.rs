@@ -481,8 +481,9 @@ fn sum_of_squares_body<T: Scalar>(x: &[T]) -> T {
     }
     // The last values' squares are added to every lane, those past the end as `+0`, which
     // changes no lane (a lane, a sum of squares from `+0`, is never `-0`). Added only to
-    // the lanes they reach, the AVX2 instance stored them with a masked store that the
-    // sums' reload below waited for: the kernel took 7% of the host bench's batch-1 step.
+    // the lanes they reach, they go through a masked store in the AVX2 instance, which the
+    // sums' reload below waits for: the kernel then takes 7% of the host bench's batch-1
+    // step.
     if !chunks.remainder().is_empty() {
         let mut tail = [T::ZERO; 8];
         for (t, &v) in tail.iter_mut().zip(chunks.remainder()) {
